@@ -1,0 +1,188 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/meshd/meshd/internal/config"
+	"github.com/meshd/meshd/node"
+)
+
+// socketFlags are shared by the commands that talk to a running node.
+func socketFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.StringFlag{Name: "config", Aliases: []string{"c"}, Usage: "the node's configuration `FILE` (to find its control socket)"},
+		&cli.StringFlag{Name: "socket", Usage: "the node's control socket `PATH` (default: from --config, else " + filepath.Join(config.DefaultDataDir, "meshd.sock") + ")"},
+	}
+}
+
+func statusCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "status",
+		Usage:     "show this node, its peers and the service catalog",
+		UsageText: "meshd status [--json] [--config FILE | --socket PATH]",
+		Flags: append(socketFlags(),
+			&cli.BoolFlag{Name: "json", Usage: "print JSON (the format of SPEC §5)"}),
+		Action: func(c *cli.Context) error {
+			if c.NArg() > 0 {
+				return cli.Exit(fmt.Sprintf("status takes no arguments, got %q", c.Args().First()), 2)
+			}
+			sock, err := socketPath(c)
+			if err != nil {
+				return err
+			}
+			var st node.Status
+			if err := controlGet(c.Context, sock, "/status", &st); err != nil {
+				return err
+			}
+			if c.Bool("json") {
+				enc := json.NewEncoder(c.App.Writer)
+				enc.SetIndent("", "  ")
+				return enc.Encode(st)
+			}
+			printStatus(c.App.Writer, st)
+			return nil
+		},
+	}
+}
+
+// socketPath finds the control socket: --socket, else the config's
+// control.socket (which defaults to <data_dir>/meshd.sock).
+func socketPath(c *cli.Context) (string, error) {
+	if s := c.String("socket"); s != "" {
+		return s, nil
+	}
+	if f := c.String("config"); f != "" {
+		cfg, err := config.Load(f, config.Overrides{})
+		if err != nil {
+			return "", err
+		}
+		return cfg.Control.Socket, nil
+	}
+	return filepath.Join(config.DefaultDataDir, "meshd.sock"), nil
+}
+
+// controlGet fetches path from the node's control socket into v.
+func controlGet(ctx context.Context, sock, path string, v any) error {
+	client := &http.Client{
+		Timeout: 10 * time.Second,
+		Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", sock)
+		}},
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://meshd"+path, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return fmt.Errorf("cannot reach the node at %s (is `meshd join` running?): %w", sock, unwrapURLError(err))
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	if err != nil {
+		return fmt.Errorf("read %s from %s: %w", path, sock, err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("node answered %s: %s", resp.Status, strings.TrimSpace(string(body)))
+	}
+	if err := json.Unmarshal(body, v); err != nil {
+		return fmt.Errorf("decode %s: %w", path, err)
+	}
+	return nil
+}
+
+func unwrapURLError(err error) error {
+	for {
+		u, ok := err.(interface{ Unwrap() error })
+		if !ok {
+			return err
+		}
+		if _, isOp := err.(*net.OpError); isOp {
+			return err
+		}
+		next := u.Unwrap()
+		if next == nil {
+			return err
+		}
+		err = next
+	}
+}
+
+// printStatus writes the human-readable form of st.
+func printStatus(w io.Writer, st node.Status) {
+	n := st.Node
+	fmt.Fprintf(w, "node %s  site %s  mesh %s  mode %s\n", n.Name, n.Site, n.MeshIP, n.Mode)
+	fmt.Fprintf(w, "gossip %s  tunnel %s  relay %v\n\n", n.Gossip, n.Tunnel, n.Relay)
+
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "PEER\tSITE\tSTATE\tPATH\tENDPOINT\tRTT\tSTREAMS\tTX\tRX\tHANDSHAKE")
+	for _, p := range st.Peers {
+		ep := p.Endpoint
+		if p.RelayVia != "" {
+			ep += " via " + p.RelayVia
+		}
+		rtt := "-"
+		if p.RTTMs > 0 {
+			rtt = fmt.Sprintf("%.2fms", p.RTTMs)
+		}
+		hs := p.LastHandshake
+		if hs == "" {
+			hs = "never"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\n", p.Name, p.Site, p.State, p.Path,
+			dash(ep), rtt, p.Streams, humanBytes(p.TxBytes), humanBytes(p.RxBytes), hs)
+	}
+	tw.Flush()
+
+	fmt.Fprintln(w)
+	tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "SERVICE\tNODE\tSITE\tHEALTHY\tACTIVE")
+	for _, s := range st.Services {
+		for _, e := range s.Endpoints {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%v\t%d\n", s.Name, e.Node, e.Site, e.Healthy, e.Active)
+		}
+	}
+	tw.Flush()
+
+	if len(st.Imports) > 0 {
+		fmt.Fprintln(w)
+		tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "IMPORT\tLISTEN\tACTIVE\tTOTAL\tFAILED")
+		for _, im := range st.Imports {
+			fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\n", im.Name, im.Listen, im.Active, im.Total, im.Failed)
+		}
+		tw.Flush()
+	}
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func humanBytes(b uint64) string {
+	const unit = 1024
+	if b < unit {
+		return fmt.Sprintf("%dB", b)
+	}
+	div, exp := uint64(unit), 0
+	for n := b / unit; n >= unit; n /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f%ciB", float64(b)/float64(div), "KMGTPE"[exp])
+}

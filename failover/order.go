@@ -1,0 +1,272 @@
+// Package failover orders the candidate endpoints of an import and runs the
+// attempt loop that tries them in turn until one works (SPEC §3 imports,
+// §4 Selection and Failover).
+//
+// It is pure logic on plain data: the caller (package node) builds an
+// []Endpoint from the catalog, peer health and measured RTTs, calls Order to
+// rank them, and hands the result to Attempt together with a dial function.
+// Nothing here touches the network, reads a clock or keeps package-level
+// state, so several nodes can share it in one process and every decision is
+// reproducible from its inputs.
+package failover
+
+import (
+	"cmp"
+	"fmt"
+	"math"
+	"math/bits"
+	"slices"
+	"strings"
+	"time"
+)
+
+// Balance selects how endpoints within one site are ordered.
+type Balance string
+
+const (
+	// BalanceLeastConn prefers the endpoint with the fewest active streams
+	// per unit of weight. It is the default.
+	BalanceLeastConn Balance = "least_conn"
+	// BalanceRoundRobin rotates through the endpoints in a smooth weighted
+	// order driven by the caller's per-import counter.
+	BalanceRoundRobin Balance = "round_robin"
+)
+
+// ParseBalance validates a configured balance mode; "" means
+// BalanceLeastConn.
+func ParseBalance(s string) (Balance, error) {
+	switch Balance(s) {
+	case "", BalanceLeastConn:
+		return BalanceLeastConn, nil
+	case BalanceRoundRobin:
+		return BalanceRoundRobin, nil
+	}
+	return "", fmt.Errorf("failover: unknown balance %q (want %q or %q)", s, BalanceLeastConn, BalanceRoundRobin)
+}
+
+// maxExpandWeight caps a weight's share of the round-robin cycle so that a
+// huge configured weight cannot make Order expensive.
+const maxExpandWeight = 100
+
+// Endpoint is one node exporting the service, as seen by the importing node.
+type Endpoint struct {
+	Node   string        // node name, unique
+	Site   string        // the node's failure domain
+	Local  bool          // on the importing node itself (dialled without a tunnel)
+	Weight int           // relative share, >= 1; values < 1 count as 1
+	Active int           // streams this importer has open to this endpoint for this service
+	RTT    time.Duration // measured tunnel RTT; <= 0 means unknown (Local counts as 0)
+	Down   bool          // node/tunnel down or backend unhealthy: tried only as a last resort
+}
+
+// weight returns the endpoint's effective weight (>= 1).
+func (e Endpoint) weight() int {
+	return max(e.Weight, 1)
+}
+
+// distance is the endpoint's RTT for ordering unlisted sites: 0 when local,
+// the measured RTT when known, and farther than anything known otherwise.
+func (e Endpoint) distance() time.Duration {
+	switch {
+	case e.Local:
+		return 0
+	case e.RTT > 0:
+		return e.RTT
+	}
+	return math.MaxInt64
+}
+
+// Order returns a new slice holding eps in the order they should be tried.
+// eps is not modified. The result is deterministic for identical inputs.
+//
+// Endpoints with Down=false come first; the Down ones follow as a last
+// resort, ordered by the same rules.
+//
+// Endpoints are grouped by site. Sites named in sites come first, in that
+// order. Other sites follow, nearest first: a site's distance is its lowest
+// endpoint RTT, where a local endpoint counts as 0 and an unknown RTT as
+// farther than any known one; ties go by site name.
+//
+// Within a site, balance decides; an unknown Balance acts as
+// BalanceLeastConn.
+//
+// BalanceLeastConn orders by ascending Active/Weight, compared exactly
+// without floats. Endpoints with equal load are sorted by name and the run
+// is rotated by rr, so successive calls spread new connections over them.
+// RTT does not order endpoints within a site: the rotation already fully
+// orders each tie, and within one failure domain RTT differences are noise
+// that would defeat the spreading.
+//
+// BalanceRoundRobin lays the endpoints, sorted by name, out in a smooth
+// weighted cycle (nginx's smooth weighted round robin) in which each
+// appears Weight times (capped at 100, divided by the weights' common
+// divisor). The call starts at position rr mod cycle length and emits each
+// endpoint the first time it is met. Each full cycle of consecutive rr
+// values puts every endpoint first exactly its (reduced) weight times, and
+// runs counted from rr = 0 stay within one of that share. Active is
+// ignored.
+//
+// rr is a per-import counter the caller increments once per connection.
+func Order(eps []Endpoint, sites []string, balance Balance, rr uint64) []Endpoint {
+	out := make([]Endpoint, 0, len(eps))
+	for _, down := range []bool{false, true} {
+		var group []Endpoint
+		for _, ep := range eps {
+			if ep.Down == down {
+				group = append(group, ep)
+			}
+		}
+		out = appendOrdered(out, group, sites, balance, rr)
+	}
+	return out
+}
+
+// siteGroup is the endpoints of one site within an Order group.
+type siteGroup struct {
+	name    string
+	rank    int           // index in the preference list, len(sites) when unlisted
+	nearest time.Duration // lowest endpoint distance
+	eps     []Endpoint
+}
+
+// appendOrdered appends group, ordered by site then balance, to out. group
+// is owned by the caller and may be reordered.
+func appendOrdered(out, group []Endpoint, sites []string, balance Balance, rr uint64) []Endpoint {
+	if len(group) == 0 {
+		return out
+	}
+	rank := make(map[string]int, len(sites))
+	for i, s := range sites {
+		if _, dup := rank[s]; !dup {
+			rank[s] = i
+		}
+	}
+	var groups []*siteGroup
+	bySite := make(map[string]*siteGroup)
+	for _, ep := range group {
+		g := bySite[ep.Site]
+		if g == nil {
+			r, ok := rank[ep.Site]
+			if !ok {
+				r = len(sites)
+			}
+			g = &siteGroup{name: ep.Site, rank: r, nearest: math.MaxInt64}
+			bySite[ep.Site] = g
+			groups = append(groups, g)
+		}
+		g.nearest = min(g.nearest, ep.distance())
+		g.eps = append(g.eps, ep)
+	}
+	slices.SortFunc(groups, func(a, b *siteGroup) int {
+		return cmp.Or(
+			cmp.Compare(a.rank, b.rank),
+			cmp.Compare(a.nearest, b.nearest),
+			strings.Compare(a.name, b.name),
+		)
+	})
+	for _, g := range groups {
+		switch balance {
+		case BalanceRoundRobin:
+			orderRoundRobin(g.eps, rr)
+		default:
+			orderLeastConn(g.eps, rr)
+		}
+		out = append(out, g.eps...)
+	}
+	return out
+}
+
+// compareLoad compares a.Active/a.Weight with b.Active/b.Weight exactly, by
+// cross-multiplying in 128 bits. Negative Active counts as 0.
+func compareLoad(a, b Endpoint) int {
+	ahi, alo := bits.Mul64(uint64(max(a.Active, 0)), uint64(b.weight()))
+	bhi, blo := bits.Mul64(uint64(max(b.Active, 0)), uint64(a.weight()))
+	return cmp.Or(cmp.Compare(ahi, bhi), cmp.Compare(alo, blo))
+}
+
+func compareNode(a, b Endpoint) int {
+	return strings.Compare(a.Node, b.Node)
+}
+
+// orderLeastConn sorts eps by load and rotates each run of equal load by rr.
+func orderLeastConn(eps []Endpoint, rr uint64) {
+	slices.SortFunc(eps, func(a, b Endpoint) int {
+		return cmp.Or(compareLoad(a, b), compareNode(a, b))
+	})
+	for i := 0; i < len(eps); {
+		j := i + 1
+		for j < len(eps) && compareLoad(eps[i], eps[j]) == 0 {
+			j++
+		}
+		rotate(eps[i:j], int(rr%uint64(j-i)))
+		i = j
+	}
+}
+
+// rotate moves s[k] to the front, keeping the cyclic order.
+func rotate(s []Endpoint, k int) {
+	if k == 0 {
+		return
+	}
+	slices.Reverse(s[:k])
+	slices.Reverse(s[k:])
+	slices.Reverse(s)
+}
+
+// orderRoundRobin orders eps by the smooth weighted cycle starting at rr.
+func orderRoundRobin(eps []Endpoint, rr uint64) {
+	slices.SortFunc(eps, compareNode)
+	if len(eps) < 2 {
+		return
+	}
+	weights := make([]int, len(eps))
+	g := 0
+	for i, ep := range eps {
+		weights[i] = min(ep.weight(), maxExpandWeight)
+		g = gcd(g, weights[i])
+	}
+	total := 0
+	for i := range weights {
+		weights[i] /= g
+		total += weights[i]
+	}
+	cycle := smoothCycle(weights, total)
+	start := int(rr % uint64(total))
+	res := make([]Endpoint, 0, len(eps))
+	seen := make([]bool, len(eps))
+	for k := 0; len(res) < len(eps); k++ {
+		i := cycle[(start+k)%total]
+		if !seen[i] {
+			seen[i] = true
+			res = append(res, eps[i])
+		}
+	}
+	copy(eps, res)
+}
+
+// smoothCycle returns one period (total picks) of nginx's smooth weighted
+// round robin over weights: each index i appears weights[i] times, spread
+// out as evenly as the weights allow. Ties go to the lower index.
+func smoothCycle(weights []int, total int) []int {
+	cycle := make([]int, total)
+	cur := make([]int, len(weights))
+	for s := range cycle {
+		best := 0
+		for i, w := range weights {
+			cur[i] += w
+			if cur[i] > cur[best] {
+				best = i
+			}
+		}
+		cur[best] -= total
+		cycle[s] = best
+	}
+	return cycle
+}
+
+func gcd(a, b int) int {
+	for b != 0 {
+		a, b = b, a%b
+	}
+	return a
+}

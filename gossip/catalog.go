@@ -1,0 +1,335 @@
+package gossip
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math"
+	"slices"
+)
+
+// Export catalog wire format.
+//
+// Each node is authoritative for its own record (its exports plus a
+// "leaving" flag), stamped with a version that only grows: it starts at the
+// wall clock in nanoseconds when the node starts and is bumped on every
+// change, so a restarted node's record beats the one it had before. A record
+// replaces the one held for the same node only if its version is higher.
+// Records travel in two kinds of envelopes:
+//
+//	envelope = wireVersion u8 (= 1), kind u8, body
+//	kind 1 (record): body = record          — memberlist user message / broadcast
+//	kind 2 (state):  body = count uvarint,  — push/pull LocalState
+//	                        record × count
+//
+//	record   = length uvarint, then length bytes:
+//	             name    str
+//	             version uvarint
+//	             flags   u8 (bit 0: the node is leaving the mesh)
+//	             count   uvarint
+//	             export × count
+//	             …       (unknown trailing bytes are ignored)
+//	export   = length uvarint, then length bytes:
+//	             name    str
+//	             weight  varint (zig-zag)
+//	             flags   u8 (bit 0: healthy)
+//	             …       (unknown trailing bytes are ignored)
+//	str      = length uvarint, then that many bytes
+//
+// Limits: a message is at most maxMessageBytes, a state at most
+// maxStateBytes, a record holds at most maxExports exports, a node or export
+// name at most maxNameLen bytes. Anything beyond a limit is rejected whole.
+const (
+	wireVersion = 1
+
+	kindRecord = 1
+	kindState  = 2
+
+	flagLeaving = 1 << 0
+	flagHealthy = 1 << 0
+
+	maxMessageBytes = 64 << 10
+	maxStateBytes   = 1 << 20
+	maxExports      = 1024
+	maxNameLen      = 255
+	maxStateRecords = 4096
+
+	// maxBroadcastBytes is the largest record sent by UDP gossip. memberlist
+	// packs broadcasts into UDP packets of UDPBufferSize (1400) bytes minus
+	// encryption and framing overhead; bigger records go by TCP to every
+	// member (and by push/pull).
+	maxBroadcastBytes = 1000
+)
+
+var errDecode = errors.New("gossip: malformed catalog message")
+
+// record is one node's export catalog as this node knows it.
+type record struct {
+	name    string
+	version uint64
+	leaving bool
+	exports []Export // never nil once decoded or set
+}
+
+// appendRecord appends the wire form of r to b.
+func appendRecord(b []byte, r *record) []byte {
+	var inner []byte
+	inner = appendStr(inner, r.name)
+	inner = binary.AppendUvarint(inner, r.version)
+	var flags byte
+	if r.leaving {
+		flags |= flagLeaving
+	}
+	inner = append(inner, flags)
+	inner = binary.AppendUvarint(inner, uint64(len(r.exports)))
+	var ex []byte
+	for _, e := range r.exports {
+		ex = ex[:0]
+		ex = appendStr(ex, e.Name)
+		ex = binary.AppendVarint(ex, int64(e.Weight))
+		var f byte
+		if e.Healthy {
+			f |= flagHealthy
+		}
+		ex = append(ex, f)
+		inner = binary.AppendUvarint(inner, uint64(len(ex)))
+		inner = append(inner, ex...)
+	}
+	b = binary.AppendUvarint(b, uint64(len(inner)))
+	return append(b, inner...)
+}
+
+func appendStr(b []byte, s string) []byte {
+	b = binary.AppendUvarint(b, uint64(len(s)))
+	return append(b, s...)
+}
+
+// encodeRecordMsg returns the message (kind 1) carrying r.
+func encodeRecordMsg(r *record) []byte {
+	return appendRecord([]byte{wireVersion, kindRecord}, r)
+}
+
+// reader decodes the wire format; the first error sticks and every later
+// read returns zero values.
+type reader struct {
+	b   []byte
+	err error
+}
+
+func (r *reader) fail(format string, args ...any) {
+	if r.err == nil {
+		r.err = fmt.Errorf("%w: %s", errDecode, fmt.Sprintf(format, args...))
+	}
+}
+
+func (r *reader) uvarint(what string) uint64 {
+	if r.err != nil {
+		return 0
+	}
+	v, n := binary.Uvarint(r.b)
+	if n <= 0 {
+		r.fail("bad %s", what)
+		return 0
+	}
+	r.b = r.b[n:]
+	return v
+}
+
+func (r *reader) varint(what string) int64 {
+	if r.err != nil {
+		return 0
+	}
+	v, n := binary.Varint(r.b)
+	if n <= 0 {
+		r.fail("bad %s", what)
+		return 0
+	}
+	r.b = r.b[n:]
+	return v
+}
+
+func (r *reader) byte1(what string) byte {
+	if r.err != nil {
+		return 0
+	}
+	if len(r.b) < 1 {
+		r.fail("truncated %s", what)
+		return 0
+	}
+	c := r.b[0]
+	r.b = r.b[1:]
+	return c
+}
+
+// bytes returns the next length-prefixed field, at most limit bytes long.
+func (r *reader) bytes(what string, limit int) []byte {
+	n := r.uvarint(what + " length")
+	if r.err != nil {
+		return nil
+	}
+	if n > uint64(limit) || n > uint64(len(r.b)) {
+		r.fail("%s of %d bytes (limit %d, %d left)", what, n, limit, len(r.b))
+		return nil
+	}
+	v := r.b[:n]
+	r.b = r.b[n:]
+	return v
+}
+
+// readRecord decodes one record. name is set as soon as it is known, so that
+// errors can be attributed to a sender.
+func (r *reader) readRecord() (rec *record, name string) {
+	body := r.bytes("record", maxMessageBytes)
+	if r.err != nil {
+		return nil, ""
+	}
+	in := reader{b: body}
+	rec = &record{}
+	rec.name = string(in.bytes("node name", maxNameLen))
+	rec.version = in.uvarint("version")
+	flags := in.byte1("flags")
+	rec.leaving = flags&flagLeaving != 0
+	n := in.uvarint("export count")
+	if in.err == nil && n > maxExports {
+		in.fail("%d exports (limit %d)", n, maxExports)
+	}
+	if in.err == nil && n > uint64(len(in.b)) {
+		in.fail("%d exports in %d bytes", n, len(in.b))
+	}
+	if in.err == nil && rec.name == "" {
+		in.fail("empty node name")
+	}
+	if in.err != nil {
+		r.err = in.err
+		return nil, rec.name
+	}
+	rec.exports = make([]Export, 0, n)
+	for range n {
+		eb := in.bytes("export", maxMessageBytes)
+		if in.err != nil {
+			break
+		}
+		er := reader{b: eb}
+		var e Export
+		e.Name = string(er.bytes("export name", maxNameLen))
+		w := er.varint("weight")
+		e.Healthy = er.byte1("export flags")&flagHealthy != 0
+		if er.err == nil && (w < math.MinInt32 || w > math.MaxInt32) {
+			er.fail("weight %d out of range", w)
+		}
+		if er.err != nil {
+			in.err = er.err
+			break
+		}
+		e.Weight = int(w)
+		rec.exports = append(rec.exports, e)
+	}
+	if in.err != nil {
+		r.err = in.err
+		return nil, rec.name
+	}
+	return rec, rec.name
+}
+
+// decodeEnvelope checks the size, version and kind of a message or state.
+func decodeEnvelope(b []byte, kind byte, limit int) (*reader, error) {
+	if len(b) > limit {
+		return nil, fmt.Errorf("%w: %d bytes (limit %d)", errDecode, len(b), limit)
+	}
+	if len(b) < 2 {
+		return nil, fmt.Errorf("%w: %d bytes", errDecode, len(b))
+	}
+	if b[0] != wireVersion {
+		return nil, fmt.Errorf("%w: unknown version %d", errDecode, b[0])
+	}
+	if b[1] != kind {
+		return nil, fmt.Errorf("%w: unexpected kind %d", errDecode, b[1])
+	}
+	return &reader{b: b[2:]}, nil
+}
+
+// decodeRecordMsg decodes a kind 1 message. The returned name is the sender
+// when it could be read, for error reports.
+func decodeRecordMsg(b []byte) (*record, string, error) {
+	r, err := decodeEnvelope(b, kindRecord, maxMessageBytes)
+	if err != nil {
+		return nil, "", err
+	}
+	rec, name := r.readRecord()
+	if r.err != nil {
+		return nil, name, r.err
+	}
+	return rec, name, nil
+}
+
+// decodeState decodes a kind 2 push/pull state.
+func decodeState(b []byte) ([]*record, error) {
+	r, err := decodeEnvelope(b, kindState, maxStateBytes)
+	if err != nil {
+		return nil, err
+	}
+	n := r.uvarint("record count")
+	if r.err == nil && (n > maxStateRecords || n > uint64(len(r.b))) {
+		r.fail("%d records", n)
+	}
+	if r.err != nil {
+		return nil, r.err
+	}
+	recs := make([]*record, 0, n)
+	for range n {
+		rec, _ := r.readRecord()
+		if r.err != nil {
+			return nil, r.err
+		}
+		recs = append(recs, rec)
+	}
+	return recs, nil
+}
+
+// encodeState returns the kind 2 state holding own first, then others in
+// order, leaving out whatever would push it past maxStateBytes. dropped
+// counts the records left out.
+func encodeState(own *record, others []*record) (b []byte, dropped int) {
+	encoded := make([][]byte, 0, 1+len(others))
+	size := 2 + binary.MaxVarintLen64
+	for i, r := range append([]*record{own}, others...) {
+		e := appendRecord(nil, r)
+		if size+len(e) > maxStateBytes || len(encoded) >= maxStateRecords {
+			dropped = len(others) + 1 - i
+			break
+		}
+		size += len(e)
+		encoded = append(encoded, e)
+	}
+	b = make([]byte, 0, size)
+	b = append(b, wireVersion, kindState)
+	b = binary.AppendUvarint(b, uint64(len(encoded)))
+	for _, e := range encoded {
+		b = append(b, e...)
+	}
+	return b, dropped
+}
+
+// sanitizeExports copies exps, keeping what the wire format can carry: at
+// most maxExports entries with non-empty names of at most maxNameLen bytes,
+// and no more than fits in one message. It reports how many were dropped.
+func sanitizeExports(name string, exps []Export) ([]Export, int) {
+	out := make([]Export, 0, min(len(exps), maxExports))
+	size := len(encodeRecordMsg(&record{name: name, version: math.MaxUint64, exports: nil}))
+	for _, e := range exps {
+		if e.Name == "" || len(e.Name) > maxNameLen || len(out) >= maxExports {
+			continue
+		}
+		e.Weight = max(math.MinInt32, min(math.MaxInt32, e.Weight))
+		n := len(appendRecord(nil, &record{exports: []Export{e}})) // upper bound of its share
+		if size+n > maxMessageBytes {
+			continue
+		}
+		size += n
+		out = append(out, e)
+	}
+	return out, len(exps) - len(out)
+}
+
+// equalExports reports whether two catalogs hold the same entries in order.
+func equalExports(a, b []Export) bool { return slices.Equal(a, b) }

@@ -1,0 +1,497 @@
+// Package gossip is meshd's membership layer: hashicorp/memberlist, encrypted
+// with the cluster key, carrying each node's record (site, WireGuard public
+// key, tunnel and relay endpoints) in its node meta and the export catalog in
+// versioned broadcasts plus push/pull state.
+//
+// A Gossip tracks every other node it has heard of, with a state (alive,
+// suspect, dead, left) and the time that state began. Dead and left nodes stay
+// listed for Config.RetainGone; dead ones are retried periodically so that a
+// healed partition reconverges without help. Each node is authoritative for
+// its own exports; a newer version of a node's catalog always replaces an
+// older one and stale state never wins.
+//
+// All methods are safe for concurrent use. Changes signals that Members may
+// have changed; callers re-read Members.
+package gossip
+
+import (
+	"errors"
+	"fmt"
+	"log"
+	"log/slog"
+	"net"
+	"net/netip"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/memberlist"
+
+	"github.com/meshd/meshd/internal/key"
+)
+
+// Meta is the record each node publishes about itself in its memberlist node
+// meta.
+type Meta struct {
+	Site      string
+	PublicKey key.PublicKey
+	Tunnel    netip.AddrPort // WireGuard UDP endpoint others should use
+	Relay     netip.AddrPort // relay TCP endpoint; zero when this node is not a relay
+}
+
+// State is a member's liveness as seen by this node.
+type State int
+
+// Member states. Suspect means a probe of the node failed and memberlist is
+// waiting for it to refute; dead means it failed; left means it said goodbye.
+const (
+	StateAlive State = iota
+	StateSuspect
+	StateDead
+	StateLeft
+)
+
+// String returns "alive", "suspect", "dead" or "left".
+func (s State) String() string {
+	switch s {
+	case StateAlive:
+		return "alive"
+	case StateSuspect:
+		return "suspect"
+	case StateDead:
+		return "dead"
+	case StateLeft:
+		return "left"
+	}
+	return fmt.Sprintf("state(%d)", int(s))
+}
+
+// Export is one entry of a node's service catalog.
+type Export struct {
+	Name    string
+	Weight  int
+	Healthy bool
+}
+
+// Member is a node as seen by this node.
+type Member struct {
+	Name    string
+	Addr    netip.AddrPort // gossip address
+	Meta    Meta           // zero if the node's meta could not be read
+	State   State
+	Since   time.Time     // when State last changed (local clock)
+	RTT     time.Duration // last gossip probe round trip; 0 if none yet
+	Exports []Export      // latest catalog of this node (nil if unknown); a copy the caller may keep
+}
+
+// Config configures a Gossip. The zero value of each optional field means
+// its default.
+type Config struct {
+	Name      string         // unique in the mesh; required
+	Bind      netip.AddrPort // memberlist bind (TCP+UDP same port); zero = 0.0.0.0:7946; port 0 = ephemeral
+	Advertise netip.AddrPort // zero = Bind (memberlist picks a private IP if Bind's IP is 0.0.0.0); port 0 = bound port
+	Key       []byte         // cluster key (16, 24 or 32 bytes); required
+	Meta      Meta
+	Logger    *slog.Logger // nil = slog.Default()
+
+	RetainGone        time.Duration // how long dead/left members stay listed; default 10m
+	ReconnectInterval time.Duration // how often to retry dead members' addresses; default 5s
+
+	transport memberlist.NodeAwareTransport // replaces memberlist's network transport (tests)
+}
+
+// Defaults for Config.
+const (
+	DefaultBindPort          = 7946
+	DefaultRetainGone        = 10 * time.Minute
+	DefaultReconnectInterval = 5 * time.Second
+	DefaultLeaveTimeout      = 5 * time.Second
+)
+
+// reconnectBatch bounds how many dead members are retried per interval.
+const reconnectBatch = 3
+
+// ErrClosed is returned by methods called after Close.
+var ErrClosed = errors.New("gossip: closed")
+
+// Validate reports whether c can be used, without applying defaults.
+func (c *Config) Validate() error {
+	if c.Name == "" {
+		return errors.New("gossip: config: name is required")
+	}
+	if len(c.Name) > maxNameLen {
+		return fmt.Errorf("gossip: config: name %q is longer than %d bytes", c.Name, maxNameLen)
+	}
+	switch len(c.Key) {
+	case 16, 24, 32:
+	case 0:
+		return errors.New("gossip: config: cluster key is required")
+	default:
+		return fmt.Errorf("gossip: config: cluster key must be 16, 24 or 32 bytes, not %d", len(c.Key))
+	}
+	if c.Bind.IsValid() && c.Bind.Port() == 0 && c.Advertise.IsValid() && c.Advertise.Port() != 0 {
+		return errors.New("gossip: config: an advertised port needs a fixed bind port")
+	}
+	if c.Bind.IsValid() && c.Bind.Addr().Is6() && c.Bind.Addr().IsUnspecified() && !c.Advertise.IsValid() {
+		return fmt.Errorf("gossip: config: bind %s needs an advertise address", c.Bind)
+	}
+	if c.RetainGone < 0 || c.ReconnectInterval < 0 {
+		return errors.New("gossip: config: durations must not be negative")
+	}
+	if _, err := encodeMeta(c.Meta); err != nil {
+		return err
+	}
+	return nil
+}
+
+// Gossip is one node's membership in the mesh.
+type Gossip struct {
+	// Immutable after New.
+	name       string
+	meta       Meta
+	metaBytes  []byte
+	log        *slog.Logger
+	retainGone time.Duration
+	reconnect  time.Duration
+	probe      time.Duration // memberlist ProbeInterval
+	suspectMax time.Duration // longest memberlist keeps a node suspect (per member count 1)
+	started    time.Time
+	ml         *memberlist.Memberlist
+	localAddr  netip.AddrPort
+	queue      *memberlist.TransmitLimitedQueue
+	limit      *limiter
+	changes    chan struct{} // cap 1, never closed
+	bigKick    chan struct{} // cap 1: own record too big for UDP, send by TCP
+	done       chan struct{} // closed by Close
+	wg         sync.WaitGroup
+
+	// Atomic.
+	numNodes atomic.Int64 // alive+suspect members plus this node, for the broadcast queue
+	closed   atomic.Bool
+
+	lifeMu sync.Mutex // serialises Leave and Close (memberlist.Leave panics after Shutdown)
+
+	mu sync.Mutex
+	// Guarded by mu.
+	version uint64   // own catalog version
+	exports []Export // own catalog
+	leaving bool     // Leave was called
+	leftAt  time.Time
+	peers   map[string]*peer
+	catalog map[string]*catalogEntry // by node name; may hold names not (yet) in peers
+}
+
+// New creates the memberlist (listening on cfg.Bind) and starts the owned
+// goroutines. Call Join to contact other nodes and Close to stop.
+func New(cfg Config) (*Gossip, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if !cfg.Bind.IsValid() {
+		cfg.Bind = netip.AddrPortFrom(netip.IPv4Unspecified(), DefaultBindPort)
+	}
+	if cfg.RetainGone == 0 {
+		cfg.RetainGone = DefaultRetainGone
+	}
+	if cfg.ReconnectInterval == 0 {
+		cfg.ReconnectInterval = DefaultReconnectInterval
+	}
+	metaBytes, _ := encodeMeta(cfg.Meta) // checked by Validate
+
+	now := time.Now()
+	g := &Gossip{
+		name:       cfg.Name,
+		meta:       cfg.Meta,
+		metaBytes:  metaBytes,
+		log:        cfg.Logger,
+		retainGone: cfg.RetainGone,
+		reconnect:  cfg.ReconnectInterval,
+		started:    now,
+		limit:      newLimiter(limitEvery, limitKeys),
+		changes:    make(chan struct{}, 1),
+		bigKick:    make(chan struct{}, 1),
+		done:       make(chan struct{}),
+		version:    uint64(now.UnixNano()),
+		exports:    []Export{},
+		peers:      make(map[string]*peer),
+		catalog:    make(map[string]*catalogEntry),
+	}
+	g.numNodes.Store(1)
+
+	mc := memberlist.DefaultLANConfig()
+	mc.Name = cfg.Name
+	mc.BindAddr = cfg.Bind.Addr().Unmap().String()
+	mc.BindPort = int(cfg.Bind.Port())
+	mc.AdvertisePort = mc.BindPort
+	if cfg.Advertise.IsValid() {
+		mc.AdvertiseAddr = cfg.Advertise.Addr().Unmap().String()
+		if cfg.Advertise.Port() != 0 {
+			mc.AdvertisePort = int(cfg.Advertise.Port())
+		}
+	}
+	mc.SecretKey = slices.Clone(cfg.Key)
+	mc.GossipVerifyIncoming = true
+	mc.GossipVerifyOutgoing = true
+	mc.ProbeInterval = 500 * time.Millisecond
+	mc.ProbeTimeout = 250 * time.Millisecond
+	mc.GossipInterval = 100 * time.Millisecond
+	mc.SuspicionMult = 3
+	mc.PushPullInterval = 10 * time.Second
+	mc.TCPTimeout = 2 * time.Second
+	// A node that crashed and comes back from another address (DHCP, a
+	// rescheduled VM) may take its name back once it has been dead this long.
+	mc.DeadNodeReclaimTime = 10 * time.Second
+	d := &delegate{g: g}
+	mc.Delegate = d
+	mc.Events = d
+	mc.Conflict = d
+	mc.Ping = d
+	if cfg.transport != nil {
+		mc.Transport = cfg.transport
+	}
+	mc.Logger = log.New(&mlWriter{log: g.log, lim: g.limit, onSuspect: g.markSuspect, now: time.Now}, "", 0)
+
+	g.probe = mc.ProbeInterval
+	g.suspectMax = time.Duration(mc.SuspicionMaxTimeoutMult*mc.SuspicionMult) * mc.ProbeInterval
+	g.queue = &memberlist.TransmitLimitedQueue{
+		NumNodes:       func() int { return int(g.numNodes.Load()) },
+		RetransmitMult: mc.RetransmitMult,
+	}
+
+	ml, err := memberlist.Create(mc)
+	if err != nil {
+		return nil, fmt.Errorf("gossip: listen on %s: %w", cfg.Bind, err)
+	}
+	g.ml = ml
+	ln := ml.LocalNode()
+	if a, ok := netip.AddrFromSlice(ln.Addr); ok {
+		g.localAddr = netip.AddrPortFrom(a.Unmap(), ln.Port)
+	}
+
+	g.wg.Add(3)
+	go g.maintainLoop()
+	go g.reconnectLoop()
+	go g.sendLoop()
+	g.log.Debug("gossip: listening", "name", g.name, "addr", g.localAddr.String())
+	return g, nil
+}
+
+// Join contacts the given gossip addresses (host:port) and exchanges full
+// state with each, so that on success this node knows the mesh's members and
+// catalog. It returns how many addresses answered; the error is non-nil only
+// if none did.
+func (g *Gossip) Join(addrs []string) (int, error) {
+	if g.closed.Load() {
+		return 0, ErrClosed
+	}
+	if len(addrs) == 0 {
+		return 0, errors.New("gossip: join: no addresses")
+	}
+	var errs []string
+	n := 0
+	for _, a := range addrs {
+		k, err := g.ml.Join([]string{a})
+		n += k
+		if err != nil {
+			errs = append(errs, joinError(a, err))
+		}
+	}
+	if n > 0 {
+		if len(errs) > 0 {
+			g.log.Warn("gossip: some join addresses failed", "joined", n, "errors", strings.Join(errs, "; "))
+		}
+		return n, nil
+	}
+	return 0, errors.New(strings.Join(errs, "; "))
+}
+
+// joinError turns memberlist's multi-line join error into one line and says
+// so when the likely cause is a different cluster key.
+func joinError(addr string, err error) string {
+	var causes []string
+	var multi interface{ WrappedErrors() []error }
+	if errors.As(err, &multi) {
+		for _, e := range multi.WrappedErrors() {
+			causes = append(causes, e.Error())
+		}
+	} else {
+		causes = []string{err.Error()}
+	}
+	for i, c := range causes {
+		if _, rest, ok := strings.Cut(c, "failed to join "); ok {
+			if _, after, ok := strings.Cut(rest, ": "); ok {
+				c = after
+			}
+		}
+		causes[i] = c
+	}
+	cause := strings.Join(causes, "; ")
+	if keyMismatch(cause) {
+		return fmt.Sprintf("gossip: join %s: refused or unreadable — cluster key mismatch? (%s)", addr, cause)
+	}
+	return fmt.Sprintf("gossip: join %s: %s", addr, cause)
+}
+
+// keyMismatch reports whether a join failure looks like the peer uses
+// another cluster key: its reply could not be decrypted, or it hung up on us
+// after reading our (undecryptable) state.
+func keyMismatch(cause string) bool {
+	return containsAny(cause, decryptFailures) ||
+		containsAny(cause, []string{
+			"remote state is encrypted and encryption is not configured",
+			"encryption is configured but remote state is not encrypted",
+			"EOF",
+			"connection reset by peer",
+			"remote error",
+		})
+}
+
+// Local returns this node: alive (left after Leave), with its own exports.
+func (g *Gossip) Local() Member {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	m := Member{
+		Name:    g.name,
+		Addr:    g.localAddr,
+		Meta:    g.meta,
+		State:   StateAlive,
+		Since:   g.started,
+		Exports: slices.Clone(g.exports),
+	}
+	if g.leaving {
+		m.State, m.Since = StateLeft, g.leftAt
+	}
+	return m
+}
+
+// LocalAddr returns the gossip address others use to reach this node (with
+// the real port when Bind's port was 0).
+func (g *Gossip) LocalAddr() netip.AddrPort { return g.localAddr }
+
+// Members returns every other node known, including suspect, dead and left
+// ones still retained, sorted by name. The result is a deep copy.
+func (g *Gossip) Members() []Member {
+	g.mu.Lock()
+	out := make([]Member, 0, len(g.peers))
+	for _, p := range g.peers {
+		m := Member{Name: p.name, Addr: p.addr, Meta: p.meta, State: p.state, Since: p.since, RTT: p.rtt}
+		if c := g.catalog[p.name]; c != nil {
+			m.Exports = slices.Clone(c.rec.exports)
+		}
+		out = append(out, m)
+	}
+	g.mu.Unlock()
+	slices.SortFunc(out, func(a, b Member) int { return strings.Compare(a.Name, b.Name) })
+	return out
+}
+
+// SetExports replaces this node's catalog and spreads it promptly. Entries
+// the wire format cannot carry (empty or over-long names, more than 1024
+// entries, more than 64 KiB in all) are dropped with an error log. After
+// Leave the catalog is kept locally but no longer announced.
+func (g *Gossip) SetExports(exps []Export) {
+	clean, dropped := sanitizeExports(g.name, exps)
+	if dropped > 0 {
+		g.log.Error("gossip: exports dropped: empty or longer than 255 bytes, more than 1024, or more than 64 KiB in all",
+			"dropped", dropped, "kept", len(clean))
+	}
+	g.mu.Lock()
+	changed := !equalExports(g.exports, clean)
+	g.exports = clean
+	if changed && !g.leaving {
+		g.version++
+		g.announceOwnLocked(nil)
+	}
+	g.mu.Unlock()
+	if changed {
+		g.notify()
+	}
+}
+
+// Changes returns a channel that receives a value after any member join,
+// leave, state change, meta change or catalog change. It has room for one
+// value, so a slow reader sees one signal for many changes; it is never
+// closed.
+func (g *Gossip) Changes() <-chan struct{} { return g.changes }
+
+// Leave announces that this node is leaving: its catalog is withdrawn and
+// other nodes see it as left rather than dead. It waits at most timeout
+// (≤ 0: DefaultLeaveTimeout) for the announcement to go out. The node keeps
+// gossiping until Close.
+func (g *Gossip) Leave(timeout time.Duration) error {
+	if timeout <= 0 {
+		timeout = DefaultLeaveTimeout
+	}
+	deadline := time.Now().Add(timeout)
+	g.lifeMu.Lock()
+	defer g.lifeMu.Unlock()
+	if g.closed.Load() {
+		return ErrClosed
+	}
+
+	// First our catalog record with the leaving flag, so that receivers can
+	// tell "left" from "dead" (memberlist's events do not say which).
+	sent := make(chan struct{})
+	g.mu.Lock()
+	first := !g.leaving
+	if first {
+		g.leaving = true
+		g.leftAt = time.Now()
+		g.version++
+		g.announceOwnLocked(sent)
+	}
+	g.mu.Unlock()
+	if first && g.numNodes.Load() > 1 {
+		t := time.NewTimer(timeout / 2)
+		select {
+		case <-sent:
+		case <-t.C:
+		}
+		t.Stop()
+	}
+	// memberlist.Leave waits forever when given 0 or less.
+	if err := g.ml.Leave(max(time.Until(deadline), time.Millisecond)); err != nil {
+		return fmt.Errorf("gossip: leave: %w", err)
+	}
+	return nil
+}
+
+// Close shuts memberlist down without a leave announcement (others will
+// detect the failure; call Leave first to leave gracefully) and stops every
+// goroutine. It is idempotent.
+func (g *Gossip) Close() error {
+	g.lifeMu.Lock()
+	defer g.lifeMu.Unlock()
+	if g.closed.Swap(true) {
+		return nil
+	}
+	close(g.done)
+	err := g.ml.Shutdown()
+	g.wg.Wait()
+	if err != nil {
+		return fmt.Errorf("gossip: shutdown: %w", err)
+	}
+	return nil
+}
+
+// notify signals Changes without blocking.
+func (g *Gossip) notify() {
+	select {
+	case g.changes <- struct{}{}:
+	default:
+	}
+}
+
+// addrPort converts memberlist's address form.
+func addrPort(ip net.IP, port uint16) netip.AddrPort {
+	a, ok := netip.AddrFromSlice(ip)
+	if !ok {
+		return netip.AddrPort{}
+	}
+	return netip.AddrPortFrom(a.Unmap(), port)
+}

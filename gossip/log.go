@@ -1,0 +1,187 @@
+package gossip
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Rate limits for repetitive warnings (wrong cluster key, malformed catalog
+// messages, name conflicts): one line per key per limitEvery, at most
+// limitKeys keys remembered.
+const (
+	limitEvery = 30 * time.Second
+	limitKeys  = 1024
+)
+
+// limiter allows one event per key per interval. It remembers at most max
+// keys: when max-1 ordinary keys are remembered it forgets expired ones, and
+// if none expired every new key shares one overflow key, so memory stays
+// bounded whatever the input.
+type limiter struct {
+	every time.Duration
+	max   int
+
+	mu   sync.Mutex
+	last map[string]time.Time // guarded by mu
+}
+
+const overflowKey = "\x00overflow"
+
+func newLimiter(every time.Duration, max int) *limiter {
+	return &limiter{every: every, max: max, last: make(map[string]time.Time)}
+}
+
+// allow reports whether an event for key may be logged at now.
+func (l *limiter) allow(key string, now time.Time) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if _, seen := l.last[key]; !seen && l.ordinaryLocked() >= l.max-1 {
+		for k, t := range l.last {
+			if now.Sub(t) >= l.every {
+				delete(l.last, k)
+			}
+		}
+		if l.ordinaryLocked() >= l.max-1 {
+			key = overflowKey
+		}
+	}
+	if t, seen := l.last[key]; seen && now.Sub(t) < l.every {
+		return false
+	}
+	l.last[key] = now
+	return true
+}
+
+func (l *limiter) ordinaryLocked() int {
+	if _, ok := l.last[overflowKey]; ok {
+		return len(l.last) - 1
+	}
+	return len(l.last)
+}
+
+// mlWriter is the io.Writer behind memberlist's *log.Logger. Each Write is
+// one line "[LEVEL] memberlist: text"; it is logged to slog at that level,
+// except:
+//   - decryption failures (a peer with another cluster key, or none) become
+//     one rate-limited WARN line per source IP;
+//   - "Suspect X has failed" also marks X suspect (memberlist has no event
+//     for suspicion);
+//   - errors caused by our own shutdown go to DEBUG.
+//
+// memberlist calls Write from its own goroutines, sometimes under its locks:
+// it must not block or call back into memberlist.
+type mlWriter struct {
+	log       *slog.Logger
+	lim       *limiter
+	onSuspect func(name string)
+	now       func() time.Time
+}
+
+func (w *mlWriter) Write(p []byte) (int, error) {
+	for _, line := range bytes.Split(bytes.TrimRight(p, "\n"), []byte("\n")) {
+		w.line(string(line))
+	}
+	return len(p), nil
+}
+
+const (
+	suspectPrefix = "memberlist: Suspect "
+	suspectSuffix = " has failed, no acks received"
+)
+
+func (w *mlWriter) line(s string) {
+	level, text := parseLevel(s)
+	ctx := context.Background()
+
+	if level >= slog.LevelWarn {
+		if msg, key, ok := rejection(text); ok {
+			if w.lim.allow(key, w.now()) {
+				w.log.Warn(msg)
+			}
+			w.log.Debug(text)
+			return
+		}
+		if strings.Contains(text, "use of closed network connection") {
+			level = slog.LevelDebug
+		}
+	}
+	if strings.HasPrefix(text, suspectPrefix) && strings.HasSuffix(text, suspectSuffix) {
+		w.onSuspect(strings.TrimSuffix(strings.TrimPrefix(text, suspectPrefix), suspectSuffix))
+	}
+	w.log.Log(ctx, level, text)
+}
+
+// parseLevel splits memberlist's "[LEVEL] text" into a slog level and text.
+func parseLevel(s string) (slog.Level, string) {
+	for _, p := range []struct {
+		tag   string
+		level slog.Level
+	}{
+		{"[DEBUG] ", slog.LevelDebug},
+		{"[INFO] ", slog.LevelInfo},
+		{"[WARN] ", slog.LevelWarn},
+		{"[ERR] ", slog.LevelError},
+		{"[ERROR] ", slog.LevelError},
+		{"Err: ", slog.LevelError},
+	} {
+		if rest, ok := strings.CutPrefix(s, p.tag); ok {
+			return p.level, rest
+		}
+	}
+	return slog.LevelInfo, s
+}
+
+// decryptFailures are the texts of memberlist's errors (security.go, net.go)
+// when a message cannot be authenticated with any installed key.
+var decryptFailures = []string{
+	"no installed keys could decrypt the message",
+	"Decrypt packet failed",
+	"payload is too small to decrypt",
+	"cannot decrypt empty payload",
+}
+
+// rejection recognises a memberlist error caused by a peer that uses another
+// cluster key (or none) and returns the one line to log for it and the
+// rate-limit key.
+func rejection(text string) (msg, key string, ok bool) {
+	var why string
+	switch {
+	case containsAny(text, decryptFailures):
+		why = "cannot decrypt (wrong cluster key?)"
+	case strings.Contains(text, "encryption is configured but remote state is not encrypted"):
+		why = "not encrypted (peer has no cluster key?)"
+	default:
+		return "", "", false
+	}
+	if i := strings.LastIndex(text, "from="); i >= 0 {
+		from := strings.TrimSpace(text[i+len("from="):])
+		host := from
+		if h, _, err := net.SplitHostPort(from); err == nil {
+			host = h
+		}
+		return fmt.Sprintf("gossip: rejected message from %s: %s", from, why), "reject:" + host, true
+	}
+	// Our own push/pull or TCP ping to a known member whose reply we cannot
+	// read: "Push/Pull with NAME failed: …", "Failed fallback TCP ping: …".
+	if rest, ok := strings.CutPrefix(text, "memberlist: Push/Pull with "); ok {
+		if name, _, ok := strings.Cut(rest, " failed: "); ok {
+			return fmt.Sprintf("gossip: push/pull with %s: reply %s", name, why), "pushpull:" + name, true
+		}
+	}
+	return "gossip: gossip exchange failed: " + why, "reject:?", true
+}
+
+func containsAny(s string, subs []string) bool {
+	for _, sub := range subs {
+		if strings.Contains(s, sub) {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,411 @@
+package gossip
+
+import (
+	"bytes"
+	"math"
+	"math/rand/v2"
+	"net/netip"
+	"time"
+
+	"github.com/hashicorp/memberlist"
+)
+
+// maxUnknown bounds the catalog records held for nodes not (yet) members.
+const maxUnknown = 1024
+
+// peer is another node in the member table.
+type peer struct {
+	name         string
+	addr         netip.AddrPort
+	meta         Meta
+	rawMeta      []byte // as last received, to warn once per bad meta
+	state        State
+	since        time.Time
+	gone         time.Time // when it became dead or left
+	suspectUntil time.Time // while suspect: back to alive after this unless declared dead
+	rtt          time.Duration
+}
+
+// catalogEntry is the newest record known for a node. Records and their
+// export slices are never modified once stored, only replaced.
+type catalogEntry struct {
+	rec  *record
+	seen time.Time
+}
+
+// memberAlive handles memberlist's join and update events.
+func (g *Gossip) memberAlive(n *memberlist.Node) {
+	meta, metaErr := decodeMeta(n.Meta)
+	now := time.Now()
+
+	g.mu.Lock()
+	p := g.peers[n.Name]
+	isNew := p == nil
+	if isNew {
+		p = &peer{name: n.Name}
+		g.peers[n.Name] = p
+	}
+	warnMeta := metaErr != nil && (isNew || !bytes.Equal(p.rawMeta, n.Meta))
+	if metaErr != nil {
+		meta = Meta{}
+	}
+	metaChanged := !isNew && (p.meta != meta || !bytes.Equal(p.rawMeta, n.Meta))
+	p.rawMeta = bytes.Clone(n.Meta)
+	p.meta = meta
+	p.addr = addrPort(n.Addr, n.Port)
+	up := isNew || p.state == StateDead || p.state == StateLeft
+	if p.state != StateAlive || isNew {
+		p.state = StateAlive
+		p.since = now
+	}
+	p.gone, p.suspectUntil = time.Time{}, time.Time{}
+	g.countLocked()
+	addr := p.addr
+	g.mu.Unlock()
+
+	if warnMeta {
+		g.log.Warn("gossip: member has unreadable meta; listing it without site, key or endpoints",
+			"name", n.Name, "addr", addr.String(), "err", metaErr)
+	}
+	switch {
+	case up:
+		g.log.Info("gossip: member up", "name", n.Name, "addr", addr.String(), "site", meta.Site)
+	case metaChanged:
+		g.log.Info("gossip: member updated", "name", n.Name, "addr", addr.String(), "site", meta.Site)
+	}
+	g.notify()
+}
+
+// memberGone handles memberlist's leave event, which covers both failures
+// and graceful leaves: the node's catalog record says which.
+func (g *Gossip) memberGone(name string) {
+	now := time.Now()
+	g.mu.Lock()
+	p := g.peers[name]
+	if p == nil || p.state == StateDead || p.state == StateLeft {
+		g.mu.Unlock()
+		return
+	}
+	p.state = StateDead
+	if c := g.catalog[name]; c != nil && c.rec.leaving {
+		p.state = StateLeft
+	}
+	p.since, p.gone, p.suspectUntil = now, now, time.Time{}
+	g.countLocked()
+	st := p.state
+	g.mu.Unlock()
+
+	if st == StateLeft {
+		g.log.Info("gossip: member left", "name", name)
+	} else {
+		g.log.Warn("gossip: member failed", "name", name)
+	}
+	g.notify()
+}
+
+// markSuspect is called when memberlist logs that its probe of name failed,
+// just before it marks the node suspect (memberlist has no event for that).
+func (g *Gossip) markSuspect(name string) {
+	now := time.Now()
+	g.mu.Lock()
+	p := g.peers[name]
+	if p == nil || p.state != StateAlive {
+		g.mu.Unlock()
+		return
+	}
+	p.state = StateSuspect
+	p.since = now
+	// memberlist declares it dead within its longest suspicion timeout, or
+	// the node refutes and stays alive: then we revert.
+	scale := math.Max(1, math.Log10(float64(g.numNodes.Load())))
+	p.suspectUntil = now.Add(time.Duration(float64(g.suspectMax)*scale) + 2*g.probe)
+	g.countLocked()
+	g.mu.Unlock()
+	g.log.Info("gossip: member suspect", "name", name)
+	g.notify()
+}
+
+// probeOK records a successful probe: the node answers, so it is not suspect.
+func (g *Gossip) probeOK(name string, rtt time.Duration) {
+	g.mu.Lock()
+	p := g.peers[name]
+	if p == nil {
+		g.mu.Unlock()
+		return
+	}
+	p.rtt = rtt
+	back := p.state == StateSuspect
+	if back {
+		p.state, p.since, p.suspectUntil = StateAlive, time.Now(), time.Time{}
+	}
+	g.mu.Unlock()
+	if back {
+		g.log.Info("gossip: member alive again", "name", name)
+		g.notify()
+	}
+}
+
+// countLocked refreshes the node count used to size broadcast retransmits.
+func (g *Gossip) countLocked() {
+	n := int64(1)
+	for _, p := range g.peers {
+		if p.state == StateAlive || p.state == StateSuspect {
+			n++
+		}
+	}
+	g.numNodes.Store(n)
+}
+
+// ownRecordLocked returns this node's current catalog record.
+func (g *Gossip) ownRecordLocked() *record {
+	r := &record{name: g.name, version: g.version, leaving: g.leaving, exports: g.exports}
+	if g.leaving {
+		r.exports = []Export{}
+	}
+	return r
+}
+
+// announceOwnLocked queues this node's record for gossip; sent, if not nil,
+// is closed once it has gone out. Records too big for a UDP packet go to
+// every member over TCP instead.
+func (g *Gossip) announceOwnLocked(sent chan struct{}) {
+	msg := encodeRecordMsg(g.ownRecordLocked())
+	g.queueLocked(g.name, msg, sent)
+	if len(msg) > maxBroadcastBytes {
+		select {
+		case g.bigKick <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// queueLocked queues a record message, replacing any queued one for the
+// same node. The queue never calls back into Gossip, so holding g.mu keeps
+// queued versions in order.
+func (g *Gossip) queueLocked(node string, msg []byte, sent chan struct{}) {
+	if len(msg) > maxBroadcastBytes {
+		msg = nil // still replaces an older queued record; receivers ignore it
+	}
+	g.queue.QueueBroadcast(&broadcast{name: "catalog/" + node, msg: msg, sent: sent})
+}
+
+// mergeRecords applies records received from peers: each replaces what we
+// hold for its node only if its version is newer. Records received by
+// gossip are passed on (rebroadcast) so they spread epidemically.
+func (g *Gossip) mergeRecords(recs []*record, rebroadcast bool) {
+	now := time.Now()
+	changed, dropped, unknown := false, 0, -1
+	g.mu.Lock()
+	for _, r := range recs {
+		if r.name == g.name {
+			// A record of ours newer than our own: an earlier run of this
+			// node, or another node using our name. Ours must win.
+			if r.version >= g.version {
+				g.version = r.version + 1
+				g.announceOwnLocked(nil)
+			}
+			continue
+		}
+		old := g.catalog[r.name]
+		if old != nil && r.version <= old.rec.version {
+			continue
+		}
+		p := g.peers[r.name]
+		if old == nil && p == nil {
+			if unknown < 0 {
+				unknown = g.unknownLocked()
+			}
+			if unknown >= maxUnknown {
+				dropped++
+				continue
+			}
+			unknown++
+		}
+		g.catalog[r.name] = &catalogEntry{rec: r, seen: now}
+		if rebroadcast {
+			g.queueLocked(r.name, encodeRecordMsg(r), nil)
+		}
+		if p == nil {
+			continue
+		}
+		if r.leaving && p.state == StateDead {
+			p.state, p.since = StateLeft, now
+			changed = true
+		}
+		if old == nil || old.rec.leaving != r.leaving || !equalExports(old.rec.exports, r.exports) {
+			changed = true
+		}
+	}
+	g.mu.Unlock()
+	if dropped > 0 && g.limit.allow("unknown-records", now) {
+		g.log.Warn("gossip: ignored catalog records of unknown nodes (too many)", "dropped", dropped)
+	}
+	if changed {
+		g.notify()
+	}
+}
+
+// unknownLocked counts catalog entries of nodes not in the member table.
+func (g *Gossip) unknownLocked() int {
+	n := 0
+	for name := range g.catalog {
+		if g.peers[name] == nil {
+			n++
+		}
+	}
+	return n
+}
+
+// localState encodes our record and those of every listed member.
+func (g *Gossip) localState() []byte {
+	g.mu.Lock()
+	own := g.ownRecordLocked()
+	others := make([]*record, 0, len(g.catalog))
+	for name, c := range g.catalog {
+		if g.peers[name] != nil {
+			others = append(others, c.rec)
+		}
+	}
+	g.mu.Unlock()
+	b, dropped := encodeState(own, others)
+	if dropped > 0 && g.limit.allow("state-size", time.Now()) {
+		g.log.Warn("gossip: catalog too large for one push/pull; some records left out", "dropped", dropped)
+	}
+	return b
+}
+
+// badInput logs a malformed message once per sender per limitEvery.
+func (g *Gossip) badInput(what, sender string, err error) {
+	if sender == "" {
+		sender = "unknown sender"
+	}
+	if g.limit.allow("decode:"+sender, time.Now()) {
+		g.log.Warn("gossip: ignored malformed catalog "+what, "from", sender, "err", err)
+	}
+}
+
+// maintainLoop forgets members gone longer than RetainGone and clears
+// suspicions that memberlist resolved without telling us.
+func (g *Gossip) maintainLoop() {
+	defer g.wg.Done()
+	t := time.NewTicker(min(max(g.retainGone/4, 10*time.Millisecond), 500*time.Millisecond))
+	defer t.Stop()
+	for {
+		select {
+		case <-g.done:
+			return
+		case now := <-t.C:
+			g.maintain(now)
+		}
+	}
+}
+
+func (g *Gossip) maintain(now time.Time) {
+	var forgot []string
+	changed := false
+	g.mu.Lock()
+	for name, p := range g.peers {
+		switch p.state {
+		case StateDead, StateLeft:
+			if now.Sub(p.gone) >= g.retainGone {
+				delete(g.peers, name)
+				delete(g.catalog, name)
+				forgot = append(forgot, name)
+				changed = true
+			}
+		case StateSuspect:
+			if now.After(p.suspectUntil) {
+				p.state, p.since, p.suspectUntil = StateAlive, now, time.Time{}
+				changed = true
+			}
+		}
+	}
+	for name, c := range g.catalog {
+		if g.peers[name] == nil && name != g.name && now.Sub(c.seen) >= g.retainGone {
+			delete(g.catalog, name)
+		}
+	}
+	if changed {
+		g.countLocked()
+	}
+	g.mu.Unlock()
+	for _, name := range forgot {
+		g.log.Debug("gossip: forgot member", "name", name)
+	}
+	if changed {
+		g.notify()
+	}
+}
+
+// reconnectLoop periodically tries to join a few dead (not left) members'
+// gossip addresses, so that a healed partition reconverges by itself.
+func (g *Gossip) reconnectLoop() {
+	defer g.wg.Done()
+	t := time.NewTicker(g.reconnect)
+	defer t.Stop()
+	for {
+		select {
+		case <-g.done:
+			return
+		case <-t.C:
+		}
+		for _, a := range g.deadAddrs(reconnectBatch) {
+			select {
+			case <-g.done:
+				return
+			default:
+			}
+			n, err := g.ml.Join([]string{a.String()})
+			g.log.Debug("gossip: reconnect", "addr", a.String(), "ok", n > 0, "err", err)
+		}
+	}
+}
+
+// deadAddrs returns up to n random gossip addresses of dead members.
+func (g *Gossip) deadAddrs(n int) []netip.AddrPort {
+	var out []netip.AddrPort
+	g.mu.Lock()
+	for _, p := range g.peers {
+		if p.state == StateDead && p.addr.IsValid() {
+			out = append(out, p.addr)
+		}
+	}
+	g.mu.Unlock()
+	rand.Shuffle(len(out), func(i, j int) { out[i], out[j] = out[j], out[i] })
+	return out[:min(n, len(out))]
+}
+
+// sendLoop sends this node's record over TCP to every member when it is too
+// big for UDP gossip.
+func (g *Gossip) sendLoop() {
+	defer g.wg.Done()
+	for {
+		select {
+		case <-g.done:
+			return
+		case <-g.bigKick:
+		}
+		g.mu.Lock()
+		msg := encodeRecordMsg(g.ownRecordLocked())
+		var to []*memberlist.Node
+		for _, p := range g.peers {
+			if (p.state == StateAlive || p.state == StateSuspect) && p.addr.IsValid() {
+				to = append(to, &memberlist.Node{Name: p.name, Addr: p.addr.Addr().AsSlice(), Port: p.addr.Port()})
+			}
+		}
+		g.mu.Unlock()
+		if len(msg) <= maxBroadcastBytes {
+			continue // small again: gossip carries it
+		}
+		for _, n := range to {
+			select {
+			case <-g.done:
+				return
+			default:
+			}
+			if err := g.ml.SendReliable(n, msg); err != nil {
+				g.log.Debug("gossip: send catalog", "to", n.Name, "err", err)
+			}
+		}
+	}
+}

@@ -1,0 +1,94 @@
+package gossip
+
+import (
+	"errors"
+	"io"
+	"log"
+	"net"
+	"net/netip"
+	"slices"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/memberlist"
+)
+
+// withPartition gives the node a transport whose traffic to chosen peers can
+// be cut.
+func withPartition(t *testing.T) option {
+	return func(c *Config, n *testNode) {
+		nt, err := memberlist.NewNetTransport(&memberlist.NetTransportConfig{
+			BindAddrs: []string{"127.0.0.1"},
+			Logger:    log.New(io.Discard, "", 0),
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		n.tr = &filterTransport{NetTransport: nt}
+		c.transport = n.tr
+	}
+}
+
+func TestPartitionHeals(t *testing.T) {
+	a := newNode(t, "a", withPartition(t))
+	b := newNode(t, "b", withPartition(t))
+	b.join(t, a)
+	waitState(t, 5*time.Second, "b", StateAlive, a)
+	waitState(t, 5*time.Second, "a", StateAlive, b)
+
+	a.tr.block(b.LocalAddr())
+	b.tr.block(a.LocalAddr())
+	waitState(t, 10*time.Second, "b", StateDead, a)
+	waitState(t, 10*time.Second, "a", StateDead, b)
+
+	a.tr.block()
+	b.tr.block()
+	waitState(t, 10*time.Second, "b", StateAlive, a)
+	waitState(t, 10*time.Second, "a", StateAlive, b)
+}
+
+// filterTransport drops traffic to blocked addresses, in both directions
+// when both ends block each other: a partition on loopback.
+type filterTransport struct {
+	*memberlist.NetTransport
+	blocked atomic.Pointer[[]netip.AddrPort]
+}
+
+var _ memberlist.NodeAwareTransport = (*filterTransport)(nil)
+
+var errBlocked = errors.New("blocked by test")
+
+// block replaces the set of blocked addresses.
+func (f *filterTransport) block(addrs ...netip.AddrPort) { f.blocked.Store(&addrs) }
+
+func (f *filterTransport) isBlocked(addr string) bool {
+	p := f.blocked.Load()
+	if p == nil {
+		return false
+	}
+	ap, err := netip.ParseAddrPort(addr)
+	return err == nil && slices.Contains(*p, ap)
+}
+
+func (f *filterTransport) WriteTo(b []byte, addr string) (time.Time, error) {
+	if f.isBlocked(addr) {
+		return time.Now(), nil
+	}
+	return f.NetTransport.WriteTo(b, addr)
+}
+
+func (f *filterTransport) WriteToAddress(b []byte, a memberlist.Address) (time.Time, error) {
+	return f.WriteTo(b, a.Addr)
+}
+
+func (f *filterTransport) DialTimeout(addr string, timeout time.Duration) (net.Conn, error) {
+	if f.isBlocked(addr) {
+		return nil, errBlocked
+	}
+	return f.NetTransport.DialTimeout(addr, timeout)
+}
+
+func (f *filterTransport) DialAddressTimeout(a memberlist.Address, timeout time.Duration) (net.Conn, error) {
+	return f.DialTimeout(a.Addr, timeout)
+}

@@ -1,0 +1,140 @@
+// Package config loads and validates a meshd node's YAML configuration
+// (../shared/SPEC.md §3). Every error names the file, line and key and says
+// what is allowed; unknown keys are errors.
+package config
+
+import (
+	"net/netip"
+	"time"
+)
+
+// Config is one node's configuration after defaults are applied.
+// Addresses are kept as host:port strings exactly as written; the *AddrPort
+// fields hold the parsed form.
+type Config struct {
+	// Path is the file the config was read from ("" when built in code).
+	Path string
+
+	Name    string // default: hostname
+	Site    string // required
+	DataDir string // default: /var/lib/meshd
+
+	Cluster Cluster
+	Gossip  Gossip
+	Tunnel  Tunnel
+	Relay   Relay
+	Exports []Export
+	Imports []Import
+	Control Control
+	Metrics Metrics
+	Log     Log
+}
+
+// Cluster holds the shared secret and bootstrap addresses.
+type Cluster struct {
+	KeyFile string   // path to a file holding the base64 key
+	Key     []byte   // the decoded key (16, 24 or 32 bytes), from key, key_file or MESHD_CLUSTER_KEY
+	Join    []string // gossip host:port of existing nodes
+}
+
+// Gossip configures memberlist.
+type Gossip struct {
+	Bind      netip.AddrPort // default 0.0.0.0:7946
+	Advertise netip.AddrPort // zero when unset
+}
+
+// Tunnel configures the WireGuard device.
+type Tunnel struct {
+	Listen    netip.AddrPort // UDP, default 0.0.0.0:51820
+	Advertise netip.AddrPort // zero when unset
+	Mode      string         // "userspace" (default) | "kernel"
+}
+
+// Relay configures this node's relay server.
+type Relay struct {
+	Enabled   bool
+	Listen    netip.AddrPort // default 0.0.0.0:7947
+	Advertise netip.AddrPort
+}
+
+// Export is a local TCP service offered to the mesh.
+type Export struct {
+	Name   string
+	Target string // host:port dialled by the exporter
+	Check  *Check // nil when no health check
+	Weight int    // default 1
+	Line   int    // line of the entry in the file, for messages
+}
+
+// Check is a TCP-connect health check of an export's target.
+type Check struct {
+	Interval time.Duration // default 2s
+	Timeout  time.Duration // default 1s
+}
+
+// Import is a mesh service made available as a local TCP listener.
+type Import struct {
+	Name    string
+	Listen  netip.AddrPort
+	Sites   []string // preference order
+	Balance string   // "least_conn" (default) | "round_robin"
+	Line    int
+}
+
+// Control configures the local control socket.
+type Control struct {
+	Socket string // default <data_dir>/meshd.sock
+}
+
+// Metrics configures the Prometheus endpoint.
+type Metrics struct {
+	Listen string // host:port; "" disables
+}
+
+// Log configures logging.
+type Log struct {
+	Level  string // debug | info (default) | warn | error
+	Format string // text (default) | json
+}
+
+// Overrides are command-line flags that take precedence over the file.
+// Empty fields leave the file's value alone.
+type Overrides struct {
+	Name    string
+	Site    string
+	Join    []string
+	DataDir string
+}
+
+// Balance policies.
+const (
+	BalanceLeastConn  = "least_conn"
+	BalanceRoundRobin = "round_robin"
+)
+
+// Tunnel modes.
+const (
+	ModeUserspace = "userspace"
+	ModeKernel    = "kernel"
+)
+
+// Defaults applied by Load and Parse.
+const (
+	DefaultDataDir       = "/var/lib/meshd"
+	DefaultGossipBind    = "0.0.0.0:7946"
+	DefaultTunnelListen  = "0.0.0.0:51820"
+	DefaultRelayListen   = "0.0.0.0:7947"
+	DefaultWeight        = 1
+	DefaultCheckInterval = 2 * time.Second
+	DefaultCheckTimeout  = 1 * time.Second
+	DefaultSocketName    = "meshd.sock" // joined to data_dir when control.socket is unset
+	DefaultLogLevel      = "info"
+	DefaultLogFormat     = "text"
+
+	// KeyEnv is the environment variable consulted for the cluster key when
+	// the file sets neither cluster.key nor cluster.key_file.
+	KeyEnv = "MESHD_CLUSTER_KEY"
+
+	// MaxWeight is the largest allowed export weight.
+	MaxWeight = 1000
+)

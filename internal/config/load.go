@@ -1,0 +1,200 @@
+package config
+
+import (
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+)
+
+// Error is a validation error in a config file. Error() formats it as
+// "FILE:LINE: KEY: MSG"; LINE is left out when 0, KEY when empty.
+type Error struct {
+	File string // the config file's path as given
+	Line int    // 1-based line of the offending key or value; 0 when unknown
+	Key  string // dotted path such as "imports[1].listen" or "tunnel.listen"
+	Msg  string // what is wrong and what is allowed
+}
+
+func (e *Error) Error() string {
+	var b strings.Builder
+	b.WriteString(e.File)
+	if e.Line > 0 {
+		if e.File == "" {
+			b.WriteString("line ")
+		} else {
+			b.WriteString(":")
+		}
+		b.WriteString(strconv.Itoa(e.Line))
+	}
+	if b.Len() > 0 {
+		b.WriteString(": ")
+	}
+	if e.Key != "" {
+		b.WriteString(e.Key)
+		b.WriteString(": ")
+	}
+	b.WriteString(e.Msg)
+	return b.String()
+}
+
+// Load reads and validates the file at path, applies ov (flags override the
+// file) and applies defaults. Errors other than a failure to read the file
+// are *Error.
+func Load(path string, ov Overrides) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		var pe *fs.PathError
+		if errors.As(err, &pe) {
+			err = pe.Err
+		}
+		return nil, fmt.Errorf("read config %s: %w", path, err)
+	}
+	return Parse(path, data, ov)
+}
+
+// Parse is Load on bytes already read. path is used in messages and to
+// resolve a relative cluster.key_file (relative to the config file's
+// directory). The returned error, if any, is an *Error.
+func Parse(path string, data []byte, ov Overrides) (*Config, error) {
+	p := &parser{file: path}
+	cfg, fl, err := p.parse(data)
+	if err != nil {
+		return nil, err
+	}
+	if err := p.finish(cfg, fl, ov); err != nil {
+		return nil, err
+	}
+	return cfg, nil
+}
+
+// keyHint says what a cluster key must be: memberlist takes AES-128/192/256 keys.
+const keyHint = "want base64 of 16, 24 or 32 bytes (meshd keygen)"
+
+// DecodeClusterKey decodes a base64 (standard encoding) cluster key and
+// checks its length: 16, 24 or 32 bytes (meshd keygen makes 32). Leading
+// and trailing white space is ignored. Errors never contain the key.
+func DecodeClusterKey(s string) ([]byte, error) {
+	s = strings.TrimSpace(s)
+	if s == "" {
+		return nil, errors.New("empty key; " + keyHint)
+	}
+	key, err := base64.StdEncoding.DecodeString(s)
+	if err != nil {
+		return nil, fmt.Errorf("not base64 (%v); %s", err, keyHint)
+	}
+	switch len(key) {
+	case 16, 24, 32:
+		return key, nil
+	}
+	return nil, fmt.Errorf("decodes to %d bytes; %s", len(key), keyHint)
+}
+
+// fileLines records where things were found in the file, for checks that
+// can only be made once the whole file (and the overrides) are known.
+type fileLines struct {
+	cluster  int // line of "cluster:", 0 when absent
+	key      int // line of cluster.key
+	keyFile  int // line of cluster.key_file
+	keyValue string
+}
+
+// finish applies overrides and the defaults that depend on them, and makes
+// the checks that span the file.
+func (p *parser) finish(cfg *Config, fl fileLines, ov Overrides) error {
+	if ov.Name != "" {
+		if !validName(ov.Name) {
+			return p.errf(0, "name", "%q (from --name) is not allowed; %s", ov.Name, nameHint)
+		}
+		cfg.Name = ov.Name
+	}
+	if ov.Site != "" {
+		if !validName(ov.Site) {
+			return p.errf(0, "site", "%q (from --site) is not allowed; %s", ov.Site, nameHint)
+		}
+		cfg.Site = ov.Site
+	}
+	if ov.DataDir != "" {
+		cfg.DataDir = ov.DataDir
+	}
+	if len(ov.Join) > 0 {
+		join := make([]string, 0, len(ov.Join))
+		for i, a := range ov.Join {
+			if err := checkHostPort(a, false); err != nil {
+				return p.errf(0, fmt.Sprintf("cluster.join[%d]", i), "%q (from --join) %v", a, err)
+			}
+			join = append(join, a)
+		}
+		cfg.Cluster.Join = join
+	}
+
+	if cfg.Site == "" {
+		return p.errf(0, "site", "required; set site: in the file or --site (%s)", nameHint)
+	}
+	if cfg.Name == "" {
+		h, err := os.Hostname()
+		if err != nil {
+			return p.errf(0, "name", "not set and the hostname is unknown (%v); set name: or --name", err)
+		}
+		if !validName(h) {
+			return p.errf(0, "name", "not set and the hostname %q is not a valid name; set name: or --name (%s)", h, nameHint)
+		}
+		cfg.Name = h
+	}
+	if cfg.DataDir == "" {
+		cfg.DataDir = DefaultDataDir
+	}
+	if cfg.Control.Socket == "" {
+		cfg.Control.Socket = filepath.Join(cfg.DataDir, DefaultSocketName)
+	}
+	return p.loadKey(cfg, fl)
+}
+
+// loadKey fills cfg.Cluster.Key from exactly one of cluster.key,
+// cluster.key_file and the environment.
+func (p *parser) loadKey(cfg *Config, fl fileLines) error {
+	c := &cfg.Cluster
+	switch {
+	case fl.keyValue != "" && c.KeyFile != "":
+		return p.errf(fl.key, "cluster.key", "cluster.key_file is also set (line %d); use only one of key, key_file or %s", fl.keyFile, KeyEnv)
+	case fl.keyValue != "":
+		key, err := DecodeClusterKey(fl.keyValue)
+		if err != nil {
+			return p.errf(fl.key, "cluster.key", "%v", err)
+		}
+		c.Key = key
+	case c.KeyFile != "":
+		if !filepath.IsAbs(c.KeyFile) {
+			c.KeyFile = filepath.Join(filepath.Dir(p.file), c.KeyFile)
+		}
+		data, err := os.ReadFile(c.KeyFile)
+		if err != nil {
+			var pe *fs.PathError
+			if errors.As(err, &pe) {
+				err = pe.Err
+			}
+			return p.errf(fl.keyFile, "cluster.key_file", "cannot read %s: %v", c.KeyFile, err)
+		}
+		key, err := DecodeClusterKey(string(data))
+		if err != nil {
+			return p.errf(fl.keyFile, "cluster.key_file", "%s: %v", c.KeyFile, err)
+		}
+		c.Key = key
+	default:
+		env := os.Getenv(KeyEnv)
+		if strings.TrimSpace(env) == "" {
+			return p.errf(fl.cluster, "cluster.key_file",
+				"no cluster key; set cluster.key_file, cluster.key or %s (make one with `meshd keygen`)", KeyEnv)
+		}
+		key, err := DecodeClusterKey(env)
+		if err != nil {
+			return p.errf(0, KeyEnv, "%v", err)
+		}
+		c.Key = key
+	}
+	return nil
+}

@@ -1,0 +1,491 @@
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// parser walks the yaml.Node tree so that every error carries a line.
+type parser struct {
+	file string
+}
+
+func (p *parser) errf(line int, key, format string, args ...any) *Error {
+	return &Error{File: p.file, Line: line, Key: key, Msg: fmt.Sprintf(format, args...)}
+}
+
+// Allowed keys of each mapping, in the order SPEC §3 lists them.
+var (
+	topKeys     = []string{"name", "site", "data_dir", "cluster", "gossip", "tunnel", "relay", "exports", "imports", "control", "metrics", "log"}
+	clusterKeys = []string{"key_file", "key", "join"}
+	gossipKeys  = []string{"bind", "advertise"}
+	tunnelKeys  = []string{"listen", "advertise", "mode"}
+	relayKeys   = []string{"enabled", "listen", "advertise"}
+	exportKeys  = []string{"name", "target", "check", "weight"}
+	checkKeys   = []string{"interval", "timeout"}
+	importKeys  = []string{"name", "listen", "sites", "balance"}
+	controlKeys = []string{"socket"}
+	metricsKeys = []string{"listen"}
+	logKeys     = []string{"level", "format"}
+)
+
+var yamlLineRE = regexp.MustCompile(`^yaml: line (\d+): (.*)$`)
+
+// syntaxError turns a yaml.v3 error into an *Error with the line it names.
+func (p *parser) syntaxError(err error) *Error {
+	msg := err.Error()
+	if m := yamlLineRE.FindStringSubmatch(msg); m != nil {
+		line, _ := strconv.Atoi(m[1])
+		return p.errf(line, "", "invalid YAML: %s", m[2])
+	}
+	return p.errf(0, "", "invalid YAML: %s", strings.TrimPrefix(msg, "yaml: "))
+}
+
+// parse decodes data and fills a Config with the file's values and the
+// defaults that do not depend on overrides.
+func (p *parser) parse(data []byte) (*Config, fileLines, error) {
+	var fl fileLines
+	cfg := &Config{
+		Path:   p.file,
+		Gossip: Gossip{Bind: mustAddr(DefaultGossipBind)},
+		Tunnel: Tunnel{Listen: mustAddr(DefaultTunnelListen), Mode: ModeUserspace},
+		Relay:  Relay{Listen: mustAddr(DefaultRelayListen)},
+		Log:    Log{Level: DefaultLogLevel, Format: DefaultLogFormat},
+	}
+
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	var doc yaml.Node
+	if err := dec.Decode(&doc); err != nil && !errors.Is(err, io.EOF) {
+		return nil, fl, p.syntaxError(err)
+	}
+	var extra yaml.Node
+	if err := dec.Decode(&extra); err == nil {
+		return nil, fl, p.errf(extra.Line, "", "a second YAML document (---) is not allowed; put one node's config in one document")
+	} else if !errors.Is(err, io.EOF) {
+		return nil, fl, p.syntaxError(err)
+	}
+
+	var root *yaml.Node
+	if doc.Kind == yaml.DocumentNode && len(doc.Content) > 0 {
+		root = resolve(doc.Content[0])
+	}
+	if root == nil || isNull(root) {
+		return cfg, fl, nil // empty file: defaults only
+	}
+	fields, err := p.mapping(root, "", topKeys)
+	if err != nil {
+		return nil, fl, err
+	}
+	for _, f := range fields {
+		switch f.name {
+		case "name":
+			cfg.Name, err = p.name(f.val, f.path, false)
+		case "site":
+			cfg.Site, err = p.name(f.val, f.path, false)
+		case "data_dir":
+			cfg.DataDir, err = p.str(f.val, f.path)
+		case "cluster":
+			fl.cluster = f.key.Line
+			err = p.cluster(f.val, f.path, cfg, &fl)
+		case "gossip":
+			err = p.gossip(f.val, f.path, cfg)
+		case "tunnel":
+			err = p.tunnel(f.val, f.path, cfg)
+		case "relay":
+			err = p.relay(f.val, f.path, cfg)
+		case "exports":
+			err = p.exports(f.val, f.path, cfg)
+		case "imports":
+			err = p.imports(f.val, f.path, cfg)
+		case "control":
+			err = p.control(f.val, f.path, cfg)
+		case "metrics":
+			err = p.metrics(f.val, f.path, cfg)
+		case "log":
+			err = p.log(f.val, f.path, cfg)
+		}
+		if err != nil {
+			return nil, fl, err
+		}
+	}
+	return cfg, fl, nil
+}
+
+func (p *parser) cluster(n *yaml.Node, path string, cfg *Config, fl *fileLines) error {
+	fields, err := p.mapping(n, path, clusterKeys)
+	if err != nil {
+		return err
+	}
+	for _, f := range fields {
+		switch f.name {
+		case "key_file":
+			fl.keyFile = f.key.Line
+			cfg.Cluster.KeyFile, err = p.str(f.val, f.path)
+		case "key":
+			fl.key = f.key.Line
+			fl.keyValue, err = p.str(f.val, f.path)
+		case "join":
+			var items []*yaml.Node
+			items, err = p.list(f.val, f.path, "gossip host:port addresses like [\"10.0.1.5:7946\"]")
+			for i, it := range items {
+				if err != nil {
+					break
+				}
+				key := fmt.Sprintf("%s[%d]", f.path, i)
+				var s string
+				if s, err = p.str(it, key); err != nil {
+					break
+				}
+				if e := checkHostPort(s, false); e != nil {
+					err = p.errf(it.Line, key, "%q %v", s, e)
+					break
+				}
+				cfg.Cluster.Join = append(cfg.Cluster.Join, s)
+			}
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (p *parser) gossip(n *yaml.Node, path string, cfg *Config) error {
+	fields, err := p.mapping(n, path, gossipKeys)
+	if err != nil {
+		return err
+	}
+	for _, f := range fields {
+		switch f.name {
+		case "bind":
+			err = p.addr(f.val, f.path, addrBind, DefaultGossipBind, &cfg.Gossip.Bind)
+		case "advertise":
+			err = p.addr(f.val, f.path, addrAdvertise, "203.0.113.9:7946", &cfg.Gossip.Advertise)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (p *parser) tunnel(n *yaml.Node, path string, cfg *Config) error {
+	fields, err := p.mapping(n, path, tunnelKeys)
+	if err != nil {
+		return err
+	}
+	for _, f := range fields {
+		switch f.name {
+		case "listen":
+			err = p.addr(f.val, f.path, addrBind, DefaultTunnelListen, &cfg.Tunnel.Listen)
+		case "advertise":
+			err = p.addr(f.val, f.path, addrAdvertise, "203.0.113.9:51820", &cfg.Tunnel.Advertise)
+		case "mode":
+			err = p.enum(f.val, f.path, &cfg.Tunnel.Mode, ModeUserspace, ModeKernel)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (p *parser) relay(n *yaml.Node, path string, cfg *Config) error {
+	fields, err := p.mapping(n, path, relayKeys)
+	if err != nil {
+		return err
+	}
+	for _, f := range fields {
+		switch f.name {
+		case "enabled":
+			err = p.boolean(f.val, f.path, &cfg.Relay.Enabled)
+		case "listen":
+			err = p.addr(f.val, f.path, addrBind, DefaultRelayListen, &cfg.Relay.Listen)
+		case "advertise":
+			err = p.addr(f.val, f.path, addrAdvertise, "203.0.113.9:7947", &cfg.Relay.Advertise)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (p *parser) exports(n *yaml.Node, path string, cfg *Config) error {
+	items, err := p.list(n, path, "exports, each a mapping like - name: postgres")
+	if err != nil {
+		return err
+	}
+	seen := map[string]int{} // name -> line
+	for i, it := range items {
+		key := fmt.Sprintf("%s[%d]", path, i)
+		e, err := p.export(it, key)
+		if err != nil {
+			return err
+		}
+		if first, dup := seen[e.Name]; dup {
+			return p.errf(e.nameLine, key+".name", "%q is already exported at line %d; export names must be unique", e.Name, first)
+		}
+		seen[e.Name] = e.nameLine
+		cfg.Exports = append(cfg.Exports, e.Export)
+	}
+	return nil
+}
+
+type parsedExport struct {
+	Export
+	nameLine int
+}
+
+func (p *parser) export(n *yaml.Node, path string) (parsedExport, error) {
+	e := parsedExport{Export: Export{Weight: DefaultWeight, Line: n.Line}}
+	fields, err := p.mapping(n, path, exportKeys)
+	if err != nil {
+		return e, err
+	}
+	if len(fields) == 0 {
+		return e, p.errf(n.Line, path, "empty export; want a mapping with name and target")
+	}
+	for _, f := range fields {
+		switch f.name {
+		case "name":
+			e.nameLine = f.val.Line
+			e.Name, err = p.name(f.val, f.path, true)
+		case "target":
+			var s string
+			if s, err = p.str(f.val, f.path); err == nil {
+				if s == "" {
+					err = p.errf(f.val.Line, f.path, "required; want the host:port of the local service, like 127.0.0.1:5432")
+				} else if e2 := checkHostPort(s, false); e2 != nil {
+					err = p.errf(f.val.Line, f.path, "%q %v", s, e2)
+				}
+			}
+			e.Target = s
+		case "check":
+			e.Check, err = p.check(f.val, f.path)
+		case "weight":
+			e.Weight, err = p.weight(f.val, f.path)
+		}
+		if err != nil {
+			return e, err
+		}
+	}
+	if e.Name == "" {
+		return e, p.errf(n.Line, path+".name", "required; %s", nameHint)
+	}
+	if e.Target == "" {
+		return e, p.errf(n.Line, path+".target", "required; want the host:port of the local service, like 127.0.0.1:5432")
+	}
+	return e, nil
+}
+
+func (p *parser) check(n *yaml.Node, path string) (*Check, error) {
+	c := &Check{Interval: DefaultCheckInterval}
+	fields, err := p.mapping(n, path, checkKeys)
+	if err != nil {
+		return nil, err
+	}
+	timeoutLine := n.Line
+	for _, f := range fields {
+		switch f.name {
+		case "interval":
+			c.Interval, err = p.duration(f.val, f.path, DefaultCheckInterval)
+		case "timeout":
+			timeoutLine = f.val.Line
+			c.Timeout, err = p.duration(f.val, f.path, 0)
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+	if c.Timeout == 0 {
+		// The default timeout never exceeds a short interval.
+		c.Timeout = min(DefaultCheckTimeout, c.Interval)
+	}
+	if c.Timeout > c.Interval {
+		return nil, p.errf(timeoutLine, path+".timeout", "%s is longer than interval %s; want a timeout <= interval", c.Timeout, c.Interval)
+	}
+	return c, nil
+}
+
+func (p *parser) imports(n *yaml.Node, path string, cfg *Config) error {
+	items, err := p.list(n, path, "imports, each a mapping like - name: postgres")
+	if err != nil {
+		return err
+	}
+	names := map[string]int{}   // name -> line
+	listens := map[string]int{} // listen address -> line
+	for i, it := range items {
+		key := fmt.Sprintf("%s[%d]", path, i)
+		im, err := p.importEntry(it, key)
+		if err != nil {
+			return err
+		}
+		if first, dup := names[im.Name]; dup {
+			return p.errf(im.nameLine, key+".name", "%q is already imported at line %d; import names must be unique", im.Name, first)
+		}
+		names[im.Name] = im.nameLine
+		la := im.Listen.String()
+		if first, dup := listens[la]; dup {
+			return p.errf(im.listenLine, key+".listen", "%s is already used by the import at line %d; each import needs its own listen address", la, first)
+		}
+		listens[la] = im.listenLine
+		cfg.Imports = append(cfg.Imports, im.Import)
+	}
+	return nil
+}
+
+type parsedImport struct {
+	Import
+	nameLine, listenLine int
+}
+
+func (p *parser) importEntry(n *yaml.Node, path string) (parsedImport, error) {
+	im := parsedImport{Import: Import{Balance: BalanceLeastConn, Line: n.Line}}
+	fields, err := p.mapping(n, path, importKeys)
+	if err != nil {
+		return im, err
+	}
+	if len(fields) == 0 {
+		return im, p.errf(n.Line, path, "empty import; want a mapping with name and listen")
+	}
+	for _, f := range fields {
+		switch f.name {
+		case "name":
+			im.nameLine = f.val.Line
+			im.Name, err = p.name(f.val, f.path, true)
+		case "listen":
+			im.listenLine = f.val.Line
+			err = p.addr(f.val, f.path, addrListen, "127.0.0.1:15432", &im.Listen)
+		case "sites":
+			im.Sites, err = p.sites(f.val, f.path)
+		case "balance":
+			err = p.enum(f.val, f.path, &im.Balance, BalanceLeastConn, BalanceRoundRobin)
+		}
+		if err != nil {
+			return im, err
+		}
+	}
+	if im.Name == "" {
+		return im, p.errf(n.Line, path+".name", "required; %s", nameHint)
+	}
+	if !im.Listen.IsValid() {
+		return im, p.errf(n.Line, path+".listen", "required; want the local IP:port to listen on, like 127.0.0.1:15432")
+	}
+	return im, nil
+}
+
+func (p *parser) sites(n *yaml.Node, path string) ([]string, error) {
+	items, err := p.list(n, path, "site names like [onprem, cloud]")
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	seen := map[string]int{}
+	for i, it := range items {
+		key := fmt.Sprintf("%s[%d]", path, i)
+		s, err := p.name(it, key, true)
+		if err != nil {
+			return nil, err
+		}
+		if first, dup := seen[s]; dup {
+			return nil, p.errf(it.Line, key, "%q is already listed at line %d; list each site once", s, first)
+		}
+		seen[s] = it.Line
+		out = append(out, s)
+	}
+	return out, nil
+}
+
+func (p *parser) control(n *yaml.Node, path string, cfg *Config) error {
+	fields, err := p.mapping(n, path, controlKeys)
+	if err != nil {
+		return err
+	}
+	for _, f := range fields {
+		if f.name == "socket" {
+			if cfg.Control.Socket, err = p.str(f.val, f.path); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func (p *parser) metrics(n *yaml.Node, path string, cfg *Config) error {
+	fields, err := p.mapping(n, path, metricsKeys)
+	if err != nil {
+		return err
+	}
+	for _, f := range fields {
+		if f.name == "listen" {
+			s, err := p.str(f.val, f.path)
+			if err != nil {
+				return err
+			}
+			if s != "" {
+				if e := checkHostPort(s, true); e != nil {
+					return p.errf(f.val.Line, f.path, "%q %v (like 127.0.0.1:9469; empty disables metrics)", s, e)
+				}
+			}
+			cfg.Metrics.Listen = s
+		}
+	}
+	return nil
+}
+
+func (p *parser) log(n *yaml.Node, path string, cfg *Config) error {
+	fields, err := p.mapping(n, path, logKeys)
+	if err != nil {
+		return err
+	}
+	for _, f := range fields {
+		switch f.name {
+		case "level":
+			err = p.enum(f.val, f.path, &cfg.Log.Level, "debug", "info", "warn", "error")
+		case "format":
+			err = p.enum(f.val, f.path, &cfg.Log.Format, "text", "json")
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// weight reads an export weight: an integer 1..MaxWeight.
+func (p *parser) weight(n *yaml.Node, path string) (int, error) {
+	r := resolve(n)
+	if isNull(r) {
+		return DefaultWeight, nil
+	}
+	var w int
+	if r.Kind != yaml.ScalarNode || r.Tag != "!!int" || r.Decode(&w) != nil || w < 1 || w > MaxWeight {
+		return 0, p.errf(n.Line, path, "%s is not allowed; want an integer 1..%d (default %d)", describe(r), MaxWeight, DefaultWeight)
+	}
+	return w, nil
+}
+
+// duration reads a Go duration > 0; null means def.
+func (p *parser) duration(n *yaml.Node, path string, def time.Duration) (time.Duration, error) {
+	r := resolve(n)
+	if isNull(r) {
+		return def, nil
+	}
+	if r.Kind != yaml.ScalarNode {
+		return 0, p.errf(n.Line, path, "got %s; want a Go duration > 0 like 2s or 500ms", describe(r))
+	}
+	d, err := time.ParseDuration(r.Value)
+	if err != nil || d <= 0 {
+		return 0, p.errf(n.Line, path, "%q is not allowed; want a Go duration > 0 like 2s or 500ms", r.Value)
+	}
+	return d, nil
+}

@@ -1,0 +1,133 @@
+package node
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"sort"
+	"time"
+
+	"github.com/meshd/meshd/gossip"
+)
+
+// controlServer answers the control socket: HTTP over a unix socket,
+// mode 0600, so only the node's user can read status or start drills.
+type controlServer struct {
+	path string
+	ln   net.Listener
+	srv  *http.Server
+	done chan struct{}
+}
+
+// startControl listens on path. A stale socket file is removed; a live one
+// (another meshd answering) is an error.
+func startControl(n *Node, path string) (*controlServer, error) {
+	if _, err := os.Stat(path); err == nil {
+		if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
+			c.Close()
+			return nil, fmt.Errorf("node: control socket %s is in use: is another meshd running with this data_dir?", path)
+		}
+		os.Remove(path)
+	}
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, fmt.Errorf("node: control socket: %w", err)
+	}
+	if err := os.Chmod(path, 0o600); err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("node: control socket: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /status", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, n.Status())
+	})
+	cs := &controlServer{path: path, ln: ln, done: make(chan struct{}),
+		srv: &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}}
+	go func() {
+		defer close(cs.done)
+		if err := cs.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			n.log.Warn("control socket", "err", err)
+		}
+	}()
+	return cs, nil
+}
+
+func (cs *controlServer) close() {
+	cs.srv.Close()
+	<-cs.done
+	os.Remove(cs.path)
+}
+
+func writeJSON(w http.ResponseWriter, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	enc.Encode(v)
+}
+
+// Status returns the node's current state (SPEC §5).
+func (n *Node) Status() Status {
+	c := n.catalog.Load()
+	stats := n.tun.Stats()
+	st := Status{
+		Node: NodeStatus{
+			Name: n.cfg.Name, Site: n.cfg.Site, MeshIP: n.tun.MeshIP().String(),
+			PublicKey: n.pub.String(), Gossip: n.gossipAdvertise().String(),
+			Tunnel: n.tunnelAdvertise().String(), Mode: n.cfg.Tunnel.Mode, Relay: n.cfg.Relay.Enabled,
+		},
+		Peers:    []PeerStatus{},
+		Services: []ServiceStatus{},
+		Imports:  []ImportStatus{},
+	}
+	for _, m := range c.members {
+		ps := PeerStatus{Name: m.Name, Site: m.Meta.Site, State: m.State.String(), Path: PathNone}
+		if !m.Meta.PublicKey.IsZero() {
+			ps.MeshIP = m.Meta.PublicKey.MeshIP().String()
+			ps.PublicKey = m.Meta.PublicKey.String()
+		}
+		if ts, ok := stats[m.Meta.PublicKey]; ok {
+			if ts.Endpoint.IsValid() {
+				ps.Endpoint = ts.Endpoint.String()
+			}
+			ps.RTTMs = float64(ts.RTT.Microseconds()) / 1000
+			if !ts.LastHandshake.IsZero() {
+				ps.LastHandshake = ts.LastHandshake.Format(time.RFC3339)
+			}
+			ps.Streams, ps.TxBytes, ps.RxBytes = ts.Streams, ts.TxBytes, ts.RxBytes
+			fresh := !ts.LastHandshake.IsZero() && time.Since(ts.LastHandshake) < 3*time.Minute
+			if (ts.SessionUp || fresh) && (m.State == gossip.StateAlive || m.State == gossip.StateSuspect) {
+				ps.Path = PathDirect
+			}
+		}
+		st.Peers = append(st.Peers, ps)
+	}
+	for name, eps := range c.services {
+		ss := ServiceStatus{Name: name, Endpoints: []EndpointStatus{}}
+		for _, e := range eps {
+			es := EndpointStatus{Node: e.node, Site: e.site, Healthy: e.healthy && e.alive}
+			for _, im := range n.imports {
+				if im.cfg.Name == name {
+					es.Active += im.activeTo(e.node)
+				}
+			}
+			if e.local {
+				if x := n.exports[name]; x != nil {
+					es.Active += x.active.Load()
+				}
+			}
+			ss.Endpoints = append(ss.Endpoints, es)
+		}
+		st.Services = append(st.Services, ss)
+	}
+	sort.Slice(st.Services, func(i, j int) bool { return st.Services[i].Name < st.Services[j].Name })
+	for _, im := range n.imports {
+		st.Imports = append(st.Imports, ImportStatus{
+			Name: im.cfg.Name, Listen: im.ln.Addr().String(),
+			Active: im.active.Load(), Total: im.total.Load(), Failed: im.failed.Load(),
+		})
+	}
+	return st
+}

@@ -1,0 +1,211 @@
+package node
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/meshd/meshd/failover"
+	"github.com/meshd/meshd/internal/config"
+	"github.com/meshd/meshd/internal/wire"
+	"github.com/meshd/meshd/tunnel"
+)
+
+// Per-attempt deadlines: a multiple of the peer's RTT with a floor, longer
+// for last-resort candidates whose session may still be coming up.
+const (
+	attemptFloor     = 2 * time.Second
+	attemptRTTMult   = 10
+	lastResortWindow = 5 * time.Second
+)
+
+// importer is one of this node's imports: a local listener whose every
+// connection becomes one stream to an endpoint of the service.
+type importer struct {
+	n   *Node
+	cfg config.Import
+	ln  net.Listener
+
+	rr     atomic.Uint64
+	active atomic.Int64
+	total  atomic.Uint64
+	failed atomic.Uint64
+
+	mu      sync.Mutex
+	perNode map[string]*atomic.Int64 // guarded by mu; active connections per endpoint node
+	closed  bool                     // guarded by mu
+}
+
+func newImporter(n *Node, cfg config.Import) (*importer, error) {
+	ln, err := net.Listen("tcp", cfg.Listen.String())
+	if err != nil {
+		return nil, fmt.Errorf("node: import %s: listen %s: %w", cfg.Name, cfg.Listen, err)
+	}
+	return &importer{n: n, cfg: cfg, ln: ln, perNode: make(map[string]*atomic.Int64)}, nil
+}
+
+func (im *importer) close() {
+	im.mu.Lock()
+	im.closed = true
+	im.mu.Unlock()
+	im.ln.Close()
+}
+
+// serve accepts client connections until the listener closes.
+func (im *importer) serve() {
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	backoff := 5 * time.Millisecond
+	for {
+		c, err := im.ln.Accept()
+		if err != nil {
+			if isClosedErr(err) {
+				return
+			}
+			// Out of file descriptors and the like: back off, keep serving.
+			im.n.log.Warn("import accept", "import", im.cfg.Name, "err", err)
+			select {
+			case <-im.n.ctx.Done():
+				return
+			case <-time.After(backoff):
+			}
+			backoff = min(backoff*2, time.Second)
+			continue
+		}
+		backoff = 5 * time.Millisecond
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			im.handle(c)
+		}()
+	}
+}
+
+func (im *importer) nodeCounter(node string) *atomic.Int64 {
+	im.mu.Lock()
+	defer im.mu.Unlock()
+	c := im.perNode[node]
+	if c == nil {
+		c = new(atomic.Int64)
+		im.perNode[node] = c
+	}
+	return c
+}
+
+// activeTo returns this import's active connections through node.
+func (im *importer) activeTo(node string) int64 {
+	im.mu.Lock()
+	defer im.mu.Unlock()
+	if c := im.perNode[node]; c != nil {
+		return c.Load()
+	}
+	return 0
+}
+
+// handle connects one client to the best reachable endpoint and proxies.
+func (im *importer) handle(client net.Conn) {
+	im.total.Add(1)
+	im.active.Add(1)
+	defer im.active.Add(-1)
+
+	conn, ep, err := im.n.connect(im.n.ctx, im.cfg, 0, im.rr.Add(1), im.activeTo)
+	if err != nil {
+		im.failed.Add(1)
+		if !isClosedErr(err) {
+			im.n.log.Warn("import connection failed", "import", im.cfg.Name, "client", client.RemoteAddr(), "err", err)
+		}
+		client.Close()
+		return
+	}
+	cnt := im.nodeCounter(ep.Node)
+	cnt.Add(1)
+	tunnel.Proxy(im.n.ctx, client, conn)
+	cnt.Add(-1)
+}
+
+// candidates orders the endpoints of imp's service for one connection.
+func (n *Node) candidates(imp config.Import, rr uint64, active func(node string) int64) []failover.Endpoint {
+	c := n.catalog.Load()
+	eps := c.services[imp.Name]
+	stats := n.tun.Stats()
+	out := make([]failover.Endpoint, 0, len(eps))
+	for _, e := range eps {
+		fe := failover.Endpoint{Node: e.node, Site: e.site, Local: e.local, Weight: e.weight, Active: int(active(e.node))}
+		if e.local {
+			fe.Down = !e.healthy
+		} else {
+			st := stats[e.pub]
+			fe.RTT = st.RTT
+			fe.Down = !e.healthy || !e.alive || !st.SessionUp
+		}
+		out = append(out, fe)
+	}
+	return failover.Order(out, imp.Sites, failover.Balance(imp.Balance), rr)
+}
+
+// connect opens a connection to imp's service through the first candidate
+// that answers, trying the next on failure. The returned conn has passed
+// the open handshake (the exporter reached its backend).
+func (n *Node) connect(ctx context.Context, imp config.Import, flags uint8, rr uint64, active func(string) int64) (net.Conn, failover.Endpoint, error) {
+	cands := n.candidates(imp, rr, active)
+	timeout := func(ep failover.Endpoint) time.Duration {
+		if ep.Down {
+			return lastResortWindow
+		}
+		return failover.AttemptTimeout(ep.RTT, attemptFloor, attemptRTTMult)
+	}
+	return failover.Attempt(ctx, cands, timeout, func(ctx context.Context, ep failover.Endpoint) (net.Conn, error) {
+		return n.dialEndpoint(ctx, imp.Name, ep, flags)
+	})
+}
+
+// dialEndpoint opens one connection to service on ep: directly to the
+// target for a local export, else a stream with the open handshake.
+func (n *Node) dialEndpoint(ctx context.Context, service string, ep failover.Endpoint, flags uint8) (net.Conn, error) {
+	if ep.Local {
+		e := n.exports[service]
+		if e == nil {
+			return nil, fmt.Errorf("no local export %s", service)
+		}
+		return e.dialTarget(ctx)
+	}
+	c := n.catalog.Load()
+	m, ok := c.byName[ep.Node]
+	if !ok {
+		return nil, fmt.Errorf("node %s is not a member", ep.Node)
+	}
+	s, err := n.tun.OpenStream(ctx, m.Meta.PublicKey)
+	if err != nil {
+		return nil, err
+	}
+	if dl, ok := ctx.Deadline(); ok {
+		s.SetDeadline(dl)
+	}
+	stop := context.AfterFunc(ctx, func() { s.SetDeadline(time.Unix(1, 0)) })
+	defer stop()
+	if err := wire.WriteRequest(s, wire.Request{Service: service, Flags: flags}); err != nil {
+		s.Close()
+		return nil, fmt.Errorf("send open request: %w", err)
+	}
+	resp, err := wire.ReadResponse(s)
+	if err != nil {
+		s.Close()
+		if ctx.Err() != nil {
+			err = ctx.Err()
+		}
+		return nil, fmt.Errorf("read open response: %w", err)
+	}
+	if resp.Status != wire.StatusOK {
+		s.Close()
+		return nil, fmt.Errorf("%s: %s", resp.Status, resp.Message)
+	}
+	if !stop() {
+		s.Close()
+		return nil, ctx.Err()
+	}
+	s.SetDeadline(time.Time{})
+	return s, nil
+}

@@ -1,0 +1,136 @@
+package node
+
+import (
+	"net/netip"
+	"sort"
+	"time"
+
+	"github.com/meshd/meshd/gossip"
+	"github.com/meshd/meshd/internal/key"
+	"github.com/meshd/meshd/tunnel"
+)
+
+// catalog is an immutable snapshot of the mesh: members and, per service,
+// the nodes that export it. Rebuilt on every gossip change, read lock-free.
+type catalog struct {
+	members  []gossip.Member
+	byName   map[string]gossip.Member
+	services map[string][]catalogEndpoint
+}
+
+// catalogEndpoint is one node exporting a service.
+type catalogEndpoint struct {
+	node    string
+	site    string
+	pub     key.PublicKey
+	local   bool
+	healthy bool // the export's own health check passes
+	alive   bool // the node is alive in gossip (always true for local)
+	weight  int
+}
+
+// watchGossip reconciles tunnel peers and the catalog on every change, and
+// at least every few seconds as a safety net.
+func (n *Node) watchGossip() {
+	tick := time.NewTicker(5 * time.Second)
+	defer tick.Stop()
+	n.reconcile()
+	for {
+		select {
+		case <-n.ctx.Done():
+			return
+		case <-n.gsp.Changes():
+		case <-tick.C:
+		}
+		n.reconcile()
+	}
+}
+
+// reconcile makes the tunnel's peers every known member that has not left
+// (dead members keep their WireGuard peer so that streams can ride out a
+// stall), logs state changes, and rebuilds the catalog.
+func (n *Node) reconcile() {
+	members := n.gsp.Members()
+	peers := make([]tunnel.Peer, 0, len(members))
+	for _, m := range members {
+		if m.State == gossip.StateLeft || m.Meta.PublicKey.IsZero() {
+			continue
+		}
+		peers = append(peers, tunnel.Peer{PublicKey: m.Meta.PublicKey, Endpoint: peerEndpoint(m)})
+	}
+	if err := n.tun.SetPeers(peers); err != nil && !isClosedErr(err) {
+		n.log.Warn("update tunnel peers", "err", err)
+	}
+
+	n.mu.Lock()
+	seen := make(map[string]bool, len(members))
+	for _, m := range members {
+		seen[m.Name] = true
+		if old, ok := n.states[m.Name]; !ok || old != m.State {
+			n.states[m.Name] = m.State
+			n.log.Info("peer "+m.State.String(), "peer", m.Name, "site", m.Meta.Site, "addr", m.Addr)
+		}
+	}
+	for name := range n.states {
+		if !seen[name] {
+			delete(n.states, name)
+		}
+	}
+	n.mu.Unlock()
+	n.rebuildCatalogFrom(members)
+}
+
+// peerEndpoint is the member's advertised WireGuard endpoint, with an
+// unspecified IP replaced by the IP its gossip comes from.
+func peerEndpoint(m gossip.Member) netip.AddrPort {
+	ep := m.Meta.Tunnel
+	if !ep.IsValid() {
+		return netip.AddrPort{}
+	}
+	if ep.Addr().IsUnspecified() && m.Addr.IsValid() {
+		ep = netip.AddrPortFrom(m.Addr.Addr(), ep.Port())
+	}
+	return ep
+}
+
+func (n *Node) rebuildCatalog() { n.rebuildCatalogFrom(n.gsp.Members()) }
+
+func (n *Node) rebuildCatalogFrom(members []gossip.Member) {
+	c := &catalog{
+		members:  members,
+		byName:   make(map[string]gossip.Member, len(members)),
+		services: make(map[string][]catalogEndpoint),
+	}
+	for _, e := range n.exports {
+		c.services[e.cfg.Name] = append(c.services[e.cfg.Name], catalogEndpoint{
+			node: n.cfg.Name, site: n.cfg.Site, pub: n.pub, local: true,
+			healthy: e.healthy.Load(), alive: true, weight: e.cfg.Weight,
+		})
+	}
+	for _, m := range members {
+		c.byName[m.Name] = m
+		if m.State == gossip.StateLeft || m.Meta.PublicKey.IsZero() {
+			continue
+		}
+		for _, x := range m.Exports {
+			c.services[x.Name] = append(c.services[x.Name], catalogEndpoint{
+				node: m.Name, site: m.Meta.Site, pub: m.Meta.PublicKey,
+				healthy: x.Healthy, alive: m.State == gossip.StateAlive, weight: x.Weight,
+			})
+		}
+	}
+	for _, eps := range c.services {
+		sort.Slice(eps, func(i, j int) bool { return eps[i].node < eps[j].node })
+	}
+	n.catalog.Store(c)
+}
+
+// publishExports gossips this node's exports with their current health.
+func (n *Node) publishExports() {
+	exps := make([]gossip.Export, 0, len(n.exports))
+	for _, e := range n.cfg.Exports {
+		x := n.exports[e.Name]
+		exps = append(exps, gossip.Export{Name: e.Name, Weight: e.Weight, Healthy: x.healthy.Load()})
+	}
+	n.gsp.SetExports(exps)
+}

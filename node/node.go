@@ -1,0 +1,267 @@
+// Package node runs one meshd node: it wires gossip membership to the
+// WireGuard tunnel's peers and to the service catalog, serves the node's
+// imports (local listeners) and exports (streams from peers dialled to a
+// local target), and answers the control socket.
+//
+// Node is the only package that knows gossip, tunnel and failover at once;
+// they never import each other. There is no package-level state: several
+// nodes run in one process (meshd demo, tests).
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/meshd/meshd/gossip"
+	"github.com/meshd/meshd/internal/config"
+	"github.com/meshd/meshd/internal/key"
+	"github.com/meshd/meshd/tunnel"
+)
+
+// leaveTimeout bounds the graceful leave broadcast on Close.
+const leaveTimeout = 2 * time.Second
+
+// Node is one running mesh node. Create it with New, run it with Start,
+// stop it with Close.
+type Node struct {
+	// immutable after New
+	cfg *config.Config
+	log *slog.Logger
+
+	// set by Start, immutable afterwards
+	priv    key.PrivateKey
+	pub     key.PublicKey
+	tun     *tunnel.Tunnel
+	gsp     *gossip.Gossip
+	exports map[string]*exporter
+	imports []*importer
+	ctl     *controlServer
+	ctx     context.Context // cancelled by Close: ends every proxied connection
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup // goroutines started by Start
+
+	catalog atomic.Pointer[catalog] // rebuilt on every gossip change
+
+	mu      sync.Mutex
+	started bool                    // guarded by mu
+	closed  bool                    // guarded by mu
+	states  map[string]gossip.State // guarded by mu; last logged state per peer
+}
+
+// New checks cfg and returns a node that is not running yet.
+func New(cfg *config.Config, lg *slog.Logger) (*Node, error) {
+	if cfg == nil {
+		return nil, errors.New("node: nil config")
+	}
+	if cfg.Tunnel.Mode == config.ModeKernel {
+		return nil, errors.New("node: tunnel.mode kernel is not supported yet; use userspace")
+	}
+	if len(cfg.Cluster.Key) == 0 {
+		return nil, errors.New("node: no cluster key")
+	}
+	if lg == nil {
+		lg = slog.Default()
+	}
+	return &Node{cfg: cfg, log: lg, states: make(map[string]gossip.State)}, nil
+}
+
+// Start brings the node up: node key, tunnel, gossip, exports, imports,
+// control socket, then joins the mesh. On error everything already started
+// is stopped again and nothing is left listening.
+func (n *Node) Start() (err error) {
+	n.mu.Lock()
+	if n.started {
+		n.mu.Unlock()
+		return errors.New("node: already started")
+	}
+	n.started = true
+	n.mu.Unlock()
+
+	var undo []func()
+	defer func() {
+		if err != nil {
+			for i := len(undo) - 1; i >= 0; i-- {
+				undo[i]()
+			}
+		}
+	}()
+	n.ctx, n.cancel = context.WithCancel(context.Background())
+	undo = append(undo, n.cancel)
+
+	if n.priv, err = key.LoadOrCreate(n.cfg.DataDir); err != nil {
+		return fmt.Errorf("node: %w", err)
+	}
+	n.pub = n.priv.Public()
+
+	n.tun, err = tunnel.New(tunnel.Config{
+		PrivateKey:   n.priv,
+		Listen:       n.cfg.Tunnel.Listen,
+		Logger:       n.log,
+		HandleStream: n.handleStream,
+	})
+	if err != nil {
+		return fmt.Errorf("node: %w", err)
+	}
+	undo = append(undo, func() { n.tun.Close() })
+
+	n.exports = make(map[string]*exporter, len(n.cfg.Exports))
+	for _, e := range n.cfg.Exports {
+		n.exports[e.Name] = newExporter(n, e)
+	}
+	for _, e := range n.exports {
+		e.checkOnce() // the first catalog we publish reflects real health
+	}
+
+	n.gsp, err = gossip.New(gossip.Config{
+		Name:      n.cfg.Name,
+		Bind:      n.cfg.Gossip.Bind,
+		Advertise: n.cfg.Gossip.Advertise,
+		Key:       n.cfg.Cluster.Key,
+		Meta:      gossip.Meta{Site: n.cfg.Site, PublicKey: n.pub, Tunnel: n.tunnelAdvertise()},
+		Logger:    n.log,
+	})
+	if err != nil {
+		return fmt.Errorf("node: %w", err)
+	}
+	undo = append(undo, func() { n.gsp.Close() })
+	n.publishExports()
+	n.rebuildCatalog()
+
+	for _, ic := range n.cfg.Imports {
+		im, err := newImporter(n, ic)
+		if err != nil {
+			return err
+		}
+		n.imports = append(n.imports, im)
+		undo = append(undo, func() { im.close() })
+	}
+
+	n.ctl, err = startControl(n, n.cfg.Control.Socket)
+	if err != nil {
+		return err
+	}
+	undo = append(undo, func() { n.ctl.close() })
+
+	n.goFunc(n.watchGossip)
+	for _, e := range n.exports {
+		if e.cfg.Check != nil {
+			n.goFunc(e.checkLoop)
+		}
+	}
+	for _, im := range n.imports {
+		n.goFunc(im.serve)
+	}
+	if len(n.cfg.Cluster.Join) > 0 {
+		n.goFunc(n.joinLoop)
+	}
+	n.log.Info("node started", "name", n.cfg.Name, "site", n.cfg.Site,
+		"gossip", n.gsp.LocalAddr(), "tunnel", n.tun.LocalAddr(), "mesh_ip", n.tun.MeshIP(),
+		"exports", len(n.exports), "imports", len(n.imports))
+	return nil
+}
+
+// tunnelAdvertise is the WireGuard endpoint others should use:
+// tunnel.advertise, else the bound tunnel.listen address. An unspecified IP
+// (0.0.0.0) is advertised as is; peers replace it with the IP they see
+// this node's gossip come from.
+func (n *Node) tunnelAdvertise() netip.AddrPort {
+	if n.cfg.Tunnel.Advertise.IsValid() {
+		return n.cfg.Tunnel.Advertise
+	}
+	return n.tun.LocalAddr()
+}
+
+func (n *Node) gossipAdvertise() netip.AddrPort {
+	if n.gsp != nil {
+		return n.gsp.LocalAddr()
+	}
+	return n.cfg.Gossip.Advertise
+}
+
+// goFunc runs f in a goroutine owned by the node (Close waits for it).
+func (n *Node) goFunc(f func()) {
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		f()
+	}()
+}
+
+// joinLoop joins the configured addresses, retrying with backoff until it
+// succeeds once or the node stops; afterwards gossip keeps membership.
+func (n *Node) joinLoop() {
+	backoff := time.Second
+	for {
+		cnt, err := n.gsp.Join(n.cfg.Cluster.Join)
+		if err == nil {
+			n.log.Info("joined mesh", "contacted", cnt)
+			return
+		}
+		n.log.Error("join failed; retrying", "in", backoff, "err", err)
+		select {
+		case <-n.ctx.Done():
+			return
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, 30*time.Second)
+	}
+}
+
+// Close leaves the mesh gracefully (others see `left`), closes listeners,
+// ends every connection and waits for the node's goroutines. Safe to call
+// twice and on a node whose Start failed.
+func (n *Node) Close() error {
+	n.mu.Lock()
+	if n.closed || !n.started || n.ctx == nil || n.ctl == nil {
+		n.closed = true
+		n.mu.Unlock()
+		return nil
+	}
+	n.closed = true
+	n.mu.Unlock()
+
+	for _, im := range n.imports {
+		im.close()
+	}
+	if err := n.gsp.Leave(leaveTimeout); err != nil {
+		n.log.Warn("leave mesh", "err", err)
+	}
+	n.ctl.close()
+	n.cancel()
+	n.tun.Close()
+	n.gsp.Close()
+	n.wg.Wait()
+	n.log.Info("node stopped", "name", n.cfg.Name)
+	return nil
+}
+
+// Name returns the node's name.
+func (n *Node) Name() string { return n.cfg.Name }
+
+// PublicKey returns the node's WireGuard public key (valid after Start).
+func (n *Node) PublicKey() key.PublicKey { return n.pub }
+
+// GossipAddr returns the address other nodes join (valid after Start).
+func (n *Node) GossipAddr() netip.AddrPort { return n.gossipAdvertise() }
+
+// ImportAddr returns the bound address of the named import ("" if none).
+func (n *Node) ImportAddr(name string) string {
+	for _, im := range n.imports {
+		if im.cfg.Name == name {
+			return im.ln.Addr().String()
+		}
+	}
+	return ""
+}
+
+// isClosedErr reports whether err just means "shutting down".
+func isClosedErr(err error) bool {
+	return errors.Is(err, net.ErrClosed) || errors.Is(err, context.Canceled) || errors.Is(err, tunnel.ErrClosed)
+}

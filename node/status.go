@@ -1,0 +1,71 @@
+package node
+
+// Status is the node's state as `meshd status --json` prints it
+// (../shared/SPEC.md §5). Fields may be added; none may be renamed.
+type Status struct {
+	Node     NodeStatus      `json:"node"`
+	Peers    []PeerStatus    `json:"peers"`
+	Services []ServiceStatus `json:"services"`
+	Imports  []ImportStatus  `json:"imports"`
+}
+
+// NodeStatus describes this node.
+type NodeStatus struct {
+	Name      string `json:"name"`
+	Site      string `json:"site"`
+	MeshIP    string `json:"mesh_ip"`
+	PublicKey string `json:"public_key"`
+	Gossip    string `json:"gossip"`
+	Tunnel    string `json:"tunnel"`
+	Mode      string `json:"mode"`
+	Relay     bool   `json:"relay"`
+}
+
+// PeerStatus describes one other node as this node sees it.
+type PeerStatus struct {
+	Name          string  `json:"name"`
+	Site          string  `json:"site"`
+	State         string  `json:"state"` // alive | suspect | dead | left
+	MeshIP        string  `json:"mesh_ip"`
+	PublicKey     string  `json:"public_key"`
+	Path          string  `json:"path"` // direct | relay | none
+	Endpoint      string  `json:"endpoint"`
+	RelayVia      string  `json:"relay_via"`
+	RTTMs         float64 `json:"rtt_ms"`
+	LastHandshake string  `json:"last_handshake"` // RFC 3339, "" if never
+	Streams       int     `json:"streams"`
+	TxBytes       uint64  `json:"tx_bytes"`
+	RxBytes       uint64  `json:"rx_bytes"`
+}
+
+// ServiceStatus is one service of the mesh catalog.
+type ServiceStatus struct {
+	Name      string           `json:"name"`
+	Endpoints []EndpointStatus `json:"endpoints"`
+}
+
+// EndpointStatus is one node exporting a service. Active counts this
+// node's connections through that endpoint (for this node's own endpoint,
+// also the streams it serves for others).
+type EndpointStatus struct {
+	Node    string `json:"node"`
+	Site    string `json:"site"`
+	Healthy bool   `json:"healthy"`
+	Active  int64  `json:"active"`
+}
+
+// ImportStatus is one of this node's imports.
+type ImportStatus struct {
+	Name   string `json:"name"`
+	Listen string `json:"listen"`
+	Active int64  `json:"active"`
+	Total  uint64 `json:"total"`
+	Failed uint64 `json:"failed"`
+}
+
+// Path values.
+const (
+	PathDirect = "direct"
+	PathRelay  = "relay"
+	PathNone   = "none"
+)

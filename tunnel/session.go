@@ -1,0 +1,279 @@
+package tunnel
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"net/netip"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/yamux"
+
+	"github.com/meshd/meshd/internal/key"
+)
+
+// dialTimeout bounds one attempt to dial a peer's session port.
+const dialTimeout = 5 * time.Second
+
+// Redial backoff bounds.
+const (
+	minBackoff = 100 * time.Millisecond
+	maxBackoff = 2 * time.Second
+)
+
+// peer is one remote node: its WireGuard identity and its yamux session.
+type peer struct {
+	// immutable
+	t      *Tunnel
+	pub    key.PublicKey
+	ip     netip.Addr
+	dialer bool // this node has the smaller key and dials the session
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	endpoint netip.AddrPort // guarded by t.mu
+
+	rtt atomic.Int64 // nanoseconds of the last ping; 0 unknown
+
+	mu    sync.Mutex
+	sess  *yamux.Session // guarded by mu; nil when down
+	ready chan struct{}  // guarded by mu; closed while sess != nil
+}
+
+func newPeer(t *Tunnel, pub key.PublicKey) *peer {
+	p := &peer{
+		t:      t,
+		pub:    pub,
+		ip:     pub.MeshIP(),
+		dialer: t.pub.Less(pub),
+		ready:  make(chan struct{}),
+	}
+	p.ctx, p.cancel = context.WithCancel(t.ctx)
+	return p
+}
+
+func (p *peer) start() {
+	if !p.dialer {
+		return
+	}
+	p.wg.Add(1)
+	go p.dialLoop()
+}
+
+// stop closes the session and waits for the peer's goroutines.
+func (p *peer) stop() {
+	p.cancel()
+	p.mu.Lock()
+	s := p.sess
+	p.mu.Unlock()
+	if s != nil {
+		s.Close()
+	}
+	p.wg.Wait()
+}
+
+func (p *peer) logger() *slog.Logger {
+	return p.t.log.With("peer", p.pub.ShortString())
+}
+
+// dialLoop keeps one session to the peer, redialling with backoff.
+func (p *peer) dialLoop() {
+	defer p.wg.Done()
+	backoff := minBackoff
+	for p.ctx.Err() == nil {
+		ctx, cancel := context.WithTimeout(p.ctx, dialTimeout)
+		c, err := p.t.net.DialContextTCPAddrPort(ctx, netip.AddrPortFrom(p.ip, SessionPort))
+		cancel()
+		if err == nil {
+			sess, err := yamux.Client(c, p.t.ymxCfg)
+			if err != nil {
+				c.Close()
+			} else {
+				started := time.Now()
+				p.serve(sess)
+				if time.Since(started) > 10*time.Second {
+					backoff = minBackoff
+				}
+			}
+		} else if p.ctx.Err() == nil {
+			p.logger().Debug("tunnel: dial session", "err", err)
+		}
+		jitter := time.Duration(rand.Int64N(int64(backoff) / 2))
+		select {
+		case <-p.ctx.Done():
+			return
+		case <-time.After(backoff + jitter):
+		}
+		backoff = min(backoff*2, maxBackoff)
+	}
+}
+
+// acceptSession takes a session connection the peer dialled.
+func (p *peer) acceptSession(c net.Conn) {
+	sess, err := yamux.Server(c, p.t.ymxCfg)
+	if err != nil {
+		c.Close()
+		return
+	}
+	if p.ctx.Err() != nil {
+		sess.Close()
+		return
+	}
+	p.wg.Add(1)
+	go func() {
+		defer p.wg.Done()
+		p.serve(sess)
+	}()
+}
+
+// serve installs sess as the peer's session, accepts its streams and pings
+// it until it closes, then uninstalls it.
+func (p *peer) serve(sess *yamux.Session) {
+	p.mu.Lock()
+	old := p.sess
+	p.sess = sess
+	if old == nil {
+		close(p.ready)
+	}
+	p.mu.Unlock()
+	if old != nil {
+		old.Close()
+	}
+	p.logger().Info("tunnel: session up", "dialer", p.dialer)
+
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		p.pingLoop(sess)
+	}()
+	for {
+		s, err := sess.AcceptStream()
+		if err != nil {
+			break
+		}
+		p.t.wg.Add(1)
+		go func() {
+			defer p.t.wg.Done()
+			p.t.cfg.HandleStream(p.pub, s)
+		}()
+	}
+	sess.Close()
+	wg.Wait()
+
+	p.mu.Lock()
+	if p.sess == sess {
+		p.sess = nil
+		p.ready = make(chan struct{})
+	}
+	p.mu.Unlock()
+	p.rtt.Store(0)
+	if p.ctx.Err() == nil {
+		p.logger().Info("tunnel: session down")
+	}
+}
+
+// pingLoop measures RTT; a ping unanswered for the session timeout closes
+// the session (yamux's Ping times out after ConnectionWriteTimeout).
+func (p *peer) pingLoop(sess *yamux.Session) {
+	tick := time.NewTicker(p.t.cfg.PingInterval)
+	defer tick.Stop()
+	for {
+		rtt, err := sess.Ping()
+		if err != nil {
+			if !sess.IsClosed() {
+				p.logger().Warn("tunnel: session unresponsive; closing", "err", err)
+				sess.Close()
+			}
+			return
+		}
+		p.rtt.Store(int64(max(rtt, time.Microsecond)))
+		select {
+		case <-tick.C:
+		case <-sess.CloseChan():
+			return
+		}
+	}
+}
+
+// openStream opens a stream on the peer's session, waiting for one.
+func (p *peer) openStream(ctx context.Context) (net.Conn, error) {
+	for {
+		p.mu.Lock()
+		s, ready := p.sess, p.ready
+		p.mu.Unlock()
+		if s != nil {
+			st, err := s.OpenStream()
+			if err == nil {
+				return st, nil
+			}
+			if !s.IsClosed() {
+				return nil, fmt.Errorf("tunnel: open stream to %s: %w", p.pub.ShortString(), err)
+			}
+			select { // wait for serve to notice and uninstall it
+			case <-ctx.Done():
+				return nil, fmt.Errorf("tunnel: open stream to %s: %w", p.pub.ShortString(), ctx.Err())
+			case <-time.After(10 * time.Millisecond):
+			}
+			continue
+		}
+		select {
+		case <-ready:
+		case <-ctx.Done():
+			return nil, fmt.Errorf("tunnel: no session to %s: %w", p.pub.ShortString(), ctx.Err())
+		case <-p.ctx.Done():
+			return nil, ErrClosed
+		}
+	}
+}
+
+func (p *peer) stats() PeerStats {
+	st := PeerStats{Endpoint: p.endpoint, RTT: time.Duration(p.rtt.Load())}
+	p.mu.Lock()
+	if p.sess != nil && !p.sess.IsClosed() {
+		st.SessionUp = true
+		st.Streams = p.sess.NumStreams()
+	}
+	p.mu.Unlock()
+	return st
+}
+
+// yamuxConfig sizes yamux for the mesh: liveness comes from our own ping
+// loop, so yamux's keepalive is off.
+func yamuxConfig(cfg Config, lg *slog.Logger) *yamux.Config {
+	c := yamux.DefaultConfig()
+	c.AcceptBacklog = 1024
+	c.EnableKeepAlive = false
+	c.ConnectionWriteTimeout = cfg.SessionTimeout
+	c.MaxStreamWindowSize = 1 << 20
+	c.StreamOpenTimeout = 30 * time.Second
+	c.StreamCloseTimeout = 30 * time.Second
+	c.LogOutput = nil
+	c.Logger = log.New(&logWriter{lg: lg.With("component", "yamux")}, "", 0)
+	return c
+}
+
+// logWriter adapts a *log.Logger's output to slog, one record per line.
+type logWriter struct{ lg *slog.Logger }
+
+func (w *logWriter) Write(b []byte) (int, error) {
+	msg := strings.TrimSpace(string(b))
+	lvl := slog.LevelDebug
+	if strings.HasPrefix(msg, "[ERR]") || strings.HasPrefix(msg, "[WARN]") {
+		lvl = slog.LevelWarn
+	}
+	if strings.Contains(msg, "session shutdown") || strings.Contains(msg, io.EOF.Error()) ||
+		strings.Contains(msg, net.ErrClosed.Error()) {
+		lvl = slog.LevelDebug
+	}
+	w.lg.Log(context.Background(), lvl, msg)
+	return len(b), nil
+}

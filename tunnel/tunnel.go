@@ -1,0 +1,366 @@
+// Package tunnel runs a node's WireGuard device (wireguard-go over a
+// userspace gVisor netstack) and what rides on it: one yamux session per
+// peer over a TCP connection inside the tunnel, and the streams on it.
+//
+// Peers are named by their WireGuard public key. Each has a mesh address
+// derived from that key (key.PublicKey.MeshIP), which WireGuard's
+// cryptokey routing makes authentic: a TCP connection from a peer's mesh
+// address can only come from the holder of its private key.
+//
+// Of each pair of peers, the one with the smaller public key dials the
+// session and redials it with backoff when it breaks; the other accepts.
+package tunnel
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/yamux"
+	"golang.zx2c4.com/wireguard/device"
+	"golang.zx2c4.com/wireguard/tun/netstack"
+
+	"github.com/meshd/meshd/internal/key"
+)
+
+// SessionPort is the TCP port inside the tunnel that carries yamux sessions.
+const SessionPort = 7000
+
+// DefaultMTU is the tunnel MTU: 1500 minus IPv6+UDP+WireGuard overhead.
+const DefaultMTU = 1420
+
+// Errors returned by Tunnel methods.
+var (
+	ErrClosed      = errors.New("tunnel: closed")
+	ErrUnknownPeer = errors.New("tunnel: unknown peer")
+)
+
+// Config configures a Tunnel. Zero values mean defaults.
+type Config struct {
+	PrivateKey key.PrivateKey
+	Listen     netip.AddrPort // WireGuard UDP address
+	MTU        int            // default DefaultMTU
+	Logger     *slog.Logger
+
+	// HandleStream is called, in its own goroutine, for every stream a peer
+	// opens. It owns s and must close it.
+	HandleStream func(peer key.PublicKey, s net.Conn)
+
+	// SessionTimeout is how long a silent session is kept before it is
+	// closed and redialled (default 15s). Streams ride out shorter stalls.
+	SessionTimeout time.Duration
+	// PingInterval is how often each session is pinged to measure RTT
+	// (default 1s).
+	PingInterval time.Duration
+}
+
+// Peer is what SetPeers needs to know of a mesh node.
+type Peer struct {
+	PublicKey key.PublicKey
+	Endpoint  netip.AddrPort // WireGuard UDP endpoint; zero if unknown
+}
+
+// PeerStats is a snapshot of one peer's tunnel state.
+type PeerStats struct {
+	Endpoint      netip.AddrPort
+	LastHandshake time.Time // zero if never
+	TxBytes       uint64
+	RxBytes       uint64
+	RTT           time.Duration // last session ping; 0 if unknown
+	SessionUp     bool
+	Streams       int
+}
+
+// Tunnel is one node's WireGuard device and its peer sessions.
+type Tunnel struct {
+	// immutable after New
+	cfg    Config
+	pub    key.PublicKey
+	ip     netip.Addr
+	log    *slog.Logger
+	dev    *device.Device
+	net    *netstack.Net
+	bind   *UDPBind
+	ln     net.Listener
+	ymxCfg *yamux.Config
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	mu     sync.Mutex
+	peers  map[key.PublicKey]*peer // guarded by mu
+	byIP   map[netip.Addr]*peer    // guarded by mu
+	closed bool                    // guarded by mu
+	ipcMu  sync.Mutex              // serialises IpcSet calls
+}
+
+// New creates the device, brings it up and starts accepting sessions.
+func New(cfg Config) (*Tunnel, error) {
+	if cfg.MTU == 0 {
+		cfg.MTU = DefaultMTU
+	}
+	if cfg.SessionTimeout == 0 {
+		cfg.SessionTimeout = 15 * time.Second
+	}
+	if cfg.PingInterval == 0 {
+		cfg.PingInterval = time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.HandleStream == nil {
+		cfg.HandleStream = func(_ key.PublicKey, s net.Conn) { s.Close() }
+	}
+	t := &Tunnel{
+		cfg:   cfg,
+		pub:   cfg.PrivateKey.Public(),
+		log:   cfg.Logger,
+		peers: make(map[key.PublicKey]*peer),
+		byIP:  make(map[netip.Addr]*peer),
+	}
+	t.ip = t.pub.MeshIP()
+	t.ymxCfg = yamuxConfig(cfg, t.log)
+
+	tdev, tnet, err := netstack.CreateNetTUN([]netip.Addr{t.ip}, nil, cfg.MTU)
+	if err != nil {
+		return nil, fmt.Errorf("tunnel: create netstack: %w", err)
+	}
+	t.net = tnet
+	t.bind = NewUDPBind(cfg.Listen)
+	wlog := t.log.With("component", "wireguard")
+	t.dev = device.NewDevice(tdev, t.bind, &device.Logger{
+		Verbosef: func(f string, a ...any) { wlog.Debug(fmt.Sprintf(f, a...)) },
+		Errorf:   func(f string, a ...any) { wlog.Debug(fmt.Sprintf(f, a...)) },
+	})
+	if err := t.dev.IpcSet("private_key=" + cfg.PrivateKey.Hex() + "\n"); err != nil {
+		t.dev.Close()
+		return nil, fmt.Errorf("tunnel: set private key: %w", err)
+	}
+	if err := t.dev.Up(); err != nil {
+		t.dev.Close()
+		return nil, fmt.Errorf("tunnel: bring device up on %s: %w", cfg.Listen, err)
+	}
+	ln, err := tnet.ListenTCPAddrPort(netip.AddrPortFrom(t.ip, SessionPort))
+	if err != nil {
+		t.dev.Close()
+		return nil, fmt.Errorf("tunnel: listen for sessions: %w", err)
+	}
+	t.ln = ln
+	t.ctx, t.cancel = context.WithCancel(context.Background())
+	t.wg.Add(1)
+	go t.acceptLoop()
+	return t, nil
+}
+
+// PublicKey returns this node's public key.
+func (t *Tunnel) PublicKey() key.PublicKey { return t.pub }
+
+// MeshIP returns this node's mesh address.
+func (t *Tunnel) MeshIP() netip.Addr { return t.ip }
+
+// LocalAddr returns the bound WireGuard UDP address.
+func (t *Tunnel) LocalAddr() netip.AddrPort { return t.bind.LocalAddr() }
+
+// Close stops every session and the device. It is safe to call twice.
+func (t *Tunnel) Close() error {
+	t.mu.Lock()
+	if t.closed {
+		t.mu.Unlock()
+		return nil
+	}
+	t.closed = true
+	peers := make([]*peer, 0, len(t.peers))
+	for _, p := range t.peers {
+		peers = append(peers, p)
+	}
+	t.mu.Unlock()
+
+	t.cancel()
+	t.ln.Close()
+	for _, p := range peers {
+		p.stop()
+	}
+	t.wg.Wait()
+	t.dev.Close()
+	return nil
+}
+
+// SetPeers makes the device's peers exactly ps: new ones are added (and,
+// where this node has the smaller key, a session dialer started), changed
+// endpoints are updated, missing ones are removed with their sessions.
+func (t *Tunnel) SetPeers(ps []Peer) error {
+	t.mu.Lock()
+	if t.closed {
+		t.mu.Unlock()
+		return ErrClosed
+	}
+	want := make(map[key.PublicKey]Peer, len(ps))
+	for _, p := range ps {
+		if p.PublicKey != t.pub && !p.PublicKey.IsZero() {
+			want[p.PublicKey] = p
+		}
+	}
+	var uapi strings.Builder
+	var removed, added []*peer
+	for pub, p := range t.peers {
+		if _, ok := want[pub]; !ok {
+			fmt.Fprintf(&uapi, "public_key=%s\nremove=true\n", pub.Hex())
+			delete(t.peers, pub)
+			delete(t.byIP, p.ip)
+			removed = append(removed, p)
+		}
+	}
+	for pub, w := range want {
+		p, ok := t.peers[pub]
+		if ok && p.endpoint == w.Endpoint {
+			continue
+		}
+		fmt.Fprintf(&uapi, "public_key=%s\n", pub.Hex())
+		if w.Endpoint.IsValid() {
+			fmt.Fprintf(&uapi, "endpoint=%s\n", w.Endpoint)
+		}
+		if !ok {
+			p = newPeer(t, pub)
+			t.peers[pub] = p
+			t.byIP[p.ip] = p
+			added = append(added, p)
+			fmt.Fprintf(&uapi, "replace_allowed_ips=true\nallowed_ip=%s/128\npersistent_keepalive_interval=25\n", p.ip)
+		}
+		p.endpoint = w.Endpoint
+	}
+	t.mu.Unlock()
+
+	var err error
+	if uapi.Len() > 0 {
+		t.ipcMu.Lock()
+		err = t.dev.IpcSet(uapi.String())
+		t.ipcMu.Unlock()
+		if err != nil {
+			err = fmt.Errorf("tunnel: configure peers: %w", err)
+		}
+	}
+	for _, p := range removed {
+		p.stop()
+	}
+	for _, p := range added {
+		p.start()
+	}
+	return err
+}
+
+// OpenStream opens a new stream to peer, waiting (until ctx ends) for the
+// peer's session to come up if it is not up yet.
+func (t *Tunnel) OpenStream(ctx context.Context, pub key.PublicKey) (net.Conn, error) {
+	t.mu.Lock()
+	p := t.peers[pub]
+	t.mu.Unlock()
+	if p == nil {
+		return nil, fmt.Errorf("%w %s", ErrUnknownPeer, pub.ShortString())
+	}
+	return p.openStream(ctx)
+}
+
+// Stats returns a snapshot of every peer's tunnel state.
+func (t *Tunnel) Stats() map[key.PublicKey]PeerStats {
+	out := make(map[key.PublicKey]PeerStats)
+	t.mu.Lock()
+	for pub, p := range t.peers {
+		out[pub] = p.stats()
+	}
+	t.mu.Unlock()
+	t.ipcMu.Lock()
+	uapi, err := t.dev.IpcGet()
+	t.ipcMu.Unlock()
+	if err != nil {
+		return out
+	}
+	parseUAPIStats(uapi, out)
+	return out
+}
+
+// parseUAPIStats folds wireguard-go's UAPI "get" output into out.
+func parseUAPIStats(uapi string, out map[key.PublicKey]PeerStats) {
+	var cur key.PublicKey
+	var have bool
+	var sec, nsec int64
+	flush := func() {
+		if !have {
+			return
+		}
+		if st, ok := out[cur]; ok {
+			if sec != 0 || nsec != 0 {
+				st.LastHandshake = time.Unix(sec, nsec).UTC()
+			}
+			out[cur] = st
+		}
+	}
+	sc := bufio.NewScanner(strings.NewReader(uapi))
+	for sc.Scan() {
+		k, v, ok := strings.Cut(sc.Text(), "=")
+		if !ok {
+			continue
+		}
+		if k == "public_key" {
+			flush()
+			pk, err := key.ParsePublicHex(v)
+			cur, have, sec, nsec = pk, err == nil, 0, 0
+			continue
+		}
+		if !have {
+			continue
+		}
+		st, ok := out[cur]
+		if !ok {
+			continue
+		}
+		switch k {
+		case "endpoint":
+			if ap, err := netip.ParseAddrPort(v); err == nil {
+				st.Endpoint = ap
+			}
+		case "tx_bytes":
+			st.TxBytes, _ = strconv.ParseUint(v, 10, 64)
+		case "rx_bytes":
+			st.RxBytes, _ = strconv.ParseUint(v, 10, 64)
+		case "last_handshake_time_sec":
+			sec, _ = strconv.ParseInt(v, 10, 64)
+		case "last_handshake_time_nsec":
+			nsec, _ = strconv.ParseInt(v, 10, 64)
+		}
+		out[cur] = st
+	}
+	flush()
+}
+
+// acceptLoop accepts session connections from peers that do not dial us
+// through the smaller-key rule and hands each to its peer.
+func (t *Tunnel) acceptLoop() {
+	defer t.wg.Done()
+	for {
+		c, err := t.ln.Accept()
+		if err != nil {
+			if t.ctx.Err() == nil {
+				t.log.Warn("tunnel: accept session", "err", err)
+			}
+			return
+		}
+		ra, _ := netip.ParseAddrPort(c.RemoteAddr().String())
+		t.mu.Lock()
+		p := t.byIP[ra.Addr().Unmap()]
+		t.mu.Unlock()
+		if p == nil || !p.pub.Less(t.pub) {
+			t.log.Warn("tunnel: refused session from unexpected address", "addr", ra)
+			c.Close()
+			continue
+		}
+		p.acceptSession(c)
+	}
+}

@@ -22,6 +22,10 @@ import (
 // dialTimeout bounds one attempt to dial a peer's session port.
 const dialTimeout = 5 * time.Second
 
+// pokeDelay is how long the accepting side waits for the dialer's
+// handshake before initiating one itself (see pokeIfSilent).
+const pokeDelay = 500 * time.Millisecond
+
 // Redial backoff bounds.
 const (
 	minBackoff = 100 * time.Millisecond
@@ -61,11 +65,39 @@ func newPeer(t *Tunnel, pub key.PublicKey) *peer {
 }
 
 func (p *peer) start() {
-	if !p.dialer {
-		return
-	}
 	p.wg.Add(1)
-	go p.dialLoop()
+	if p.dialer {
+		go p.dialLoop()
+	} else {
+		go p.pokeIfSilent()
+	}
+}
+
+// pokeIfSilent covers the dialer's first handshake initiation having
+// arrived before this node knew its key (WireGuard drops it and retries
+// only after 5 s): if no session is up pokeDelay after the peer was added,
+// this side initiates a handshake once, by turning on its keepalive.
+func (p *peer) pokeIfSilent() {
+	defer p.wg.Done()
+	select {
+	case <-p.ctx.Done():
+		return
+	case <-p.readyChan():
+		return
+	case <-time.After(pokeDelay):
+	}
+	p.t.ipcMu.Lock()
+	err := p.t.dev.IpcSet("public_key=" + p.pub.Hex() + "\nupdate_only=true\npersistent_keepalive_interval=25\n")
+	p.t.ipcMu.Unlock()
+	if err != nil && p.ctx.Err() == nil {
+		p.logger().Debug("tunnel: poke peer", "err", err)
+	}
+}
+
+func (p *peer) readyChan() <-chan struct{} {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.ready
 }
 
 // stop closes the session and waits for the peer's goroutines.

@@ -232,7 +232,14 @@ func (t *Tunnel) SetPeers(ps []Peer) error {
 			t.peers[pub] = p
 			t.byIP[p.ip] = p
 			added = append(added, p)
-			fmt.Fprintf(&uapi, "replace_allowed_ips=true\nallowed_ip=%s/128\npersistent_keepalive_interval=25\n", p.ip)
+			fmt.Fprintf(&uapi, "replace_allowed_ips=true\nallowed_ip=%s/128\n", p.ip)
+			if p.dialer {
+				// Only the dialer initiates handshakes (a persistent
+				// keepalive sends one at once). Two initiations crossing
+				// on the wire cost a 5 s handshake retry. Session pings
+				// keep NAT mappings warm both ways afterwards.
+				uapi.WriteString("persistent_keepalive_interval=25\n")
+			}
 		}
 		p.endpoint = w.Endpoint
 	}

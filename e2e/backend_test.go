@@ -1,0 +1,144 @@
+package e2e
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"net"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// maxRecorded bounds the per-connection records a backend keeps.
+const maxRecorded = 4096
+
+// backend is an echo server like internal/echo (it copies every byte back
+// and honours half-close) that also counts the connections that carried
+// data (health checks connect and close without sending anything) and
+// records the SHA-256 of what each connection sent it.
+type backend struct {
+	ln net.Listener
+
+	dataConns atomic.Int64 // connections that sent at least one byte
+	accepted  atomic.Int64 // every accepted connection (health checks too)
+
+	mu     sync.Mutex
+	conns  map[net.Conn]struct{} // guarded by mu
+	hashes map[string]int64      // guarded by mu; hex SHA-256 of a connection's input -> its length
+	closed bool                  // guarded by mu
+	wg     sync.WaitGroup
+}
+
+// startBackend starts a backend on addr ("127.0.0.1:0" for any port) and
+// closes it at the end of the test.
+func startBackend(t *testing.T, addr string) *backend {
+	t.Helper()
+	var ln net.Listener
+	var err error
+	// Re-binding an address just closed may need a moment.
+	for i := 0; i < 50; i++ {
+		if ln, err = net.Listen("tcp", addr); err == nil {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err != nil {
+		t.Fatalf("backend listen %s: %v", addr, err)
+	}
+	b := &backend{ln: ln, conns: map[net.Conn]struct{}{}, hashes: map[string]int64{}}
+	b.wg.Add(1)
+	go b.serve()
+	t.Cleanup(b.Close)
+	return b
+}
+
+func (b *backend) Addr() string { return b.ln.Addr().String() }
+
+func (b *backend) serve() {
+	defer b.wg.Done()
+	for {
+		c, err := b.ln.Accept()
+		if err != nil {
+			return
+		}
+		b.mu.Lock()
+		if b.closed {
+			b.mu.Unlock()
+			c.Close()
+			return
+		}
+		b.conns[c] = struct{}{}
+		b.wg.Add(1)
+		b.mu.Unlock()
+		b.accepted.Add(1)
+		go b.handle(c)
+	}
+}
+
+func (b *backend) handle(c net.Conn) {
+	defer b.wg.Done()
+	defer func() {
+		c.Close()
+		b.mu.Lock()
+		delete(b.conns, c)
+		b.mu.Unlock()
+	}()
+	// A connection lives at most this long: every test finishes earlier.
+	c.SetDeadline(time.Now().Add(2 * time.Minute))
+	h := sha256.New()
+	var n int64
+	buf := make([]byte, 32<<10)
+	for {
+		k, rerr := c.Read(buf)
+		if k > 0 {
+			if n == 0 {
+				b.dataConns.Add(1)
+			}
+			n += int64(k)
+			h.Write(buf[:k])
+			if _, werr := c.Write(buf[:k]); werr != nil {
+				return
+			}
+		}
+		if rerr != nil {
+			break // EOF (half-close) or error
+		}
+	}
+	// Record before our FIN so that a client that saw EOF also sees the record.
+	if n > 0 {
+		b.mu.Lock()
+		if len(b.hashes) < maxRecorded {
+			b.hashes[hex.EncodeToString(h.Sum(nil))] = n
+		}
+		b.mu.Unlock()
+	}
+	if tc, ok := c.(*net.TCPConn); ok {
+		tc.CloseWrite()
+	}
+}
+
+// received reports whether some connection sent exactly the data with this
+// SHA-256 and length.
+func (b *backend) received(sum []byte, n int64) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	got, ok := b.hashes[hex.EncodeToString(sum)]
+	return ok && got == n
+}
+
+// Close stops accepting, closes every connection and waits for them.
+func (b *backend) Close() {
+	b.mu.Lock()
+	if b.closed {
+		b.mu.Unlock()
+		return
+	}
+	b.closed = true
+	for c := range b.conns {
+		c.Close()
+	}
+	b.mu.Unlock()
+	b.ln.Close()
+	b.wg.Wait()
+}

@@ -1,0 +1,347 @@
+package e2e
+
+import (
+	"bytes"
+	crand "crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/meshd/meshd/node"
+)
+
+// TestDataPath runs three nodes in two sites and pushes traffic through an
+// import: bulk, many concurrent connections, half-close, preferred-site
+// selection and failover to the next candidate when a backend refuses.
+func TestDataPath(t *testing.T) {
+	c := newCluster(t)
+	beOnprem := startBackend(t, "127.0.0.1:0")
+	beCloud := startBackend(t, "127.0.0.1:0")
+
+	o1 := c.start(nodeSpec{Name: "onprem-1", Site: "onprem",
+		Imports: []importSpec{{Name: "echo", Sites: []string{"onprem", "cloud"}}}})
+	// No health check on onprem-2: when its backend goes away it must
+	// answer "backend refused" and the import must try the next candidate.
+	o2 := c.start(nodeSpec{Name: "onprem-2", Site: "onprem",
+		Exports: []exportSpec{{Name: "echo", Target: beOnprem.Addr()}}})
+	c1 := c.start(nodeSpec{Name: "cloud-1", Site: "cloud",
+		Exports: []exportSpec{{Name: "echo", Target: beCloud.Addr(), Check: "1s"}}})
+	imp := o1.Imports["echo"]
+
+	waitFor(t, 30*time.Second, "onprem-1 to see both peers alive/direct and echo with 2 healthy endpoints", func() (bool, string) {
+		st, err := tryStatus(t, o1)
+		if err != nil {
+			return false, err.Error()
+		}
+		for _, n := range []*meshNode{o2, c1} {
+			p, ok := peer(st, n.Name)
+			if !ok || p.State != "alive" || p.Path != node.PathDirect {
+				return false, fmt.Sprintf("peer %s: %+v", n.Name, p)
+			}
+		}
+		s, ok := service(st, "echo")
+		if !ok || len(s.Endpoints) != 2 {
+			return false, fmt.Sprintf("service echo: %+v", s)
+		}
+		for _, e := range s.Endpoints {
+			if !e.Healthy {
+				return false, fmt.Sprintf("endpoint %+v not healthy", e)
+			}
+		}
+		return true, ""
+	})
+
+	conns := 0 // client connections made through the import
+
+	t.Run("bulk64MiB", func(t *testing.T) {
+		conns++
+		const size = 64 << 20
+		sent, got, n := bulkEcho(t, imp, size, 90*time.Second)
+		if n != size {
+			t.Fatalf("echoed %d bytes, want %d", n, size)
+		}
+		if !bytes.Equal(sent, got) {
+			t.Fatalf("SHA-256 of echoed data %x != sent %x", got, sent)
+		}
+		// The client->backend direction on its own: the backend hashed what it read.
+		if !beOnprem.received(sent, size) {
+			t.Fatalf("onprem-2's backend did not receive the %d bytes intact (SHA-256 %x)", size, sent)
+		}
+	})
+
+	t.Run("concurrent200", func(t *testing.T) {
+		const (
+			clients = 200
+			rounds  = 10
+			msg     = 1 << 10
+		)
+		conns += clients
+		errs := make(chan error, clients)
+		var wg sync.WaitGroup
+		for i := range clients {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				errs <- exchange(imp, i, rounds, msg, 60*time.Second)
+			}()
+		}
+		wg.Wait()
+		close(errs)
+		failed := 0
+		for err := range errs {
+			if err != nil {
+				failed++
+				if failed <= 5 {
+					t.Error(err)
+				}
+			}
+		}
+		if failed > 0 {
+			t.Fatalf("%d of %d concurrent connections failed", failed, clients)
+		}
+	})
+
+	t.Run("halfClose", func(t *testing.T) {
+		conns++
+		payload := make([]byte, 300<<10)
+		crand.Read(payload)
+		cn, err := net.DialTimeout("tcp", imp, 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer cn.Close()
+		cn.SetDeadline(time.Now().Add(30 * time.Second))
+		if _, err := cn.Write(payload); err != nil {
+			t.Fatalf("write: %v", err)
+		}
+		if err := cn.(*net.TCPConn).CloseWrite(); err != nil {
+			t.Fatalf("CloseWrite: %v", err)
+		}
+		// After our FIN the reply must still flow back, then EOF.
+		got, err := io.ReadAll(cn)
+		if err != nil {
+			t.Fatalf("read after CloseWrite: %v (got %d of %d bytes)", err, len(got), len(payload))
+		}
+		if !bytes.Equal(got, payload) {
+			t.Fatalf("reply after half-close differs: got %d bytes, want %d", len(got), len(payload))
+		}
+	})
+
+	t.Run("status", func(t *testing.T) {
+		var st node.Status
+		// rtt_ms comes from session pings (every second); wait for one.
+		waitFor(t, 10*time.Second, "rtt_ms > 0 for both peers", func() (bool, string) {
+			var err error
+			if st, err = tryStatus(t, o1); err != nil {
+				return false, err.Error()
+			}
+			for _, n := range []*meshNode{o2, c1} {
+				if p, _ := peer(st, n.Name); p.RTTMs <= 0 {
+					return false, fmt.Sprintf("%s rtt_ms %v", n.Name, p.RTTMs)
+				}
+			}
+			return true, ""
+		})
+		n := st.Node
+		if n.Name != "onprem-1" || n.Site != "onprem" || n.Mode != "userspace" {
+			t.Errorf("node: name %q site %q mode %q", n.Name, n.Site, n.Mode)
+		}
+		if !strings.HasPrefix(n.MeshIP, "fd7a:6d65:7368") {
+			t.Errorf("node.mesh_ip %q does not start with fd7a:6d65:7368", n.MeshIP)
+		}
+		if k, err := base64.StdEncoding.DecodeString(n.PublicKey); err != nil || len(k) != 32 {
+			t.Errorf("node.public_key %q: not base64 of 32 bytes (%v)", n.PublicKey, err)
+		}
+		if n.Gossip != addr(o1.GossipPort) || n.Tunnel != addr(o1.TunnelPort) {
+			t.Errorf("node.gossip %q tunnel %q, want %s and %s", n.Gossip, n.Tunnel, addr(o1.GossipPort), addr(o1.TunnelPort))
+		}
+		if len(st.Peers) != 2 {
+			t.Errorf("peers: %d, want 2: %+v", len(st.Peers), st.Peers)
+		}
+		for _, want := range []*meshNode{o2, c1} {
+			p, ok := peer(st, want.Name)
+			if !ok {
+				t.Errorf("peer %s missing", want.Name)
+				continue
+			}
+			if p.Site != want.Site || p.State != "alive" || p.Path != node.PathDirect {
+				t.Errorf("peer %s: site %q state %q path %q", p.Name, p.Site, p.State, p.Path)
+			}
+			if p.Endpoint != addr(want.TunnelPort) {
+				t.Errorf("peer %s endpoint %q, want its tunnel address %s", p.Name, p.Endpoint, addr(want.TunnelPort))
+			}
+			if !strings.HasPrefix(p.MeshIP, "fd7a:6d65:7368") {
+				t.Errorf("peer %s mesh_ip %q", p.Name, p.MeshIP)
+			}
+			if p.RTTMs <= 0 {
+				t.Errorf("peer %s rtt_ms %v, want > 0", p.Name, p.RTTMs)
+			}
+			if _, err := time.Parse(time.RFC3339, p.LastHandshake); err != nil {
+				t.Errorf("peer %s last_handshake %q: %v", p.Name, p.LastHandshake, err)
+			}
+			if p.TxBytes == 0 || p.RxBytes == 0 {
+				t.Errorf("peer %s tx_bytes %d rx_bytes %d, want > 0", p.Name, p.TxBytes, p.RxBytes)
+			}
+		}
+		if p, _ := peer(st, "onprem-2"); p.TxBytes < 64<<20 || p.RxBytes < 64<<20 {
+			t.Errorf("peer onprem-2 carried the bulk transfer but tx_bytes %d rx_bytes %d < 64 MiB", p.TxBytes, p.RxBytes)
+		}
+		s, ok := service(st, "echo")
+		if !ok || len(s.Endpoints) != 2 {
+			t.Errorf("service echo: %+v", s)
+		}
+		for _, e := range s.Endpoints {
+			if !e.Healthy {
+				t.Errorf("endpoint %+v not healthy", e)
+			}
+		}
+		if len(st.Imports) != 1 {
+			t.Fatalf("imports: %+v", st.Imports)
+		}
+		im := st.Imports[0]
+		if im.Name != "echo" || im.Listen != imp {
+			t.Errorf("import: %+v, want echo on %s", im, imp)
+		}
+		if im.Total < uint64(conns) || im.Failed != 0 {
+			t.Errorf("import total %d failed %d, want total >= %d and failed 0", im.Total, im.Failed, conns)
+		}
+
+		out, errOut, code := runMeshd(t, 15*time.Second, "status", "--config", o1.Config)
+		if code != 0 {
+			t.Fatalf("meshd status: exit %d: %s", code, errOut)
+		}
+		for _, want := range []string{"onprem-2", "cloud-1", "echo"} {
+			if !strings.Contains(out, want) {
+				t.Errorf("plain status lacks %q:\n%s", want, out)
+			}
+		}
+	})
+
+	t.Run("preferredSite", func(t *testing.T) {
+		if got := beOnprem.dataConns.Load(); got < int64(conns) {
+			t.Errorf("onprem-2's backend served %d connections, want >= %d (onprem is preferred)", got, conns)
+		}
+		if got := beCloud.dataConns.Load(); got != 0 {
+			t.Errorf("cloud-1's backend served %d connections, want 0 while onprem-2 is healthy", got)
+		}
+	})
+
+	t.Run("failover", func(t *testing.T) {
+		const k = 20
+		onAddr := beOnprem.Addr()
+		beOnprem.Close() // onprem-2 now answers "backend refused"
+		cloudBefore := beCloud.dataConns.Load()
+		for i := range k {
+			if err := exchange(imp, i, 3, 512, 20*time.Second); err != nil {
+				t.Fatalf("connection %d with onprem-2's backend down: %v", i, err)
+			}
+		}
+		if got := beCloud.dataConns.Load() - cloudBefore; got != k {
+			t.Errorf("cloud-1's backend served %d of %d connections while onprem-2's backend was down", got, k)
+		}
+
+		be2 := startBackend(t, onAddr)
+		cloudBefore = beCloud.dataConns.Load()
+		for i := range k {
+			if err := exchange(imp, i, 3, 512, 20*time.Second); err != nil {
+				t.Fatalf("connection %d after onprem-2's backend came back: %v", i, err)
+			}
+		}
+		if got := be2.dataConns.Load(); got != k {
+			t.Errorf("onprem-2's restarted backend served %d of %d connections, want all (onprem preferred)", got, k)
+		}
+		if got := beCloud.dataConns.Load() - cloudBefore; got != 0 {
+			t.Errorf("cloud-1's backend served %d connections after onprem-2 recovered", got)
+		}
+		st := status(t, o1)
+		if len(st.Imports) == 1 && st.Imports[0].Failed != 0 {
+			t.Errorf("import failed = %d, want 0: failover should hide the refused backend", st.Imports[0].Failed)
+		}
+	})
+}
+
+// bulkEcho sends size random bytes through addr, half-closes, reads the
+// echo to EOF, and returns the SHA-256 of what was sent and of what came
+// back, and how many bytes came back.
+func bulkEcho(t *testing.T, addr string, size int, d time.Duration) (sent, got []byte, n int64) {
+	t.Helper()
+	cn, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cn.Close()
+	cn.SetDeadline(time.Now().Add(d))
+	var seed [32]byte
+	crand.Read(seed[:])
+	src := rand.NewChaCha8(seed)
+
+	werr := make(chan error, 1)
+	hs := sha256.New()
+	go func() {
+		buf := make([]byte, 64<<10)
+		left := size
+		for left > 0 {
+			b := buf[:min(len(buf), left)]
+			src.Read(b)
+			hs.Write(b)
+			if _, err := cn.Write(b); err != nil {
+				werr <- err
+				return
+			}
+			left -= len(b)
+		}
+		werr <- cn.(*net.TCPConn).CloseWrite()
+	}()
+	hr := sha256.New()
+	n, rerr := io.CopyBuffer(hr, cn, make([]byte, 64<<10))
+	if err := <-werr; err != nil {
+		t.Fatalf("write: %v", err)
+	}
+	if rerr != nil {
+		t.Fatalf("read echo: %v after %d bytes", rerr, n)
+	}
+	return hs.Sum(nil), hr.Sum(nil), n
+}
+
+// exchange dials addr and does rounds request/response exchanges of size
+// bytes each, checking every reply, then half-closes and expects EOF.
+func exchange(addr string, id, rounds, size int, d time.Duration) error {
+	cn, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		return fmt.Errorf("conn %d: dial: %w", id, err)
+	}
+	defer cn.Close()
+	cn.SetDeadline(time.Now().Add(d))
+	req := make([]byte, size)
+	resp := make([]byte, size)
+	for r := range rounds {
+		for i := range req {
+			req[i] = byte(id*31 + r*7 + i)
+		}
+		if _, err := cn.Write(req); err != nil {
+			return fmt.Errorf("conn %d round %d: write: %w", id, r, err)
+		}
+		if _, err := io.ReadFull(cn, resp); err != nil {
+			return fmt.Errorf("conn %d round %d: read: %w", id, r, err)
+		}
+		if !bytes.Equal(req, resp) {
+			return fmt.Errorf("conn %d round %d: reply differs from request", id, r)
+		}
+	}
+	if err := cn.(*net.TCPConn).CloseWrite(); err != nil {
+		return fmt.Errorf("conn %d: CloseWrite: %w", id, err)
+	}
+	var one [1]byte
+	if k, err := cn.Read(one[:]); k != 0 || !errors.Is(err, io.EOF) {
+		return fmt.Errorf("conn %d: after CloseWrite want EOF, got %d bytes, %v", id, k, err)
+	}
+	return nil
+}

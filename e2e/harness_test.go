@@ -1,0 +1,505 @@
+// Package e2e drives real `meshd join` processes on loopback: real
+// WireGuard (userspace), real yamux, real sockets. Nothing is mocked.
+package e2e
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/meshd/meshd/node"
+)
+
+// meshdBin is the meshd binary built once by TestMain.
+var meshdBin string
+
+func TestMain(m *testing.M) {
+	os.Exit(runMain(m))
+}
+
+func runMain(m *testing.M) int {
+	wd, err := os.Getwd()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "e2e: getwd:", err)
+		return 1
+	}
+	root := filepath.Dir(wd) // e2e/..
+	dir, err := os.MkdirTemp("", "meshd-e2e-bin")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "e2e:", err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	meshdBin = filepath.Join(dir, "meshd")
+	build := exec.Command("go", "build", "-o", meshdBin, "./cmd/meshd")
+	build.Dir = root
+	if out, err := build.CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "e2e: go build ./cmd/meshd failed: %v\n%s", err, out)
+		return 1
+	}
+	return m.Run()
+}
+
+// ---------------------------------------------------------------- ports
+
+var (
+	portsMu sync.Mutex
+	ports   = map[int]bool{} // handed out in this process; never reused
+)
+
+// freePort returns a port of 127.0.0.1 that is free for both TCP and UDP
+// right now and that was not handed out before in this process.
+func freePort(t testing.TB) int {
+	t.Helper()
+	for range 200 {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatalf("freePort: %v", err)
+		}
+		p := l.Addr().(*net.TCPAddr).Port
+		u, err := net.ListenPacket("udp", net.JoinHostPort("127.0.0.1", strconv.Itoa(p)))
+		l.Close()
+		if err != nil {
+			continue
+		}
+		u.Close()
+		portsMu.Lock()
+		used := ports[p]
+		ports[p] = true
+		portsMu.Unlock()
+		if !used {
+			return p
+		}
+	}
+	t.Fatal("freePort: no free TCP+UDP port found")
+	return 0
+}
+
+func addr(port int) string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(port)) }
+
+// portFree reports whether port is bindable on 127.0.0.1 for TCP and UDP.
+func portFree(port int) error {
+	l, err := net.Listen("tcp", addr(port))
+	if err != nil {
+		return fmt.Errorf("tcp: %w", err)
+	}
+	l.Close()
+	u, err := net.ListenPacket("udp", addr(port))
+	if err != nil {
+		return fmt.Errorf("udp: %w", err)
+	}
+	u.Close()
+	return nil
+}
+
+// ---------------------------------------------------------------- cluster
+
+// cluster is a set of meshd nodes of one test, sharing a cluster key.
+type cluster struct {
+	t       *testing.T
+	dir     string // short temp dir: data dirs, configs, logs
+	keyFile string
+	nodes   []*meshNode
+}
+
+// exportSpec / importSpec describe a node's exports and imports.
+type exportSpec struct {
+	Name   string
+	Target string
+	Check  string // check interval ("" = no check)
+}
+
+type importSpec struct {
+	Name    string
+	Sites   []string
+	Balance string
+	Listen  string // default: a free port
+}
+
+type nodeSpec struct {
+	Name, Site string
+	Exports    []exportSpec
+	Imports    []importSpec
+	KeyFile    string   // default: the cluster's key file
+	Join       []string // default: the first node's gossip address (none for the first node)
+}
+
+// meshNode is one `meshd join` process.
+type meshNode struct {
+	Name, Site string
+	Dir        string // data_dir
+	Config     string
+	LogPath    string
+	GossipPort int
+	TunnelPort int
+	Imports    map[string]string // import name -> listen address
+
+	cmd     *exec.Cmd
+	logFile *os.File
+	done    chan struct{} // closed when the process has exited
+	waitErr error         // valid after done
+}
+
+// newCluster makes the temp dir and the cluster key.
+func newCluster(t *testing.T) *cluster {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "me2e")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &cluster{t: t, dir: dir}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	// Registered after RemoveAll and before any node's kill: runs after
+	// every process is dead, before the logs are removed.
+	t.Cleanup(func() {
+		if t.Failed() {
+			for _, n := range c.nodes {
+				t.Logf("---- log of %s (%s), last lines ----\n%s", n.Name, n.LogPath, tail(n.LogPath, 60))
+			}
+		}
+	})
+	c.keyFile = c.newKeyFile("cluster.key")
+	return c
+}
+
+// newKeyFile runs `meshd keygen` and writes its output to a 0600 file.
+func (c *cluster) newKeyFile(name string) string {
+	c.t.Helper()
+	out, errOut, code := runMeshd(c.t, 10*time.Second, "keygen")
+	if code != 0 {
+		c.t.Fatalf("meshd keygen: exit %d: %s", code, errOut)
+	}
+	p := filepath.Join(c.dir, name)
+	if err := os.WriteFile(p, []byte(out), 0o600); err != nil {
+		c.t.Fatal(err)
+	}
+	return p
+}
+
+// configYAML renders the node's config file (SPEC §3).
+func (c *cluster) configYAML(n *meshNode, s nodeSpec) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "name: %s\nsite: %s\ndata_dir: %s\n", s.Name, s.Site, n.Dir)
+	keyFile := s.KeyFile
+	if keyFile == "" {
+		keyFile = c.keyFile
+	}
+	fmt.Fprintf(&b, "cluster:\n  key_file: %s\n", keyFile)
+	join := s.Join
+	if join == nil && len(c.nodes) > 0 {
+		join = []string{addr(c.nodes[0].GossipPort)}
+	}
+	if len(join) > 0 {
+		fmt.Fprintf(&b, "  join: [%s]\n", quoteList(join))
+	}
+	fmt.Fprintf(&b, "gossip:\n  bind: %s\n", addr(n.GossipPort))
+	fmt.Fprintf(&b, "tunnel:\n  listen: %s\n  mode: userspace\n", addr(n.TunnelPort))
+	if len(s.Exports) > 0 {
+		b.WriteString("exports:\n")
+		for _, e := range s.Exports {
+			fmt.Fprintf(&b, "  - name: %s\n    target: %s\n", e.Name, e.Target)
+			if e.Check != "" {
+				fmt.Fprintf(&b, "    check:\n      interval: %s\n      timeout: %s\n", e.Check, e.Check)
+			}
+		}
+	}
+	if len(s.Imports) > 0 {
+		b.WriteString("imports:\n")
+		for _, im := range s.Imports {
+			fmt.Fprintf(&b, "  - name: %s\n    listen: %s\n", im.Name, n.Imports[im.Name])
+			if len(im.Sites) > 0 {
+				fmt.Fprintf(&b, "    sites: [%s]\n", strings.Join(im.Sites, ", "))
+			}
+			if im.Balance != "" {
+				fmt.Fprintf(&b, "    balance: %s\n", im.Balance)
+			}
+		}
+	}
+	b.WriteString("log:\n  level: info\n  format: text\n")
+	return b.String()
+}
+
+func quoteList(ss []string) string {
+	q := make([]string, len(ss))
+	for i, s := range ss {
+		q[i] = strconv.Quote(s)
+	}
+	return strings.Join(q, ", ")
+}
+
+// start writes the node's config and starts `meshd join`.
+func (c *cluster) start(s nodeSpec) *meshNode {
+	c.t.Helper()
+	n := &meshNode{
+		Name: s.Name, Site: s.Site,
+		Dir:        filepath.Join(c.dir, s.Name),
+		Config:     filepath.Join(c.dir, s.Name+".yaml"),
+		LogPath:    filepath.Join(c.dir, s.Name+".log"),
+		GossipPort: freePort(c.t),
+		TunnelPort: freePort(c.t),
+		Imports:    map[string]string{},
+	}
+	for _, im := range s.Imports {
+		l := im.Listen
+		if l == "" {
+			l = addr(freePort(c.t))
+		}
+		n.Imports[im.Name] = l
+	}
+	if len(filepath.Join(n.Dir, "meshd.sock")) >= 100 {
+		c.t.Fatalf("control socket path too long: %s", filepath.Join(n.Dir, "meshd.sock"))
+	}
+	if err := os.WriteFile(n.Config, []byte(c.configYAML(n, s)), 0o600); err != nil {
+		c.t.Fatal(err)
+	}
+	c.nodes = append(c.nodes, n)
+	n.startProcess(c.t)
+	return n
+}
+
+func (n *meshNode) startProcess(t *testing.T) {
+	t.Helper()
+	lf, err := os.OpenFile(n.LogPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(meshdBin, "join", "--config", n.Config)
+	cmd.Stdout, cmd.Stderr = lf, lf
+	cmd.Env = childEnv()
+	if err := cmd.Start(); err != nil {
+		lf.Close()
+		t.Fatalf("start %s: %v", n.Name, err)
+	}
+	n.cmd, n.logFile, n.done = cmd, lf, make(chan struct{})
+	go func() {
+		n.waitErr = cmd.Wait()
+		lf.Close()
+		close(n.done)
+	}()
+	t.Cleanup(func() { n.kill(t) })
+}
+
+// kill SIGKILLs the process if it still runs and waits for it.
+func (n *meshNode) kill(t *testing.T) {
+	select {
+	case <-n.done:
+		return
+	default:
+	}
+	n.cmd.Process.Kill()
+	select {
+	case <-n.done:
+	case <-time.After(10 * time.Second):
+		t.Errorf("%s: process %d did not exit after SIGKILL", n.Name, n.cmd.Process.Pid)
+	}
+}
+
+// running reports whether the process is still running.
+func (n *meshNode) running() bool {
+	select {
+	case <-n.done:
+		return false
+	default:
+		return true
+	}
+}
+
+// signal sends sig to the process.
+func (n *meshNode) signal(t *testing.T, sig syscall.Signal) {
+	t.Helper()
+	if err := n.cmd.Process.Signal(sig); err != nil {
+		t.Fatalf("signal %s: %v", n.Name, err)
+	}
+}
+
+// waitExit waits up to d for the process to exit and returns its exit code.
+func (n *meshNode) waitExit(t *testing.T, d time.Duration) int {
+	t.Helper()
+	select {
+	case <-n.done:
+	case <-time.After(d):
+		t.Fatalf("%s did not exit within %s", n.Name, d)
+	}
+	var ee *exec.ExitError
+	if errors.As(n.waitErr, &ee) {
+		return ee.ExitCode()
+	}
+	if n.waitErr != nil {
+		t.Fatalf("%s: wait: %v", n.Name, n.waitErr)
+	}
+	return 0
+}
+
+// logText returns the node's log so far.
+func (n *meshNode) logText() string {
+	b, _ := os.ReadFile(n.LogPath)
+	return string(b)
+}
+
+// childEnv is the environment of meshd subprocesses: ours without a
+// cluster key that would change config loading.
+func childEnv() []string {
+	var env []string
+	for _, e := range os.Environ() {
+		if !strings.HasPrefix(e, "MESHD_CLUSTER_KEY=") {
+			env = append(env, e)
+		}
+	}
+	return env
+}
+
+// tail returns the last n lines of the file at path.
+func tail(path string, n int) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "(" + err.Error() + ")"
+	}
+	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+// ---------------------------------------------------------------- commands
+
+// runMeshd runs the meshd binary with args (bounded by d) and returns its
+// stdout, stderr and exit code.
+func runMeshd(t testing.TB, d time.Duration, args ...string) (stdout, stderr string, code int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, meshdBin, args...)
+	cmd.Env = childEnv()
+	var o, e bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &o, &e
+	err := cmd.Run()
+	if ctx.Err() != nil {
+		t.Fatalf("meshd %s: did not finish within %s (stderr: %s)", strings.Join(args, " "), d, e.String())
+	}
+	var ee *exec.ExitError
+	switch {
+	case err == nil:
+	case errors.As(err, &ee):
+		code = ee.ExitCode()
+	default:
+		t.Fatalf("meshd %s: %v", strings.Join(args, " "), err)
+	}
+	return o.String(), e.String(), code
+}
+
+// tryStatus runs `meshd status --json --config` for n.
+func tryStatus(t testing.TB, n *meshNode) (node.Status, error) {
+	t.Helper()
+	var st node.Status
+	out, errOut, code := runMeshd(t, 15*time.Second, "status", "--json", "--config", n.Config)
+	if code != 0 {
+		return st, fmt.Errorf("meshd status %s: exit %d: %s", n.Name, code, strings.TrimSpace(errOut))
+	}
+	if err := json.Unmarshal([]byte(out), &st); err != nil {
+		return st, fmt.Errorf("meshd status %s: decode: %v\n%s", n.Name, err, out)
+	}
+	return st, nil
+}
+
+// status is tryStatus that fails the test on error.
+func status(t testing.TB, n *meshNode) node.Status {
+	t.Helper()
+	st, err := tryStatus(t, n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
+// waitFor polls cond every interval until it returns ok or d passes; then
+// it fails the test with what and cond's last explanation.
+func waitFor(t testing.TB, d time.Duration, what string, cond func() (ok bool, why string)) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	why := ""
+	for {
+		var ok bool
+		ok, why = cond()
+		if ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s: %s", d, what, why)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// peer returns the named peer of st.
+func peer(st node.Status, name string) (node.PeerStatus, bool) {
+	for _, p := range st.Peers {
+		if p.Name == name {
+			return p, true
+		}
+	}
+	return node.PeerStatus{}, false
+}
+
+// service returns the named service of st.
+func service(st node.Status, name string) (node.ServiceStatus, bool) {
+	for _, s := range st.Services {
+		if s.Name == name {
+			return s, true
+		}
+	}
+	return node.ServiceStatus{}, false
+}
+
+// waitMesh waits until every node sees every other as alive with a direct
+// path (a WireGuard session up).
+func waitMesh(t *testing.T, d time.Duration, nodes ...*meshNode) {
+	t.Helper()
+	waitFor(t, d, "full mesh alive and direct", func() (bool, string) {
+		for _, a := range nodes {
+			st, err := tryStatus(t, a)
+			if err != nil {
+				return false, err.Error()
+			}
+			for _, b := range nodes {
+				if a == b {
+					continue
+				}
+				p, ok := peer(st, b.Name)
+				if !ok {
+					return false, fmt.Sprintf("%s does not list %s", a.Name, b.Name)
+				}
+				if p.State != "alive" || p.Path != node.PathDirect {
+					return false, fmt.Sprintf("%s sees %s %s path %s", a.Name, b.Name, p.State, p.Path)
+				}
+			}
+		}
+		return true, ""
+	})
+}
+
+// countLines counts the lines of text containing sub.
+func countLines(text, sub string) int {
+	n := 0
+	sc := bufio.NewScanner(strings.NewReader(text))
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		if strings.Contains(sc.Text(), sub) {
+			n++
+		}
+	}
+	return n
+}

@@ -1,0 +1,114 @@
+package e2e
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// TestWrongClusterKey: a node with another cluster key never gets into a
+// mesh, and both sides say why in one clear line.
+func TestWrongClusterKey(t *testing.T) {
+	c := newCluster(t)
+	a := c.start(nodeSpec{Name: "good-1", Site: "onprem"})
+	b := c.start(nodeSpec{Name: "good-2", Site: "cloud"})
+	waitMesh(t, 20*time.Second, a, b)
+
+	badKey := c.newKeyFile("other.key")
+	x := c.start(nodeSpec{Name: "intruder", Site: "onprem", KeyFile: badKey})
+
+	// The intruder says why it cannot join.
+	waitFor(t, 15*time.Second, `intruder's log to say "cluster key mismatch"`, func() (bool, string) {
+		if !x.running() {
+			return false, "intruder exited"
+		}
+		return strings.Contains(x.logText(), "cluster key mismatch"), "not yet"
+	})
+
+	// Watch for a few seconds: the intruder never shows up on the good
+	// nodes, and sees no alive peer itself.
+	end := time.Now().Add(4 * time.Second)
+	for time.Now().Before(end) {
+		for _, n := range []*meshNode{a, b} {
+			st := status(t, n)
+			if p, ok := peer(st, "intruder"); ok {
+				t.Fatalf("%s lists the intruder with another cluster key: %+v", n.Name, p)
+			}
+			if len(st.Peers) != 1 || st.Peers[0].State != "alive" {
+				t.Fatalf("%s peers changed: %+v", n.Name, st.Peers)
+			}
+		}
+		st := status(t, x)
+		for _, p := range st.Peers {
+			if p.State == "alive" {
+				t.Fatalf("intruder sees alive peer %+v", p)
+			}
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+
+	// The first node (the one the intruder contacts) says it cannot
+	// decrypt, in one clear, rate-limited line.
+	log := a.logText()
+	if k := countLines(log, "cannot decrypt"); k < 1 || k > 5 {
+		t.Errorf(`good-1's log has %d lines with "cannot decrypt", want 1..5:\n%s`, k, grepLines(log, "decrypt"))
+	}
+	if !a.running() || !b.running() {
+		t.Fatal("a good node exited")
+	}
+}
+
+// TestGracefulLeave: SIGTERM makes a node leave: it exits 0 quickly, the
+// others see it `left`, and its control socket is removed.
+func TestGracefulLeave(t *testing.T) {
+	c := newCluster(t)
+	a := c.start(nodeSpec{Name: "n1", Site: "onprem"})
+	b := c.start(nodeSpec{Name: "n2", Site: "onprem"})
+	x := c.start(nodeSpec{Name: "n3", Site: "cloud"})
+	waitMesh(t, 20*time.Second, a, b, x)
+	sock := filepath.Join(x.Dir, "meshd.sock")
+	if _, err := os.Stat(sock); err != nil {
+		t.Fatalf("control socket of n3: %v", err)
+	}
+
+	start := time.Now()
+	x.signal(t, syscall.SIGTERM)
+	if code := x.waitExit(t, 5*time.Second); code != 0 {
+		t.Errorf("n3 exited with status %d after SIGTERM, want 0", code)
+	}
+	t.Logf("n3 exited %s after SIGTERM", time.Since(start).Round(time.Millisecond))
+
+	for _, n := range []*meshNode{a, b} {
+		left := 5*time.Second - time.Since(start)
+		waitFor(t, max(left, 0), n.Name+" to see n3 left within 5s of SIGTERM", func() (bool, string) {
+			st, err := tryStatus(t, n)
+			if err != nil {
+				return false, err.Error()
+			}
+			p, ok := peer(st, "n3")
+			return ok && p.State == "left", "n3: " + p.State
+		})
+	}
+	if _, err := os.Stat(sock); !os.IsNotExist(err) {
+		t.Errorf("control socket %s still there after a graceful exit (stat: %v)", sock, err)
+	}
+	if !strings.Contains(x.logText(), "leaving") {
+		t.Errorf("n3's log does not mention leaving the mesh")
+	}
+	// The rest of the mesh is unharmed.
+	waitMesh(t, 5*time.Second, a, b)
+}
+
+// grepLines returns the lines of text containing sub.
+func grepLines(text, sub string) string {
+	var out []string
+	for _, l := range strings.Split(text, "\n") {
+		if strings.Contains(l, sub) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
+}

@@ -63,7 +63,7 @@ func TestBadConfig(t *testing.T) {
 		{"bad ip", func(l []string) []string { l[8] = "  listen: 300.1.2.3:51820"; return l }, 9, "tunnel.listen"},
 		{"bad duration", func(l []string) []string { l[13] = "      interval: 5 parsecs"; return l }, 14, "interval"},
 		{"missing site", func(l []string) []string { return remove(l, 2) }, 0, "site"},
-		{"missing cluster key", func(l []string) []string { return remove(l, 4) }, 4, "cluster"},
+		{"missing cluster key", func(l []string) []string { return remove(l, 5) }, 4, "cluster.key"},
 		{"duplicate export names", func(l []string) []string {
 			return insert(l, 15, "  - name: echo", "    target: 127.0.0.1:8")
 		}, 16, "exports[1].name"},
@@ -80,6 +80,7 @@ func TestBadConfig(t *testing.T) {
 			start := time.Now()
 			out, errOut, code := runMeshd(t, 10*time.Second, "join", "--config", cfg)
 			took := time.Since(start)
+			t.Logf("stderr: %s", strings.TrimSpace(errOut))
 			if code == 0 {
 				t.Fatalf("exit 0 for a bad config:\n%s", text)
 			}
@@ -97,6 +98,9 @@ func TestBadConfig(t *testing.T) {
 			}
 			if tc.line > 0 && !strings.Contains(errOut, fmt.Sprintf("%s:%d:", cfg, tc.line)) {
 				t.Errorf("stderr does not point at %s:%d: %s", filepath.Base(cfg), tc.line, errOut)
+			}
+			if strings.Contains(errOut, "invalid YAML") {
+				t.Errorf("the test's config is not even YAML: %s", errOut)
 			}
 			if !strings.Contains(errOut, tc.key) {
 				t.Errorf("stderr does not name the key %q: %s", tc.key, errOut)

@@ -266,6 +266,52 @@ func TestDataPath(t *testing.T) {
 			t.Errorf("import failed = %d, want 0: failover should hide the refused backend", st.Imports[0].Failed)
 		}
 	})
+
+	// onprem-2 crashes (SIGKILL, no leave): new connections must keep
+	// working through cloud-1, slowly at most until the crash is
+	// detected, promptly afterwards.
+	t.Run("nodeCrash", func(t *testing.T) {
+		o2.kill(t)
+		crashed := time.Now()
+		cloudBefore := beCloud.dataConns.Load()
+		made := 0
+		detected := false
+		for i := 0; i < 60 && !detected; i++ {
+			start := time.Now()
+			if err := exchange(imp, i, 2, 256, 20*time.Second); err != nil {
+				t.Fatalf("connection %d, %s after onprem-2 crashed: %v", i, time.Since(crashed).Round(time.Millisecond), err)
+			}
+			made++
+			t.Logf("connection %d after the crash took %s", i, time.Since(start).Round(time.Millisecond))
+			st := status(t, o1)
+			if p, _ := peer(st, "onprem-2"); p.State != "alive" {
+				detected = true
+				t.Logf("onprem-1 sees onprem-2 %s (path %s) %s after the crash", p.State, p.Path, time.Since(crashed).Round(time.Millisecond))
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		if !detected {
+			t.Fatalf("onprem-1 still sees onprem-2 alive %s after it was killed", time.Since(crashed).Round(time.Second))
+		}
+		// Once detected, the dead endpoint is skipped: no attempt timeout.
+		for i := range 5 {
+			start := time.Now()
+			if err := exchange(imp, i, 2, 256, 20*time.Second); err != nil {
+				t.Fatalf("connection %d after the crash was detected: %v", i, err)
+			}
+			made++
+			if d := time.Since(start); d > time.Second {
+				t.Errorf("connection %d took %s although onprem-2 is known to be down", i, d.Round(time.Millisecond))
+			}
+		}
+		if got := beCloud.dataConns.Load() - cloudBefore; got != int64(made) {
+			t.Errorf("cloud-1's backend served %d of %d connections after onprem-2 crashed", got, made)
+		}
+		st := status(t, o1)
+		if len(st.Imports) == 1 && st.Imports[0].Failed != 0 {
+			t.Errorf("import failed = %d, want 0: cloud-1 was healthy all along", st.Imports[0].Failed)
+		}
+	})
 }
 
 // bulkEcho sends size random bytes through addr, half-closes, reads the

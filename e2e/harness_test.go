@@ -44,7 +44,12 @@ func runMain(m *testing.M) int {
 	}
 	defer os.RemoveAll(dir)
 	meshdBin = filepath.Join(dir, "meshd")
-	build := exec.Command("go", "build", "-o", meshdBin, "./cmd/meshd")
+	args := []string{"build", "-o", meshdBin}
+	if os.Getenv("MESHD_E2E_RACE") != "" {
+		// The nodes themselves run with the race detector; see checkLogs.
+		args = append(args, "-race")
+	}
+	build := exec.Command("go", append(args, "./cmd/meshd")...)
 	build.Dir = root
 	if out, err := build.CombinedOutput(); err != nil {
 		fmt.Fprintf(os.Stderr, "e2e: go build ./cmd/meshd failed: %v\n%s", err, out)
@@ -163,11 +168,23 @@ func newCluster(t *testing.T) *cluster {
 	c := &cluster{t: t, dir: dir}
 	t.Cleanup(func() { os.RemoveAll(dir) })
 	// Registered after RemoveAll and before any node's kill: runs after
-	// every process is dead, before the logs are removed.
+	// every process is dead, before the logs are removed. Set
+	// MESHD_E2E_LOGS=1 to see the logs of passing tests too.
 	t.Cleanup(func() {
-		if t.Failed() {
+		if t.Failed() || os.Getenv("MESHD_E2E_LOGS") != "" {
 			for _, n := range c.nodes {
 				t.Logf("---- log of %s (%s), last lines ----\n%s", n.Name, n.LogPath, tail(n.LogPath, 60))
+			}
+		}
+	})
+	// Runs after the nodes are killed, before the logs are printed.
+	t.Cleanup(func() {
+		for _, n := range c.nodes {
+			log := n.logText()
+			for _, bad := range []string{"WARNING: DATA RACE", "panic: ", "fatal error: "} {
+				if strings.Contains(log, bad) {
+					t.Errorf("%s's log contains %q", n.Name, bad)
+				}
 			}
 		}
 	})
@@ -267,7 +284,25 @@ func (c *cluster) start(s nodeSpec) *meshNode {
 	}
 	c.nodes = append(c.nodes, n)
 	n.startProcess(c.t)
+	if len(c.nodes) == 1 && s.Join == nil {
+		// Others join this one: let it listen first, so that their first
+		// join attempt succeeds instead of backing off.
+		waitUp(c.t, n, 15*time.Second)
+	}
 	return n
+}
+
+// waitUp waits until n's control socket answers (it answers once gossip,
+// tunnel, exports and imports are up).
+func waitUp(t *testing.T, n *meshNode, d time.Duration) {
+	t.Helper()
+	waitFor(t, d, n.Name+" to answer status", func() (bool, string) {
+		if !n.running() {
+			t.Fatalf("%s exited: %v\n%s", n.Name, n.waitErr, tail(n.LogPath, 20))
+		}
+		_, err := tryStatus(t, n)
+		return err == nil, fmt.Sprint(err)
+	})
 }
 
 func (n *meshNode) startProcess(t *testing.T) {

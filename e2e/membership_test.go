@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -28,6 +29,8 @@ func TestWrongClusterKey(t *testing.T) {
 		return strings.Contains(x.logText(), "cluster key mismatch"), "not yet"
 	})
 
+	t.Logf("intruder: %s", grepLines(x.logText(), "cluster key mismatch"))
+
 	// Watch for a few seconds: the intruder never shows up on the good
 	// nodes, and sees no alive peer itself.
 	end := time.Now().Add(4 * time.Second)
@@ -53,6 +56,7 @@ func TestWrongClusterKey(t *testing.T) {
 	// The first node (the one the intruder contacts) says it cannot
 	// decrypt, in one clear, rate-limited line.
 	log := a.logText()
+	t.Logf("good-1: %s", grepLines(log, "decrypt"))
 	if k := countLines(log, "cannot decrypt"); k < 1 || k > 5 {
 		t.Errorf(`good-1's log has %d lines with "cannot decrypt", want 1..5:\n%s`, k, grepLines(log, "decrypt"))
 	}
@@ -66,8 +70,11 @@ func TestWrongClusterKey(t *testing.T) {
 func TestGracefulLeave(t *testing.T) {
 	c := newCluster(t)
 	a := c.start(nodeSpec{Name: "n1", Site: "onprem"})
+	joined := time.Now()
 	b := c.start(nodeSpec{Name: "n2", Site: "onprem"})
 	x := c.start(nodeSpec{Name: "n3", Site: "cloud"})
+	// SPEC §4: a joining node is alive everywhere within 5 s on a LAN.
+	waitAlive(t, 5*time.Second-time.Since(joined), "n2 and n3 to be alive everywhere within 5s of joining", []*meshNode{a, b, x}, "n2", "n3")
 	waitMesh(t, 20*time.Second, a, b, x)
 	sock := filepath.Join(x.Dir, "meshd.sock")
 	if _, err := os.Stat(sock); err != nil {
@@ -100,6 +107,40 @@ func TestGracefulLeave(t *testing.T) {
 	}
 	// The rest of the mesh is unharmed.
 	waitMesh(t, 5*time.Second, a, b)
+
+	// The node comes back with the same config (same name, key and
+	// addresses) and is alive again everywhere.
+	x.startProcess(t)
+	back := time.Now()
+	waitAlive(t, 5*time.Second, "n3 to be alive again within 5s of restarting", []*meshNode{a, b}, "n3")
+	t.Logf("n3 alive again %s after restarting", time.Since(back).Round(time.Millisecond))
+	waitMesh(t, 20*time.Second, a, b, x)
+	x.signal(t, syscall.SIGINT)
+	if code := x.waitExit(t, 5*time.Second); code != 0 {
+		t.Errorf("n3 exited with status %d after SIGINT, want 0", code)
+	}
+}
+
+// waitAlive waits until every observer lists every named peer as alive.
+func waitAlive(t *testing.T, d time.Duration, what string, observers []*meshNode, names ...string) {
+	t.Helper()
+	waitFor(t, max(d, 0), what, func() (bool, string) {
+		for _, o := range observers {
+			st, err := tryStatus(t, o)
+			if err != nil {
+				return false, err.Error()
+			}
+			for _, name := range names {
+				if name == o.Name {
+					continue
+				}
+				if p, ok := peer(st, name); !ok || p.State != "alive" {
+					return false, fmt.Sprintf("%s sees %s as %q", o.Name, name, p.State)
+				}
+			}
+		}
+		return true, ""
+	})
 }
 
 // grepLines returns the lines of text containing sub.

@@ -1,0 +1,206 @@
+package node
+
+import (
+	"crypto/rand"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"sort"
+	"testing"
+	"time"
+
+	"github.com/meshd/meshd/internal/config"
+	"github.com/meshd/meshd/internal/echo"
+)
+
+var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
+
+// benchMesh starts an exporter and an importer node in-process and returns
+// the import's address and the backend's address (for the direct baseline).
+func benchMesh(b *testing.B, target string) (importAddr string, stop func()) {
+	b.Helper()
+	dir, err := os.MkdirTemp("", "meshd-bench")
+	if err != nil {
+		b.Fatal(err)
+	}
+	ck := make([]byte, 32)
+	rand.Read(ck)
+	t := &testing.T{}
+	exp := testConfig(t, dir, "exp", "cloud", ck)
+	exp.Exports = []config.Export{{Name: "svc", Target: target, Weight: 1}}
+	imp := testConfig(t, dir, "imp", "onprem", ck)
+	imp.Imports = []config.Import{{Name: "svc", Listen: loop}}
+	en, _ := New(exp, quiet)
+	if err := en.Start(); err != nil {
+		b.Fatal(err)
+	}
+	imp.Cluster.Join = []string{en.GossipAddr().String()}
+	in, _ := New(imp, quiet)
+	if err := in.Start(); err != nil {
+		b.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		st := in.Status()
+		if len(st.Peers) == 1 && st.Peers[0].Path == PathDirect && st.Peers[0].RTTMs > 0 && len(st.Services) == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			b.Fatal("mesh did not converge")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return in.ImportAddr("svc"), func() { in.Close(); en.Close(); os.RemoveAll(dir) }
+}
+
+// sinkServer accepts connections and discards what they send, then closes.
+func sinkServer(b *testing.B) (string, func()) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() { io.Copy(io.Discard, c); c.Close() }()
+		}
+	}()
+	return ln.Addr().String(), func() { ln.Close() }
+}
+
+// benchThroughput sends b.N chunks of 1 MiB on one connection to addr.
+func benchThroughput(b *testing.B, addr string) {
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.Close()
+	buf := make([]byte, 1<<20)
+	b.SetBytes(int64(len(buf)))
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if _, err := c.Write(buf); err != nil {
+			b.Fatal(err)
+		}
+	}
+	c.(*net.TCPConn).CloseWrite()
+	io.Copy(io.Discard, c) // wait until the far end has everything
+	b.StopTimer()
+}
+
+// BenchmarkThroughputImport: one stream through an import (MB/s).
+func BenchmarkThroughputImport(b *testing.B) {
+	sink, stopSink := sinkServer(b)
+	defer stopSink()
+	addr, stop := benchMesh(b, sink)
+	defer stop()
+	benchThroughput(b, addr)
+}
+
+// BenchmarkThroughputDirect: the same transfer straight to the sink.
+func BenchmarkThroughputDirect(b *testing.B) {
+	sink, stopSink := sinkServer(b)
+	defer stopSink()
+	benchThroughput(b, sink)
+}
+
+// benchConnect measures connect + one 64-byte round trip + close, and
+// reports p50/p99 in µs.
+func benchConnect(b *testing.B, addr string) {
+	msg := make([]byte, 64)
+	got := make([]byte, 64)
+	lat := make([]time.Duration, 0, b.N)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		t0 := time.Now()
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := c.Write(msg); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := io.ReadFull(c, got); err != nil {
+			b.Fatal(err)
+		}
+		c.Close()
+		lat = append(lat, time.Since(t0))
+	}
+	b.StopTimer()
+	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
+	b.ReportMetric(float64(lat[len(lat)/2].Microseconds()), "p50-µs")
+	b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds()), "p99-µs")
+}
+
+// BenchmarkConnectImport: new connection + first round trip through an import.
+func BenchmarkConnectImport(b *testing.B) {
+	e, err := echo.Listen("127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer e.Close()
+	addr, stop := benchMesh(b, e.Addr())
+	defer stop()
+	benchConnect(b, addr)
+}
+
+// BenchmarkConnectDirect: the same straight to the echo server.
+func BenchmarkConnectDirect(b *testing.B) {
+	e, err := echo.Listen("127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer e.Close()
+	benchConnect(b, e.Addr())
+}
+
+// BenchmarkJoinToAlive: seconds from a new node's Start until an existing
+// node lists it alive with a tunnel session.
+func BenchmarkJoinToAlive(b *testing.B) {
+	dir, err := os.MkdirTemp("", "meshd-bench")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	ck := make([]byte, 32)
+	rand.Read(ck)
+	t := &testing.T{}
+	first, _ := New(testConfig(t, dir, "first", "a", ck), quiet)
+	if err := first.Start(); err != nil {
+		b.Fatal(err)
+	}
+	defer first.Close()
+	var total time.Duration
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		cfg := testConfig(t, dir, "new", "b", ck)
+		cfg.Cluster.Join = []string{first.GossipAddr().String()}
+		n, _ := New(cfg, quiet)
+		t0 := time.Now()
+		if err := n.Start(); err != nil {
+			b.Fatal(err)
+		}
+		for {
+			st := first.Status()
+			ok := false
+			for _, p := range st.Peers {
+				if p.Name == "new" && p.State == "alive" && p.Path == PathDirect {
+					ok = true
+				}
+			}
+			if ok {
+				break
+			}
+			time.Sleep(time.Millisecond)
+		}
+		total += time.Since(t0)
+		b.StopTimer()
+		n.Close()
+		b.StartTimer()
+	}
+	b.ReportMetric(total.Seconds()/float64(b.N), "s-to-alive")
+}

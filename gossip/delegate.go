@@ -33,6 +33,10 @@ func (d *delegate) NotifyMsg(b []byte) {
 	if len(b) == 0 {
 		return // placeholder that only invalidated a queued broadcast
 	}
+	if len(b) >= 2 && b[0] == wireVersion && b[1] == kindUser {
+		d.g.deliverUser(b)
+		return
+	}
 	rec, name, err := decodeRecordMsg(b)
 	if err != nil {
 		d.g.badInput("message", name, err)

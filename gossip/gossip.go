@@ -164,6 +164,7 @@ type Gossip struct {
 	limit      *limiter
 	changes    chan struct{} // cap 1, never closed
 	bigKick    chan struct{} // cap 1: own record too big for UDP, send by TCP
+	userMsgs   chan []byte   // bounded; user messages for Messages()
 	done       chan struct{} // closed by Close
 	wg         sync.WaitGroup
 
@@ -215,6 +216,7 @@ func New(cfg Config) (*Gossip, error) {
 		limit:      newLimiter(limitEvery, limitKeys),
 		changes:    make(chan struct{}, 1),
 		bigKick:    make(chan struct{}, 1),
+		userMsgs:   make(chan []byte, userQueueLength),
 		done:       make(chan struct{}),
 		version:    uint64(now.UnixNano()),
 		exports:    []Export{},

@@ -486,3 +486,22 @@ func TestNoGoroutineLeak(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+func TestSendToUserMessage(t *testing.T) {
+	nodes := cluster(t, "ua", "ub")
+	a, b := nodes[0], nodes[1]
+	if err := b.SendTo("ua", []byte("drill order")); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case m := <-a.Messages():
+		if string(m) != "drill order" {
+			t.Fatalf("got %q", m)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("message not delivered")
+	}
+	if err := b.SendTo("nobody", []byte("x")); !errors.Is(err, ErrNoMember) {
+		t.Fatalf("unknown member: %v", err)
+	}
+}

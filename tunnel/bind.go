@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 
 	"golang.zx2c4.com/wireguard/conn"
 )
@@ -17,8 +18,31 @@ import (
 type UDPBind struct {
 	addr netip.AddrPort // immutable
 
+	// blocked holds addresses whose packets are dropped both ways (a drill's
+	// black hole); nil or empty: nothing is dropped.
+	blocked atomic.Pointer[map[netip.AddrPort]struct{}]
+
 	mu   sync.Mutex
 	conn *net.UDPConn // guarded by mu; nil when closed
+}
+
+// SetBlocked makes the bind drop every packet to or from the given
+// addresses (nil: none), as if the link to them were cut.
+func (b *UDPBind) SetBlocked(addrs map[netip.AddrPort]struct{}) {
+	if len(addrs) == 0 {
+		b.blocked.Store(nil)
+		return
+	}
+	b.blocked.Store(&addrs)
+}
+
+func (b *UDPBind) isBlocked(ap netip.AddrPort) bool {
+	m := b.blocked.Load()
+	if m == nil {
+		return false
+	}
+	_, ok := (*m)[ap]
+	return ok
 }
 
 var _ conn.Bind = (*UDPBind)(nil)
@@ -60,13 +84,19 @@ func (b *UDPBind) Open(port uint16) ([]conn.ReceiveFunc, uint16, error) {
 	_ = c.SetWriteBuffer(4 << 20)
 	b.conn = c
 	recv := func(packets [][]byte, sizes []int, eps []conn.Endpoint) (int, error) {
-		n, from, err := c.ReadFromUDPAddrPort(packets[0])
-		if err != nil {
-			return 0, err
+		for {
+			n, from, err := c.ReadFromUDPAddrPort(packets[0])
+			if err != nil {
+				return 0, err
+			}
+			from = netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
+			if b.isBlocked(from) {
+				continue
+			}
+			sizes[0] = n
+			eps[0] = UDPEndpoint{Dst: from}
+			return 1, nil
 		}
-		sizes[0] = n
-		eps[0] = UDPEndpoint{Dst: netip.AddrPortFrom(from.Addr().Unmap(), from.Port())}
-		return 1, nil
 	}
 	return []conn.ReceiveFunc{recv}, uint16(c.LocalAddr().(*net.UDPAddr).Port), nil
 }
@@ -109,6 +139,9 @@ func (b *UDPBind) Send(bufs [][]byte, ep conn.Endpoint) error {
 	b.mu.Unlock()
 	if c == nil {
 		return net.ErrClosed
+	}
+	if b.isBlocked(ue.Dst) {
+		return nil // dropped on the floor, as by a cut link
 	}
 	for _, buf := range bufs {
 		if _, err := c.WriteToUDPAddrPort(buf, ue.Dst); err != nil {

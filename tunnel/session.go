@@ -45,7 +45,10 @@ type peer struct {
 
 	endpoint netip.AddrPort // guarded by t.mu
 
-	rtt atomic.Int64 // nanoseconds of the last ping; 0 unknown
+	rtt      atomic.Int64 // nanoseconds of the last ping; 0 unknown
+	srtt     atomic.Int64 // smoothed RTT (EWMA 1/8), nanoseconds
+	lastPong atomic.Int64 // unix nanoseconds of the last answered ping
+	pingSent atomic.Int64 // unix nanoseconds the outstanding ping was sent; 0 none
 
 	mu    sync.Mutex
 	sess  *yamux.Session // guarded by mu; nil when down
@@ -208,17 +211,21 @@ func (p *peer) serve(sess *yamux.Session) {
 	}
 	p.mu.Unlock()
 	p.rtt.Store(0)
+	p.pingSent.Store(0)
 	if p.ctx.Err() == nil {
 		p.logger().Info("tunnel: session down")
 	}
 }
 
-// pingLoop measures RTT; a ping unanswered for the session timeout closes
-// the session (yamux's Ping times out after ConnectionWriteTimeout).
+// pingLoop measures RTT and liveness. One ping is outstanding at a time;
+// while it waits, pingSent tells how long the peer has been silent. A ping
+// unanswered for the session timeout closes the session (yamux's Ping
+// gives up after ConnectionWriteTimeout); shorter stalls are ridden out.
 func (p *peer) pingLoop(sess *yamux.Session) {
 	tick := time.NewTicker(p.t.cfg.PingInterval)
 	defer tick.Stop()
 	for {
+		p.pingSent.Store(time.Now().UnixNano())
 		rtt, err := sess.Ping()
 		if err != nil {
 			if !sess.IsClosed() {
@@ -227,7 +234,16 @@ func (p *peer) pingLoop(sess *yamux.Session) {
 			}
 			return
 		}
-		p.rtt.Store(int64(max(rtt, time.Microsecond)))
+		now := time.Now()
+		p.lastPong.Store(now.UnixNano())
+		p.pingSent.Store(0)
+		rtt = max(rtt, time.Microsecond)
+		p.rtt.Store(int64(rtt))
+		if old := time.Duration(p.srtt.Load()); old == 0 {
+			p.srtt.Store(int64(rtt))
+		} else {
+			p.srtt.Store(int64(old - old/8 + rtt/8))
+		}
 		select {
 		case <-tick.C:
 		case <-sess.CloseChan():
@@ -268,7 +284,8 @@ func (p *peer) openStream(ctx context.Context) (net.Conn, error) {
 }
 
 func (p *peer) stats() PeerStats {
-	st := PeerStats{Endpoint: p.endpoint, RTT: time.Duration(p.rtt.Load())}
+	st := PeerStats{Endpoint: p.endpoint, RTT: time.Duration(p.rtt.Load()), SRTT: time.Duration(p.srtt.Load()),
+		LastPong: unixNano(p.lastPong.Load()), PingPending: unixNano(p.pingSent.Load())}
 	p.mu.Lock()
 	if p.sess != nil && !p.sess.IsClosed() {
 		st.SessionUp = true
@@ -276,6 +293,13 @@ func (p *peer) stats() PeerStats {
 	}
 	p.mu.Unlock()
 	return st
+}
+
+func unixNano(ns int64) time.Time {
+	if ns == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, ns)
 }
 
 // yamuxConfig sizes yamux for the mesh: liveness comes from our own ping

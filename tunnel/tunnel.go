@@ -57,8 +57,8 @@ type Config struct {
 	// SessionTimeout is how long a silent session is kept before it is
 	// closed and redialled (default 15s). Streams ride out shorter stalls.
 	SessionTimeout time.Duration
-	// PingInterval is how often each session is pinged to measure RTT
-	// (default 1s).
+	// PingInterval is how often each session is pinged to measure RTT and
+	// liveness (default 200ms).
 	PingInterval time.Duration
 }
 
@@ -75,6 +75,9 @@ type PeerStats struct {
 	TxBytes       uint64
 	RxBytes       uint64
 	RTT           time.Duration // last session ping; 0 if unknown
+	SRTT          time.Duration // smoothed session RTT; 0 if unknown
+	LastPong      time.Time     // last answered session ping; zero if none
+	PingPending   time.Time     // when the unanswered ping was sent; zero if none
 	SessionUp     bool
 	Streams       int
 }
@@ -99,6 +102,7 @@ type Tunnel struct {
 	peers  map[key.PublicKey]*peer // guarded by mu
 	byIP   map[netip.Addr]*peer    // guarded by mu
 	closed bool                    // guarded by mu
+	holes  map[key.PublicKey]bool  // guarded by mu; black-holed peers
 	ipcMu  sync.Mutex              // serialises IpcSet calls
 }
 
@@ -111,7 +115,7 @@ func New(cfg Config) (*Tunnel, error) {
 		cfg.SessionTimeout = 15 * time.Second
 	}
 	if cfg.PingInterval == 0 {
-		cfg.PingInterval = time.Second
+		cfg.PingInterval = 200 * time.Millisecond
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -243,6 +247,7 @@ func (t *Tunnel) SetPeers(ps []Peer) error {
 		}
 		p.endpoint = w.Endpoint
 	}
+	t.updateBlockedLocked()
 	t.mu.Unlock()
 
 	var err error
@@ -261,6 +266,29 @@ func (t *Tunnel) SetPeers(ps []Peer) error {
 		p.start()
 	}
 	return err
+}
+
+// SetBlackhole drops all tunnel traffic to and from the given peers (none:
+// restore), as if their links were cut. Sessions are not told: they see
+// silence, exactly as with a real outage.
+func (t *Tunnel) SetBlackhole(peers []key.PublicKey) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.holes = make(map[key.PublicKey]bool, len(peers))
+	for _, p := range peers {
+		t.holes[p] = true
+	}
+	t.updateBlockedLocked()
+}
+
+func (t *Tunnel) updateBlockedLocked() {
+	addrs := make(map[netip.AddrPort]struct{})
+	for pub := range t.holes {
+		if p := t.peers[pub]; p != nil && p.endpoint.IsValid() {
+			addrs[p.endpoint] = struct{}{}
+		}
+	}
+	t.bind.SetBlocked(addrs)
 }
 
 // OpenStream opens a new stream to peer, waiting (until ctx ends) for the

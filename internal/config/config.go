@@ -19,15 +19,16 @@ type Config struct {
 	Site    string // required
 	DataDir string // default: /var/lib/meshd
 
-	Cluster Cluster
-	Gossip  Gossip
-	Tunnel  Tunnel
-	Relay   Relay
-	Exports []Export
-	Imports []Import
-	Control Control
-	Metrics Metrics
-	Log     Log
+	Cluster  Cluster
+	Gossip   Gossip
+	Tunnel   Tunnel
+	Relay    Relay
+	Exports  []Export
+	Imports  []Import
+	Failover Failover
+	Control  Control
+	Metrics  Metrics
+	Log      Log
 }
 
 // Cluster holds the shared secret and bootstrap addresses.
@@ -81,6 +82,19 @@ type Import struct {
 	Line    int
 }
 
+// Failover tunes failure handling (an extension of SPEC §3).
+type Failover struct {
+	// SessionTimeout is how long a silent peer session is kept before it
+	// is closed: established streams ride out shorter stalls. Default 15s.
+	SessionTimeout time.Duration
+	// HoldDown is how long a peer that was down must stay healthy before
+	// new connections go back to it (failback). Default 2s.
+	HoldDown time.Duration
+	// DrainGrace is how long SIGTERM lets active streams of this node's
+	// exports finish after withdrawing them, before leaving. Default 10s.
+	DrainGrace time.Duration
+}
+
 // Control configures the local control socket.
 type Control struct {
 	Socket string // default <data_dir>/meshd.sock
@@ -120,16 +134,19 @@ const (
 
 // Defaults applied by Load and Parse.
 const (
-	DefaultDataDir       = "/var/lib/meshd"
-	DefaultGossipBind    = "0.0.0.0:7946"
-	DefaultTunnelListen  = "0.0.0.0:51820"
-	DefaultRelayListen   = "0.0.0.0:7947"
-	DefaultWeight        = 1
-	DefaultCheckInterval = 2 * time.Second
-	DefaultCheckTimeout  = 1 * time.Second
-	DefaultSocketName    = "meshd.sock" // joined to data_dir when control.socket is unset
-	DefaultLogLevel      = "info"
-	DefaultLogFormat     = "text"
+	DefaultDataDir        = "/var/lib/meshd"
+	DefaultGossipBind     = "0.0.0.0:7946"
+	DefaultTunnelListen   = "0.0.0.0:51820"
+	DefaultRelayListen    = "0.0.0.0:7947"
+	DefaultWeight         = 1
+	DefaultCheckInterval  = 2 * time.Second
+	DefaultCheckTimeout   = 1 * time.Second
+	DefaultSessionTimeout = 15 * time.Second
+	DefaultHoldDown       = 2 * time.Second
+	DefaultDrainGrace     = 10 * time.Second
+	DefaultSocketName     = "meshd.sock" // joined to data_dir when control.socket is unset
+	DefaultLogLevel       = "info"
+	DefaultLogFormat      = "text"
 
 	// KeyEnv is the environment variable consulted for the cluster key when
 	// the file sets neither cluster.key nor cluster.key_file.

@@ -112,8 +112,9 @@ func TestSpecExample(t *testing.T) {
 			Name: "postgres", Listen: netip.MustParseAddrPort("127.0.0.1:15432"),
 			Sites: []string{"onprem", "cloud"}, Balance: BalanceLeastConn, Line: 32,
 		}},
-		Control: Control{Socket: "/var/lib/meshd/meshd.sock"},
-		Log:     Log{Level: "info", Format: "text"},
+		Control:  Control{Socket: "/var/lib/meshd/meshd.sock"},
+		Log:      Log{Level: "info", Format: "text"},
+		Failover: Failover{SessionTimeout: DefaultSessionTimeout, HoldDown: DefaultHoldDown, DrainGrace: DefaultDrainGrace},
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("got  %+v\nwant %+v", got, want)
@@ -138,8 +139,9 @@ func TestDefaults(t *testing.T) {
 		Relay:   Relay{Listen: netip.MustParseAddrPort(DefaultRelayListen)},
 		Exports: []Export{{Name: "web", Target: "localhost:80", Weight: 1, Line: 3,
 			Check: &Check{Interval: 2 * time.Second, Timeout: time.Second}}},
-		Control: Control{Socket: "/var/lib/meshd/meshd.sock"},
-		Log:     Log{Level: "info", Format: "text"},
+		Control:  Control{Socket: "/var/lib/meshd/meshd.sock"},
+		Log:      Log{Level: "info", Format: "text"},
+		Failover: Failover{SessionTimeout: DefaultSessionTimeout, HoldDown: DefaultHoldDown, DrainGrace: DefaultDrainGrace},
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("got  %+v\nwant %+v", got, want)
@@ -447,5 +449,25 @@ func TestErrorFormat(t *testing.T) {
 		if got := tt.e.Error(); got != tt.want {
 			t.Errorf("got %q, want %q", got, tt.want)
 		}
+	}
+}
+
+func TestFailoverSection(t *testing.T) {
+	t.Setenv("MESHD_CLUSTER_KEY", "BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=")
+	cfg, err := Parse("f.yaml", []byte("site: a\nfailover:\n  session_timeout: 20s\n  hold_down: 500ms\n  drain_grace: 3s\n"), Overrides{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := Failover{SessionTimeout: 20 * time.Second, HoldDown: 500 * time.Millisecond, DrainGrace: 3 * time.Second}
+	if cfg.Failover != want {
+		t.Fatalf("got %+v want %+v", cfg.Failover, want)
+	}
+	_, err = Parse("f.yaml", []byte("site: a\nfailover:\n  hold_down: soon\n"), Overrides{})
+	if err == nil || !strings.Contains(err.Error(), "f.yaml:3: failover.hold_down") {
+		t.Fatalf("bad duration: %v", err)
+	}
+	_, err = Parse("f.yaml", []byte("site: a\nfailover:\n  holddown: 1s\n"), Overrides{})
+	if err == nil || !strings.Contains(err.Error(), "f.yaml:3") || !strings.Contains(err.Error(), "hold_down") {
+		t.Fatalf("unknown key: %v", err)
 	}
 }

@@ -24,17 +24,18 @@ func (p *parser) errf(line int, key, format string, args ...any) *Error {
 
 // Allowed keys of each mapping, in the order SPEC §3 lists them.
 var (
-	topKeys     = []string{"name", "site", "data_dir", "cluster", "gossip", "tunnel", "relay", "exports", "imports", "control", "metrics", "log"}
-	clusterKeys = []string{"key_file", "key", "join"}
-	gossipKeys  = []string{"bind", "advertise"}
-	tunnelKeys  = []string{"listen", "advertise", "mode"}
-	relayKeys   = []string{"enabled", "listen", "advertise"}
-	exportKeys  = []string{"name", "target", "check", "weight"}
-	checkKeys   = []string{"interval", "timeout"}
-	importKeys  = []string{"name", "listen", "sites", "balance"}
-	controlKeys = []string{"socket"}
-	metricsKeys = []string{"listen"}
-	logKeys     = []string{"level", "format"}
+	topKeys      = []string{"name", "site", "data_dir", "cluster", "gossip", "tunnel", "relay", "exports", "imports", "failover", "control", "metrics", "log"}
+	clusterKeys  = []string{"key_file", "key", "join"}
+	gossipKeys   = []string{"bind", "advertise"}
+	tunnelKeys   = []string{"listen", "advertise", "mode"}
+	relayKeys    = []string{"enabled", "listen", "advertise"}
+	exportKeys   = []string{"name", "target", "check", "weight"}
+	checkKeys    = []string{"interval", "timeout"}
+	importKeys   = []string{"name", "listen", "sites", "balance"}
+	controlKeys  = []string{"socket"}
+	metricsKeys  = []string{"listen"}
+	logKeys      = []string{"level", "format"}
+	failoverKeys = []string{"session_timeout", "hold_down", "drain_grace"}
 )
 
 var yamlLineRE = regexp.MustCompile(`^yaml: line (\d+): (.*)$`)
@@ -59,6 +60,8 @@ func (p *parser) parse(data []byte) (*Config, fileLines, error) {
 		Tunnel: Tunnel{Listen: mustAddr(DefaultTunnelListen), Mode: ModeUserspace},
 		Relay:  Relay{Listen: mustAddr(DefaultRelayListen)},
 		Log:    Log{Level: DefaultLogLevel, Format: DefaultLogFormat},
+		Failover: Failover{SessionTimeout: DefaultSessionTimeout, HoldDown: DefaultHoldDown,
+			DrainGrace: DefaultDrainGrace},
 	}
 
 	dec := yaml.NewDecoder(bytes.NewReader(data))
@@ -111,6 +114,8 @@ func (p *parser) parse(data []byte) (*Config, fileLines, error) {
 			err = p.metrics(f.val, f.path, cfg)
 		case "log":
 			err = p.log(f.val, f.path, cfg)
+		case "failover":
+			err = p.failover(f.val, f.path, cfg)
 		}
 		if err != nil {
 			return nil, fl, err
@@ -453,6 +458,27 @@ func (p *parser) log(n *yaml.Node, path string, cfg *Config) error {
 			err = p.enum(f.val, f.path, &cfg.Log.Level, "debug", "info", "warn", "error")
 		case "format":
 			err = p.enum(f.val, f.path, &cfg.Log.Format, "text", "json")
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (p *parser) failover(n *yaml.Node, path string, cfg *Config) error {
+	fields, err := p.mapping(n, path, failoverKeys)
+	if err != nil {
+		return err
+	}
+	for _, f := range fields {
+		switch f.name {
+		case "session_timeout":
+			cfg.Failover.SessionTimeout, err = p.duration(f.val, f.path, DefaultSessionTimeout)
+		case "hold_down":
+			cfg.Failover.HoldDown, err = p.duration(f.val, f.path, DefaultHoldDown)
+		case "drain_grace":
+			cfg.Failover.DrainGrace, err = p.duration(f.val, f.path, DefaultDrainGrace)
 		}
 		if err != nil {
 			return err

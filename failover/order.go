@@ -8,6 +8,16 @@
 // Nothing here touches the network, reads a clock or keeps package-level
 // state, so several nodes can share it in one process and every decision is
 // reproducible from its inputs.
+//
+// Around that loop it holds the rest of the failover decisions, equally
+// pure: every time-dependent call takes now as an argument.
+//   - Breaker: a circuit breaker per endpoint key with doubling cooldowns
+//     and a single half-open trial.
+//   - Health and Silent: peer usability from ping timing, with a hold-down
+//     before failback to a peer that was down.
+//   - DrillOrder, Blackhole: authenticated failover-drill orders (SPEC §6)
+//     and the receiving node's cut-off state.
+//   - Summarize and Report: the drill prober's report.
 package failover
 
 import (

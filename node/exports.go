@@ -94,6 +94,11 @@ func (n *Node) handleStream(peer key.PublicKey, s net.Conn) {
 		s.Close()
 		return
 	}
+	if n.draining.Load() {
+		wire.WriteResponse(s, wire.Response{Status: wire.StatusDenied, Node: n.cfg.Name, Message: "draining: node is shutting down"})
+		s.Close()
+		return
+	}
 	e := n.exports[req.Service]
 	if e == nil {
 		wire.WriteResponse(s, wire.Response{Status: wire.StatusUnknownService, Node: n.cfg.Name,

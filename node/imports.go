@@ -17,9 +17,9 @@ import (
 // Per-attempt deadlines: a multiple of the peer's RTT with a floor, longer
 // for last-resort candidates whose session may still be coming up.
 const (
-	attemptFloor     = 2 * time.Second
+	attemptFloor     = 750 * time.Millisecond
 	attemptRTTMult   = 10
-	lastResortWindow = 5 * time.Second
+	lastResortWindow = 3 * time.Second
 )
 
 // importer is one of this node's imports: a local listener whose every
@@ -127,10 +127,14 @@ func (im *importer) handle(client net.Conn) {
 }
 
 // candidates orders the endpoints of imp's service for one connection.
+// Endpoints that are unhealthy, on a peer that is down (gossip, session or
+// ping silence, hold-down after a recovery), or whose breaker is open are
+// kept only as last resorts.
 func (n *Node) candidates(imp config.Import, rr uint64, active func(node string) int64) []failover.Endpoint {
 	c := n.catalog.Load()
 	eps := c.services[imp.Name]
 	stats := n.tun.Stats()
+	now := time.Now()
 	out := make([]failover.Endpoint, 0, len(eps))
 	for _, e := range eps {
 		fe := failover.Endpoint{Node: e.node, Site: e.site, Local: e.local, Weight: e.weight, Active: int(active(e.node))}
@@ -138,17 +142,22 @@ func (n *Node) candidates(imp config.Import, rr uint64, active func(node string)
 			fe.Down = !e.healthy
 		} else {
 			st := stats[e.pub]
-			fe.RTT = st.RTT
-			fe.Down = !e.healthy || !e.alive || !st.SessionUp
+			fe.RTT = st.SRTT
+			fe.Down = !e.healthy || !e.alive || !n.peerUsable(c.byName[e.node], st, now) ||
+				n.breaker.Open(breakerKey(imp.Name, e.node), now)
 		}
 		out = append(out, fe)
 	}
 	return failover.Order(out, imp.Sites, failover.Balance(imp.Balance), rr)
 }
 
+func breakerKey(service, node string) string { return service + "/" + node }
+
 // connect opens a connection to imp's service through the first candidate
-// that answers, trying the next on failure. The returned conn has passed
-// the open handshake (the exporter reached its backend).
+// that answers, trying the next on failure. Each attempt has a deadline
+// derived from the peer's RTT; an endpoint that fails is demoted by the
+// circuit breaker. The returned conn has passed the open handshake (the
+// exporter reached its backend).
 func (n *Node) connect(ctx context.Context, imp config.Import, flags uint8, rr uint64, active func(string) int64) (net.Conn, failover.Endpoint, error) {
 	cands := n.candidates(imp, rr, active)
 	timeout := func(ep failover.Endpoint) time.Duration {
@@ -157,9 +166,24 @@ func (n *Node) connect(ctx context.Context, imp config.Import, flags uint8, rr u
 		}
 		return failover.AttemptTimeout(ep.RTT, attemptFloor, attemptRTTMult)
 	}
-	return failover.Attempt(ctx, cands, timeout, func(ctx context.Context, ep failover.Endpoint) (net.Conn, error) {
-		return n.dialEndpoint(ctx, imp.Name, ep, flags)
+	conn, ep, err := failover.Attempt(ctx, cands, timeout, func(actx context.Context, ep failover.Endpoint) (net.Conn, error) {
+		c, err := n.dialEndpoint(actx, imp.Name, ep, flags)
+		if !ep.Local && ctx.Err() == nil { // the caller giving up says nothing of the endpoint
+			if err != nil {
+				n.breaker.Failure(breakerKey(imp.Name, ep.Node), time.Now())
+			} else {
+				n.breaker.Success(breakerKey(imp.Name, ep.Node), time.Now())
+			}
+		}
+		if err != nil && ctx.Err() == nil {
+			n.log.Debug("import attempt failed; trying the next endpoint", "import", imp.Name, "node", ep.Node, "err", err)
+		}
+		return c, err
 	})
+	if err == nil && len(cands) > 0 && cands[0].Node != ep.Node {
+		n.metrics.Failover(imp.Name, cands[0].Node, ep.Node)
+	}
+	return conn, ep, err
 }
 
 // dialEndpoint opens one connection to service on ep: directly to the

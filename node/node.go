@@ -19,9 +19,11 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/meshd/meshd/failover"
 	"github.com/meshd/meshd/gossip"
 	"github.com/meshd/meshd/internal/config"
 	"github.com/meshd/meshd/internal/key"
+	"github.com/meshd/meshd/internal/metrics"
 	"github.com/meshd/meshd/tunnel"
 )
 
@@ -43,16 +45,23 @@ type Node struct {
 	exports map[string]*exporter
 	imports []*importer
 	ctl     *controlServer
-	ctx     context.Context // cancelled by Close: ends every proxied connection
+	mtr     *metricsServer      // nil unless metrics.listen is set
+	metrics *metrics.Metrics    // always set; served only with metrics.listen
+	health  *failover.Health    // peer usability with failback hold-down
+	breaker *failover.Breaker   // per service/node circuit breaker
+	holes   *failover.Blackhole // drill orders this node is executing
+	ctx     context.Context     // cancelled by Close: ends every proxied connection
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup // goroutines started by Start
 
-	catalog atomic.Pointer[catalog] // rebuilt on every gossip change
+	catalog  atomic.Pointer[catalog] // rebuilt on every gossip change
+	draining atomic.Bool             // Close has begun: exports refuse new streams
 
-	mu      sync.Mutex
-	started bool                    // guarded by mu
-	closed  bool                    // guarded by mu
-	states  map[string]gossip.State // guarded by mu; last logged state per peer
+	mu         sync.Mutex
+	started    bool                    // guarded by mu
+	closed     bool                    // guarded by mu
+	states     map[string]gossip.State // guarded by mu; last logged state per peer
+	holeActive bool                    // guarded by mu; a drill's black hole is applied
 }
 
 // New checks cfg and returns a node that is not running yet.
@@ -69,7 +78,13 @@ func New(cfg *config.Config, lg *slog.Logger) (*Node, error) {
 	if lg == nil {
 		lg = slog.Default()
 	}
-	return &Node{cfg: cfg, log: lg, states: make(map[string]gossip.State)}, nil
+	n := &Node{cfg: cfg, log: lg, states: make(map[string]gossip.State),
+		health:  failover.NewHealth(failover.HealthConfig{HoldDown: cfg.Failover.HoldDown}),
+		breaker: failover.NewBreaker(failover.DefaultBreakerConfig()),
+		holes:   &failover.Blackhole{},
+	}
+	n.metrics = metrics.New(cfg.Name, cfg.Site, n.metricsSample)
+	return n, nil
 }
 
 // Start brings the node up: node key, tunnel, gossip, exports, imports,
@@ -101,10 +116,11 @@ func (n *Node) Start() (err error) {
 	n.pub = n.priv.Public()
 
 	n.tun, err = tunnel.New(tunnel.Config{
-		PrivateKey:   n.priv,
-		Listen:       n.cfg.Tunnel.Listen,
-		Logger:       n.log,
-		HandleStream: n.handleStream,
+		PrivateKey:     n.priv,
+		Listen:         n.cfg.Tunnel.Listen,
+		Logger:         n.log,
+		HandleStream:   n.handleStream,
+		SessionTimeout: n.cfg.Failover.SessionTimeout,
 	})
 	if err != nil {
 		return fmt.Errorf("node: %w", err)
@@ -143,6 +159,14 @@ func (n *Node) Start() (err error) {
 		undo = append(undo, func() { im.close() })
 	}
 
+	if n.cfg.Metrics.Listen != "" {
+		n.mtr, err = startMetrics(n, n.cfg.Metrics.Listen)
+		if err != nil {
+			return err
+		}
+		undo = append(undo, func() { n.mtr.close() })
+	}
+
 	n.ctl, err = startControl(n, n.cfg.Control.Socket)
 	if err != nil {
 		return err
@@ -150,6 +174,8 @@ func (n *Node) Start() (err error) {
 	undo = append(undo, func() { n.ctl.close() })
 
 	n.goFunc(n.watchGossip)
+	n.goFunc(n.watchHealth)
+	n.goFunc(n.receiveDrills)
 	for _, e := range n.exports {
 		if e.cfg.Check != nil {
 			n.goFunc(e.checkLoop)
@@ -214,8 +240,11 @@ func (n *Node) joinLoop() {
 	}
 }
 
-// Close leaves the mesh gracefully (others see `left`), closes listeners,
-// ends every connection and waits for the node's goroutines. Safe to call
+// Close shuts the node down gracefully: it stops accepting import
+// connections, withdraws its exports from the catalog and refuses new
+// streams (importers go to the next endpoint), lets active connections
+// finish for up to failover.drain_grace, then leaves the mesh (others see
+// `left`), ends what is left and waits for its goroutines. Safe to call
 // twice and on a node whose Start failed.
 func (n *Node) Close() error {
 	n.mu.Lock()
@@ -227,19 +256,72 @@ func (n *Node) Close() error {
 	n.closed = true
 	n.mu.Unlock()
 
-	for _, im := range n.imports {
-		im.close()
-	}
+	n.drain(n.cfg.Failover.DrainGrace)
 	if err := n.gsp.Leave(leaveTimeout); err != nil {
 		n.log.Warn("leave mesh", "err", err)
 	}
 	n.ctl.close()
+	if n.mtr != nil {
+		n.mtr.close()
+	}
 	n.cancel()
 	n.tun.Close()
 	n.gsp.Close()
 	n.wg.Wait()
 	n.log.Info("node stopped", "name", n.cfg.Name)
 	return nil
+}
+
+// drainPropagation is how long a withdrawal is given to reach the other
+// nodes by gossip before the node stops answering at all.
+const drainPropagation = 500 * time.Millisecond
+
+// drain withdraws the node from service and waits, up to grace, for its
+// active connections (served streams and import clients) to finish.
+func (n *Node) drain(grace time.Duration) {
+	n.draining.Store(true)
+	for _, im := range n.imports {
+		im.close()
+	}
+	start := time.Now()
+	withdrew := len(n.exports) > 0
+	if withdrew {
+		n.gsp.SetExports(nil)
+	}
+	active := func() int64 {
+		var a int64
+		for _, e := range n.exports {
+			a += e.active.Load()
+		}
+		for _, im := range n.imports {
+			a += im.active.Load()
+		}
+		return a
+	}
+	if a := active(); a > 0 {
+		n.log.Info("draining: waiting for active connections", "active", a, "grace", grace)
+	}
+	for {
+		a := active()
+		el := time.Since(start)
+		if (a == 0 && (!withdrew || el >= drainPropagation || !n.hasLivePeers())) || el >= grace {
+			if a > 0 {
+				n.log.Warn("drain grace over; closing active connections", "active", a)
+			}
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// hasLivePeers reports whether any other node might still send us streams.
+func (n *Node) hasLivePeers() bool {
+	for _, m := range n.catalog.Load().members {
+		if m.State == gossip.StateAlive || m.State == gossip.StateSuspect {
+			return true
+		}
+	}
+	return false
 }
 
 // Name returns the node's name.

@@ -125,7 +125,7 @@ func (p *peer) dialLoop() {
 	backoff := minBackoff
 	for p.ctx.Err() == nil {
 		ctx, cancel := context.WithTimeout(p.ctx, dialTimeout)
-		c, err := p.t.net.DialContextTCPAddrPort(ctx, netip.AddrPortFrom(p.ip, SessionPort))
+		c, err := p.t.net.DialTCP(ctx, netip.AddrPortFrom(p.ip, SessionPort))
 		cancel()
 		if err == nil {
 			sess, err := yamux.Client(c, p.t.ymxCfg)

@@ -26,7 +26,6 @@ import (
 
 	"github.com/hashicorp/yamux"
 	"golang.zx2c4.com/wireguard/device"
-	"golang.zx2c4.com/wireguard/tun/netstack"
 
 	"github.com/meshd/meshd/internal/key"
 )
@@ -90,7 +89,7 @@ type Tunnel struct {
 	ip     netip.Addr
 	log    *slog.Logger
 	dev    *device.Device
-	net    *netstack.Net
+	net    *netTUN
 	bind   *UDPBind
 	ln     net.Listener
 	ymxCfg *yamux.Config
@@ -133,11 +132,11 @@ func New(cfg Config) (*Tunnel, error) {
 	t.ip = t.pub.MeshIP()
 	t.ymxCfg = yamuxConfig(cfg, t.log)
 
-	tdev, tnet, err := netstack.CreateNetTUN([]netip.Addr{t.ip}, nil, cfg.MTU)
+	tdev, err := newNetTUN(t.ip, cfg.MTU)
 	if err != nil {
-		return nil, fmt.Errorf("tunnel: create netstack: %w", err)
+		return nil, err
 	}
-	t.net = tnet
+	t.net = tdev
 	t.bind = NewUDPBind(cfg.Listen)
 	wlog := t.log.With("component", "wireguard")
 	t.dev = device.NewDevice(tdev, t.bind, &device.Logger{
@@ -152,7 +151,7 @@ func New(cfg Config) (*Tunnel, error) {
 		t.dev.Close()
 		return nil, fmt.Errorf("tunnel: bring device up on %s: %w", cfg.Listen, err)
 	}
-	ln, err := tnet.ListenTCPAddrPort(netip.AddrPortFrom(t.ip, SessionPort))
+	ln, err := tdev.ListenTCP(netip.AddrPortFrom(t.ip, SessionPort))
 	if err != nil {
 		t.dev.Close()
 		return nil, fmt.Errorf("tunnel: listen for sessions: %w", err)

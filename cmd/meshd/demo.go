@@ -27,14 +27,16 @@ import (
 func demoCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "demo",
-		Usage: "run a self-contained 4-node mesh on loopback, push traffic through it, report",
+		Usage: "run a self-contained 4-node mesh on loopback, push traffic through it, run a drill, report",
 		Description: "Starts four in-process nodes in sites onprem and cloud on 127.0.0.1, an echo\n" +
 			"service exported in both sites and imported on onprem-1, then pushes\n" +
-			"checksummed traffic over many concurrent connections and prints what happened.\n" +
+			"checksummed traffic over many concurrent connections, runs a failover drill\n" +
+			"(site onprem cut off, watched from cloud-2) and prints what happened.\n" +
 			"Needs no config, no root and no network beyond loopback.",
 		Flags: []cli.Flag{
 			&cli.IntFlag{Name: "conns", Value: 64, Usage: "concurrent client connections"},
 			&cli.IntFlag{Name: "size", Value: 1 << 20, Usage: "bytes each connection sends (and gets back)"},
+			&cli.DurationFlag{Name: "drill", Value: 3 * time.Second, Usage: "how long the closing failover drill cuts site onprem off"},
 			&cli.BoolFlag{Name: "verbose", Usage: "show the nodes' logs"},
 		},
 		Action: runDemo,
@@ -94,10 +96,15 @@ func runDemo(c *cli.Context) error {
 			Gossip:  config.Gossip{Bind: loop},
 			Tunnel:  config.Tunnel{Listen: loop, Mode: config.ModeUserspace},
 			Control: config.Control{Socket: filepath.Join(dir, name+".sock")},
+			Failover: config.Failover{SessionTimeout: config.DefaultSessionTimeout,
+				HoldDown: config.DefaultHoldDown, DrainGrace: time.Second},
 		}
 	}
 	cfgs := []*config.Config{mk("onprem-1", "onprem"), mk("onprem-2", "onprem"), mk("cloud-1", "cloud"), mk("cloud-2", "cloud")}
 	cfgs[0].Imports = []config.Import{{Name: "echo", Listen: loop, Sites: []string{"onprem", "cloud"}, Balance: config.BalanceLeastConn}}
+	// cloud-2 also imports echo preferring onprem: the drill cuts onprem off
+	// and watches cloud-2 fail over to cloud-1 and back.
+	cfgs[3].Imports = []config.Import{{Name: "echo", Listen: loop, Sites: []string{"onprem", "cloud"}, Balance: config.BalanceLeastConn}}
 	cfgs[1].Exports = []config.Export{{Name: "echo", Target: onpremEcho, Weight: 1}}
 	cfgs[2].Exports = []config.Export{{Name: "echo", Target: cloudEcho, Weight: 1}}
 
@@ -134,7 +141,7 @@ func runDemo(c *cli.Context) error {
 					up++
 				}
 			}
-			if up != 3 || len(st.Services) != 1 || len(st.Services[0].Endpoints) != 2 {
+			if up != 3 || len(st.Services) != 1 || len(st.Services[0].Endpoints) != 2 || !st.Services[0].Endpoints[0].Healthy {
 				return false
 			}
 		}
@@ -182,7 +189,20 @@ func runDemo(c *cli.Context) error {
 	if failed.Load() > 0 {
 		return fmt.Errorf("%d connections failed; first: %v", failed.Load(), firstErr)
 	}
+
+	d := c.Duration("drill")
+	fmt.Fprintf(out, "\nfailover drill from cloud-2: site onprem cut off for %v (meshd drill --site onprem --duration %v)\n", d, d)
+	rep, err := nodes[3].node.Drill(c.Context, node.DrillRequest{Site: "onprem", DurationMS: d.Milliseconds()})
+	if err != nil {
+		return fmt.Errorf("drill: %w", err)
+	}
+	rep.WriteText(out)
 	fmt.Fprintf(out, "done in %v\n", time.Since(start).Round(time.Millisecond))
+	for _, s := range rep.Services {
+		if s.Failed > 0 || s.RTOMS < 0 {
+			return fmt.Errorf("drill: service %s had %d failed probes (rto %dms)", s.Name, s.Failed, s.RTOMS)
+		}
+	}
 	return nil
 }
 

@@ -15,8 +15,9 @@ import (
 	"github.com/meshd/meshd/node"
 )
 
-// stopDeadline bounds a graceful shutdown; past it the process exits anyway.
-const stopDeadline = 8 * time.Second
+// stopSlack is how much longer than the drain grace a graceful shutdown
+// may take before the process exits anyway.
+const stopSlack = 5 * time.Second
 
 func joinCommand() *cli.Command {
 	return &cli.Command{
@@ -67,7 +68,7 @@ func runJoin(c *cli.Context) error {
 	case <-done:
 	case <-sigs:
 		return cli.Exit("second signal: exiting without a clean shutdown", 1)
-	case <-time.After(stopDeadline):
+	case <-time.After(cfg.Failover.DrainGrace + stopSlack):
 		return cli.Exit("shutdown took too long; exiting", 1)
 	}
 	return nil

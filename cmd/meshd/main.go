@@ -43,6 +43,7 @@ func newApp() *cli.App {
 			keygenCommand(),
 			joinCommand(),
 			statusCommand(),
+			drillCommand(),
 			demoCommand(),
 			versionCommand(),
 		},

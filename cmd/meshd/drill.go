@@ -1,0 +1,102 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/meshd/meshd/failover"
+	"github.com/meshd/meshd/node"
+)
+
+func drillCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "drill",
+		Usage: "cut a site's links for a while and measure how this node's imports fail over",
+		UsageText: "meshd drill --site SITE [--service NAME] [--duration 20s] [--json] [--config FILE | --socket PATH]\n\n" +
+			"Every node of SITE black-holes its tunnel traffic to and from nodes outside SITE for\n" +
+			"the duration (gossip is left alone) and restores by itself afterwards. Meanwhile this\n" +
+			"node opens a probe connection per import every 100 ms and reports the recovery time\n" +
+			"(rto_ms), failback time, failed probes and which node served before/during/after.\n" +
+			"Run it from a node outside SITE.",
+		Flags: append(socketFlags(),
+			&cli.StringFlag{Name: "site", Usage: "the site to cut off", Required: true},
+			&cli.StringFlag{Name: "service", Usage: "probe only this import (default: every import of this node)"},
+			&cli.DurationFlag{Name: "duration", Value: node.DefaultDrillDuration, Usage: "how long the site stays cut off (max 10m)"},
+			&cli.BoolFlag{Name: "json", Usage: "print the report as JSON (SPEC §6)"},
+		),
+		Action: func(c *cli.Context) error {
+			if c.NArg() > 0 {
+				return cli.Exit(fmt.Sprintf("drill takes no arguments, got %q", c.Args().First()), 2)
+			}
+			d := c.Duration("duration")
+			if d <= 0 || d > failover.MaxDrillDuration {
+				return cli.Exit(fmt.Sprintf("--duration %v not allowed: use a duration up to %v", d, failover.MaxDrillDuration), 2)
+			}
+			sock, err := socketPath(c)
+			if err != nil {
+				return err
+			}
+			req := node.DrillRequest{Site: c.String("site"), Service: c.String("service"), DurationMS: d.Milliseconds()}
+			// Ctrl-C ends the request; the node then cancels the drill everywhere.
+			ctx, stop := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			var rep failover.Report
+			if err := controlPost(ctx, sock, "/drill", req, &rep, d+time.Minute); err != nil {
+				return err
+			}
+			if c.Bool("json") {
+				enc := json.NewEncoder(c.App.Writer)
+				enc.SetIndent("", "  ")
+				return enc.Encode(rep)
+			}
+			rep.WriteText(c.App.Writer)
+			return nil
+		},
+	}
+}
+
+// controlPost posts body as JSON to the node's control socket and decodes
+// the JSON answer into v.
+func controlPost(ctx context.Context, sock, path string, body, v any, timeout time.Duration) error {
+	b, err := json.Marshal(body)
+	if err != nil {
+		return err
+	}
+	client := &http.Client{
+		Timeout: timeout,
+		Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", sock)
+		}},
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://meshd"+path, bytes.NewReader(b))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := client.Do(req)
+	if err != nil {
+		return fmt.Errorf("cannot reach the node at %s (is `meshd join` running?): %w", sock, unwrapURLError(err))
+	}
+	defer resp.Body.Close()
+	rb, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	if err != nil {
+		return fmt.Errorf("read %s answer: %w", path, err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("%s", strings.TrimSpace(string(rb)))
+	}
+	return json.Unmarshal(rb, v)
+}

@@ -1,0 +1,430 @@
+package metrics
+
+import (
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+)
+
+func testSample() Sample {
+	return Sample{
+		Peers: []PeerSample{
+			{Name: "cloud-1", Site: "cloud", State: "alive", Path: "direct", RTT: 12500 * time.Microsecond,
+				Streams: 3, TxBytes: 1000, RxBytes: 2000, Usable: true},
+			{Name: "cloud-2", Site: "cloud", State: "suspect", Path: "relay", RTT: 40 * time.Millisecond,
+				Streams: 1, TxBytes: 10, RxBytes: 20, Usable: false},
+			{Name: "edge-1", Site: "edge", State: "dead", Path: "none"},
+			// Duplicate: ignored, first one wins.
+			{Name: "cloud-1", Site: "other", State: "dead", Path: "none", Streams: 99},
+		},
+		Imports: []ImportSample{
+			{Name: "postgres", Active: 2, Total: 10, Failed: 3},
+			{Name: "weird", Active: 0, Total: 1, Failed: 5}, // failed > total must not underflow
+		},
+		Exports: []ExportSample{
+			{Name: "postgres", Healthy: true, Active: 4, Served: 42},
+			{Name: "redis", Healthy: false, Active: 0, Served: 7},
+		},
+	}
+}
+
+// scrape GETs /metrics from h and parses the text exposition.
+func scrape(t *testing.T, h http.Handler) map[string]*dto.MetricFamily {
+	t.Helper()
+	srv := httptest.NewServer(h)
+	defer srv.Close()
+	req, err := http.NewRequest(http.MethodGet, srv.URL+"/metrics", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Accept", "text/plain") // force the text format
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		body, _ := io.ReadAll(resp.Body)
+		t.Fatalf("status %d: %s", resp.StatusCode, body)
+	}
+	if ct := resp.Header.Get("Content-Type"); !strings.HasPrefix(ct, "text/plain") {
+		t.Fatalf("content type %q", ct)
+	}
+	p := expfmt.NewTextParser(model.UTF8Validation)
+	fams, err := p.TextToMetricFamilies(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fams
+}
+
+// find returns the series of family name whose labels are exactly lbls.
+func find(fams map[string]*dto.MetricFamily, name string, lbls map[string]string) (*dto.MetricFamily, *dto.Metric) {
+	f := fams[name]
+	if f == nil {
+		return nil, nil
+	}
+next:
+	for _, m := range f.GetMetric() {
+		if len(m.GetLabel()) != len(lbls) {
+			continue
+		}
+		for _, lp := range m.GetLabel() {
+			if v, ok := lbls[lp.GetName()]; !ok || v != lp.GetValue() {
+				continue next
+			}
+		}
+		return f, m
+	}
+	return f, nil
+}
+
+func value(f *dto.MetricFamily, m *dto.Metric) float64 {
+	switch f.GetType() {
+	case dto.MetricType_COUNTER:
+		return m.GetCounter().GetValue()
+	case dto.MetricType_GAUGE:
+		return m.GetGauge().GetValue()
+	case dto.MetricType_UNTYPED:
+		return m.GetUntyped().GetValue()
+	}
+	return m.GetUntyped().GetValue()
+}
+
+type want struct {
+	name   string
+	labels map[string]string
+	typ    dto.MetricType
+	value  float64
+}
+
+func l(kv ...string) map[string]string {
+	m := map[string]string{}
+	for i := 0; i+1 < len(kv); i += 2 {
+		m[kv[i]] = kv[i+1]
+	}
+	return m
+}
+
+const (
+	gauge   = dto.MetricType_GAUGE
+	counter = dto.MetricType_COUNTER
+)
+
+func check(t *testing.T, fams map[string]*dto.MetricFamily, ws []want) {
+	t.Helper()
+	for _, w := range ws {
+		f, m := find(fams, w.name, w.labels)
+		if m == nil {
+			t.Errorf("missing %s%v", w.name, w.labels)
+			continue
+		}
+		if f.GetType() != w.typ {
+			t.Errorf("%s: type %v, want %v", w.name, f.GetType(), w.typ)
+		}
+		if f.GetHelp() == "" {
+			t.Errorf("%s: no help", w.name)
+		}
+		if got := value(f, m); got != w.value {
+			t.Errorf("%s%v = %v, want %v", w.name, w.labels, got, w.value)
+		}
+	}
+}
+
+func absent(t *testing.T, fams map[string]*dto.MetricFamily, name string, lbls map[string]string) {
+	t.Helper()
+	if lbls == nil {
+		if fams[name] != nil {
+			t.Errorf("%s present, want absent", name)
+		}
+		return
+	}
+	if _, m := find(fams, name, lbls); m != nil {
+		t.Errorf("%s%v present, want absent", name, lbls)
+	}
+}
+
+func count(fams map[string]*dto.MetricFamily, name string) int {
+	return len(fams[name].GetMetric())
+}
+
+func TestScrapeState(t *testing.T) {
+	m := New("onprem-1", "onprem", testSample)
+	fams := scrape(t, m.Handler())
+
+	check(t, fams, []want{
+		{"meshd_node_info", l("node", "onprem-1", "site", "onprem"), gauge, 1},
+
+		{"meshd_peers", l("state", "alive"), gauge, 1},
+		{"meshd_peers", l("state", "suspect"), gauge, 1},
+		{"meshd_peers", l("state", "dead"), gauge, 1},
+		{"meshd_peers", l("state", "left"), gauge, 0},
+
+		{"meshd_peer_up", l("peer", "cloud-1", "site", "cloud"), gauge, 1},
+		{"meshd_peer_up", l("peer", "cloud-2", "site", "cloud"), gauge, 0},
+		{"meshd_peer_up", l("peer", "edge-1", "site", "edge"), gauge, 0},
+
+		{"meshd_peer_path", l("peer", "cloud-1", "path", "direct"), gauge, 1},
+		{"meshd_peer_path", l("peer", "cloud-2", "path", "relay"), gauge, 1},
+		{"meshd_peer_path", l("peer", "edge-1", "path", "none"), gauge, 1},
+
+		{"meshd_peer_rtt_seconds", l("peer", "cloud-1"), gauge, 0.0125},
+		{"meshd_peer_rtt_seconds", l("peer", "cloud-2"), gauge, 0.04},
+
+		{"meshd_peer_streams", l("peer", "cloud-1"), gauge, 3},
+		{"meshd_peer_streams", l("peer", "edge-1"), gauge, 0},
+
+		{"meshd_peer_transmit_bytes_total", l("peer", "cloud-1"), counter, 1000},
+		{"meshd_peer_receive_bytes_total", l("peer", "cloud-1"), counter, 2000},
+		{"meshd_peer_transmit_bytes_total", l("peer", "cloud-2"), counter, 10},
+		{"meshd_peer_receive_bytes_total", l("peer", "cloud-2"), counter, 20},
+
+		{"meshd_import_connections_active", l("import", "postgres"), gauge, 2},
+		{"meshd_import_connections_total", l("import", "postgres", "result", "ok"), counter, 7},
+		{"meshd_import_connections_total", l("import", "postgres", "result", "failed"), counter, 3},
+		{"meshd_import_connections_total", l("import", "weird", "result", "ok"), counter, 0},
+		{"meshd_import_connections_total", l("import", "weird", "result", "failed"), counter, 5},
+
+		{"meshd_export_healthy", l("export", "postgres"), gauge, 1},
+		{"meshd_export_healthy", l("export", "redis"), gauge, 0},
+		{"meshd_export_streams_active", l("export", "postgres"), gauge, 4},
+		{"meshd_export_streams_total", l("export", "postgres"), counter, 42},
+		{"meshd_export_streams_total", l("export", "redis"), counter, 7},
+	})
+
+	// Exact series counts: the duplicate peer is dropped, unknown RTT omitted.
+	for name, n := range map[string]int{
+		"meshd_node_info":                 1,
+		"meshd_peers":                     4,
+		"meshd_peer_up":                   3,
+		"meshd_peer_path":                 3,
+		"meshd_peer_rtt_seconds":          2,
+		"meshd_peer_streams":              3,
+		"meshd_peer_transmit_bytes_total": 3,
+		"meshd_import_connections_total":  4,
+		"meshd_export_streams_total":      2,
+	} {
+		if got := count(fams, name); got != n {
+			t.Errorf("%s: %d series, want %d", name, got, n)
+		}
+	}
+	absent(t, fams, "meshd_peer_rtt_seconds", l("peer", "edge-1"))
+
+	// No events yet, no runtime collectors.
+	for _, name := range []string{
+		"meshd_failovers_total", "meshd_peer_transitions_total", "meshd_drills_total",
+		"meshd_drill_rto_seconds", "meshd_drill_failback_seconds", "go_goroutines", "process_start_time_seconds",
+	} {
+		absent(t, fams, name, nil)
+	}
+	for name := range fams {
+		if !strings.HasPrefix(name, "meshd_") {
+			t.Errorf("unexpected family %s", name)
+		}
+	}
+}
+
+func TestEmptyAndNilSample(t *testing.T) {
+	for _, fn := range []func() Sample{nil, func() Sample { return Sample{} }} {
+		m := New("n", "s", fn)
+		fams := scrape(t, m.Handler())
+		check(t, fams, []want{
+			{"meshd_node_info", l("node", "n", "site", "s"), gauge, 1},
+			{"meshd_peers", l("state", "alive"), gauge, 0},
+			{"meshd_peers", l("state", "suspect"), gauge, 0},
+			{"meshd_peers", l("state", "dead"), gauge, 0},
+			{"meshd_peers", l("state", "left"), gauge, 0},
+		})
+		absent(t, fams, "meshd_peer_up", nil)
+		absent(t, fams, "meshd_import_connections_total", nil)
+	}
+}
+
+func TestSampleReadAtScrapeTime(t *testing.T) {
+	var calls atomic.Int64
+	m := New("n", "s", func() Sample {
+		c := calls.Add(1)
+		return Sample{Exports: []ExportSample{{Name: "x", Healthy: c%2 == 1, Served: uint64(c * 10)}}}
+	})
+	if calls.Load() != 0 {
+		t.Fatalf("sample called %d times before any scrape", calls.Load())
+	}
+	check(t, scrape(t, m.Handler()), []want{
+		{"meshd_export_healthy", l("export", "x"), gauge, 1},
+		{"meshd_export_streams_total", l("export", "x"), counter, 10},
+	})
+	check(t, scrape(t, m.Handler()), []want{
+		{"meshd_export_healthy", l("export", "x"), gauge, 0},
+		{"meshd_export_streams_total", l("export", "x"), counter, 20},
+	})
+}
+
+func TestEvents(t *testing.T) {
+	m := New("n", "s", nil)
+	m.Failover("postgres", "a", "b")
+	m.Failover("postgres", "a", "c")
+	m.Failover("redis", "a", "b")
+	m.PeerTransition("cloud-1", "down")
+	m.PeerTransition("cloud-1", "up")
+	m.PeerTransition("cloud-1", "down")
+
+	m.Drill("cloud", "postgres", 0, 1500*time.Millisecond, 4*time.Second)
+	m.Drill("cloud", "redis", 2, time.Second, 2*time.Second) // failed probes
+	fams := scrape(t, m.Handler())
+	check(t, fams, []want{
+		{"meshd_failovers_total", l("service", "postgres"), counter, 2},
+		{"meshd_failovers_total", l("service", "redis"), counter, 1},
+		{"meshd_peer_transitions_total", l("peer", "cloud-1", "to", "down"), counter, 2},
+		{"meshd_peer_transitions_total", l("peer", "cloud-1", "to", "up"), counter, 1},
+		{"meshd_drills_total", l("site", "cloud", "service", "postgres", "result", "ok"), counter, 1},
+		{"meshd_drills_total", l("site", "cloud", "service", "redis", "result", "failed"), counter, 1},
+		{"meshd_drill_rto_seconds", l("site", "cloud", "service", "postgres"), gauge, 1.5},
+		{"meshd_drill_failback_seconds", l("site", "cloud", "service", "postgres"), gauge, 4},
+		{"meshd_drill_rto_seconds", l("site", "cloud", "service", "redis"), gauge, 1},
+	})
+	absent(t, fams, "meshd_drills_total", l("site", "cloud", "service", "postgres", "result", "failed"))
+
+	// A drill that never recovered: failed, and the last-drill gauges are
+	// removed rather than left stale.
+	m.Drill("cloud", "postgres", 0, -1, -1)
+	// Recovered but never failed back: still ok, failback absent.
+	m.Drill("cloud", "redis", 0, 2*time.Second, -1)
+	fams = scrape(t, m.Handler())
+	check(t, fams, []want{
+		{"meshd_drills_total", l("site", "cloud", "service", "postgres", "result", "ok"), counter, 1},
+		{"meshd_drills_total", l("site", "cloud", "service", "postgres", "result", "failed"), counter, 1},
+		{"meshd_drills_total", l("site", "cloud", "service", "redis", "result", "ok"), counter, 1},
+		{"meshd_drill_rto_seconds", l("site", "cloud", "service", "redis"), gauge, 2},
+	})
+	absent(t, fams, "meshd_drill_rto_seconds", l("site", "cloud", "service", "postgres"))
+	absent(t, fams, "meshd_drill_failback_seconds", l("site", "cloud", "service", "postgres"))
+	absent(t, fams, "meshd_drill_failback_seconds", l("site", "cloud", "service", "redis"))
+}
+
+func TestTwoInstances(t *testing.T) {
+	a := New("a", "onprem", func() Sample {
+		return Sample{Peers: []PeerSample{{Name: "b", Site: "cloud", State: "alive", Path: "direct", Usable: true}}}
+	})
+	b := New("b", "cloud", func() Sample {
+		return Sample{Peers: []PeerSample{{Name: "a", Site: "onprem", State: "suspect", Path: "relay"}}}
+	})
+	if a.Registry() == b.Registry() {
+		t.Fatal("instances share a registry")
+	}
+	// Runtime collectors on both, twice: per-registry, idempotent, no panic.
+	a.WithRuntime().WithRuntime()
+	b.WithRuntime()
+	a.Failover("svc", "x", "y")
+	b.PeerTransition("a", "down")
+
+	fa, fb := scrape(t, a.Handler()), scrape(t, b.Handler())
+	check(t, fa, []want{
+		{"meshd_node_info", l("node", "a", "site", "onprem"), gauge, 1},
+		{"meshd_peer_up", l("peer", "b", "site", "cloud"), gauge, 1},
+		{"meshd_peers", l("state", "alive"), gauge, 1},
+		{"meshd_failovers_total", l("service", "svc"), counter, 1},
+	})
+	check(t, fb, []want{
+		{"meshd_node_info", l("node", "b", "site", "cloud"), gauge, 1},
+		{"meshd_peer_up", l("peer", "a", "site", "onprem"), gauge, 0},
+		{"meshd_peers", l("state", "suspect"), gauge, 1},
+		{"meshd_peer_transitions_total", l("peer", "a", "to", "down"), counter, 1},
+	})
+	for _, f := range []map[string]*dto.MetricFamily{fa, fb} {
+		if count(f, "meshd_node_info") != 1 || count(f, "meshd_peer_up") != 1 {
+			t.Errorf("cross-talk between instances")
+		}
+		if f["go_goroutines"] == nil {
+			t.Errorf("go collector missing after WithRuntime")
+		}
+	}
+	absent(t, fa, "meshd_peer_transitions_total", nil)
+	absent(t, fb, "meshd_failovers_total", nil)
+}
+
+func TestLint(t *testing.T) {
+	m := New("n", "s", testSample).WithRuntime()
+	m.Failover("svc", "a", "b")
+	m.PeerTransition("p", "down")
+	m.Drill("site", "svc", 0, time.Second, 2*time.Second)
+	m.Drill("site", "svc2", 1, -1, -1)
+	problems, err := testutil.GatherAndLint(m.Registry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range problems {
+		t.Errorf("lint: %s: %s", p.Metric, p.Text)
+	}
+}
+
+func TestInvalidLabelValuesDoNotPanic(t *testing.T) {
+	bad := string([]byte{0xff, 0xfe})
+	m := New("n", "s", func() Sample {
+		return Sample{
+			Peers:   []PeerSample{{Name: bad, State: "alive"}, {Name: "good", State: "alive", Usable: true}},
+			Exports: []ExportSample{{Name: bad}},
+		}
+	})
+	m.Failover(bad, "a", "b")
+	m.PeerTransition(bad, "down")
+	m.Drill(bad, "svc", 0, time.Second, time.Second)
+	// ContinueOnError: the scrape still serves the valid series.
+	fams := scrape(t, m.Handler())
+	check(t, fams, []want{
+		{"meshd_peer_up", l("peer", "good", "site", ""), gauge, 1},
+		{"meshd_peers", l("state", "alive"), gauge, 2},
+	})
+}
+
+func TestConcurrentScrapesAndEvents(t *testing.T) {
+	var mu sync.Mutex
+	served := uint64(0)
+	m := New("n", "s", func() Sample {
+		mu.Lock()
+		defer mu.Unlock()
+		served++
+		return Sample{Exports: []ExportSample{{Name: "x", Served: served}}}
+	})
+	srv := httptest.NewServer(m.Handler())
+	defer srv.Close()
+	var wg sync.WaitGroup
+	for i := 0; i < 8; i++ {
+		wg.Add(2)
+		go func() {
+			defer wg.Done()
+			for j := 0; j < 20; j++ {
+				resp, err := http.Get(srv.URL)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				_, _ = io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+			}
+		}()
+		go func() {
+			defer wg.Done()
+			for j := 0; j < 50; j++ {
+				m.Failover("svc", "a", "b")
+				m.PeerTransition("p", "up")
+				m.Drill("s", "svc", 0, time.Second, time.Second)
+			}
+		}()
+	}
+	wg.Wait()
+	check(t, scrape(t, m.Handler()), []want{
+		{"meshd_failovers_total", l("service", "svc"), counter, 400},
+		{"meshd_peer_transitions_total", l("peer", "p", "to", "up"), counter, 400},
+		{"meshd_drills_total", l("site", "s", "service", "svc", "result", "ok"), counter, 400},
+	})
+}

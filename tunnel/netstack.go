@@ -1,0 +1,202 @@
+package tunnel
+
+// The userspace network stack under the WireGuard device: a gVisor netstack
+// exposed to wireguard-go as a tun.Device. Adapted from wireguard-go's
+// tun/netstack (MIT, Copyright (C) 2017-2025 WireGuard LLC), keeping only
+// TCP and owning the stack so it can be tuned for one long-lived TCP
+// connection per peer (the yamux session): SACK, RACK, a low maximum RTO
+// so a session recovers within a second of its link returning, and large
+// buffers.
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"os"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.zx2c4.com/wireguard/tun"
+	"gvisor.dev/gvisor/pkg/buffer"
+	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
+	"gvisor.dev/gvisor/pkg/tcpip/header"
+	"gvisor.dev/gvisor/pkg/tcpip/link/channel"
+	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
+	"gvisor.dev/gvisor/pkg/tcpip/network/ipv6"
+	"gvisor.dev/gvisor/pkg/tcpip/stack"
+	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
+)
+
+// Netstack TCP tuning.
+const (
+	// maxRTO caps TCP's retransmission backoff: after an outage (a cut
+	// link, a frozen peer) the session resumes within maxRTO of the path
+	// returning instead of after a doubling backoff of tens of seconds.
+	// One session per peer makes the extra retransmissions negligible.
+	maxRTO        = time.Second
+	tcpBufDefault = 1 << 20
+	tcpBufMax     = 8 << 20
+	nicID         = 1
+)
+
+// netTUN is a tun.Device backed by a gVisor stack.
+type netTUN struct {
+	ep       *channel.Endpoint
+	stack    *stack.Stack
+	events   chan tun.Event
+	incoming chan *buffer.View
+	mtu      int
+	done     chan struct{}
+	notify   *channel.NotificationHandle
+
+	closeOnce sync.Once
+}
+
+var _ tun.Device = (*netTUN)(nil)
+
+// newNetTUN creates a stack with addr as its only address.
+func newNetTUN(addr netip.Addr, mtu int) (*netTUN, error) {
+	s := stack.New(stack.Options{
+		NetworkProtocols:   []stack.NetworkProtocolFactory{ipv4.NewProtocol, ipv6.NewProtocol},
+		TransportProtocols: []stack.TransportProtocolFactory{tcp.NewProtocol},
+		HandleLocal:        true,
+	})
+	t := &netTUN{
+		ep:       channel.New(1024, uint32(mtu), ""),
+		stack:    s,
+		events:   make(chan tun.Event, 10),
+		incoming: make(chan *buffer.View, 256),
+		mtu:      mtu,
+		done:     make(chan struct{}),
+	}
+	opts := []tcpip.SettableTransportProtocolOption{
+		ptr(tcpip.TCPSACKEnabled(true)),
+		ptr(tcpip.TCPRecovery(tcpip.TCPRACKLossDetection)),
+		ptr(tcpip.TCPMaxRTOOption(maxRTO)),
+		ptr(tcpip.TCPModerateReceiveBufferOption(true)),
+		&tcpip.TCPSendBufferSizeRangeOption{Min: 4 << 10, Default: tcpBufDefault, Max: tcpBufMax},
+		&tcpip.TCPReceiveBufferSizeRangeOption{Min: 4 << 10, Default: tcpBufDefault, Max: tcpBufMax},
+	}
+	for _, o := range opts {
+		if err := s.SetTransportProtocolOption(tcp.ProtocolNumber, o); err != nil {
+			s.Close()
+			return nil, fmt.Errorf("tunnel: netstack option %T: %v", o, err)
+		}
+	}
+	t.notify = t.ep.AddNotify(t)
+	if err := s.CreateNIC(nicID, t.ep); err != nil {
+		s.Close()
+		return nil, fmt.Errorf("tunnel: netstack NIC: %v", err)
+	}
+	proto := ipv6.ProtocolNumber
+	if addr.Is4() {
+		proto = ipv4.ProtocolNumber
+	}
+	pa := tcpip.ProtocolAddress{Protocol: proto, AddressWithPrefix: tcpip.AddrFromSlice(addr.AsSlice()).WithPrefix()}
+	if err := s.AddProtocolAddress(nicID, pa, stack.AddressProperties{}); err != nil {
+		s.Close()
+		return nil, fmt.Errorf("tunnel: netstack address %v: %v", addr, err)
+	}
+	s.AddRoute(tcpip.Route{Destination: header.IPv6EmptySubnet, NIC: nicID})
+	s.AddRoute(tcpip.Route{Destination: header.IPv4EmptySubnet, NIC: nicID})
+	t.events <- tun.EventUp
+	return t, nil
+}
+
+func ptr[T any](v T) *T { return &v }
+
+func (t *netTUN) Name() (string, error)    { return "meshd-netstack", nil }
+func (t *netTUN) File() *os.File           { return nil }
+func (t *netTUN) Events() <-chan tun.Event { return t.events }
+func (t *netTUN) MTU() (int, error)        { return t.mtu, nil }
+func (t *netTUN) BatchSize() int           { return 1 }
+
+// Read hands wireguard-go the next packet the stack sends.
+func (t *netTUN) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
+	select {
+	case v := <-t.incoming:
+		n, err := v.Read(bufs[0][offset:])
+		v.Release()
+		if err != nil {
+			return 0, err
+		}
+		sizes[0] = n
+		return 1, nil
+	case <-t.done:
+		return 0, os.ErrClosed
+	}
+}
+
+// Write injects decrypted packets into the stack.
+func (t *netTUN) Write(bufs [][]byte, offset int) (int, error) {
+	for _, b := range bufs {
+		pkt := b[offset:]
+		if len(pkt) == 0 {
+			continue
+		}
+		pkb := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: buffer.MakeWithData(pkt)})
+		switch pkt[0] >> 4 {
+		case 4:
+			t.ep.InjectInbound(header.IPv4ProtocolNumber, pkb)
+		case 6:
+			t.ep.InjectInbound(header.IPv6ProtocolNumber, pkb)
+		default:
+			pkb.DecRef()
+			return 0, syscall.EAFNOSUPPORT
+		}
+		pkb.DecRef()
+	}
+	return len(bufs), nil
+}
+
+// WriteNotify is called by the channel endpoint when the stack has a
+// packet to send.
+func (t *netTUN) WriteNotify() {
+	pkt := t.ep.Read()
+	if pkt == nil {
+		return
+	}
+	v := pkt.ToView()
+	pkt.DecRef()
+	select {
+	case t.incoming <- v:
+	case <-t.done:
+		v.Release()
+	}
+}
+
+// Close tears the stack down; safe to call twice.
+func (t *netTUN) Close() error {
+	t.closeOnce.Do(func() {
+		close(t.done)
+		t.stack.RemoveNIC(nicID)
+		t.stack.Close()
+		t.ep.RemoveNotify(t.notify)
+		t.ep.Close()
+		t.stack.Wait()
+		close(t.events)
+	})
+	return nil
+}
+
+func fullAddr(ap netip.AddrPort) (tcpip.FullAddress, tcpip.NetworkProtocolNumber) {
+	proto := ipv6.ProtocolNumber
+	if ap.Addr().Is4() {
+		proto = ipv4.ProtocolNumber
+	}
+	return tcpip.FullAddress{NIC: nicID, Addr: tcpip.AddrFromSlice(ap.Addr().AsSlice()), Port: ap.Port()}, proto
+}
+
+// DialTCP opens a TCP connection through the tunnel.
+func (t *netTUN) DialTCP(ctx context.Context, ap netip.AddrPort) (*gonet.TCPConn, error) {
+	fa, proto := fullAddr(ap)
+	return gonet.DialContextTCP(ctx, t.stack, fa, proto)
+}
+
+// ListenTCP listens inside the tunnel.
+func (t *netTUN) ListenTCP(ap netip.AddrPort) (*gonet.TCPListener, error) {
+	fa, proto := fullAddr(ap)
+	return gonet.ListenTCP(t.stack, fa, proto)
+}

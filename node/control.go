@@ -86,6 +86,7 @@ func writeJSON(w http.ResponseWriter, v any) {
 func (n *Node) Status() Status {
 	c := n.catalog.Load()
 	stats := n.tun.Stats()
+	now := time.Now()
 	st := Status{
 		Node: NodeStatus{
 			Name: n.cfg.Name, Site: n.cfg.Site, MeshIP: n.tun.MeshIP().String(),
@@ -102,6 +103,7 @@ func (n *Node) Status() Status {
 			ps.MeshIP = m.Meta.PublicKey.MeshIP().String()
 			ps.PublicKey = m.Meta.PublicKey.String()
 		}
+		ps.Up = n.peerUsable(m, stats[m.Meta.PublicKey], now)
 		if ts, ok := stats[m.Meta.PublicKey]; ok {
 			if ts.Endpoint.IsValid() {
 				ps.Endpoint = ts.Endpoint.String()

@@ -45,17 +45,13 @@ func (n *Node) metricsSample() metrics.Sample {
 		return metrics.Sample{}
 	}
 	st := n.Status()
-	now := time.Now()
-	stats := n.tun.Stats()
-	c := n.catalog.Load()
 	var s metrics.Sample
 	for _, p := range st.Peers {
-		m := c.byName[p.Name]
 		s.Peers = append(s.Peers, metrics.PeerSample{
 			Name: p.Name, Site: p.Site, State: p.State, Path: p.Path,
 			RTT: time.Duration(p.RTTMs * float64(time.Millisecond)), Streams: p.Streams,
 			TxBytes: p.TxBytes, RxBytes: p.RxBytes,
-			Usable: n.peerUsable(m, stats[m.Meta.PublicKey], now),
+			Usable: p.Up,
 		})
 	}
 	for _, im := range st.Imports {

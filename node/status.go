@@ -36,6 +36,10 @@ type PeerStatus struct {
 	Streams       int     `json:"streams"`
 	TxBytes       uint64  `json:"tx_bytes"`
 	RxBytes       uint64  `json:"rx_bytes"`
+	// Up tells whether new connections may use the peer now (extension):
+	// false while its pings go unanswered, its session is down, or during
+	// the hold-down after a recovery.
+	Up bool `json:"up"`
 }
 
 // ServiceStatus is one service of the mesh catalog.

@@ -235,6 +235,9 @@ func (p *peer) pingLoop(sess *yamux.Session) {
 			return
 		}
 		now := time.Now()
+		if silent := now.Sub(time.Unix(0, p.pingSent.Load())); silent > time.Second {
+			p.logger().Debug("tunnel: session answering again", "silent", silent.Round(time.Millisecond))
+		}
 		p.lastPong.Store(now.UnixNano())
 		p.pingSent.Store(0)
 		rtt = max(rtt, time.Microsecond)

@@ -190,6 +190,16 @@ func runDemo(c *cli.Context) error {
 		return fmt.Errorf("%d connections failed; first: %v", failed.Load(), firstErr)
 	}
 
+	// Let the mesh settle after the load (a peer slowed by it may be in
+	// its failback hold-down) so the drill starts from a steady state.
+	waitFor(ctx, func() bool {
+		for _, p := range nodes[3].node.Status().Peers {
+			if !p.Up {
+				return false
+			}
+		}
+		return true
+	})
 	d := c.Duration("drill")
 	fmt.Fprintf(out, "\nfailover drill from cloud-2: site onprem cut off for %v (meshd drill --site onprem --duration %v)\n", d, d)
 	rep, err := nodes[3].node.Drill(c.Context, node.DrillRequest{Site: "onprem", DurationMS: d.Milliseconds()})

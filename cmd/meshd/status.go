@@ -127,7 +127,7 @@ func printStatus(w io.Writer, st node.Status) {
 	fmt.Fprintf(w, "gossip %s  tunnel %s  relay %v\n\n", n.Gossip, n.Tunnel, n.Relay)
 
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "PEER\tSITE\tSTATE\tPATH\tENDPOINT\tRTT\tSTREAMS\tTX\tRX\tHANDSHAKE")
+	fmt.Fprintln(tw, "PEER\tSITE\tSTATE\tUP\tPATH\tENDPOINT\tRTT\tSTREAMS\tTX\tRX\tHANDSHAKE")
 	for _, p := range st.Peers {
 		ep := p.Endpoint
 		if p.RelayVia != "" {
@@ -141,7 +141,7 @@ func printStatus(w io.Writer, st node.Status) {
 		if hs == "" {
 			hs = "never"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\n", p.Name, p.Site, p.State, p.Path,
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%v\t%s\t%s\t%s\t%d\t%s\t%s\t%s\n", p.Name, p.Site, p.State, p.Up, p.Path,
 			dash(ep), rtt, p.Streams, humanBytes(p.TxBytes), humanBytes(p.RxBytes), hs)
 	}
 	tw.Flush()

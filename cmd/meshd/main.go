@@ -26,7 +26,7 @@ func main() {
 }
 
 func newApp() *cli.App {
-	return &cli.App{
+	app := &cli.App{
 		Name:  "meshd",
 		Usage: "a hybrid-cloud TCP tunnel mesh over WireGuard",
 		Description: "meshd runs on every server in every site. Nodes find each other by gossip,\n" +
@@ -36,9 +36,7 @@ func newApp() *cli.App {
 		HideVersion:          true,
 		EnableBashCompletion: false,
 		ExitErrHandler:       func(*cli.Context, error) {}, // main prints errors
-		OnUsageError: func(c *cli.Context, err error, isSub bool) error {
-			return cli.Exit(fmt.Sprintf("%v (see %s --help)", err, c.Command.HelpName), 2)
-		},
+		OnUsageError: usageError,
 		Commands: []*cli.Command{
 			keygenCommand(),
 			joinCommand(),
@@ -48,4 +46,17 @@ func newApp() *cli.App {
 			versionCommand(),
 		},
 	}
+	for _, c := range app.Commands {
+		c.OnUsageError = usageError
+	}
+	return app
+}
+
+// usageError turns a bad flag into one line on stderr and exit code 2.
+func usageError(c *cli.Context, err error, _ bool) error {
+	name := "meshd"
+	if c.Command != nil && c.Command.HelpName != "" {
+		name = c.Command.HelpName
+	}
+	return cli.Exit(fmt.Sprintf("%v (see %s --help)", err, name), 2)
 }

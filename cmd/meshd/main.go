@@ -36,7 +36,7 @@ func newApp() *cli.App {
 		HideVersion:          true,
 		EnableBashCompletion: false,
 		ExitErrHandler:       func(*cli.Context, error) {}, // main prints errors
-		OnUsageError: usageError,
+		OnUsageError:         usageError,
 		Commands: []*cli.Command{
 			keygenCommand(),
 			joinCommand(),

@@ -105,7 +105,10 @@ func Summarize(site string, start, restore time.Time, probes map[string][]Probe)
 
 func summarizeService(name, site string, start, restore time.Time, probes []Probe) ServiceReport {
 	ps := slices.Clone(probes)
-	slices.SortStableFunc(ps, func(a, b Probe) int { return a.At.Compare(b.At) })
+	// A probe belongs to the phase in which it completed: that is when its
+	// client got (or failed to get) through.
+	done := func(p Probe) time.Time { return p.At.Add(p.Latency) }
+	slices.SortStableFunc(ps, func(a, b Probe) int { return done(a).Compare(done(b)) })
 	sr := ServiceReport{Name: name, Probes: len(ps), RTOMS: -1, FailbackMS: -1}
 
 	var (
@@ -121,11 +124,11 @@ func summarizeService(name, site string, start, restore time.Time, probes []Prob
 			lat = append(lat, p.Latency)
 		}
 		switch {
-		case p.At.Before(start):
+		case done(p).Before(start):
 			if p.OK {
 				sr.Before, beforeSite = p.Node, p.Site
 			}
-		case p.At.Before(restore):
+		case done(p).Before(restore):
 			if firstDuring && p.OK && sr.Before != "" && beforeSite != site && p.Site != site {
 				sr.RTOMS = 0
 			}
@@ -134,16 +137,16 @@ func summarizeService(name, site string, start, restore time.Time, probes []Prob
 				continue
 			}
 			served[p.Node]++
-			if done := p.At.Add(p.Latency).Sub(start).Milliseconds(); p.Site != site && (sr.RTOMS < 0 || done < sr.RTOMS) {
-				sr.RTOMS = done // when a client first got through, not when it asked
+			if p.Site != site && sr.RTOMS < 0 {
+				sr.RTOMS = done(p).Sub(start).Milliseconds() // when a client first got through, not when it asked
 			}
 		default:
 			if !p.OK {
 				continue
 			}
 			sr.After = p.Node
-			if done := p.At.Add(p.Latency).Sub(restore).Milliseconds(); p.Site == site && (sr.FailbackMS < 0 || done < sr.FailbackMS) {
-				sr.FailbackMS = done
+			if p.Site == site && sr.FailbackMS < 0 {
+				sr.FailbackMS = done(p).Sub(restore).Milliseconds()
 			}
 		}
 	}

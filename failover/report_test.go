@@ -53,6 +53,16 @@ func TestSummarize(t *testing.T) {
 				Before: "onprem-1", During: "cloud-1", After: "onprem-1"},
 		},
 		{
+			// A probe that started a moment before the cut but was served
+			// by the other site after it belongs to the drill, not "before".
+			name: "probe straddling the start counts where it completed",
+			probes: append(probesOf(span{-500, 0, "onprem-1"}),
+				Probe{At: t0.Add(-time.Millisecond), Latency: 750 * time.Millisecond, OK: true, Node: "cloud-1", Site: "cloud"},
+				Probe{At: t0.Add(time.Second), Latency: time.Millisecond, OK: true, Node: "cloud-1", Site: "cloud"}),
+			want: ServiceReport{Probes: 7, RTOMS: 749, FailbackMS: -1,
+				Before: "onprem-1", During: "cloud-1", After: ""},
+		},
+		{
 			name:   "already served from another site: RTO 0",
 			probes: probesOf(span{-500, 25000, "cloud-1"}),
 			want: ServiceReport{Probes: 255, RTOMS: 0, FailbackMS: -1,

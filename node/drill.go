@@ -19,7 +19,7 @@ const (
 	DefaultDrillDuration = 20 * time.Second
 	drillProbeEvery      = 100 * time.Millisecond
 	drillProbeTimeout    = 3 * time.Second
-	drillBaseline        = 500 * time.Millisecond // probes before the cut, for "before"
+	drillBaseline        = 550 * time.Millisecond // probes before the cut, for "before"; off the probe tick
 	drillMaxTail         = 15 * time.Second       // how long to wait for failback after the restore
 	drillHoleCheck       = 100 * time.Millisecond
 )

@@ -18,6 +18,7 @@ import (
 // for last-resort candidates whose session may still be coming up.
 const (
 	attemptFloor     = 750 * time.Millisecond
+	attemptCeiling   = 2 * time.Second
 	attemptRTTMult   = 10
 	lastResortWindow = 3 * time.Second
 )
@@ -164,7 +165,7 @@ func (n *Node) connect(ctx context.Context, imp config.Import, flags uint8, rr u
 		if ep.Down {
 			return lastResortWindow
 		}
-		return failover.AttemptTimeout(ep.RTT, attemptFloor, attemptRTTMult)
+		return min(failover.AttemptTimeout(ep.RTT, attemptFloor, attemptRTTMult), attemptCeiling)
 	}
 	conn, ep, err := failover.Attempt(ctx, cands, timeout, func(actx context.Context, ep failover.Endpoint) (net.Conn, error) {
 		c, err := n.dialEndpoint(actx, imp.Name, ep, flags)

@@ -26,6 +26,9 @@ const dialTimeout = 5 * time.Second
 // handshake before initiating one itself (see pokeIfSilent).
 const pokeDelay = 500 * time.Millisecond
 
+// maxRTTSample bounds the ping RTTs that feed the smoothed RTT.
+const maxRTTSample = time.Second
+
 // Redial backoff bounds.
 const (
 	minBackoff = 100 * time.Millisecond
@@ -242,9 +245,12 @@ func (p *peer) pingLoop(sess *yamux.Session) {
 		p.pingSent.Store(0)
 		rtt = max(rtt, time.Microsecond)
 		p.rtt.Store(int64(rtt))
+		// A ping that waited out a stall measures the stall, not the path:
+		// it would inflate the smoothed RTT and with it every deadline
+		// derived from it, just as the peer comes back.
 		if old := time.Duration(p.srtt.Load()); old == 0 {
 			p.srtt.Store(int64(rtt))
-		} else {
+		} else if rtt < maxRTTSample {
 			p.srtt.Store(int64(old - old/8 + rtt/8))
 		}
 		select {

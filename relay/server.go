@@ -1,0 +1,416 @@
+package relay
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/meshd/meshd/internal/key"
+)
+
+// ServerConfig configures a Server. A zero field means its default.
+type ServerConfig struct {
+	// ClusterKey is the mesh's shared key (16, 24 or 32 bytes); clients
+	// prove that they know it. Required.
+	ClusterKey []byte
+	// Logger receives one line per connection event, never per packet.
+	// Default: discard.
+	Logger *slog.Logger
+	// QueueLen bounds each client's outbound queue, in packets (default
+	// 512). A packet for a client whose queue is full is dropped and
+	// counted in ServerStats.Dropped. Memory per client is bounded by
+	// QueueLen packet buffers (2 KiB each for WireGuard-sized packets, 64
+	// KiB for larger ones) plus 32 KiB of socket buffers.
+	QueueLen int
+	// MaxClients bounds open connections, including ones still in the
+	// handshake (default 4096); more are closed on accept.
+	MaxClients int
+	// WriteTimeout closes a client whose socket does not accept a write
+	// within it (default 5s).
+	WriteTimeout time.Duration
+	// HandshakeTimeout bounds the whole handshake (default 5s).
+	HandshakeTimeout time.Duration
+	// IdleTimeout closes a client that sends nothing, not even a ping, for
+	// this long (default 30s; clients ping every second by default).
+	IdleTimeout time.Duration
+}
+
+// DefaultServerConfig returns a config with every default filled in and
+// no ClusterKey.
+func DefaultServerConfig() ServerConfig {
+	return ServerConfig{
+		Logger:           slog.New(slog.DiscardHandler),
+		QueueLen:         512,
+		MaxClients:       4096,
+		WriteTimeout:     5 * time.Second,
+		HandshakeTimeout: 5 * time.Second,
+		IdleTimeout:      30 * time.Second,
+	}
+}
+
+// Validate reports whether c is usable (zero fields are fine).
+func (c *ServerConfig) Validate() error {
+	if err := ValidateClusterKey(c.ClusterKey); err != nil {
+		return err
+	}
+	if c.QueueLen < 0 || c.MaxClients < 0 || c.WriteTimeout < 0 || c.HandshakeTimeout < 0 || c.IdleTimeout < 0 {
+		return errors.New("relay: negative limit in server config")
+	}
+	return nil
+}
+
+func (c ServerConfig) withDefaults() ServerConfig {
+	d := DefaultServerConfig()
+	if c.Logger == nil {
+		c.Logger = d.Logger
+	}
+	if c.QueueLen == 0 {
+		c.QueueLen = d.QueueLen
+	}
+	if c.MaxClients == 0 {
+		c.MaxClients = d.MaxClients
+	}
+	if c.WriteTimeout == 0 {
+		c.WriteTimeout = d.WriteTimeout
+	}
+	if c.HandshakeTimeout == 0 {
+		c.HandshakeTimeout = d.HandshakeTimeout
+	}
+	if c.IdleTimeout == 0 {
+		c.IdleTimeout = d.IdleTimeout
+	}
+	return c
+}
+
+// ServerStats are a Server's counters since NewServer.
+type ServerStats struct {
+	Clients        int    // authenticated clients connected now
+	Accepted       uint64 // connections that authenticated
+	AuthFailures   uint64 // handshakes rejected for a wrong mac
+	Received       uint64 // packets received from clients
+	Forwarded      uint64 // packets written to their destination
+	ForwardedBytes uint64 // packet bytes written to their destination
+	Dropped        uint64 // packets dropped: destination queue full
+	NoRoute        uint64 // packets dropped: destination not connected
+}
+
+// Server is a relay server. Its methods are safe for concurrent use.
+type Server struct {
+	// Immutable after NewServer.
+	cfg     ServerConfig
+	log     *slog.Logger
+	authKey []byte
+	rand    io.Reader // nonce source; tests make it deterministic
+
+	// Counters, atomic.
+	accepted, authFailures, received atomic.Uint64
+	forwarded, forwardedBytes        atomic.Uint64
+	dropped, noRoute                 atomic.Uint64
+
+	// wg counts every goroutine the server starts. Add is called under mu
+	// while !closed, or by a goroutine that is itself counted.
+	wg sync.WaitGroup
+
+	mu        sync.RWMutex
+	closed    bool                     // guarded by mu
+	listeners map[net.Listener]bool    // guarded by mu
+	conns     map[*sconn]bool          // guarded by mu: every open connection
+	clients   map[key.PublicKey]*sconn // guarded by mu: authenticated, by key
+}
+
+// NewServer returns a Server; call Serve to accept connections.
+func NewServer(cfg ServerConfig) (*Server, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg = cfg.withDefaults()
+	return &Server{
+		cfg:       cfg,
+		log:       cfg.Logger,
+		authKey:   authKey(cfg.ClusterKey),
+		rand:      rand.Reader,
+		listeners: make(map[net.Listener]bool),
+		conns:     make(map[*sconn]bool),
+		clients:   make(map[key.PublicKey]*sconn),
+	}, nil
+}
+
+// Serve accepts connections on ln until ln fails or the server is closed,
+// when it returns an error matching net.ErrClosed. Serve may be called for
+// several listeners; Close closes all of them.
+func (s *Server) Serve(ln net.Listener) error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		ln.Close()
+		return fmt.Errorf("relay: serve: %w", net.ErrClosed)
+	}
+	s.listeners[ln] = true
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.listeners, ln)
+		s.mu.Unlock()
+	}()
+
+	var backoff time.Duration
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			if s.isClosed() || errors.Is(err, net.ErrClosed) {
+				return fmt.Errorf("relay: serve: %w", net.ErrClosed)
+			}
+			if te, ok := err.(interface{ Temporary() bool }); ok && te.Temporary() {
+				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+				s.log.Warn("relay: accept", "err", err, "retry_in", backoff)
+				time.Sleep(backoff)
+				continue
+			}
+			return fmt.Errorf("relay: accept: %w", err)
+		}
+		backoff = 0
+		s.accept(c)
+	}
+}
+
+// accept starts serving c, or closes it when the server is closed or full.
+func (s *Server) accept(c net.Conn) {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		c.Close()
+		return
+	}
+	if len(s.conns) >= s.cfg.MaxClients {
+		s.mu.Unlock()
+		c.Close()
+		s.log.Warn("relay: too many clients; connection refused", "remote", c.RemoteAddr().String(), "max", s.cfg.MaxClients)
+		return
+	}
+	sc := newSconn(s, c)
+	s.conns[sc] = true
+	s.wg.Add(1)
+	s.mu.Unlock()
+	go func() {
+		defer s.wg.Done()
+		s.serveConn(sc)
+	}()
+}
+
+func (s *Server) isClosed() bool {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.closed
+}
+
+// Close closes every listener and connection and waits for the server's
+// goroutines. It is idempotent.
+func (s *Server) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		s.wg.Wait()
+		return nil
+	}
+	s.closed = true
+	lns := make([]net.Listener, 0, len(s.listeners))
+	for ln := range s.listeners {
+		lns = append(lns, ln)
+	}
+	conns := make([]*sconn, 0, len(s.conns))
+	for sc := range s.conns {
+		conns = append(conns, sc)
+	}
+	s.mu.Unlock()
+
+	for _, ln := range lns {
+		ln.Close()
+	}
+	for _, sc := range conns {
+		sc.close(net.ErrClosed)
+	}
+	s.wg.Wait()
+	return nil
+}
+
+// Stats returns a snapshot of the server's counters.
+func (s *Server) Stats() ServerStats {
+	s.mu.RLock()
+	n := len(s.clients)
+	s.mu.RUnlock()
+	return ServerStats{
+		Clients:        n,
+		Accepted:       s.accepted.Load(),
+		AuthFailures:   s.authFailures.Load(),
+		Received:       s.received.Load(),
+		Forwarded:      s.forwarded.Load(),
+		ForwardedBytes: s.forwardedBytes.Load(),
+		Dropped:        s.dropped.Load(),
+		NoRoute:        s.noRoute.Load(),
+	}
+}
+
+// lookup returns the connected client with key k, or nil.
+func (s *Server) lookup(k key.PublicKey) *sconn {
+	s.mu.RLock()
+	sc := s.clients[k]
+	s.mu.RUnlock()
+	return sc
+}
+
+// register makes sc the route for its key, closing the connection it
+// replaces. It reports false when the server is closed.
+func (s *Server) register(sc *sconn) bool {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return false
+	}
+	old := s.clients[sc.key]
+	s.clients[sc.key] = sc
+	s.mu.Unlock()
+	if old != nil {
+		old.close(ErrReplaced)
+	}
+	return true
+}
+
+// unregister removes sc's route if it is still the current one for its key.
+func (s *Server) unregister(sc *sconn) {
+	s.mu.Lock()
+	if s.clients[sc.key] == sc {
+		delete(s.clients, sc.key)
+	}
+	s.mu.Unlock()
+}
+
+// serveConn runs one connection from handshake to close; it owns sc's
+// writer goroutine and returns after it.
+func (s *Server) serveConn(sc *sconn) {
+	defer func() {
+		s.mu.Lock()
+		delete(s.conns, sc)
+		s.mu.Unlock()
+	}()
+	if err := s.handshake(sc); err != nil {
+		sc.close(err)
+		s.logHandshakeFailure(sc, err)
+		return
+	}
+	// Register before serverOK so that the client is routable as soon as
+	// its Dial returns; packets for it wait in its queue meanwhile.
+	if !s.register(sc) {
+		sc.close(net.ErrClosed)
+		return
+	}
+	if err := s.finishHandshake(sc); err != nil {
+		sc.close(err)
+		s.unregister(sc)
+		s.logHandshakeFailure(sc, err)
+		return
+	}
+	s.accepted.Add(1)
+	s.log.Info("relay: client connected", "key", sc.key.ShortString(), "remote", sc.remote)
+
+	writerDone := make(chan struct{})
+	go func() {
+		defer close(writerDone)
+		sc.writeLoop()
+	}()
+	err := sc.readLoop()
+	sc.close(err)
+	s.unregister(sc)
+	<-writerDone
+	sc.drain()
+	s.logClosed(sc)
+}
+
+// errBadMAC marks a handshake that failed on the mac.
+var errBadMAC = errors.New("bad mac")
+
+// handshake runs the server side of the handshake up to the mac check,
+// under one deadline, and sets sc.key.
+func (s *Server) handshake(sc *sconn) error {
+	sc.conn.SetDeadline(time.Now().Add(s.cfg.HandshakeTimeout))
+	hello := serverHello{version: ProtocolVersion}
+	if _, err := io.ReadFull(s.rand, hello.nonce[:]); err != nil {
+		return fmt.Errorf("nonce: %w", err)
+	}
+	writeFrame(sc.bw, frameServerHello, hello.marshal())
+	if err := sc.bw.Flush(); err != nil {
+		return err
+	}
+	var buf [maxHandshakeFrame]byte
+	t, p, err := readFrame(sc.br, buf[:])
+	if err != nil {
+		return err
+	}
+	if t != frameClientAuth {
+		return fmt.Errorf("%w: got %s, want clientAuth", ErrProtocol, t)
+	}
+	a, err := parseClientAuth(p)
+	if err != nil {
+		return err
+	}
+	if a.version != ProtocolVersion {
+		return fmt.Errorf("%w: client speaks %d, server %d", ErrVersion, a.version, ProtocolVersion)
+	}
+	sc.key = a.pub
+	if !a.verify(s.authKey, &hello.nonce) {
+		return errBadMAC
+	}
+	return nil
+}
+
+// finishHandshake sends serverOK and lifts the handshake deadline.
+func (s *Server) finishHandshake(sc *sconn) error {
+	writeFrame(sc.bw, frameServerOK, nil)
+	if err := sc.bw.Flush(); err != nil {
+		return err
+	}
+	return sc.conn.SetDeadline(time.Time{})
+}
+
+func (s *Server) logHandshakeFailure(sc *sconn, err error) {
+	switch {
+	case errors.Is(err, errBadMAC):
+		s.authFailures.Add(1)
+		s.log.Warn("relay: client "+sc.remote+" failed authentication (wrong cluster key?)",
+			"remote", sc.remote, "key", sc.key.ShortString())
+	case errors.Is(err, net.ErrClosed) && s.isClosed():
+		// Shutting down: not worth a line.
+	default:
+		if isTimeout(err) {
+			err = fmt.Errorf("handshake timeout (%v)", s.cfg.HandshakeTimeout)
+		}
+		s.log.Info("relay: handshake failed", "remote", sc.remote, "err", err)
+	}
+}
+
+func (s *Server) logClosed(sc *sconn) {
+	reason := sc.reason
+	level := slog.LevelInfo
+	switch {
+	case errors.Is(reason, net.ErrClosed):
+		level = slog.LevelDebug // server shutting down
+	case errors.Is(reason, io.EOF):
+		reason = errors.New("client disconnected")
+	case errors.Is(reason, errWriteTimeout):
+		level = slog.LevelWarn
+	}
+	s.log.Log(context.Background(), level, "relay: client closed", "key", sc.key.ShortString(), "remote", sc.remote,
+		"reason", reason.Error(), "duration", time.Since(sc.start).Round(time.Millisecond),
+		"rx", sc.rx.Load(), "tx", sc.tx.Load(), "dropped", sc.dropped.Load())
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}

@@ -156,6 +156,10 @@ func rejection(text string) (msg, key string, ok bool) {
 		why = "cannot decrypt (wrong cluster key?)"
 	case strings.Contains(text, "encryption is configured but remote state is not encrypted"):
 		why = "not encrypted (peer has no cluster key?)"
+	case strings.Contains(text, "failed to receive") || strings.Contains(text, "Failed to receive"):
+		// Anything else unreadable on the gossip port (garbage, a port
+		// scanner, an oversized state): one line per source per interval.
+		why = "unreadable (" + shortCause(text) + ")"
 	default:
 		return "", "", false
 	}
@@ -175,6 +179,17 @@ func rejection(text string) (msg, key string, ok bool) {
 		}
 	}
 	return "gossip: gossip exchange failed: " + why, "reject:?", true
+}
+
+// shortCause is memberlist's error text without its "from=" suffix.
+func shortCause(text string) string {
+	if i := strings.LastIndex(text, " from="); i >= 0 {
+		text = text[:i]
+	}
+	if i := strings.Index(text, "failed to receive: "); i >= 0 {
+		text = text[i+len("failed to receive: "):]
+	}
+	return strings.TrimSpace(text)
 }
 
 func containsAny(s string, subs []string) bool {

@@ -113,8 +113,9 @@ func (n *Node) Status() Status {
 				ps.LastHandshake = ts.LastHandshake.Format(time.RFC3339)
 			}
 			ps.Streams, ps.TxBytes, ps.RxBytes = ts.Streams, ts.TxBytes, ts.RxBytes
-			fresh := !ts.LastHandshake.IsZero() && time.Since(ts.LastHandshake) < 3*time.Minute
-			if (ts.SessionUp || fresh) && (m.State == gossip.StateAlive || m.State == gossip.StateSuspect) {
+			// The path is "direct" while the peer's session runs over it;
+			// a recent handshake alone proves nothing about the data path.
+			if ts.SessionUp && m.State != gossip.StateLeft {
 				ps.Path = PathDirect
 			}
 		}

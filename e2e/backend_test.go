@@ -1,8 +1,12 @@
 package e2e
 
 import (
+	"bufio"
+	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
+	"fmt"
+	"io"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -12,6 +16,13 @@ import (
 
 // maxRecorded bounds the per-connection records a backend keeps.
 const maxRecorded = 4096
+
+// digestMagic starts a connection in digest mode: the backend reads to EOF
+// and only then answers "<hex SHA-256> <length>\n" of what followed the
+// magic, and closes. Such a reply can only come back through the mesh if
+// the client's half-close reached the backend and the return direction
+// stayed open.
+var digestMagic = []byte("DIGEST\n")
 
 // backend is an echo server like internal/echo (it copies every byte back
 // and honours half-close) that also counts the connections that carried
@@ -86,11 +97,23 @@ func (b *backend) handle(c net.Conn) {
 	}()
 	// A connection lives at most this long: every test finishes earlier.
 	c.SetDeadline(time.Now().Add(2 * time.Minute))
+	br := bufio.NewReaderSize(c, 32<<10)
+	if p, _ := br.Peek(len(digestMagic)); bytes.Equal(p, digestMagic) {
+		b.dataConns.Add(1)
+		br.Discard(len(digestMagic))
+		h := sha256.New()
+		n, err := io.Copy(h, br)
+		if err != nil {
+			return
+		}
+		fmt.Fprintf(c, "%x %d\n", h.Sum(nil), n)
+		return
+	}
 	h := sha256.New()
 	var n int64
 	buf := make([]byte, 32<<10)
 	for {
-		k, rerr := c.Read(buf)
+		k, rerr := br.Read(buf)
 		if k > 0 {
 			if n == 0 {
 				b.dataConns.Add(1)

@@ -239,6 +239,9 @@ func TestCLI(t *testing.T) {
 		{[]string{"status", "--json", "--socket", "/nonexistent"}, "/nonexistent"},
 		{[]string{"status", "--config", "/nonexistent.yaml"}, "/nonexistent.yaml"},
 		{[]string{"no-such-command"}, "no-such-command"},
+		{[]string{"status", "--no-such-flag"}, "no-such-flag"},
+		{[]string{"join", "--config", "/nonexistent.yaml"}, "/nonexistent.yaml"},
+		{[]string{"keygen", "extra-arg"}, "argument"},
 	} {
 		out, errOut, code := runMeshd(t, 10*time.Second, tc.args...)
 		name := "meshd " + strings.Join(tc.args, " ")

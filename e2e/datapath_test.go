@@ -58,6 +58,20 @@ func TestDataPath(t *testing.T) {
 		}
 		return true, ""
 	})
+	// Selection uses a peer once its session answers pings: wait for an
+	// RTT so that the first connection already sees both endpoints usable.
+	waitFor(t, 15*time.Second, "onprem-1 to measure an RTT to both peers (sessions up)", func() (bool, string) {
+		st, err := tryStatus(t, o1)
+		if err != nil {
+			return false, err.Error()
+		}
+		for _, n := range []*meshNode{o2, c1} {
+			if p, _ := peer(st, n.Name); p.RTTMs <= 0 {
+				return false, fmt.Sprintf("%s: %+v", n.Name, p)
+			}
+		}
+		return true, ""
+	})
 
 	conns := 0 // client connections made through the import
 
@@ -110,8 +124,9 @@ func TestDataPath(t *testing.T) {
 	})
 
 	t.Run("halfClose", func(t *testing.T) {
+		// Echo: what is still in flight after our FIN comes back, then EOF.
 		conns++
-		payload := make([]byte, 300<<10)
+		payload := make([]byte, 64<<10)
 		crand.Read(payload)
 		cn, err := net.DialTimeout("tcp", imp, 5*time.Second)
 		if err != nil {
@@ -125,7 +140,6 @@ func TestDataPath(t *testing.T) {
 		if err := cn.(*net.TCPConn).CloseWrite(); err != nil {
 			t.Fatalf("CloseWrite: %v", err)
 		}
-		// After our FIN the reply must still flow back, then EOF.
 		got, err := io.ReadAll(cn)
 		if err != nil {
 			t.Fatalf("read after CloseWrite: %v (got %d of %d bytes)", err, len(got), len(payload))
@@ -133,86 +147,44 @@ func TestDataPath(t *testing.T) {
 		if !bytes.Equal(got, payload) {
 			t.Fatalf("reply after half-close differs: got %d bytes, want %d", len(got), len(payload))
 		}
+
+		// Digest: the backend answers only after it has seen our FIN.
+		conns++
+		payload = make([]byte, 1<<20)
+		crand.Read(payload)
+		cn2, err := net.DialTimeout("tcp", imp, 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer cn2.Close()
+		cn2.SetDeadline(time.Now().Add(30 * time.Second))
+		if _, err := cn2.Write(append(append([]byte{}, digestMagic...), payload...)); err != nil {
+			t.Fatalf("write: %v", err)
+		}
+		if err := cn2.(*net.TCPConn).CloseWrite(); err != nil {
+			t.Fatalf("CloseWrite: %v", err)
+		}
+		reply, err := io.ReadAll(cn2)
+		if err != nil {
+			t.Fatalf("read the reply sent after our FIN: %v (got %q)", err, reply)
+		}
+		if want := fmt.Sprintf("%x %d\n", sha256.Sum256(payload), len(payload)); string(reply) != want {
+			t.Fatalf("reply after half-close: %q, want %q", reply, want)
+		}
 	})
 
 	t.Run("status", func(t *testing.T) {
-		var st node.Status
-		// rtt_ms comes from session pings (every second); wait for one.
-		waitFor(t, 10*time.Second, "rtt_ms > 0 for both peers", func() (bool, string) {
-			var err error
-			if st, err = tryStatus(t, o1); err != nil {
+		// Poll: gossip may briefly suspect a peer while the machine is
+		// busy; the status must settle to the healthy picture.
+		var problems []string
+		waitFor(t, 15*time.Second, "onprem-1's status to show the healthy mesh", func() (bool, string) {
+			st, err := tryStatus(t, o1)
+			if err != nil {
 				return false, err.Error()
 			}
-			for _, n := range []*meshNode{o2, c1} {
-				if p, _ := peer(st, n.Name); p.RTTMs <= 0 {
-					return false, fmt.Sprintf("%s rtt_ms %v", n.Name, p.RTTMs)
-				}
-			}
-			return true, ""
+			problems = checkStatus(st, o1, []*meshNode{o2, c1}, imp, conns)
+			return len(problems) == 0, "\n\t" + strings.Join(problems, "\n\t")
 		})
-		n := st.Node
-		if n.Name != "onprem-1" || n.Site != "onprem" || n.Mode != "userspace" {
-			t.Errorf("node: name %q site %q mode %q", n.Name, n.Site, n.Mode)
-		}
-		if !strings.HasPrefix(n.MeshIP, "fd7a:6d65:7368") {
-			t.Errorf("node.mesh_ip %q does not start with fd7a:6d65:7368", n.MeshIP)
-		}
-		if k, err := base64.StdEncoding.DecodeString(n.PublicKey); err != nil || len(k) != 32 {
-			t.Errorf("node.public_key %q: not base64 of 32 bytes (%v)", n.PublicKey, err)
-		}
-		if n.Gossip != addr(o1.GossipPort) || n.Tunnel != addr(o1.TunnelPort) {
-			t.Errorf("node.gossip %q tunnel %q, want %s and %s", n.Gossip, n.Tunnel, addr(o1.GossipPort), addr(o1.TunnelPort))
-		}
-		if len(st.Peers) != 2 {
-			t.Errorf("peers: %d, want 2: %+v", len(st.Peers), st.Peers)
-		}
-		for _, want := range []*meshNode{o2, c1} {
-			p, ok := peer(st, want.Name)
-			if !ok {
-				t.Errorf("peer %s missing", want.Name)
-				continue
-			}
-			if p.Site != want.Site || p.State != "alive" || p.Path != node.PathDirect {
-				t.Errorf("peer %s: site %q state %q path %q", p.Name, p.Site, p.State, p.Path)
-			}
-			if p.Endpoint != addr(want.TunnelPort) {
-				t.Errorf("peer %s endpoint %q, want its tunnel address %s", p.Name, p.Endpoint, addr(want.TunnelPort))
-			}
-			if !strings.HasPrefix(p.MeshIP, "fd7a:6d65:7368") {
-				t.Errorf("peer %s mesh_ip %q", p.Name, p.MeshIP)
-			}
-			if p.RTTMs <= 0 {
-				t.Errorf("peer %s rtt_ms %v, want > 0", p.Name, p.RTTMs)
-			}
-			if _, err := time.Parse(time.RFC3339, p.LastHandshake); err != nil {
-				t.Errorf("peer %s last_handshake %q: %v", p.Name, p.LastHandshake, err)
-			}
-			if p.TxBytes == 0 || p.RxBytes == 0 {
-				t.Errorf("peer %s tx_bytes %d rx_bytes %d, want > 0", p.Name, p.TxBytes, p.RxBytes)
-			}
-		}
-		if p, _ := peer(st, "onprem-2"); p.TxBytes < 64<<20 || p.RxBytes < 64<<20 {
-			t.Errorf("peer onprem-2 carried the bulk transfer but tx_bytes %d rx_bytes %d < 64 MiB", p.TxBytes, p.RxBytes)
-		}
-		s, ok := service(st, "echo")
-		if !ok || len(s.Endpoints) != 2 {
-			t.Errorf("service echo: %+v", s)
-		}
-		for _, e := range s.Endpoints {
-			if !e.Healthy {
-				t.Errorf("endpoint %+v not healthy", e)
-			}
-		}
-		if len(st.Imports) != 1 {
-			t.Fatalf("imports: %+v", st.Imports)
-		}
-		im := st.Imports[0]
-		if im.Name != "echo" || im.Listen != imp {
-			t.Errorf("import: %+v, want echo on %s", im, imp)
-		}
-		if im.Total < uint64(conns) || im.Failed != 0 {
-			t.Errorf("import total %d failed %d, want total >= %d and failed 0", im.Total, im.Failed, conns)
-		}
 
 		out, errOut, code := runMeshd(t, 15*time.Second, "status", "--config", o1.Config)
 		if code != 0 {
@@ -226,11 +198,12 @@ func TestDataPath(t *testing.T) {
 	})
 
 	t.Run("preferredSite", func(t *testing.T) {
-		if got := beOnprem.dataConns.Load(); got < int64(conns) {
-			t.Errorf("onprem-2's backend served %d connections, want >= %d (onprem is preferred)", got, conns)
+		on, cl := beOnprem.dataConns.Load(), beCloud.dataConns.Load()
+		if on+cl < int64(conns) {
+			t.Errorf("the backends served %d+%d connections, want >= %d", on, cl, conns)
 		}
-		if got := beCloud.dataConns.Load(); got != 0 {
-			t.Errorf("cloud-1's backend served %d connections, want 0 while onprem-2 is healthy", got)
+		if cl != 0 {
+			preferenceError(t, o1, 0, "onprem-2", "cloud-1's backend served %d of %d connections, want 0 while onprem-2 is healthy (onprem is preferred)", cl, conns)
 		}
 	})
 
@@ -248,18 +221,32 @@ func TestDataPath(t *testing.T) {
 			t.Errorf("cloud-1's backend served %d of %d connections while onprem-2's backend was down", got, k)
 		}
 
+		// The backend comes back on the same address. onprem-1 may hold
+		// onprem-2 off for a while (circuit breaker cooldown after the
+		// refusals), but new connections must fail back to it, every
+		// one succeeding meanwhile.
 		be2 := startBackend(t, onAddr)
-		cloudBefore = beCloud.dataConns.Load()
-		for i := range k {
+		restarted := time.Now()
+		for i := 0; be2.dataConns.Load() == 0; i++ {
+			if time.Since(restarted) > 35*time.Second {
+				t.Fatalf("no connection went back to onprem-2 within %s of its backend's restart", time.Since(restarted).Round(time.Second))
+			}
 			if err := exchange(imp, i, 3, 512, 20*time.Second); err != nil {
 				t.Fatalf("connection %d after onprem-2's backend came back: %v", i, err)
 			}
+			time.Sleep(50 * time.Millisecond)
 		}
-		if got := be2.dataConns.Load(); got != k {
-			t.Errorf("onprem-2's restarted backend served %d of %d connections, want all (onprem preferred)", got, k)
+		t.Logf("failback to onprem-2 %s after its backend's restart", time.Since(restarted).Round(time.Millisecond))
+		before, cloudBefore := be2.dataConns.Load(), beCloud.dataConns.Load()
+		logAt := len(o1.logText())
+		for i := range k {
+			if err := exchange(imp, i, 3, 512, 20*time.Second); err != nil {
+				t.Fatalf("connection %d after failback: %v", i, err)
+			}
 		}
-		if got := beCloud.dataConns.Load() - cloudBefore; got != 0 {
-			t.Errorf("cloud-1's backend served %d connections after onprem-2 recovered", got)
+		if got := beCloud.dataConns.Load() - cloudBefore; got != 0 || be2.dataConns.Load()-before != k {
+			preferenceError(t, o1, logAt, "onprem-2", "after failback onprem-2 served %d and cloud-1 %d of %d connections, want all on onprem-2 (onprem preferred)",
+				be2.dataConns.Load()-before, got, k)
 		}
 		st := status(t, o1)
 		if len(st.Imports) == 1 && st.Imports[0].Failed != 0 {
@@ -390,4 +377,109 @@ func exchange(addr string, id, rounds, size int, d time.Duration) error {
 		return fmt.Errorf("conn %d: after CloseWrite want EOF, got %d bytes, %v", id, k, err)
 	}
 	return nil
+}
+
+// checkStatus lists what is wrong in the status st of the importing node
+// self (SPEC §5) after traffic, with peers alive and direct.
+func checkStatus(st node.Status, self *meshNode, peers []*meshNode, imp string, conns int) []string {
+	var bad []string
+	errf := func(format string, args ...any) { bad = append(bad, fmt.Sprintf(format, args...)) }
+	n := st.Node
+	if n.Name != self.Name || n.Site != self.Site || n.Mode != "userspace" || n.Relay {
+		errf("node: name %q site %q mode %q relay %v", n.Name, n.Site, n.Mode, n.Relay)
+	}
+	if !strings.HasPrefix(n.MeshIP, "fd7a:6d65:7368") {
+		errf("node.mesh_ip %q does not start with fd7a:6d65:7368", n.MeshIP)
+	}
+	if k, err := base64.StdEncoding.DecodeString(n.PublicKey); err != nil || len(k) != 32 {
+		errf("node.public_key %q: not base64 of 32 bytes (%v)", n.PublicKey, err)
+	}
+	if n.Gossip != addr(self.GossipPort) || n.Tunnel != addr(self.TunnelPort) {
+		errf("node.gossip %q tunnel %q, want %s and %s", n.Gossip, n.Tunnel, addr(self.GossipPort), addr(self.TunnelPort))
+	}
+	if len(st.Peers) != len(peers) {
+		errf("%d peers, want %d: %+v", len(st.Peers), len(peers), st.Peers)
+	}
+	for _, want := range peers {
+		p, ok := peer(st, want.Name)
+		if !ok {
+			errf("peer %s missing", want.Name)
+			continue
+		}
+		if p.Site != want.Site || p.State != "alive" || p.Path != node.PathDirect || p.RelayVia != "" {
+			errf("peer %s: site %q state %q path %q relay_via %q", p.Name, p.Site, p.State, p.Path, p.RelayVia)
+		}
+		if p.Endpoint != addr(want.TunnelPort) {
+			errf("peer %s endpoint %q, want its tunnel address %s", p.Name, p.Endpoint, addr(want.TunnelPort))
+		}
+		if !strings.HasPrefix(p.MeshIP, "fd7a:6d65:7368") || p.MeshIP == n.MeshIP {
+			errf("peer %s mesh_ip %q", p.Name, p.MeshIP)
+		}
+		if k, err := base64.StdEncoding.DecodeString(p.PublicKey); err != nil || len(k) != 32 || p.PublicKey == n.PublicKey {
+			errf("peer %s public_key %q", p.Name, p.PublicKey)
+		}
+		if p.RTTMs <= 0 {
+			errf("peer %s rtt_ms %v, want > 0", p.Name, p.RTTMs)
+		}
+		if hs, err := time.Parse(time.RFC3339, p.LastHandshake); err != nil || time.Since(hs) > 5*time.Minute || time.Until(hs) > time.Minute {
+			errf("peer %s last_handshake %q: not a recent RFC 3339 time (%v)", p.Name, p.LastHandshake, err)
+		}
+		if p.TxBytes == 0 || p.RxBytes == 0 {
+			errf("peer %s tx_bytes %d rx_bytes %d, want > 0", p.Name, p.TxBytes, p.RxBytes)
+		}
+	}
+	if p, _ := peer(st, "onprem-2"); p.TxBytes < 64<<20 || p.RxBytes < 64<<20 {
+		errf("peer onprem-2 carried the bulk transfer but tx_bytes %d rx_bytes %d < 64 MiB", p.TxBytes, p.RxBytes)
+	}
+	s, ok := service(st, "echo")
+	if !ok || len(s.Endpoints) != 2 {
+		errf("service echo: %+v, want 2 endpoints", s)
+	}
+	for _, e := range s.Endpoints {
+		if !e.Healthy {
+			errf("endpoint %+v not healthy", e)
+		}
+	}
+	if len(st.Imports) != 1 {
+		errf("imports: %+v, want 1", st.Imports)
+		return bad
+	}
+	im := st.Imports[0]
+	if im.Name != "echo" || im.Listen != imp {
+		errf("import: %+v, want echo on %s", im, imp)
+	}
+	if im.Total < uint64(conns) || im.Failed != 0 {
+		errf("import total %d failed %d, want total >= %d and failed 0", im.Total, im.Failed, conns)
+	}
+	return bad
+}
+
+// preferenceError reports connections that went to a less preferred site.
+// That is an error unless obs's log shows that it saw the preferred peer
+// suspect or down meanwhile (a false alarm on a machine busy with the
+// traffic itself, or with other tests): then new connections were right to
+// avoid it, and the test only logs what happened.
+func preferenceError(t *testing.T, obs *meshNode, since int, preferred, format string, args ...any) {
+	t.Helper()
+	if f := flaps(obs, since, preferred); len(f) > 0 {
+		t.Logf("not counted as a selection error, %s saw %s flap meanwhile:\n%s\n%s", obs.Name, preferred, strings.Join(f, "\n"), fmt.Sprintf(format, args...))
+		return
+	}
+	t.Errorf(format, args...)
+}
+
+// flaps returns obs's log lines from byte offset since on that say that
+// peer was suspect, down or dead.
+func flaps(obs *meshNode, since int, peer string) []string {
+	var out []string
+	log := obs.logText()
+	for _, l := range strings.Split(log[min(since, len(log)):], "\n") {
+		if !strings.Contains(l, "peer="+peer+" ") && !strings.Contains(l, "name="+peer+" ") && !strings.HasSuffix(l, "name="+peer) {
+			continue
+		}
+		if strings.Contains(l, "suspect") || strings.Contains(l, "down") || strings.Contains(l, "dead") {
+			out = append(out, l)
+		}
+	}
+	return out
 }

@@ -139,7 +139,9 @@ type nodeSpec struct {
 	Exports    []exportSpec
 	Imports    []importSpec
 	KeyFile    string   // default: the cluster's key file
-	Join       []string // default: the first node's gossip address (none for the first node)
+	Join       []string // default: the first node's gossip address (none for the first node); empty non-nil: none
+	Flags      []string // extra flags after `meshd join --config FILE`
+	Socket     string   // the control socket if not the config's (a --data-dir flag moves it)
 }
 
 // meshNode is one `meshd join` process.
@@ -151,6 +153,8 @@ type meshNode struct {
 	GossipPort int
 	TunnelPort int
 	Imports    map[string]string // import name -> listen address
+	Flags      []string          // extra flags of `meshd join`
+	Socket     string            // control socket for status; "" = found from Config
 
 	cmd     *exec.Cmd
 	logFile *os.File
@@ -168,10 +172,11 @@ func newCluster(t *testing.T) *cluster {
 	c := &cluster{t: t, dir: dir}
 	t.Cleanup(func() { os.RemoveAll(dir) })
 	// Registered after RemoveAll and before any node's kill: runs after
-	// every process is dead, before the logs are removed. Set
-	// MESHD_E2E_LOGS=1 to see the logs of passing tests too.
+	// every process is dead, before the logs are removed. Skipped tests
+	// (known bugs) show them too; set MESHD_E2E_LOGS=1 to see the logs of
+	// passing tests.
 	t.Cleanup(func() {
-		if t.Failed() || os.Getenv("MESHD_E2E_LOGS") != "" {
+		if t.Failed() || t.Skipped() || os.Getenv("MESHD_E2E_LOGS") != "" {
 			for _, n := range c.nodes {
 				t.Logf("---- log of %s (%s), last lines ----\n%s", n.Name, n.LogPath, tail(n.LogPath, 60))
 			}
@@ -268,6 +273,8 @@ func (c *cluster) start(s nodeSpec) *meshNode {
 		GossipPort: freePort(c.t),
 		TunnelPort: freePort(c.t),
 		Imports:    map[string]string{},
+		Flags:      s.Flags,
+		Socket:     s.Socket,
 	}
 	for _, im := range s.Imports {
 		l := im.Listen
@@ -311,7 +318,7 @@ func (n *meshNode) startProcess(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(meshdBin, "join", "--config", n.Config)
+	cmd := exec.Command(meshdBin, append([]string{"join", "--config", n.Config}, n.Flags...)...)
 	cmd.Stdout, cmd.Stderr = lf, lf
 	cmd.Env = childEnv()
 	if err := cmd.Start(); err != nil {
@@ -440,7 +447,11 @@ func runMeshd(t testing.TB, d time.Duration, args ...string) (stdout, stderr str
 func tryStatus(t testing.TB, n *meshNode) (node.Status, error) {
 	t.Helper()
 	var st node.Status
-	out, errOut, code := runMeshd(t, 15*time.Second, "status", "--json", "--config", n.Config)
+	args := []string{"status", "--json", "--config", n.Config}
+	if n.Socket != "" {
+		args = []string{"status", "--json", "--socket", n.Socket}
+	}
+	out, errOut, code := runMeshd(t, 15*time.Second, args...)
 	if code != 0 {
 		return st, fmt.Errorf("meshd status %s: exit %d: %s", n.Name, code, strings.TrimSpace(errOut))
 	}

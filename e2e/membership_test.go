@@ -77,9 +77,17 @@ func TestGracefulLeave(t *testing.T) {
 	waitAlive(t, 5*time.Second-time.Since(joined), "n2 and n3 to be alive everywhere within 5s of joining", []*meshNode{a, b, x}, "n2", "n3")
 	waitMesh(t, 20*time.Second, a, b, x)
 	sock := filepath.Join(x.Dir, "meshd.sock")
-	if _, err := os.Stat(sock); err != nil {
-		t.Fatalf("control socket of n3: %v", err)
+	// The node key and the control socket are private to the node's user.
+	for _, f := range []string{sock, filepath.Join(x.Dir, "node.key")} {
+		fi, err := os.Stat(f)
+		if err != nil {
+			t.Fatalf("n3: %v", err)
+		}
+		if perm := fi.Mode().Perm(); perm != 0o600 {
+			t.Errorf("%s has mode %v, want 0600", f, perm)
+		}
 	}
+	first := status(t, x).Node
 
 	start := time.Now()
 	x.signal(t, syscall.SIGTERM)
@@ -115,6 +123,10 @@ func TestGracefulLeave(t *testing.T) {
 	waitAlive(t, 5*time.Second, "n3 to be alive again within 5s of restarting", []*meshNode{a, b}, "n3")
 	t.Logf("n3 alive again %s after restarting", time.Since(back).Round(time.Millisecond))
 	waitMesh(t, 20*time.Second, a, b, x)
+	// Same node key, so same identity and mesh address.
+	if again := status(t, x).Node; again.PublicKey != first.PublicKey || again.MeshIP != first.MeshIP {
+		t.Errorf("n3's identity changed across a restart: %s %s -> %s %s", first.PublicKey, first.MeshIP, again.PublicKey, again.MeshIP)
+	}
 	x.signal(t, syscall.SIGINT)
 	if code := x.waitExit(t, 5*time.Second); code != 0 {
 		t.Errorf("n3 exited with status %d after SIGINT, want 0", code)
@@ -152,4 +164,32 @@ func grepLines(text, sub string) string {
 		}
 	}
 	return strings.Join(out, "\n")
+}
+
+// TestJoinFlags: --name, --site, --join and --data-dir override the file.
+func TestJoinFlags(t *testing.T) {
+	c := newCluster(t)
+	a := c.start(nodeSpec{Name: "seed", Site: "onprem"})
+	dir := filepath.Join(c.dir, "flagdir")
+	b := c.start(nodeSpec{Name: "file-name", Site: "file-site", Join: []string{},
+		Flags:  []string{"--name", "flag-name", "--site", "flag-site", "--join", addr(a.GossipPort), "--data-dir", dir},
+		Socket: filepath.Join(dir, "meshd.sock")})
+	b.Name = "flag-name"
+	waitMesh(t, 20*time.Second, a, b)
+	st := status(t, a)
+	if p, _ := peer(st, "flag-name"); p.Site != "flag-site" {
+		t.Errorf("seed sees %+v, want flag-name in site flag-site", p)
+	}
+	if _, ok := peer(st, "file-name"); ok {
+		t.Errorf("the file's name was used despite --name")
+	}
+	if n := status(t, b).Node; n.Name != "flag-name" || n.Site != "flag-site" {
+		t.Errorf("node: %+v", n)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "node.key")); err != nil {
+		t.Errorf("--data-dir: %v", err)
+	}
+	if _, err := os.Stat(b.Dir); err == nil {
+		t.Errorf("the file's data_dir %s was created despite --data-dir", b.Dir)
+	}
 }

@@ -91,7 +91,7 @@ func (n *Node) Status() Status {
 		Node: NodeStatus{
 			Name: n.cfg.Name, Site: n.cfg.Site, MeshIP: n.tun.MeshIP().String(),
 			PublicKey: n.pub.String(), Gossip: n.gossipAdvertise().String(),
-			Tunnel: n.tunnelAdvertise().String(), Mode: n.cfg.Tunnel.Mode, Relay: n.cfg.Relay.Enabled,
+			Tunnel: n.tunnelAdvertise().String(), Mode: n.cfg.Tunnel.Mode, Relay: n.rly != nil,
 		},
 		Peers:    []PeerStatus{},
 		Services: []ServiceStatus{},
@@ -116,7 +116,7 @@ func (n *Node) Status() Status {
 			// The path is "direct" while the peer's session runs over it;
 			// a recent handshake alone proves nothing about the data path.
 			if ts.SessionUp && m.State != gossip.StateLeft {
-				ps.Path = PathDirect
+				ps.Path, ps.RelayVia = ts.Path, ts.RelayVia
 			}
 		}
 		st.Peers = append(st.Peers, ps)

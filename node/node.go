@@ -46,6 +46,7 @@ type Node struct {
 	imports []*importer
 	ctl     *controlServer
 	mtr     *metricsServer      // nil unless metrics.listen is set
+	rly     *relayServer        // nil unless relay.enabled
 	metrics *metrics.Metrics    // always set; served only with metrics.listen
 	health  *failover.Health    // peer usability with failback hold-down
 	breaker *failover.Breaker   // per service/node circuit breaker
@@ -121,6 +122,7 @@ func (n *Node) Start() (err error) {
 		Logger:         n.log,
 		HandleStream:   n.handleStream,
 		SessionTimeout: n.cfg.Failover.SessionTimeout,
+		ClusterKey:     n.cfg.Cluster.Key,
 	})
 	if err != nil {
 		return fmt.Errorf("node: %w", err)
@@ -135,12 +137,19 @@ func (n *Node) Start() (err error) {
 		e.checkOnce() // the first catalog we publish reflects real health
 	}
 
+	if n.cfg.Relay.Enabled {
+		if n.rly, err = startRelayServer(n); err != nil {
+			return err
+		}
+		undo = append(undo, func() { n.rly.close() })
+	}
+
 	n.gsp, err = gossip.New(gossip.Config{
 		Name:      n.cfg.Name,
 		Bind:      n.cfg.Gossip.Bind,
 		Advertise: n.cfg.Gossip.Advertise,
 		Key:       n.cfg.Cluster.Key,
-		Meta:      gossip.Meta{Site: n.cfg.Site, PublicKey: n.pub, Tunnel: n.tunnelAdvertise()},
+		Meta:      gossip.Meta{Site: n.cfg.Site, PublicKey: n.pub, Tunnel: n.tunnelAdvertise(), Relay: n.relayAdvertise()},
 		Logger:    n.log,
 	})
 	if err != nil {
@@ -176,6 +185,7 @@ func (n *Node) Start() (err error) {
 	n.goFunc(n.watchGossip)
 	n.goFunc(n.watchHealth)
 	n.goFunc(n.receiveDrills)
+	n.goFunc(n.relayLoop)
 	for _, e := range n.exports {
 		if e.cfg.Check != nil {
 			n.goFunc(e.checkLoop)
@@ -265,6 +275,9 @@ func (n *Node) Close() error {
 		n.mtr.close()
 	}
 	n.cancel()
+	if n.rly != nil {
+		n.rly.close()
+	}
 	n.tun.Close()
 	n.gsp.Close()
 	n.wg.Wait()

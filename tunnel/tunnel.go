@@ -49,6 +49,10 @@ type Config struct {
 	MTU        int            // default DefaultMTU
 	Logger     *slog.Logger
 
+	// ClusterKey authenticates direct-path probes (see PathBind); without
+	// it the direct path is always used.
+	ClusterKey []byte
+
 	// HandleStream is called, in its own goroutine, for every stream a peer
 	// opens. It owns s and must close it.
 	HandleStream func(peer key.PublicKey, s net.Conn)
@@ -73,6 +77,8 @@ type PeerStats struct {
 	LastHandshake time.Time // zero if never
 	TxBytes       uint64
 	RxBytes       uint64
+	Path          string        // "direct", "relay" or "none"
+	RelayVia      string        // the relay's name when Path is "relay"
 	RTT           time.Duration // last session ping; 0 if unknown
 	SRTT          time.Duration // smoothed session RTT; 0 if unknown
 	LastPong      time.Time     // last answered session ping; zero if none
@@ -90,7 +96,7 @@ type Tunnel struct {
 	log    *slog.Logger
 	dev    *device.Device
 	net    *netTUN
-	bind   *UDPBind
+	bind   *PathBind
 	ln     net.Listener
 	ymxCfg *yamux.Config
 	ctx    context.Context
@@ -137,7 +143,7 @@ func New(cfg Config) (*Tunnel, error) {
 		return nil, err
 	}
 	t.net = tdev
-	t.bind = NewUDPBind(cfg.Listen)
+	t.bind = NewPathBind(cfg.Listen, t.pub, cfg.ClusterKey, t.log)
 	wlog := t.log.With("component", "wireguard")
 	t.dev = device.NewDevice(tdev, t.bind, &device.Logger{
 		Verbosef: func(f string, a ...any) { wlog.Debug(fmt.Sprintf(f, a...)) },
@@ -219,6 +225,7 @@ func (t *Tunnel) SetPeers(ps []Peer) error {
 			delete(t.peers, pub)
 			delete(t.byIP, p.ip)
 			removed = append(removed, p)
+			t.bind.RemovePeer(pub)
 		}
 	}
 	for pub, w := range want {
@@ -226,10 +233,12 @@ func (t *Tunnel) SetPeers(ps []Peer) error {
 		if ok && p.endpoint == w.Endpoint {
 			continue
 		}
-		fmt.Fprintf(&uapi, "public_key=%s\n", pub.Hex())
-		if w.Endpoint.IsValid() {
-			fmt.Fprintf(&uapi, "endpoint=%s\n", w.Endpoint)
+		t.bind.SetPeer(pub, w.Endpoint)
+		if ok {
+			p.endpoint = w.Endpoint
+			continue // WireGuard's endpoint is the peer itself; the bind routes it
 		}
+		fmt.Fprintf(&uapi, "public_key=%s\nendpoint=%s\n", pub.Hex(), pub.Hex())
 		if !ok {
 			p = newPeer(t, pub)
 			t.peers[pub] = p
@@ -281,14 +290,24 @@ func (t *Tunnel) SetBlackhole(peers []key.PublicKey) {
 }
 
 func (t *Tunnel) updateBlockedLocked() {
-	addrs := make(map[netip.AddrPort]struct{})
-	for pub := range t.holes {
-		if p := t.peers[pub]; p != nil && p.endpoint.IsValid() {
-			addrs[p.endpoint] = struct{}{}
-		}
+	if len(t.holes) == 0 {
+		t.bind.SetBlocked(nil)
+		return
 	}
-	t.bind.SetBlocked(addrs)
+	blocked := make(map[key.PublicKey]bool, len(t.holes))
+	for pub := range t.holes {
+		blocked[pub] = true
+	}
+	t.bind.SetBlocked(blocked)
 }
+
+// SetRelay makes r, the relay named name, the fallback path to peers whose
+// direct path fails its probes; nil removes it.
+func (t *Tunnel) SetRelay(r Relay, name string) { t.bind.SetRelay(r, name) }
+
+// DeliverRelay passes a packet the relay brought from peer from to
+// WireGuard. It never blocks.
+func (t *Tunnel) DeliverRelay(from key.PublicKey, pkt []byte) { t.bind.DeliverRelay(from, pkt) }
 
 // OpenStream opens a new stream to peer, waiting (until ctx ends) for the
 // peer's session to come up if it is not up yet.
@@ -307,7 +326,9 @@ func (t *Tunnel) Stats() map[key.PublicKey]PeerStats {
 	out := make(map[key.PublicKey]PeerStats)
 	t.mu.Lock()
 	for pub, p := range t.peers {
-		out[pub] = p.stats()
+		st := p.stats()
+		st.Path, st.RelayVia = t.bind.Path(pub)
+		out[pub] = st
 	}
 	t.mu.Unlock()
 	t.ipcMu.Lock()

@@ -1,0 +1,489 @@
+package tunnel
+
+import (
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.zx2c4.com/wireguard/conn"
+
+	"github.com/meshd/meshd/internal/key"
+)
+
+// Relay is a second packet path to peers: a relay server that forwards
+// WireGuard packets by destination public key (*relay.Client satisfies
+// it). Send must not block.
+type Relay interface {
+	Send(to key.PublicKey, pkt []byte) error
+}
+
+// Path probing. Each peer's direct UDP path is confirmed by small
+// authenticated probes on the WireGuard socket (first byte probeMagic,
+// which WireGuard never uses: its message types are 1-4). A path is used
+// while most recent probes are answered; one that is up but loses most
+// packets (a gray failure) is abandoned for the relay like a dead one, and
+// taken back once probes pass again.
+const (
+	probeMagic    = 0xF0
+	probePing     = 1
+	probePong     = 2
+	probeLen      = 1 + 1 + key.Len + 8 + 16
+	probeEvery    = 250 * time.Millisecond
+	probeWindow   = 8 // probes judged
+	probeKeepUp   = 5 // answered of probeWindow to keep using direct
+	probeComeBack = 8 // answered of probeWindow to go back to direct
+	// probeFirstVerdict answered probes move a new peer from the relay to
+	// its direct path.
+	probeFirstVerdict = 3
+	relayQueueLen     = 1024
+)
+
+// PathBind is the tunnel's conn.Bind. Its endpoints are peers, keyed by
+// public key, not addresses: each send picks the peer's current path,
+// direct UDP while probes confirm it, else the relay. WireGuard never sees
+// a path change, so the TCP session inside the tunnel and every yamux
+// stream on it survive a switch.
+type PathBind struct {
+	// immutable
+	addr     netip.AddrPort
+	self     key.PublicKey
+	probeKey []byte // nil: no probing, direct is always used
+	log      *slog.Logger
+
+	relayIn chan relayPacket // bounded; relayed packets for the receive func
+
+	mu      sync.Mutex
+	conn    *net.UDPConn                     // guarded by mu; nil when closed
+	done    chan struct{}                    // guarded by mu; closed by Close
+	wg      sync.WaitGroup                   // probe loop
+	paths   map[key.PublicKey]*peerPath      // guarded by mu
+	byAddr  map[netip.AddrPort]key.PublicKey // guarded by mu
+	relay   Relay                            // guarded by mu; nil when none
+	relayBy string                           // guarded by mu; name of the relay
+	holes   map[key.PublicKey]bool           // guarded by mu; black-holed peers
+}
+
+// peerPath is what the bind knows of one peer's paths. Guarded by PathBind.mu.
+type peerPath struct {
+	direct     netip.AddrPort
+	seq        uint64
+	sent       [probeWindow]uint64 // seq of recent probes, ring
+	acked      [probeWindow]bool
+	useRelay   bool // send via the relay (when there is one)
+	everDirect bool // the direct path was confirmed at least once
+	changed    time.Time
+}
+
+type relayPacket struct {
+	from key.PublicKey
+	pkt  []byte
+}
+
+var _ conn.Bind = (*PathBind)(nil)
+
+// NewPathBind returns a bind on addr. clusterKey authenticates probes;
+// with none, probing is off and peers are always sent to directly.
+func NewPathBind(addr netip.AddrPort, self key.PublicKey, clusterKey []byte, lg *slog.Logger) *PathBind {
+	b := &PathBind{
+		addr: addr, self: self, log: lg,
+		relayIn: make(chan relayPacket, relayQueueLen),
+		paths:   make(map[key.PublicKey]*peerPath),
+		byAddr:  make(map[netip.AddrPort]key.PublicKey),
+	}
+	if len(clusterKey) > 0 {
+		m := hmac.New(sha256.New, clusterKey)
+		m.Write([]byte("meshd path probe v1"))
+		b.probeKey = m.Sum(nil)
+	}
+	return b
+}
+
+// LocalAddr returns the bound address, or the configured one when closed.
+func (b *PathBind) LocalAddr() netip.AddrPort {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.conn != nil {
+		return b.conn.LocalAddr().(*net.UDPAddr).AddrPort()
+	}
+	return b.addr
+}
+
+// SetPeer records peer's direct address (zero: none known).
+func (b *PathBind) SetPeer(pub key.PublicKey, direct netip.AddrPort) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	p := b.paths[pub]
+	if p == nil {
+		// Start on the relay (if any) until probes confirm the direct path.
+		p = &peerPath{changed: time.Now(), useRelay: b.probeKey != nil}
+		b.paths[pub] = p
+	}
+	if p.direct != direct {
+		delete(b.byAddr, p.direct)
+		p.direct = direct
+		if direct.IsValid() {
+			b.byAddr[direct] = pub
+		}
+	}
+}
+
+// RemovePeer forgets peer.
+func (b *PathBind) RemovePeer(pub key.PublicKey) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if p := b.paths[pub]; p != nil {
+		delete(b.byAddr, p.direct)
+		delete(b.paths, pub)
+	}
+}
+
+// SetRelay makes r (named name) the relay path; nil removes it.
+func (b *PathBind) SetRelay(r Relay, name string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.relay, b.relayBy = r, name
+	if r == nil {
+		b.relayBy = ""
+	}
+}
+
+// DeliverRelay hands the bind a packet the relay brought from peer from.
+// It never blocks: when the receive queue is full the packet is dropped.
+func (b *PathBind) DeliverRelay(from key.PublicKey, pkt []byte) {
+	cp := make([]byte, len(pkt))
+	copy(cp, pkt)
+	select {
+	case b.relayIn <- relayPacket{from: from, pkt: cp}:
+	default:
+	}
+}
+
+// SetBlocked drops all packets to and from the given peers (a drill's
+// black hole), on every path; nil restores.
+func (b *PathBind) SetBlocked(peers map[key.PublicKey]bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.holes = peers
+}
+
+// Path reports the path packets to peer take now: "direct", "relay" or
+// "none", and the relay's name when relayed.
+func (b *PathBind) Path(pub key.PublicKey) (path, via string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	p := b.paths[pub]
+	switch {
+	case p == nil:
+		return "none", ""
+	case p.useRelay && b.relay != nil:
+		return "relay", b.relayBy
+	case p.direct.IsValid():
+		return "direct", ""
+	}
+	return "none", ""
+}
+
+// Open binds the UDP socket and starts probing.
+func (b *PathBind) Open(port uint16) ([]conn.ReceiveFunc, uint16, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.conn != nil {
+		return nil, 0, conn.ErrBindAlreadyOpen
+	}
+	addr := b.addr
+	if addr.Port() == 0 {
+		addr = netip.AddrPortFrom(addr.Addr(), port)
+	}
+	network := "udp4"
+	if addr.Addr().Is6() && !addr.Addr().Is4In6() {
+		network = "udp6"
+	}
+	c, err := net.ListenUDP(network, net.UDPAddrFromAddrPort(addr))
+	if err != nil {
+		return nil, 0, fmt.Errorf("tunnel: listen udp %s: %w", addr, err)
+	}
+	_ = c.SetReadBuffer(4 << 20)
+	_ = c.SetWriteBuffer(4 << 20)
+	b.conn = c
+	done := make(chan struct{})
+	b.done = done
+	if b.probeKey != nil {
+		b.wg.Add(1)
+		go b.probeLoop(c, done)
+	}
+	recvUDP := func(packets [][]byte, sizes []int, eps []conn.Endpoint) (int, error) {
+		for {
+			n, from, err := c.ReadFromUDPAddrPort(packets[0])
+			if err != nil {
+				return 0, err
+			}
+			from = netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
+			if n > 0 && packets[0][0] == probeMagic {
+				b.handleProbe(c, packets[0][:n], from)
+				continue
+			}
+			b.mu.Lock()
+			pub, known := b.byAddr[from]
+			blocked := known && b.holes[pub]
+			b.mu.Unlock()
+			if blocked {
+				continue
+			}
+			sizes[0] = n
+			eps[0] = &Endpoint{Peer: pub, Addr: from}
+			return 1, nil
+		}
+	}
+	recvRelay := func(packets [][]byte, sizes []int, eps []conn.Endpoint) (int, error) {
+		for {
+			select {
+			case rp := <-b.relayIn:
+				b.mu.Lock()
+				blocked := b.holes[rp.from]
+				b.mu.Unlock()
+				if blocked || len(rp.pkt) > len(packets[0]) {
+					continue
+				}
+				sizes[0] = copy(packets[0], rp.pkt)
+				eps[0] = &Endpoint{Peer: rp.from}
+				return 1, nil
+			case <-done:
+				return 0, net.ErrClosed
+			}
+		}
+	}
+	return []conn.ReceiveFunc{recvUDP, recvRelay}, uint16(c.LocalAddr().(*net.UDPAddr).Port), nil
+}
+
+// Close closes the socket and stops probing.
+func (b *PathBind) Close() error {
+	b.mu.Lock()
+	c, done := b.conn, b.done
+	b.conn, b.done = nil, nil
+	b.mu.Unlock()
+	if c == nil {
+		return nil
+	}
+	close(done)
+	err := c.Close()
+	b.wg.Wait()
+	return err
+}
+
+// SetMark is a no-op.
+func (b *PathBind) SetMark(uint32) error { return nil }
+
+// BatchSize is 1.
+func (b *PathBind) BatchSize() int { return 1 }
+
+// ParseEndpoint accepts a peer's hex public key (meshd's form) or ip:port.
+func (b *PathBind) ParseEndpoint(s string) (conn.Endpoint, error) {
+	if len(s) == 2*key.Len {
+		if raw, err := hex.DecodeString(s); err == nil {
+			var pub key.PublicKey
+			copy(pub[:], raw)
+			return &Endpoint{Peer: pub}, nil
+		}
+	}
+	ap, err := netip.ParseAddrPort(s)
+	if err != nil {
+		return nil, fmt.Errorf("tunnel: endpoint %q: %w", s, err)
+	}
+	return &Endpoint{Addr: netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())}, nil
+}
+
+// Send sends to the endpoint's peer on its current path.
+func (b *PathBind) Send(bufs [][]byte, ep conn.Endpoint) error {
+	e, ok := ep.(*Endpoint)
+	if !ok {
+		return conn.ErrWrongEndpointType
+	}
+	b.mu.Lock()
+	c := b.conn
+	dst := e.Addr
+	var r Relay
+	if !e.Peer.IsZero() {
+		if b.holes[e.Peer] {
+			b.mu.Unlock()
+			return nil // dropped, as by a cut link
+		}
+		if p := b.paths[e.Peer]; p != nil {
+			if p.useRelay && b.relay != nil {
+				r = b.relay
+			} else if p.direct.IsValid() {
+				dst = p.direct
+			}
+		}
+	}
+	b.mu.Unlock()
+	if c == nil {
+		return net.ErrClosed
+	}
+	if r != nil {
+		for _, buf := range bufs {
+			r.Send(e.Peer, buf) // drops when the relay queue is full, like a lossy link
+		}
+		return nil
+	}
+	if !dst.IsValid() {
+		return nil // no path yet; WireGuard retries
+	}
+	for _, buf := range bufs {
+		if _, err := c.WriteToUDPAddrPort(buf, dst); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// probeLoop pings every peer's direct address and re-judges its path.
+func (b *PathBind) probeLoop(c *net.UDPConn, done chan struct{}) {
+	defer b.wg.Done()
+	tick := time.NewTicker(probeEvery)
+	defer tick.Stop()
+	type out struct {
+		to  netip.AddrPort
+		seq uint64
+	}
+	var sends []out
+	for {
+		select {
+		case <-done:
+			return
+		case <-tick.C:
+		}
+		sends = sends[:0]
+		now := time.Now()
+		b.mu.Lock()
+		for pub, p := range b.paths {
+			b.judgeLocked(pub, p, now)
+			if !p.direct.IsValid() || b.holes[pub] {
+				continue
+			}
+			p.seq++
+			i := p.seq % probeWindow
+			p.sent[i], p.acked[i] = p.seq, false
+			sends = append(sends, out{p.direct, p.seq})
+		}
+		b.mu.Unlock()
+		for _, s := range sends {
+			c.WriteToUDPAddrPort(b.probe(probePing, s.seq), s.to)
+		}
+	}
+}
+
+// judgeLocked moves a peer between relay and direct by its probe record.
+// A new peer starts on the relay (when there is one) and moves to direct
+// once its first probeFirstVerdict probes are all answered, so the first
+// handshake never waits on a path that may not exist. Later, of the last
+// probeWindow probes (the newest, still in flight, is not judged), fewer
+// than probeKeepUp answered sends it back to the relay, and all of them
+// answered brings it back to direct.
+func (b *PathBind) judgeLocked(pub key.PublicKey, p *peerPath, now time.Time) {
+	judged := min(p.seq-min(p.seq, 1), probeWindow)
+	answered := uint64(0)
+	for k := uint64(1); k <= judged; k++ {
+		s := p.seq - k
+		if i := s % probeWindow; p.sent[i] == s && p.acked[i] {
+			answered++
+		}
+	}
+	if p.useRelay {
+		need := uint64(probeComeBack)
+		if !p.everDirect {
+			need = probeFirstVerdict
+		}
+		if judged >= need && answered == judged {
+			p.useRelay, p.everDirect, p.changed = false, true, now
+			b.log.Info("path: direct path confirmed", "peer", pub.ShortString())
+		}
+		return
+	}
+	if judged >= probeWindow && answered < probeKeepUp {
+		p.useRelay, p.changed = true, now
+		b.log.Warn("path: direct path lost or lossy; using the relay", "peer", pub.ShortString(),
+			"answered", fmt.Sprintf("%d/%d", answered, probeWindow), "relay", b.relayBy)
+	}
+}
+
+// probe builds a probe packet: magic, kind, our key, seq, truncated MAC.
+func (b *PathBind) probe(kind byte, seq uint64) []byte {
+	pkt := make([]byte, 0, probeLen)
+	pkt = append(pkt, probeMagic, kind)
+	pkt = append(pkt, b.self[:]...)
+	pkt = binary.BigEndian.AppendUint64(pkt, seq)
+	m := hmac.New(sha256.New, b.probeKey)
+	m.Write(pkt)
+	return m.Sum(pkt)[:probeLen]
+}
+
+// handleProbe answers pings and records pongs; unauthentic probes are
+// dropped silently.
+func (b *PathBind) handleProbe(c *net.UDPConn, pkt []byte, from netip.AddrPort) {
+	if b.probeKey == nil || len(pkt) != probeLen {
+		return
+	}
+	m := hmac.New(sha256.New, b.probeKey)
+	m.Write(pkt[:probeLen-16])
+	if !hmac.Equal(m.Sum(nil)[:16], pkt[probeLen-16:]) {
+		return
+	}
+	var pub key.PublicKey
+	copy(pub[:], pkt[2:2+key.Len])
+	seq := binary.BigEndian.Uint64(pkt[2+key.Len:])
+	b.mu.Lock()
+	blocked := b.holes[pub]
+	p := b.paths[pub]
+	if p != nil {
+		// An authenticated probe names its sender: learn where its packets
+		// come from (behind NAT that may not be its advertised address).
+		if old, ok := b.byAddr[from]; !ok || old != pub {
+			b.byAddr[from] = pub
+		}
+	}
+	if !blocked && pkt[1] == probePong && p != nil {
+		if i := seq % probeWindow; p.sent[i] == seq {
+			p.acked[i] = true
+		}
+	}
+	b.mu.Unlock()
+	if !blocked && pkt[1] == probePing {
+		c.WriteToUDPAddrPort(b.probe(probePong, seq), from)
+	}
+}
+
+// Endpoint is a WireGuard endpoint: a peer (sent to on its current path)
+// or, for packets from an address no peer is known at, just that address.
+type Endpoint struct {
+	Peer key.PublicKey
+	Addr netip.AddrPort
+	_    atomic.Bool // noCopy-ish: endpoints are shared by pointer
+}
+
+var _ conn.Endpoint = (*Endpoint)(nil)
+
+func (e *Endpoint) ClearSrc()           {}
+func (e *Endpoint) SrcToString() string { return "" }
+func (e *Endpoint) SrcIP() netip.Addr   { return netip.Addr{} }
+func (e *Endpoint) DstIP() netip.Addr   { return e.Addr.Addr() }
+func (e *Endpoint) DstToString() string {
+	if !e.Peer.IsZero() {
+		return e.Peer.Hex()
+	}
+	return e.Addr.String()
+}
+func (e *Endpoint) DstToBytes() []byte {
+	if !e.Peer.IsZero() {
+		return e.Peer[:]
+	}
+	b, _ := e.Addr.MarshalBinary()
+	return b
+}

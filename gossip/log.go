@@ -111,6 +111,16 @@ func (w *mlWriter) line(s string) {
 			level = slog.LevelDebug
 		}
 	}
+	if strings.Contains(text, "over TCP but UDP probes failed") {
+		// UDP blocked between two nodes: memberlist's TCP fallback ping
+		// keeps the member alive. Say so once per peer per interval.
+		peer := strings.TrimSpace(strings.TrimPrefix(strings.SplitN(text, " over TCP", 2)[0], "memberlist: Was able to connect to "))
+		if w.lim.allow("tcponly:"+peer, w.now()) {
+			w.log.Warn("gossip: UDP to " + peer + " fails; membership kept by TCP pings (check firewalls)")
+		}
+		w.log.Debug(text)
+		return
+	}
 	if strings.HasPrefix(text, suspectPrefix) && strings.HasSuffix(text, suspectSuffix) {
 		w.onSuspect(strings.TrimSuffix(strings.TrimPrefix(text, suspectPrefix), suspectSuffix))
 	}

@@ -101,6 +101,16 @@ func BenchmarkThroughputImport(b *testing.B) {
 	benchThroughput(b, addr)
 }
 
+// BenchmarkThroughputRelay: one stream through an import whose exporter is
+// reachable only through a relay (compare with BenchmarkThroughputImport).
+func BenchmarkThroughputRelay(b *testing.B) {
+	sink, stopSink := sinkServer(b)
+	defer stopSink()
+	a, stop := relayMesh(b, sink, quiet)
+	defer stop()
+	benchThroughput(b, a.ImportAddr("echo"))
+}
+
 // BenchmarkThroughputDirect: the same transfer straight to the sink.
 func BenchmarkThroughputDirect(b *testing.B) {
 	sink, stopSink := sinkServer(b)

@@ -13,7 +13,16 @@ import (
 // metricsServer serves Prometheus /metrics on metrics.listen.
 type metricsServer struct {
 	srv  *http.Server
+	addr string
 	done chan struct{}
+}
+
+// MetricsAddr returns the bound metrics address ("" when disabled).
+func (n *Node) MetricsAddr() string {
+	if n.mtr == nil {
+		return ""
+	}
+	return n.mtr.addr
 }
 
 func startMetrics(n *Node, addr string) (*metricsServer, error) {
@@ -23,7 +32,7 @@ func startMetrics(n *Node, addr string) (*metricsServer, error) {
 	}
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", n.metrics.WithRuntime().Handler())
-	ms := &metricsServer{done: make(chan struct{}),
+	ms := &metricsServer{done: make(chan struct{}), addr: ln.Addr().String(),
 		srv: &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}}
 	go func() {
 		defer close(ms.done)

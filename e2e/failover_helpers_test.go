@@ -1,0 +1,823 @@
+package e2e
+
+// Helpers of the failover tests and benchmarks (failover_test.go,
+// failover_bench_test.go): a small cluster builder that works with any
+// testing.TB (benchmarks too) and writes the `failover:` section into the
+// node configs, backends that say who they are, and a client that opens a
+// new connection through an import every 50 ms and records what it saw.
+//
+// It reuses the harness's freePort, addr, runMeshd, tryStatus, waitFor,
+// peer, service, tail and childEnv, and its meshNode type, so that
+// tryStatus and the log helpers work on these nodes too.
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/meshd/meshd/node"
+)
+
+// Failover settings of every node of these tests (README: `failover:`).
+const (
+	foSessionTimeout = 15 * time.Second
+	foHoldDown       = 2 * time.Second
+	foDrainGrace     = 5 * time.Second
+)
+
+// Client settings: a new connection every foEvery, each bounded by
+// foConnTimeout. The bound is longer than any freeze or cut of these tests
+// (and shorter than the session timeout): a connection that was in flight
+// on a path that stalled is an established stream, which must ride the
+// stall out (README), so it counts as failed only if it breaks, not because
+// it was slow.
+const (
+	foEvery       = 50 * time.Millisecond
+	foConnTimeout = 12 * time.Second
+)
+
+// ---------------------------------------------------------------- cluster
+
+type foExport struct{ Name, Target string }
+
+type foImport struct {
+	Name  string
+	Sites []string
+}
+
+type foSpec struct {
+	Name, Site string
+	Exports    []foExport
+	Imports    []foImport
+}
+
+// foMesh is a set of meshd processes sharing a cluster key, like the
+// harness's cluster but usable from benchmarks and with a failover section
+// in every config. The first node started is the others' join address.
+type foMesh struct {
+	tb      testing.TB
+	dir     string
+	keyFile string
+
+	mu    sync.Mutex
+	nodes []*meshNode
+}
+
+func newFOMesh(tb testing.TB) *foMesh {
+	tb.Helper()
+	dir, err := os.MkdirTemp("", "mfo")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	m := &foMesh{tb: tb, dir: dir}
+	tb.Cleanup(func() { os.RemoveAll(dir) })
+	// Cleanups run last-registered first: these two run after every node
+	// was killed (the nodes register their kill later) and before the
+	// directory goes.
+	tb.Cleanup(func() {
+		// MESHD_E2E_KEEP=DIR keeps the whole logs of failed tests there.
+		if keep := os.Getenv("MESHD_E2E_KEEP"); keep != "" && tb.Failed() {
+			to := filepath.Join(keep, strings.ReplaceAll(tb.Name(), "/", "_"))
+			if err := os.MkdirAll(to, 0o700); err == nil {
+				for _, n := range m.all() {
+					if b, err := os.ReadFile(n.LogPath); err == nil {
+						os.WriteFile(filepath.Join(to, n.Name+".log"), b, 0o600)
+					}
+				}
+				tb.Logf("logs kept in %s", to)
+			}
+		}
+		if tb.Failed() || os.Getenv("MESHD_E2E_LOGS") != "" {
+			for _, n := range m.all() {
+				tb.Logf("---- log of %s (%s), last lines ----\n%s", n.Name, n.LogPath, tail(n.LogPath, 80))
+			}
+		}
+	})
+	tb.Cleanup(func() {
+		for _, n := range m.all() {
+			log := n.logText()
+			for _, bad := range []string{"WARNING: DATA RACE", "panic: ", "fatal error: "} {
+				if strings.Contains(log, bad) {
+					tb.Errorf("%s's log contains %q", n.Name, bad)
+				}
+			}
+		}
+	})
+	out, errOut, code := runMeshd(tb, 10*time.Second, "keygen")
+	if code != 0 {
+		tb.Fatalf("meshd keygen: exit %d: %s", code, errOut)
+	}
+	m.keyFile = filepath.Join(dir, "cluster.key")
+	if err := os.WriteFile(m.keyFile, []byte(out), 0o600); err != nil {
+		tb.Fatal(err)
+	}
+	return m
+}
+
+func (m *foMesh) all() []*meshNode {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return slices.Clone(m.nodes)
+}
+
+// start writes the node's config and starts `meshd join`; the first node is
+// waited for until its control socket answers, so that the others' first
+// join succeeds.
+func (m *foMesh) start(s foSpec) *meshNode {
+	tb := m.tb
+	tb.Helper()
+	n := &meshNode{
+		Name: s.Name, Site: s.Site,
+		Dir:        filepath.Join(m.dir, s.Name),
+		Config:     filepath.Join(m.dir, s.Name+".yaml"),
+		LogPath:    filepath.Join(m.dir, s.Name+".log"),
+		GossipPort: freePort(tb),
+		TunnelPort: freePort(tb),
+		Imports:    map[string]string{},
+	}
+	for _, im := range s.Imports {
+		n.Imports[im.Name] = addr(freePort(tb))
+	}
+	m.mu.Lock()
+	var join string
+	if len(m.nodes) > 0 {
+		join = addr(m.nodes[0].GossipPort)
+	}
+	m.nodes = append(m.nodes, n)
+	m.mu.Unlock()
+	if err := os.WriteFile(n.Config, []byte(m.configYAML(n, s, join)), 0o600); err != nil {
+		tb.Fatal(err)
+	}
+	foStartProcess(tb, n)
+	if join == "" {
+		foWaitUp(tb, n, 20*time.Second)
+	}
+	return n
+}
+
+// configYAML renders a node config (SPEC §3 plus README's failover keys).
+func (m *foMesh) configYAML(n *meshNode, s foSpec, join string) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "name: %s\nsite: %s\ndata_dir: %s\n", s.Name, s.Site, n.Dir)
+	fmt.Fprintf(&b, "cluster:\n  key_file: %s\n", m.keyFile)
+	if join != "" {
+		fmt.Fprintf(&b, "  join: [%q]\n", join)
+	}
+	fmt.Fprintf(&b, "gossip:\n  bind: %s\n", addr(n.GossipPort))
+	fmt.Fprintf(&b, "tunnel:\n  listen: %s\n  mode: userspace\n", addr(n.TunnelPort))
+	if len(s.Exports) > 0 {
+		b.WriteString("exports:\n")
+		for _, e := range s.Exports {
+			fmt.Fprintf(&b, "  - name: %s\n    target: %s\n", e.Name, e.Target)
+		}
+	}
+	if len(s.Imports) > 0 {
+		b.WriteString("imports:\n")
+		for _, im := range s.Imports {
+			fmt.Fprintf(&b, "  - name: %s\n    listen: %s\n", im.Name, n.Imports[im.Name])
+			if len(im.Sites) > 0 {
+				fmt.Fprintf(&b, "    sites: [%s]\n", strings.Join(im.Sites, ", "))
+			}
+		}
+	}
+	fmt.Fprintf(&b, "failover:\n  session_timeout: %s\n  hold_down: %s\n  drain_grace: %s\n",
+		foSessionTimeout, foHoldDown, foDrainGrace)
+	level := "info"
+	if os.Getenv("MESHD_E2E_DEBUG") != "" {
+		level = "debug"
+	}
+	fmt.Fprintf(&b, "log:\n  level: %s\n  format: text\n", level)
+	return b.String()
+}
+
+// foStartProcess starts (or restarts, with the same config and data dir)
+// n's `meshd join`. At the end of the test the process is continued (it
+// may be SIGSTOPped) and killed.
+func foStartProcess(tb testing.TB, n *meshNode) {
+	tb.Helper()
+	lf, err := os.OpenFile(n.LogPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	cmd := exec.Command(meshdBin, "join", "--config", n.Config)
+	cmd.Stdout, cmd.Stderr = lf, lf
+	cmd.Env = childEnv()
+	if err := cmd.Start(); err != nil {
+		lf.Close()
+		tb.Fatalf("start %s: %v", n.Name, err)
+	}
+	done := make(chan struct{})
+	n.cmd, n.logFile, n.done = cmd, lf, done
+	go func() {
+		n.waitErr = cmd.Wait()
+		lf.Close()
+		close(done)
+	}()
+	tb.Cleanup(func() {
+		select {
+		case <-done:
+			return
+		default:
+		}
+		cmd.Process.Signal(syscall.SIGCONT)
+		cmd.Process.Kill()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			tb.Errorf("%s: process %d did not exit after SIGKILL", n.Name, cmd.Process.Pid)
+		}
+	})
+}
+
+// foWaitUp waits until n's control socket answers.
+func foWaitUp(tb testing.TB, n *meshNode, d time.Duration) {
+	tb.Helper()
+	waitFor(tb, d, n.Name+" to answer status", func() (bool, string) {
+		if !n.running() {
+			tb.Fatalf("%s exited: %v\n%s", n.Name, n.waitErr, tail(n.LogPath, 20))
+		}
+		_, err := tryStatus(tb, n)
+		return err == nil, fmt.Sprint(err)
+	})
+}
+
+// foSignal sends sig to n's process.
+func foSignal(tb testing.TB, n *meshNode, sig syscall.Signal) {
+	tb.Helper()
+	if err := n.cmd.Process.Signal(sig); err != nil {
+		tb.Fatalf("signal %v to %s: %v", sig, n.Name, err)
+	}
+}
+
+// foWaitExit waits up to d for n's process to exit and returns its exit
+// code (-1 for a death by signal).
+func foWaitExit(tb testing.TB, n *meshNode, d time.Duration) int {
+	tb.Helper()
+	select {
+	case <-n.done:
+	case <-time.After(d):
+		tb.Fatalf("%s did not exit within %s", n.Name, d)
+	}
+	var ee *exec.ExitError
+	if errors.As(n.waitErr, &ee) {
+		return ee.ExitCode()
+	}
+	if n.waitErr != nil {
+		tb.Fatalf("%s: wait: %v", n.Name, n.waitErr)
+	}
+	return 0
+}
+
+// foSeesUp reports whether obs sees every one of names alive, with a direct
+// path, a measured RTT, usable for new connections ("up": after the
+// hold-down), and exporting service as healthy.
+func foSeesUp(tb testing.TB, obs *meshNode, svc string, names ...string) (bool, string) {
+	st, err := tryStatus(tb, obs)
+	if err != nil {
+		return false, err.Error()
+	}
+	sv, _ := service(st, svc)
+	for _, name := range names {
+		p, ok := peer(st, name)
+		if !ok {
+			return false, fmt.Sprintf("%s does not list %s", obs.Name, name)
+		}
+		if p.State != "alive" || p.Path != node.PathDirect || !p.Up || p.RTTMs <= 0 {
+			return false, fmt.Sprintf("%s sees %s: state %s path %s up %v rtt %.2fms", obs.Name, name, p.State, p.Path, p.Up, p.RTTMs)
+		}
+		healthy := false
+		for _, ep := range sv.Endpoints {
+			if ep.Node == name && ep.Healthy {
+				healthy = true
+			}
+		}
+		if !healthy {
+			return false, fmt.Sprintf("%s's catalog lacks a healthy %s on %s: %+v", obs.Name, svc, name, sv.Endpoints)
+		}
+	}
+	return true, ""
+}
+
+// ---------------------------------------------------------------- backend
+
+// foBackend is an echo server that first writes its name and a newline, so
+// the client knows which exporter served it, then echoes every byte and
+// honours half-close.
+type foBackend struct {
+	name     string
+	ln       net.Listener
+	accepted atomic.Int64
+
+	mu     sync.Mutex
+	conns  map[net.Conn]struct{} // guarded by mu
+	closed bool                  // guarded by mu
+	wg     sync.WaitGroup
+}
+
+func startFOBackend(tb testing.TB, name string) *foBackend {
+	tb.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatalf("backend %s: %v", name, err)
+	}
+	b := &foBackend{name: name, ln: ln, conns: map[net.Conn]struct{}{}}
+	b.wg.Add(1)
+	go b.serve()
+	tb.Cleanup(b.Close)
+	return b
+}
+
+func (b *foBackend) Addr() string { return b.ln.Addr().String() }
+
+func (b *foBackend) serve() {
+	defer b.wg.Done()
+	for {
+		c, err := b.ln.Accept()
+		if err != nil {
+			return
+		}
+		b.mu.Lock()
+		if b.closed {
+			b.mu.Unlock()
+			c.Close()
+			return
+		}
+		b.conns[c] = struct{}{}
+		b.wg.Add(1)
+		b.mu.Unlock()
+		b.accepted.Add(1)
+		go b.handle(c)
+	}
+}
+
+func (b *foBackend) handle(c net.Conn) {
+	defer b.wg.Done()
+	defer func() {
+		c.Close()
+		b.mu.Lock()
+		delete(b.conns, c)
+		b.mu.Unlock()
+	}()
+	c.SetDeadline(time.Now().Add(2 * time.Minute))
+	if _, err := io.WriteString(c, b.name+"\n"); err != nil {
+		return
+	}
+	// Hide ReadFrom/WriteTo: a plain read-write loop.
+	if _, err := io.CopyBuffer(struct{ io.Writer }{c}, struct{ io.Reader }{c}, make([]byte, 32<<10)); err != nil {
+		return
+	}
+	c.(*net.TCPConn).CloseWrite()
+	// Wait for the peer's close, so the FIN is not raced by an RST.
+	io.Copy(io.Discard, c)
+}
+
+func (b *foBackend) Close() {
+	b.mu.Lock()
+	if b.closed {
+		b.mu.Unlock()
+		return
+	}
+	b.closed = true
+	for c := range b.conns {
+		c.Close()
+	}
+	b.mu.Unlock()
+	b.ln.Close()
+	b.wg.Wait()
+}
+
+// ---------------------------------------------------------------- client
+
+// foDial connects through an import and reads the serving backend's name.
+func foDial(address string, d time.Duration) (net.Conn, *bufio.Reader, string, error) {
+	cn, err := net.DialTimeout("tcp", address, d)
+	if err != nil {
+		return nil, nil, "", fmt.Errorf("dial: %w", err)
+	}
+	cn.SetDeadline(time.Now().Add(d))
+	br := bufio.NewReader(cn)
+	line, err := br.ReadString('\n')
+	if err != nil {
+		cn.Close()
+		return nil, nil, "", fmt.Errorf("read backend name: %w (got %q)", err, line)
+	}
+	return cn, br, strings.TrimSuffix(line, "\n"), nil
+}
+
+// foRoundTrip writes p and expects it back.
+func foRoundTrip(cn net.Conn, br *bufio.Reader, p []byte) error {
+	if _, err := cn.Write(p); err != nil {
+		return fmt.Errorf("write: %w", err)
+	}
+	got := make([]byte, len(p))
+	if _, err := io.ReadFull(br, got); err != nil {
+		return fmt.Errorf("read echo: %w", err)
+	}
+	if !bytes.Equal(got, p) {
+		return errors.New("echo differs from what was sent")
+	}
+	return nil
+}
+
+// foFinish half-closes and expects EOF.
+func foFinish(cn net.Conn, br *bufio.Reader) error {
+	if err := cn.(*net.TCPConn).CloseWrite(); err != nil {
+		return fmt.Errorf("CloseWrite: %w", err)
+	}
+	var one [1]byte
+	if k, err := br.Read(one[:]); k != 0 || !errors.Is(err, io.EOF) {
+		return fmt.Errorf("after CloseWrite want EOF, got %d bytes, %v", k, err)
+	}
+	return nil
+}
+
+// foExchange is one client connection: connect, learn the backend, one
+// echo round trip, half-close, EOF. connected is how long it took until the
+// backend's name arrived: the connect delay the mesh added (0 if it never
+// did).
+func foExchange(address string, id int, d time.Duration) (name string, connected time.Duration, err error) {
+	start := time.Now()
+	cn, br, name, err := foDial(address, d)
+	if err != nil {
+		return "", 0, err
+	}
+	connected = time.Since(start)
+	defer cn.Close()
+	p := make([]byte, 64)
+	for i := range p {
+		p[i] = byte(id*31 + i)
+	}
+	if err := foRoundTrip(cn, br, p); err != nil {
+		return name, connected, err
+	}
+	return name, connected, foFinish(cn, br)
+}
+
+// foRec is one client connection.
+type foRec struct {
+	ID         int
+	Start, End time.Time
+	Connect    time.Duration // until the backend's name arrived
+	OK         bool
+	Node       string // backend that served it ("" if unknown)
+	Err        string
+}
+
+// foClient opens a new connection to an import every foEvery, each in its
+// own goroutine so that a slow one does not delay the next.
+type foClient struct {
+	addr    string
+	timeout time.Duration
+
+	// Every connection holds gate for reading from before it starts until
+	// it ends; quiesce takes it for writing to inject a fault between
+	// connections.
+	gate sync.RWMutex
+	stop chan struct{}
+	wg   sync.WaitGroup
+	once sync.Once
+
+	mu   sync.Mutex
+	recs []foRec // guarded by mu; in order of completion
+	subs []func()
+}
+
+func startFOClient(tb testing.TB, address string) *foClient {
+	c := &foClient{addr: address, timeout: foConnTimeout, stop: make(chan struct{})}
+	c.wg.Add(1)
+	go c.run()
+	tb.Cleanup(c.Stop)
+	return c
+}
+
+func (c *foClient) run() {
+	defer c.wg.Done()
+	tick := time.NewTicker(foEvery)
+	defer tick.Stop()
+	for id := 0; ; id++ {
+		c.wg.Add(1)
+		go func() {
+			defer c.wg.Done()
+			c.gate.RLock()
+			defer c.gate.RUnlock()
+			r := foRec{ID: id, Start: time.Now()}
+			name, connect, err := foExchange(c.addr, id, c.timeout)
+			r.End, r.Node, r.Connect, r.OK = time.Now(), name, connect, err == nil
+			if err != nil {
+				r.Err = err.Error()
+			}
+			c.mu.Lock()
+			c.recs = append(c.recs, r)
+			c.mu.Unlock()
+		}()
+		select {
+		case <-c.stop:
+			return
+		case <-tick.C:
+		}
+	}
+}
+
+// Stop stops opening connections and waits for those in flight.
+func (c *foClient) Stop() {
+	c.once.Do(func() { close(c.stop) })
+	c.wg.Wait()
+}
+
+// quiesce runs f while no client connection is in flight and none starts:
+// a fault injected by f hits the mesh between two client connections. The
+// connections that would have started meanwhile start right after.
+//
+// This is for faults that kill or freeze an exporter: a connection whose
+// stream is open on an exporter that dies cannot be saved by any proxy (a
+// frozen one resumes, but only with it), while new connections must not
+// fail. Those are what the tests count.
+func (c *foClient) quiesce(f func()) {
+	c.gate.Lock()
+	defer c.gate.Unlock()
+	f()
+}
+
+func (c *foClient) records() []foRec {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return slices.Clone(c.recs)
+}
+
+// first returns the OK connection started at or after since, served by a
+// node for which pred holds, that completed first.
+func (c *foClient) first(since time.Time, pred func(node string) bool) (foRec, bool) {
+	var best foRec
+	found := false
+	for _, r := range c.records() {
+		if r.OK && !r.Start.Before(since) && pred(r.Node) && (!found || r.End.Before(best.End)) {
+			best, found = r, true
+		}
+	}
+	return best, found
+}
+
+// waitFirst polls until first finds a connection, up to d; it returns the
+// time from since to that connection's completion.
+func (c *foClient) waitFirst(tb testing.TB, since time.Time, pred func(string) bool, d time.Duration, what string) time.Duration {
+	tb.Helper()
+	deadline := time.Now().Add(d)
+	for {
+		if r, ok := c.first(since, pred); ok {
+			return r.End.Sub(since)
+		}
+		if time.Now().After(deadline) {
+			tb.Fatalf("no client connection served by %s within %s; client: %s", what, d, c.summary(since, time.Time{}))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// waitOK polls until n connections started at or after since succeeded.
+func (c *foClient) waitOK(tb testing.TB, since time.Time, n int, pred func(string) bool, d time.Duration, what string) {
+	tb.Helper()
+	waitFor(tb, d, what, func() (bool, string) {
+		k := 0
+		for _, r := range c.records() {
+			if r.OK && !r.Start.Before(since) && pred(r.Node) {
+				k++
+			}
+		}
+		return k >= n, fmt.Sprintf("%d of %d; client: %s", k, n, c.summary(since, time.Time{}))
+	})
+}
+
+// failures returns the failed connections.
+func (c *foClient) failures() []foRec {
+	var out []foRec
+	for _, r := range c.records() {
+		if !r.OK {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// summary describes the connections started in [from, to) (zero to: no
+// end).
+func (c *foClient) summary(from, to time.Time) string {
+	byNode := map[string]int{}
+	var lat, conn []time.Duration
+	ok, failed := 0, 0
+	for _, r := range c.records() {
+		if r.Start.Before(from) || !to.IsZero() && !r.Start.Before(to) {
+			continue
+		}
+		if r.OK {
+			ok++
+			byNode[r.Node]++
+			lat = append(lat, r.End.Sub(r.Start))
+			conn = append(conn, r.Connect)
+		} else {
+			failed++
+		}
+	}
+	var nodes []string
+	for n, k := range byNode {
+		nodes = append(nodes, fmt.Sprintf("%s ×%d", n, k))
+	}
+	sort.Strings(nodes)
+	s := fmt.Sprintf("%d ok, %d failed, served by [%s]", ok, failed, strings.Join(nodes, ", "))
+	if len(lat) > 0 {
+		slices.Sort(lat)
+		slices.Sort(conn)
+		r := func(d time.Duration) time.Duration { return d.Round(10 * time.Microsecond) }
+		s += fmt.Sprintf("; connect p50 %s p99 %s max %s; whole exchange p50 %s p99 %s max %s",
+			r(foPct(conn, 50)), r(foPct(conn, 99)), r(conn[len(conn)-1]),
+			r(foPct(lat, 50)), r(foPct(lat, 99)), r(lat[len(lat)-1]))
+	}
+	return s
+}
+
+// checkConnectDelay fails tb for every successful connection whose connect
+// took longer than max: while a healthy endpoint exists a client sees a
+// bounded extra connect delay (README: per-attempt deadlines, floor 750 ms,
+// then the next candidate). Use it only where no connection was in flight
+// when the fault hit (see quiesce): such a connection stalls with its path.
+func (c *foClient) checkConnectDelay(tb testing.TB, what string, t0 time.Time, max time.Duration) {
+	tb.Helper()
+	var slow []string
+	for _, r := range c.records() {
+		if r.OK && r.Connect > max {
+			slow = append(slow, fmt.Sprintf("conn %d started %+.3fs: connect %s, served by %s",
+				r.ID, r.Start.Sub(t0).Seconds(), r.Connect.Round(time.Millisecond), r.Node))
+		}
+	}
+	if len(slow) > 0 {
+		if len(slow) > 10 {
+			slow = append(slow[:10], fmt.Sprintf("… and %d more", len(slow)-10))
+		}
+		tb.Errorf("%s: %d client connections took more than %s to connect although a healthy endpoint existed:\n  %s",
+			what, len(slow), max, strings.Join(slow, "\n  "))
+	}
+}
+
+// checkNoFailures fails tb for every failed client connection.
+func (c *foClient) checkNoFailures(tb testing.TB, what string, t0 time.Time) {
+	tb.Helper()
+	fs := c.failures()
+	if len(fs) == 0 {
+		return
+	}
+	var b strings.Builder
+	for i, r := range fs {
+		if i == 10 {
+			fmt.Fprintf(&b, "\n  … and %d more", len(fs)-i)
+			break
+		}
+		fmt.Fprintf(&b, "\n  conn %d started %+.3fs, took %s: %s", r.ID, r.Start.Sub(t0).Seconds(), r.End.Sub(r.Start).Round(time.Millisecond), r.Err)
+	}
+	tb.Errorf("%s: %d client connections failed (want 0: a healthy endpoint existed all along):%s", what, len(fs), b.String())
+}
+
+// foPct is the p-th percentile (nearest rank) of sorted xs.
+func foPct[T int64 | float64 | time.Duration](xs []T, p float64) T {
+	if len(xs) == 0 {
+		return 0
+	}
+	i := int(math.Ceil(p/100*float64(len(xs)))) - 1
+	return xs[min(max(i, 0), len(xs)-1)]
+}
+
+func foIn(names ...string) func(string) bool {
+	return func(n string) bool { return slices.Contains(names, n) }
+}
+
+func foSiteOnprem(n string) bool { return strings.HasPrefix(n, "onprem-") }
+
+// ---------------------------------------------------------------- topology
+
+// foTopo is the tests' mesh: edge-1 (site edge) imports echo with sites
+// [onprem, cloud]; onprem-1, onprem-2 (site onprem) and cloud-1 (site
+// cloud) export it, each to its own backend.
+type foTopo struct {
+	m        *foMesh
+	edge     *meshNode
+	onprem   []*meshNode
+	cloud    *meshNode
+	be       map[string]*foBackend
+	imp      string // edge-1's echo import
+	impCloud string // edge-1's echo-cloud import (sites [cloud, onprem]) if asked for
+}
+
+type foTopoOpts struct {
+	onprem    int  // onprem exporters (default 2)
+	cloudPref bool // also import echo as echo-cloud, preferring cloud
+}
+
+func newFOTopo(tb testing.TB, o foTopoOpts) *foTopo {
+	tb.Helper()
+	if o.onprem == 0 {
+		o.onprem = 2
+	}
+	tp := &foTopo{m: newFOMesh(tb), be: map[string]*foBackend{}}
+	imps := []foImport{{Name: "echo", Sites: []string{"onprem", "cloud"}}}
+	if o.cloudPref {
+		imps = append(imps, foImport{Name: "echo-cloud", Sites: []string{"cloud", "onprem"}})
+	}
+	// edge-1 first: it is everyone's join address and is never stopped.
+	tp.edge = tp.m.start(foSpec{Name: "edge-1", Site: "edge", Imports: imps})
+	export := func(name, site string) *meshNode {
+		be := startFOBackend(tb, name)
+		tp.be[name] = be
+		exps := []foExport{{Name: "echo", Target: be.Addr()}}
+		if o.cloudPref {
+			exps = append(exps, foExport{Name: "echo-cloud", Target: be.Addr()})
+		}
+		return tp.m.start(foSpec{Name: name, Site: site, Exports: exps})
+	}
+	for i := 1; i <= o.onprem; i++ {
+		tp.onprem = append(tp.onprem, export(fmt.Sprintf("onprem-%d", i), "onprem"))
+	}
+	tp.cloud = export("cloud-1", "cloud")
+	tp.imp = tp.edge.Imports["echo"]
+	tp.impCloud = tp.edge.Imports["echo-cloud"]
+	tp.waitSteady(tb, 45*time.Second)
+	return tp
+}
+
+func (tp *foTopo) exporters() []*meshNode {
+	return append(slices.Clone(tp.onprem), tp.cloud)
+}
+
+func (tp *foTopo) onpremNames() []string {
+	var ns []string
+	for _, n := range tp.onprem {
+		ns = append(ns, n.Name)
+	}
+	return ns
+}
+
+// waitSteady waits until edge-1 sees every exporter alive, direct, up and
+// exporting echo, and echo works.
+func (tp *foTopo) waitSteady(tb testing.TB, d time.Duration) {
+	tb.Helper()
+	var names []string
+	for _, n := range tp.exporters() {
+		names = append(names, n.Name)
+	}
+	waitFor(tb, d, "edge-1 to see every exporter up", func() (bool, string) {
+		for _, n := range tp.m.all() {
+			if !n.running() {
+				tb.Fatalf("%s exited: %v\n%s", n.Name, n.waitErr, tail(n.LogPath, 30))
+			}
+		}
+		return foSeesUp(tb, tp.edge, "echo", names...)
+	})
+	waitFor(tb, 10*time.Second, "a connection through edge-1's echo import", func() (bool, string) {
+		name, _, err := foExchange(tp.imp, 0, 5*time.Second)
+		if err != nil {
+			return false, err.Error()
+		}
+		return foSiteOnprem(name), "served by " + name
+	})
+}
+
+// waitUp waits until edge-1 sees every exporter alive, direct and up.
+func (tp *foTopo) waitUp(tb testing.TB, d time.Duration) {
+	tb.Helper()
+	var names []string
+	for _, n := range tp.exporters() {
+		names = append(names, n.Name)
+	}
+	waitFor(tb, d, "edge-1 to see every exporter up", func() (bool, string) {
+		return foSeesUp(tb, tp.edge, "echo", names...)
+	})
+}
+
+// importFailed returns edge-1's failed counter of import name.
+func (tp *foTopo) importFailed(tb testing.TB, name string) uint64 {
+	tb.Helper()
+	st, err := tryStatus(tb, tp.edge)
+	if err != nil {
+		tb.Errorf("status of edge-1: %v", err)
+		return 0
+	}
+	for _, im := range st.Imports {
+		if im.Name == name {
+			return im.Failed
+		}
+	}
+	tb.Errorf("edge-1's status lists no import %s: %+v", name, st.Imports)
+	return 0
+}

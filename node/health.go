@@ -61,16 +61,25 @@ func (n *Node) watchHealth() {
 	}
 }
 
-// peerReachable: alive or suspect in gossip, session up, pings answered.
+// peerReachable: session up and pings answered, and not gone by gossip.
+// Gossip's "dead" is believed unless the data path just proved otherwise
+// (a pong within deadOverride): after a partition heals, memberlist
+// spreads stale "dead" verdicts for a moment, and the node refutes them.
 func peerReachable(m gossip.Member, st tunnel.PeerStats, now time.Time) bool {
-	if m.State == gossip.StateDead || m.State == gossip.StateLeft {
+	if m.State == gossip.StateLeft || !st.SessionUp {
 		return false
 	}
-	if !st.SessionUp {
+	if failover.Silent(st.LastPong, st.PingPending, st.SRTT, silentFloor, silentMult, now) {
 		return false
 	}
-	return !failover.Silent(st.LastPong, st.PingPending, st.SRTT, silentFloor, silentMult, now)
+	if m.State == gossip.StateDead {
+		return !st.LastPong.IsZero() && now.Sub(st.LastPong) < deadOverride
+	}
+	return true
 }
+
+// deadOverride is how fresh a pong must be to outweigh gossip's "dead".
+const deadOverride = 500 * time.Millisecond
 
 // peerUsable tells whether new connections may go to member m now.
 func (n *Node) peerUsable(m gossip.Member, st tunnel.PeerStats, now time.Time) bool {

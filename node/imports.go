@@ -137,17 +137,33 @@ func (n *Node) candidates(imp config.Import, rr uint64, active func(node string)
 	stats := n.tun.Stats()
 	now := time.Now()
 	out := make([]failover.Endpoint, 0, len(eps))
+	answering := make([]bool, 0, len(eps)) // reachable right now, hold-down aside
+	allDown := true
 	for _, e := range eps {
 		fe := failover.Endpoint{Node: e.node, Site: e.site, Local: e.local, Weight: e.weight, Active: int(active(e.node))}
+		ok := false
 		if e.local {
 			fe.Down = !e.healthy
+			ok = e.healthy
 		} else {
 			st := stats[e.pub]
+			m := c.byName[e.node]
 			fe.RTT = st.SRTT
-			fe.Down = !e.healthy || !e.alive || !n.peerUsable(c.byName[e.node], st, now) ||
+			fe.Down = !e.healthy || !e.alive || !n.peerUsable(m, st, now) ||
 				n.breaker.Open(breakerKey(imp.Name, e.node), now)
+			ok = e.healthy && peerReachable(m, st, now)
 		}
+		allDown = allDown && fe.Down
 		out = append(out, fe)
+		answering = append(answering, ok)
+	}
+	if allDown {
+		// Nothing is fully trusted (say, every peer in its failback
+		// hold-down after a flap): prefer those answering pings now over
+		// the silent ones, rather than falling back to site order alone.
+		for i := range out {
+			out[i].Down = !answering[i]
+		}
 	}
 	return failover.Order(out, imp.Sites, failover.Balance(imp.Balance), rr)
 }

@@ -1,6 +1,7 @@
 package relay
 
 import (
+	"encoding/binary"
 	"runtime"
 	"sync/atomic"
 	"testing"
@@ -43,4 +44,31 @@ func BenchmarkRelayThroughput(b *testing.B) {
 	b.StopTimer()
 	b.ReportMetric(float64(b.N)/el, "pkts/s")
 	b.ReportMetric(float64(b.N)*size/el/1e6, "MB/s")
+}
+
+// BenchmarkRelayMemoryPerClient connects 500 idle clients and reports heap
+// growth per connected client, server and client side together (both live
+// in this process), so it is an upper bound for the relay's share.
+func BenchmarkRelayMemoryPerClient(b *testing.B) {
+	const n = 500
+	for range b.N {
+		srv, addr, _ := startServer(b, ServerConfig{})
+		heap := func() uint64 {
+			runtime.GC()
+			var ms runtime.MemStats
+			runtime.ReadMemStats(&ms)
+			return ms.HeapInuse
+		}
+		before := heap()
+		for i := range n {
+			var k key.PublicKey
+			binary.BigEndian.PutUint32(k[:], uint32(i+1))
+			dial(b, addr, k, nil)
+		}
+		for srv.Stats().Clients < n {
+			time.Sleep(time.Millisecond)
+		}
+		after := heap()
+		b.ReportMetric(float64(after-before)/n, "heap-B/client")
+	}
 }

@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"sync"
@@ -170,6 +171,21 @@ func (n *Node) candidates(imp config.Import, rr uint64, active func(node string)
 
 func breakerKey(service, node string) string { return service + "/" + node }
 
+// onlyTimeouts reports whether every attempt in err ran out of time.
+func onlyTimeouts(err error) bool {
+	var all *failover.AllFailedError
+	if !errors.As(err, &all) || all.Err != nil || len(all.Failures) == 0 {
+		return false
+	}
+	for _, f := range all.Failures {
+		var ne net.Error
+		if !errors.Is(f.Err, context.DeadlineExceeded) && !(errors.As(f.Err, &ne) && ne.Timeout()) {
+			return false
+		}
+	}
+	return true
+}
+
 // connect opens a connection to imp's service through the first candidate
 // that answers, trying the next on failure. Each attempt has a deadline
 // derived from the peer's RTT; an endpoint that fails is demoted by the
@@ -183,7 +199,7 @@ func (n *Node) connect(ctx context.Context, imp config.Import, flags uint8, rr u
 		}
 		return min(failover.AttemptTimeout(ep.RTT, attemptFloor, attemptRTTMult), attemptCeiling)
 	}
-	conn, ep, err := failover.Attempt(ctx, cands, timeout, func(actx context.Context, ep failover.Endpoint) (net.Conn, error) {
+	attempt := func(actx context.Context, ep failover.Endpoint) (net.Conn, error) {
 		c, err := n.dialEndpoint(actx, imp.Name, ep, flags)
 		if !ep.Local && ctx.Err() == nil { // the caller giving up says nothing of the endpoint
 			if err != nil {
@@ -196,7 +212,16 @@ func (n *Node) connect(ctx context.Context, imp config.Import, flags uint8, rr u
 			n.log.Debug("import attempt failed; trying the next endpoint", "import", imp.Name, "node", ep.Node, "err", err)
 		}
 		return c, err
-	})
+	}
+	conn, ep, err := failover.Attempt(ctx, cands, timeout, attempt)
+	if err != nil && ctx.Err() == nil && onlyTimeouts(err) {
+		// Every endpoint was slow and none refused: more likely this node
+		// or the network is stalled (CPU starvation, a burst of loss) than
+		// every endpoint being down. One more, longer round before giving
+		// up on the client.
+		n.log.Debug("import: every endpoint timed out; one longer round", "import", imp.Name)
+		conn, ep, err = failover.Attempt(ctx, cands, func(failover.Endpoint) time.Duration { return lastResortWindow }, attempt)
+	}
 	if err == nil && len(cands) > 0 && cands[0].Node != ep.Node {
 		n.metrics.Failover(imp.Name, cands[0].Node, ep.Node)
 	}

@@ -60,7 +60,7 @@ func (d *delegate) MergeRemoteState(buf []byte, join bool) {
 		d.g.badInput("state", "", err)
 		return
 	}
-	d.g.mergeRecords(recs, false)
+	d.g.mergeRecords(recs, true) // newer records learned by push/pull are passed on too (UDP-blocked members)
 }
 
 // NotifyJoin is called when a node becomes alive (new, or back from dead/left).

@@ -71,16 +71,14 @@ func (n *Node) relayAdvertise() netip.AddrPort {
 type relayCandidate struct {
 	name string
 	addr netip.AddrPort
-	site string
-	rtt  time.Duration
 }
 
-// relayCandidates lists the relays known by gossip (and this node's own),
-// best first: same site, then lowest gossip RTT, then name.
+// relayCandidates lists the relays known by gossip (and this node's own)
+// in the order every node tries them.
 func (n *Node) relayCandidates() []relayCandidate {
 	var out []relayCandidate
 	if n.rly != nil {
-		out = append(out, relayCandidate{name: n.cfg.Name, addr: n.relayAdvertise(), site: n.cfg.Site})
+		out = append(out, relayCandidate{name: n.cfg.Name, addr: n.relayAdvertise()})
 	}
 	for _, m := range n.catalog.Load().members {
 		if m.State != gossip.StateAlive || !m.Meta.Relay.IsValid() {
@@ -90,18 +88,13 @@ func (n *Node) relayCandidates() []relayCandidate {
 		if addr.Addr().IsUnspecified() && m.Addr.IsValid() {
 			addr = netip.AddrPortFrom(m.Addr.Addr(), addr.Port())
 		}
-		out = append(out, relayCandidate{name: m.Name, addr: addr, site: m.Meta.Site, rtt: m.RTT})
+		out = append(out, relayCandidate{name: m.Name, addr: addr})
 	}
-	sort.SliceStable(out, func(i, j int) bool {
-		a, b := out[i], out[j]
-		if (a.site == n.cfg.Site) != (b.site == n.cfg.Site) {
-			return a.site == n.cfg.Site
-		}
-		if a.rtt != b.rtt {
-			return a.rtt < b.rtt
-		}
-		return a.name < b.name
-	})
+	// A relay forwards only between its own clients, so every node must
+	// pick the same one: the first alive relay by name, for everyone.
+	// (Per-site home relays would need relays to forward to each other,
+	// or nodes to reach a peer's home relay; not built yet.)
+	sort.SliceStable(out, func(i, j int) bool { return out[i].name < out[j].name })
 	return out
 }
 

@@ -37,9 +37,10 @@ const (
 	probePong     = 2
 	probeLen      = 1 + 1 + key.Len + 8 + 16
 	probeEvery    = 250 * time.Millisecond
-	probeWindow   = 8 // probes judged
-	probeKeepUp   = 5 // answered of probeWindow to keep using direct
-	probeComeBack = 8 // answered of probeWindow to go back to direct
+	probeWindow   = 8               // probes judged
+	probeRing     = probeWindow + 1 // the judged ones plus the one in flight
+	probeKeepUp   = 5               // answered of probeWindow to keep using direct
+	probeComeBack = 8               // answered of probeWindow to go back to direct
 	// probeFirstVerdict answered probes move a new peer from the relay to
 	// its direct path.
 	probeFirstVerdict = 3
@@ -75,8 +76,8 @@ type PathBind struct {
 type peerPath struct {
 	direct     netip.AddrPort
 	seq        uint64
-	sent       [probeWindow]uint64 // seq of recent probes, ring
-	acked      [probeWindow]bool
+	sent       [probeRing]uint64 // seq of recent probes, ring
+	acked      [probeRing]bool
 	useRelay   bool // send via the relay (when there is one)
 	everDirect bool // the direct path was confirmed at least once
 	changed    time.Time
@@ -369,7 +370,7 @@ func (b *PathBind) probeLoop(c *net.UDPConn, done chan struct{}) {
 				continue
 			}
 			p.seq++
-			i := p.seq % probeWindow
+			i := p.seq % probeRing
 			p.sent[i], p.acked[i] = p.seq, false
 			sends = append(sends, out{p.direct, p.seq})
 		}
@@ -392,7 +393,7 @@ func (b *PathBind) judgeLocked(pub key.PublicKey, p *peerPath, now time.Time) {
 	answered := uint64(0)
 	for k := uint64(1); k <= judged; k++ {
 		s := p.seq - k
-		if i := s % probeWindow; p.sent[i] == s && p.acked[i] {
+		if i := s % probeRing; p.sent[i] == s && p.acked[i] {
 			answered++
 		}
 	}
@@ -450,7 +451,7 @@ func (b *PathBind) handleProbe(c *net.UDPConn, pkt []byte, from netip.AddrPort) 
 		}
 	}
 	if !blocked && pkt[1] == probePong && p != nil {
-		if i := seq % probeWindow; p.sent[i] == seq {
+		if i := seq % probeRing; p.sent[i] == seq {
 			p.acked[i] = true
 		}
 	}

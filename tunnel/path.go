@@ -36,10 +36,11 @@ const (
 	probePing     = 1
 	probePong     = 2
 	probeLen      = 1 + 1 + key.Len + 8 + 16
-	probeEvery    = 250 * time.Millisecond
+	probeEvery    = 200 * time.Millisecond
 	probeWindow   = 8               // probes judged
 	probeRing     = probeWindow + 1 // the judged ones plus the one in flight
 	probeKeepUp   = 5               // answered of probeWindow to keep using direct
+	probeDeadRun  = 3               // newest probes in a row unanswered: direct is dead
 	probeComeBack = 8               // answered of probeWindow to go back to direct
 	// probeFirstVerdict answered probes move a new peer from the relay to
 	// its direct path.
@@ -408,7 +409,16 @@ func (b *PathBind) judgeLocked(pub key.PublicKey, p *peerPath, now time.Time) {
 		}
 		return
 	}
-	if judged >= probeWindow && answered < probeKeepUp {
+	// The newest judged probes all unanswered: the path is dead, switch
+	// now rather than wait for the window's verdict.
+	deadRun := judged >= probeDeadRun
+	for k := uint64(1); deadRun && k <= probeDeadRun; k++ {
+		s := p.seq - k
+		if i := s % probeRing; p.sent[i] == s && p.acked[i] {
+			deadRun = false
+		}
+	}
+	if deadRun || (judged >= probeWindow && answered < probeKeepUp) {
 		p.useRelay, p.changed = true, now
 		b.log.Warn("path: direct path lost or lossy; using the relay", "peer", pub.ShortString(),
 			"answered", fmt.Sprintf("%d/%d", answered, probeWindow), "relay", b.relayBy)

@@ -1,0 +1,628 @@
+//go:build linux
+
+package e2e
+
+// Helpers of the TestRelayNetns* tests: a star of network namespaces (one
+// per meshd node) around a router namespace, UDP cuts and lossy links in
+// the router, and long-lived checksummed echo streams dialled from inside
+// a namespace. Only addresses of 10.98.0.0/16 inside namespaces these
+// tests create (and remove) are used. The generic namespace helpers
+// (addNetns, startInNetns, startNetnsEcho, dialInNetns) are TestNetns's.
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/sha256"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/meshd/meshd/node"
+)
+
+// rnPrefix starts the names of the namespaces of these tests:
+// me2r-<pid>-<seq>-<role>, seq counting topologies in this process.
+const rnPrefix = "me2r-"
+
+var (
+	rnSeq   atomic.Int64
+	rnStale = regexp.MustCompile(`^me2r-([0-9]+)-[0-9]+-[a-z0-9]+$`)
+)
+
+const (
+	rnEchoAddr   = "127.0.0.1:7000" // the exporter's backend, on its own loopback
+	rnImportPort = 15000
+	rnUDPTable   = "me2r_udp" // nftables table of the UDP cut, in the router
+)
+
+// rnHostSpec describes one node of the topology.
+type rnHostSpec struct {
+	Role  string // namespace suffix and router interface suffix: [a-z0-9]+
+	Node  string // meshd node name
+	Site  string
+	Relay bool // relay.enabled on this node
+}
+
+// rnHost is a node's namespace: eth0 10.98.<octet>.2/24, router .1.
+type rnHost struct {
+	rnHostSpec
+	octet int
+	ns    string
+	n     *meshNode // once started
+}
+
+func (h *rnHost) ip() string       { return fmt.Sprintf("10.98.%d.2", h.octet) }
+func (h *rnHost) gossip() string   { return h.ip() + ":7946" }
+func (h *rnHost) nsPath() string   { return netnsPath(h.ns) }
+func (h *rnHost) importAt() string { return net.JoinHostPort(h.ip(), strconv.Itoa(rnImportPort)) }
+
+// rnTopo is the star: every host's namespace is joined to the router's by
+// a veth pair; the router forwards between them and is where links are cut.
+type rnTopo struct {
+	t      *testing.T
+	router string
+	hosts  map[string]*rnHost // by role
+	c      *cluster
+	tmp    string
+}
+
+// rnSkipUnlessPossible skips unless we are root with ip, nft and iptables.
+func rnSkipUnlessPossible(t *testing.T) {
+	t.Helper()
+	netnsSkipUnlessPossible(t) // Linux, root, ip, nft
+	if _, err := exec.LookPath("iptables"); err != nil {
+		t.Skipf("relay network-namespace test: iptables not installed (apt-get install iptables): %v", err)
+	}
+}
+
+// rnRemoveStale deletes namespaces of our form left by an earlier run that
+// was killed before its cleanup and whose process is gone.
+func rnRemoveStale(t *testing.T) {
+	names, err := netnsList()
+	if err != nil {
+		return
+	}
+	for _, name := range names {
+		m := rnStale.FindStringSubmatch(name)
+		if m == nil {
+			continue
+		}
+		pid, err := strconv.Atoi(m[1])
+		if err != nil || pid == os.Getpid() {
+			continue
+		}
+		if err := syscall.Kill(pid, 0); !errors.Is(err, syscall.ESRCH) {
+			continue // still running, or the pid is reused
+		}
+		if _, err := netnsCmd("ip", "netns", "del", name); err == nil {
+			t.Logf("removed stale namespace %s of a dead earlier run", name)
+		}
+	}
+}
+
+// newRNTopo creates the router and one namespace per host, and the
+// cluster (key, temp dir) the nodes will share. Everything is removed in
+// t.Cleanup, even on failure; the last cleanup checks that no namespace
+// of ours is left.
+func newRNTopo(t *testing.T, specs ...rnHostSpec) *rnTopo {
+	t.Helper()
+	rnSkipUnlessPossible(t)
+	rnRemoveStale(t)
+	prefix := fmt.Sprintf("%s%d-%d-", rnPrefix, os.Getpid(), rnSeq.Add(1))
+	tp := &rnTopo{t: t, router: prefix + "rt", hosts: map[string]*rnHost{}, tmp: t.TempDir()}
+	all := []string{tp.router}
+	for i, s := range specs {
+		h := &rnHost{rnHostSpec: s, octet: i + 1, ns: prefix + s.Role}
+		tp.hosts[s.Role] = h
+		all = append(all, h.ns)
+	}
+	// Registered first, so it runs last.
+	t.Cleanup(func() {
+		names, err := netnsList()
+		if err != nil {
+			t.Errorf("cleanup check: %v", err)
+			return
+		}
+		for _, ns := range all {
+			if slices.Contains(names, ns) {
+				t.Errorf("cleanup check: namespace %s still exists", ns)
+			}
+		}
+	})
+
+	addNetns(t, tp.router, true)
+	inNetns(t, tp.router, "sh", "-c", "echo 1 > /proc/sys/net/ipv4/ip_forward")
+	probe := filepath.Join(tp.tmp, "probe.nft")
+	if err := os.WriteFile(probe, []byte(rnUDPCutRules("10.98.1.2", "10.98.2.2")), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := netnsCmd("ip", "netns", "exec", tp.router, "nft", "-c", "-f", probe); err != nil {
+		t.Skipf("relay network-namespace test: nftables not usable here (kernel without nf_tables?): %v %s", err, out)
+	}
+	for _, s := range specs {
+		h := tp.hosts[s.Role]
+		addNetns(t, h.ns, false)
+		veth := "r-" + h.Role
+		netnsRun(t, "ip", "-n", tp.router, "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", h.ns)
+		netnsRun(t, "ip", "-n", tp.router, "addr", "add", fmt.Sprintf("10.98.%d.1/24", h.octet), "dev", veth)
+		netnsRun(t, "ip", "-n", tp.router, "link", "set", veth, "up")
+		netnsRun(t, "ip", "-n", h.ns, "addr", "add", h.ip()+"/24", "dev", "eth0")
+		netnsRun(t, "ip", "-n", h.ns, "link", "set", "eth0", "up")
+		netnsRun(t, "ip", "-n", h.ns, "route", "add", "10.98.0.0/16", "via", fmt.Sprintf("10.98.%d.1", h.octet))
+	}
+	tp.c = newCluster(t)
+	return tp
+}
+
+func (tp *rnTopo) host(role string) *rnHost {
+	h := tp.hosts[role]
+	if h == nil {
+		tp.t.Fatalf("no host %q in the topology", role)
+	}
+	return h
+}
+
+// start writes role's config and starts its meshd inside its namespace.
+// It joins the gossip of the join roles; body is YAML appended (exports,
+// imports). A relay host gets relay.enabled on <ip>:7947.
+func (tp *rnTopo) start(role string, join []string, body string) *meshNode {
+	t := tp.t
+	t.Helper()
+	h := tp.host(role)
+	c := tp.c
+	n := &meshNode{
+		Name: h.Node, Site: h.Site,
+		Dir:        filepath.Join(c.dir, h.Node),
+		Config:     filepath.Join(c.dir, h.Node+".yaml"),
+		LogPath:    filepath.Join(c.dir, h.Node+".log"),
+		GossipPort: 7946,
+		TunnelPort: 51820,
+		Imports:    map[string]string{},
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "name: %s\nsite: %s\ndata_dir: %s\n", h.Node, h.Site, n.Dir)
+	fmt.Fprintf(&b, "cluster:\n  key_file: %s\n", c.keyFile)
+	if len(join) > 0 {
+		var js []string
+		for _, j := range join {
+			js = append(js, tp.host(j).gossip())
+		}
+		fmt.Fprintf(&b, "  join: [%s]\n", quoteList(js))
+	}
+	fmt.Fprintf(&b, "gossip:\n  bind: %s\n", h.gossip())
+	fmt.Fprintf(&b, "tunnel:\n  listen: %s:51820\n  mode: userspace\n", h.ip())
+	if h.Relay {
+		fmt.Fprintf(&b, "relay:\n  enabled: true\n  listen: %s:7947\n", h.ip())
+	}
+	b.WriteString(body)
+	b.WriteString("log:\n  level: info\n  format: text\n")
+	if err := os.WriteFile(n.Config, []byte(b.String()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	startInNetns(t, c, h.ns, n)
+	h.n = n
+	return n
+}
+
+// rnExportEcho / rnImportEcho are config bodies: export the echo backend;
+// import it on the host's address.
+const rnExportEcho = "exports:\n  - name: echo\n    target: " + rnEchoAddr + "\n    check: {interval: 1s, timeout: 1s}\n"
+
+func (tp *rnTopo) importEcho(role string) string {
+	h := tp.host(role)
+	return fmt.Sprintf("imports:\n  - name: echo\n    listen: %s\n", h.importAt())
+}
+
+// rnUDPCutRules drops every UDP packet between a and b in the router.
+func rnUDPCutRules(a, b string) string {
+	return fmt.Sprintf(`table inet %s {
+	chain forward {
+		type filter hook forward priority 0; policy accept;
+		ip saddr %[2]s ip daddr %[3]s meta l4proto udp drop
+		ip saddr %[3]s ip daddr %[2]s meta l4proto udp drop
+	}
+}
+`, rnUDPTable, a, b)
+}
+
+// blockUDP drops all UDP between the two roles' addresses in the router
+// (TCP between them, and everything else, still flows).
+func (tp *rnTopo) blockUDP(a, b string) {
+	tp.t.Helper()
+	f := filepath.Join(tp.tmp, "udpcut.nft")
+	if err := os.WriteFile(f, []byte(rnUDPCutRules(tp.host(a).ip(), tp.host(b).ip())), 0o600); err != nil {
+		tp.t.Fatal(err)
+	}
+	inNetns(tp.t, tp.router, "nft", "-f", f)
+}
+
+// unblockUDP removes blockUDP's table.
+func (tp *rnTopo) unblockUDP() {
+	tp.t.Helper()
+	inNetns(tp.t, tp.router, "nft", "delete", "table", "inet", rnUDPTable)
+}
+
+// lossyUDP makes the router drop UDP between the two roles with the given
+// probability, each way, with iptables' statistic match in FORWARD.
+func (tp *rnTopo) lossyUDP(a, b string, p float64) {
+	tp.t.Helper()
+	ia, ib := tp.host(a).ip(), tp.host(b).ip()
+	for _, d := range [][2]string{{ia, ib}, {ib, ia}} {
+		inNetns(tp.t, tp.router, "iptables", "-A", "FORWARD", "-p", "udp", "-s", d[0], "-d", d[1],
+			"-m", "statistic", "--mode", "random", "--probability", strconv.FormatFloat(p, 'f', 2, 64), "-j", "DROP")
+	}
+}
+
+// ---------------------------------------------------------------- status
+
+// rnPoll polls cond every `every` until it holds or d passes; it returns
+// when cond first held (zero if never) and its last explanation.
+func rnPoll(d, every time.Duration, cond func() (bool, string)) (time.Time, string) {
+	deadline := time.Now().Add(d)
+	for {
+		ok, why := cond()
+		if ok {
+			return time.Now(), why
+		}
+		if time.Now().After(deadline) {
+			return time.Time{}, why
+		}
+		time.Sleep(every)
+	}
+}
+
+// rnPeerCond is a condition on obs's view of the peer named name.
+func rnPeerCond(t *testing.T, obs *meshNode, name string, ok func(p node.PeerStatus) bool) func() (bool, string) {
+	return func() (bool, string) {
+		st, err := tryStatus(t, obs)
+		if err != nil {
+			return false, err.Error()
+		}
+		p, found := peer(st, name)
+		if !found {
+			return false, fmt.Sprintf("%s does not list %s", obs.Name, name)
+		}
+		return ok(p), fmt.Sprintf("%s sees %s: %s", obs.Name, name, rnPeerString(p))
+	}
+}
+
+func rnPeerString(p node.PeerStatus) string {
+	return fmt.Sprintf("state %s path %s relay_via %q up %v rtt %.2fms streams %d endpoint %s",
+		p.State, p.Path, p.RelayVia, p.Up, p.RTTMs, p.Streams, p.Endpoint)
+}
+
+// rnServiceReady: obs lists echo with exporter healthy.
+func rnServiceReady(t *testing.T, obs *meshNode, exporter string) func() (bool, string) {
+	return func() (bool, string) {
+		st, err := tryStatus(t, obs)
+		if err != nil {
+			return false, err.Error()
+		}
+		svc, _ := service(st, "echo")
+		for _, ep := range svc.Endpoints {
+			if ep.Node == exporter && ep.Healthy {
+				return true, ""
+			}
+		}
+		return false, fmt.Sprintf("%s's catalog: echo %+v", obs.Name, svc)
+	}
+}
+
+// waitCatalog waits up to d for obs to list echo on exporter, healthy.
+// On failure it shows every node's view of echo and of the exporter, then
+// fails the test.
+func (tp *rnTopo) waitCatalog(obs *meshNode, exporter string, d time.Duration) time.Duration {
+	t := tp.t
+	t.Helper()
+	t0 := time.Now()
+	at, why := rnPoll(d, 100*time.Millisecond, rnServiceReady(t, obs, exporter))
+	if !at.IsZero() {
+		if took := at.Sub(t0); took > 2*time.Second {
+			// Seen with UDP blocked between the exporter and obs: the
+			// record came by a periodic push/pull (every 10 s, the first
+			// one 10-20 s after start), not by gossip.
+			t.Logf("note: %s's catalog listed echo on %s only after %s", obs.Name, exporter, took.Round(time.Millisecond))
+		}
+		return at.Sub(t0)
+	}
+	for _, h := range tp.hosts {
+		if h.n == nil || !h.n.running() {
+			continue
+		}
+		st, err := tryStatus(t, h.n)
+		if err != nil {
+			t.Logf("%s: %v", h.Node, err)
+			continue
+		}
+		svc, _ := service(st, "echo")
+		p, _ := peer(st, exporter)
+		t.Logf("%s's view: echo %+v; %s: %s", h.Node, svc.Endpoints, exporter, rnPeerString(p))
+	}
+	t.Fatalf("timed out after %s waiting for echo on %s healthy in %s's catalog: %s", d, exporter, obs.Name, why)
+	return 0
+}
+
+// rnImportFailed is obs's failed count of its echo import.
+func rnImportFailed(t *testing.T, obs *meshNode) (total, failed uint64, err error) {
+	st, err := tryStatus(t, obs)
+	if err != nil {
+		return 0, 0, err
+	}
+	for _, im := range st.Imports {
+		if im.Name == "echo" {
+			return uint64(im.Total), uint64(im.Failed), nil
+		}
+	}
+	return 0, 0, fmt.Errorf("%s has no import echo", obs.Name)
+}
+
+// ---------------------------------------------------------------- streams
+
+// rnStreamOpts drives one echo stream.
+type rnStreamOpts struct {
+	Total    int64         // bytes to send; 0: until Stop closes
+	Chunk    int           // write size
+	Every    time.Duration // one chunk per tick; 0: as fast as possible
+	Stop     <-chan struct{}
+	Deadline time.Time // absolute deadline of the connection
+}
+
+// rnStream is one connection through an import to the echo backend: a
+// pseudo-random byte stream (ChaCha8, seeded by the stream's id) is sent
+// and what comes back is compared byte by byte with it, and hashed.
+type rnStream struct {
+	ID       int
+	Served   string // the echo's banner: its node
+	Sent     int64
+	Recv     int64
+	SentSum  []byte // SHA-256 of what was sent
+	RecvSum  []byte // SHA-256 of what came back
+	Err      error
+	Start    time.Time
+	End      time.Time
+	Arrivals []time.Time // when each read of payload returned data
+}
+
+func rnSeed(id int) [32]byte {
+	var s [32]byte
+	binary.LittleEndian.PutUint64(s[:], uint64(id)+0x6d657368)
+	copy(s[8:], "relay-netns-stream")
+	return s
+}
+
+// rnRunStream runs one stream to completion (or failure) and returns it.
+// It never calls t: it may run on any goroutine.
+func rnRunStream(nsPath, addr string, id int, o rnStreamOpts) *rnStream {
+	r := &rnStream{ID: id, Start: time.Now()}
+	defer func() { r.End = time.Now() }()
+	cn, err := dialInNetns(nsPath, addr, 5*time.Second)
+	if err != nil {
+		r.Err = fmt.Errorf("dial: %w", err)
+		return r
+	}
+	defer cn.Close()
+	cn.SetDeadline(o.Deadline)
+	br := bufio.NewReaderSize(cn, 64<<10)
+	banner, err := br.ReadString('\n')
+	if err != nil {
+		r.Err = fmt.Errorf("read banner: %w", err)
+		return r
+	}
+	r.Served = strings.TrimSpace(banner)
+
+	var (
+		werr  error
+		wdone = make(chan struct{})
+	)
+	go func() {
+		defer close(wdone)
+		gen := rand.NewChaCha8(rnSeed(id))
+		h := sha256.New()
+		buf := make([]byte, o.Chunk)
+		var tick <-chan time.Time
+		if o.Every > 0 {
+			tk := time.NewTicker(o.Every)
+			defer tk.Stop()
+			tick = tk.C
+		}
+	send:
+		for o.Total == 0 || r.Sent < o.Total {
+			if tick != nil {
+				select {
+				case <-o.Stop:
+					break send
+				case <-tick:
+				}
+			} else if o.Stop != nil {
+				select {
+				case <-o.Stop:
+					break send
+				default:
+				}
+			}
+			p := buf
+			if o.Total > 0 && o.Total-r.Sent < int64(len(p)) {
+				p = p[:o.Total-r.Sent]
+			}
+			gen.Read(p)
+			h.Write(p)
+			n, err := cn.Write(p)
+			r.Sent += int64(n)
+			if err != nil {
+				werr = fmt.Errorf("write after %d bytes: %w", r.Sent, err)
+				cn.Close() // unblock the reader
+				return
+			}
+		}
+		r.SentSum = h.Sum(nil)
+		if err := cn.(*net.TCPConn).CloseWrite(); err != nil {
+			werr = fmt.Errorf("CloseWrite: %w", err)
+		}
+	}()
+
+	gen := rand.NewChaCha8(rnSeed(id))
+	h := sha256.New()
+	buf := make([]byte, 64<<10)
+	want := make([]byte, 64<<10)
+	var rerr error
+	for {
+		n, err := br.Read(buf)
+		if n > 0 {
+			r.Arrivals = append(r.Arrivals, time.Now())
+			gen.Read(want[:n])
+			if !bytes.Equal(buf[:n], want[:n]) {
+				i := 0
+				for i < n && buf[i] == want[i] {
+					i++
+				}
+				rerr = fmt.Errorf("echoed byte %d differs from what was sent", r.Recv+int64(i))
+				break
+			}
+			h.Write(buf[:n])
+			r.Recv += int64(n)
+		}
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			rerr = fmt.Errorf("read after %d bytes: %w", r.Recv, err)
+			break
+		}
+	}
+	if rerr != nil {
+		cn.Close() // unblock the writer
+	}
+	<-wdone
+	r.RecvSum = h.Sum(nil)
+	switch {
+	case werr != nil:
+		r.Err = werr
+	case rerr != nil:
+		r.Err = rerr
+	case r.Recv != r.Sent:
+		r.Err = fmt.Errorf("EOF after %d of %d bytes", r.Recv, r.Sent)
+	case !bytes.Equal(r.SentSum, r.RecvSum):
+		r.Err = fmt.Errorf("checksum %x of what came back, %x sent", r.RecvSum[:8], r.SentSum[:8])
+	}
+	return r
+}
+
+// rnStreams runs n paced streams concurrently until Stop.
+type rnStreams struct {
+	stop    chan struct{}
+	wg      sync.WaitGroup
+	mu      sync.Mutex
+	results []*rnStream
+}
+
+func startRNStreams(t *testing.T, nsPath, addr string, n int, o rnStreamOpts) *rnStreams {
+	s := &rnStreams{stop: make(chan struct{})}
+	o.Stop = s.stop
+	for i := range n {
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			r := rnRunStream(nsPath, addr, i, o)
+			s.mu.Lock()
+			s.results = append(s.results, r)
+			s.mu.Unlock()
+		}()
+	}
+	t.Cleanup(func() { s.finish() })
+	return s
+}
+
+// finish tells every stream to stop sending and waits for them to end
+// (bounded by their deadline).
+func (s *rnStreams) finish() []*rnStream {
+	select {
+	case <-s.stop:
+	default:
+		close(s.stop)
+	}
+	s.wg.Wait()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	slices.SortFunc(s.results, func(a, b *rnStream) int { return a.ID - b.ID })
+	return slices.Clone(s.results)
+}
+
+// check fails the test for every stream that failed or was not served by
+// want, and returns the bytes echoed in total.
+func rnCheckStreams(t *testing.T, what string, rs []*rnStream, want string) int64 {
+	t.Helper()
+	var total int64
+	bad := 0
+	for _, r := range rs {
+		total += r.Recv
+		if r.Err != nil {
+			bad++
+			t.Errorf("%s: stream %d failed after %s (served by %q, %d bytes sent, %d echoed): %v",
+				what, r.ID, r.End.Sub(r.Start).Round(time.Millisecond), r.Served, r.Sent, r.Recv, r.Err)
+			continue
+		}
+		if r.Served != want {
+			t.Errorf("%s: stream %d served by %q, want %q", what, r.ID, r.Served, want)
+		}
+	}
+	t.Logf("%s: %d streams, %d failed, %.1f MiB echoed intact in total", what, len(rs), bad, float64(total)/(1<<20))
+	return total
+}
+
+// rnMaxGap returns the longest time without data on r in [from, to): the
+// longest interval between consecutive arrivals that overlaps it, and
+// when that interval started.
+func rnMaxGap(r *rnStream, from, to time.Time) (gap time.Duration, at time.Time) {
+	arr := r.Arrivals
+	for i := 1; i < len(arr); i++ {
+		a, b := arr[i-1], arr[i]
+		if b.After(from) && a.Before(to) && b.Sub(a) > gap {
+			gap, at = b.Sub(a), a
+		}
+	}
+	return gap, at
+}
+
+// rnStallReport is the longest gap of any stream in [from, to), the
+// median of the streams' longest gaps, and which stream had the longest.
+func rnStallReport(rs []*rnStream, from, to time.Time) (worst, median time.Duration, worstAt time.Time, id int) {
+	var gaps []time.Duration
+	for _, r := range rs {
+		g, at := rnMaxGap(r, from, to)
+		gaps = append(gaps, g)
+		if g > worst {
+			worst, worstAt, id = g, at, r.ID
+		}
+	}
+	if len(gaps) > 0 {
+		slices.Sort(gaps)
+		median = gaps[len(gaps)/2]
+	}
+	return worst, median, worstAt, id
+}
+
+// rnArrivedAfter counts the streams with data after since.
+func rnArrivedAfter(rs []*rnStream, since time.Time) int {
+	k := 0
+	for _, r := range rs {
+		if len(r.Arrivals) > 0 && r.Arrivals[len(r.Arrivals)-1].After(since) {
+			k++
+		}
+	}
+	return k
+}

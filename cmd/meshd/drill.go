@@ -1,16 +1,11 @@
 package main
 
 import (
-	"bytes"
-	"context"
 	"encoding/json"
 	"fmt"
-	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/signal"
-	"strings"
 	"syscall"
 	"time"
 
@@ -53,7 +48,7 @@ func drillCommand() *cli.Command {
 			ctx, stop := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM)
 			defer stop()
 			var rep failover.Report
-			if err := controlPost(ctx, sock, "/drill", req, &rep, d+time.Minute); err != nil {
+			if err := controlDo(ctx, sock, http.MethodPost, "/drill", req, &rep, d+time.Minute); err != nil {
 				return err
 			}
 			if c.Bool("json") {
@@ -65,38 +60,4 @@ func drillCommand() *cli.Command {
 			return nil
 		},
 	}
-}
-
-// controlPost posts body as JSON to the node's control socket and decodes
-// the JSON answer into v.
-func controlPost(ctx context.Context, sock, path string, body, v any, timeout time.Duration) error {
-	b, err := json.Marshal(body)
-	if err != nil {
-		return err
-	}
-	client := &http.Client{
-		Timeout: timeout,
-		Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, "unix", sock)
-		}},
-	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://meshd"+path, bytes.NewReader(b))
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := client.Do(req)
-	if err != nil {
-		return fmt.Errorf("cannot reach the node at %s (is `meshd join` running?): %w", sock, unwrapURLError(err))
-	}
-	defer resp.Body.Close()
-	rb, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
-	if err != nil {
-		return fmt.Errorf("read %s answer: %w", path, err)
-	}
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("%s", strings.TrimSpace(string(rb)))
-	}
-	return json.Unmarshal(rb, v)
 }

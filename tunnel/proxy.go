@@ -14,7 +14,13 @@ import (
 // copyBufSize is the size of pooled copy buffers.
 const copyBufSize = 32 << 10
 
-var copyBufs = sync.Pool{New: func() any { b := make([]byte, copyBufSize); return &b }}
+// smallBufSize is the read buffer of a connection that is not moving data.
+const smallBufSize = 2 << 10
+
+var (
+	copyBufs  = sync.Pool{New: func() any { b := make([]byte, copyBufSize); return &b }}
+	smallBufs = sync.Pool{New: func() any { b := make([]byte, smallBufSize); return &b }}
+)
 
 // Proxy copies a→b and b→a until both directions have ended, propagating
 // half-close: when one side's reads end cleanly, the other side's write half
@@ -52,23 +58,56 @@ func Proxy(ctx context.Context, a, b net.Conn) (aToB, bToA int64, err error) {
 
 // copyHalf copies src to dst; on a clean EOF it half-closes dst, on an
 // error it aborts the whole proxy.
+//
+// An idle connection blocks in Read most of its life, so it reads into a
+// small buffer and takes a large pooled one only while data is flowing
+// (a read filled the small buffer), giving it back when the flow stops:
+// idle connections cost small buffers, busy ones copy in large chunks.
 func copyHalf(dst, src net.Conn, abort func(error)) int64 {
-	bp := copyBufs.Get().(*[]byte)
-	// Hide ReadFrom/WriteTo so the pooled buffer is always the one used.
-	n, err := io.CopyBuffer(struct{ io.Writer }{dst}, struct{ io.Reader }{src}, *bp)
-	copyBufs.Put(bp)
-	if err != nil {
-		if !errors.Is(err, net.ErrClosed) {
-			abort(err)
-		} else {
-			abort(nil)
+	sp := smallBufs.Get().(*[]byte)
+	defer smallBufs.Put(sp)
+	var big *[]byte
+	defer func() {
+		if big != nil {
+			copyBufs.Put(big)
 		}
-		return n
+	}()
+	var total int64
+	for {
+		buf := *sp
+		if big != nil {
+			buf = *big
+		}
+		n, rerr := src.Read(buf)
+		if n > 0 {
+			if _, werr := dst.Write(buf[:n]); werr != nil {
+				abort(werr)
+				return total
+			}
+			total += int64(n)
+		}
+		switch {
+		case big == nil && n == len(*sp):
+			big = copyBufs.Get().(*[]byte)
+		case big != nil && n < len(*sp):
+			copyBufs.Put(big)
+			big = nil
+		}
+		if rerr == io.EOF {
+			if err := CloseWrite(dst); err != nil {
+				abort(err)
+			}
+			return total
+		}
+		if rerr != nil {
+			if errors.Is(rerr, net.ErrClosed) {
+				abort(nil)
+			} else {
+				abort(rerr)
+			}
+			return total
+		}
 	}
-	if err := CloseWrite(dst); err != nil {
-		abort(err)
-	}
-	return n
 }
 
 // CloseWrite closes the write half of c: FIN on TCP, a yamux FIN on a

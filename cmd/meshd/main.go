@@ -43,6 +43,7 @@ func newApp() *cli.App {
 			statusCommand(),
 			drillCommand(),
 			demoCommand(),
+			benchCommand(),
 			versionCommand(),
 		},
 	}

@@ -70,9 +70,6 @@ func New(cfg *config.Config, lg *slog.Logger) (*Node, error) {
 	if cfg == nil {
 		return nil, errors.New("node: nil config")
 	}
-	if cfg.Tunnel.Mode == config.ModeKernel {
-		return nil, errors.New("node: tunnel.mode kernel is not supported yet; use userspace")
-	}
 	if len(cfg.Cluster.Key) == 0 {
 		return nil, errors.New("node: no cluster key")
 	}
@@ -119,6 +116,7 @@ func (n *Node) Start() (err error) {
 	n.tun, err = tunnel.New(tunnel.Config{
 		PrivateKey:     n.priv,
 		Listen:         n.cfg.Tunnel.Listen,
+		Mode:           n.cfg.Tunnel.Mode,
 		Logger:         n.log,
 		HandleStream:   n.handleStream,
 		SessionTimeout: n.cfg.Failover.SessionTimeout,

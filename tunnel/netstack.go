@@ -11,6 +11,7 @@ package tunnel
 import (
 	"context"
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
 	"sync"
@@ -194,13 +195,21 @@ func fullAddr(ap netip.AddrPort) (tcpip.FullAddress, tcpip.NetworkProtocolNumber
 }
 
 // DialTCP opens a TCP connection through the tunnel.
-func (t *netTUN) DialTCP(ctx context.Context, ap netip.AddrPort) (*gonet.TCPConn, error) {
+func (t *netTUN) DialTCP(ctx context.Context, ap netip.AddrPort) (net.Conn, error) {
 	fa, proto := fullAddr(ap)
-	return gonet.DialContextTCP(ctx, t.stack, fa, proto)
+	c, err := gonet.DialContextTCP(ctx, t.stack, fa, proto)
+	if err != nil {
+		return nil, err
+	}
+	return c, nil
 }
 
 // ListenTCP listens inside the tunnel.
-func (t *netTUN) ListenTCP(ap netip.AddrPort) (*gonet.TCPListener, error) {
+func (t *netTUN) ListenTCP(ap netip.AddrPort) (net.Listener, error) {
 	fa, proto := fullAddr(ap)
-	return gonet.ListenTCP(t.stack, fa, proto)
+	ln, err := gonet.ListenTCP(t.stack, fa, proto)
+	if err != nil {
+		return nil, err
+	}
+	return ln, nil
 }

@@ -1,5 +1,6 @@
 // Package tunnel runs a node's WireGuard device (wireguard-go over a
-// userspace gVisor netstack) and what rides on it: one yamux session per
+// userspace gVisor netstack, or in kernel mode over a real TUN device and
+// the kernel's TCP; see Stack) and what rides on it: one yamux session per
 // peer over a TCP connection inside the tunnel, and the streams on it.
 //
 // Peers are named by their WireGuard public key. Each has a mesh address
@@ -49,6 +50,14 @@ type Config struct {
 	MTU        int            // default DefaultMTU
 	Logger     *slog.Logger
 
+	// Mode is ModeUserspace (default: a gVisor netstack in the process) or
+	// ModeKernel (a TUN device; Linux and root only).
+	Mode string
+	// DeviceName names the kernel-mode TUN device (default
+	// DefaultDeviceName of the node's key).
+	DeviceName string
+	openTUN    openTUNFunc // tests: replaces tun.CreateTUN
+
 	// ClusterKey authenticates direct-path probes (see PathBind); without
 	// it the direct path is always used.
 	ClusterKey []byte
@@ -95,7 +104,7 @@ type Tunnel struct {
 	ip     netip.Addr
 	log    *slog.Logger
 	dev    *device.Device
-	net    *netTUN
+	net    Stack
 	bind   *PathBind
 	ln     net.Listener
 	ymxCfg *yamux.Config
@@ -138,7 +147,7 @@ func New(cfg Config) (*Tunnel, error) {
 	t.ip = t.pub.MeshIP()
 	t.ymxCfg = yamuxConfig(cfg, t.log)
 
-	tdev, err := newNetTUN(t.ip, cfg.MTU)
+	tdev, err := newStack(cfg, t.pub, t.ip)
 	if err != nil {
 		return nil, err
 	}

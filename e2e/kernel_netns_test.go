@@ -1,0 +1,253 @@
+//go:build linux
+
+package e2e
+
+import (
+	"bufio"
+	"crypto/rand"
+	"crypto/sha256"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// TestKernelNetns runs two meshd nodes in tunnel.mode kernel, each in its
+// own network namespace (its own TUN device, address and mesh route),
+// joined by a veth pair (10.97.0.1 and 10.97.0.2). The edge node imports
+// the onprem node's echo: a checksummed 16 MiB transfer and 50 concurrent
+// request/response connections pass, and status reports mode "kernel".
+// The same runs in userspace mode as a baseline; each logs its
+// single-stream throughput.
+//
+//	edge (edge-1, import) 10.97.0.1 ── veth ── 10.97.0.2 onprem (onprem-1, export)
+func TestKernelNetns(t *testing.T) {
+	netnsSkipUnlessPossible(t)
+	if _, err := os.Stat("/dev/net/tun"); err != nil {
+		t.Skipf("kernel-mode test: no /dev/net/tun (%v)", err)
+	}
+	removeStaleNetns(t)
+	mbps := map[string]float64{}
+	for _, mode := range []string{"kernel", "userspace"} {
+		t.Run(mode, func(t *testing.T) { mbps[mode] = kernelNetnsRun(t, mode) })
+	}
+	if mbps["kernel"] > 0 && mbps["userspace"] > 0 {
+		t.Logf("single-stream echo through an import, 256 MiB each way: kernel %.0f MB/s, userspace %.0f MB/s", mbps["kernel"], mbps["userspace"])
+	}
+}
+
+// kernelNetnsRun builds the two namespaces, runs the nodes in mode and the
+// checks, and returns the measured throughput in MB/s (0 if skipped).
+func kernelNetnsRun(t *testing.T, mode string) float64 {
+	prefix := fmt.Sprintf("%s%d-", netnsPrefix, os.Getpid())
+	edgeNS, onpremNS := prefix+"edge", prefix+"onprem"
+	// Registered first, so it runs last: nothing of ours is left.
+	t.Cleanup(func() {
+		names, err := netnsList()
+		if err != nil {
+			t.Errorf("cleanup check: %v", err)
+			return
+		}
+		for _, ns := range []string{edgeNS, onpremNS} {
+			if slices.Contains(names, ns) {
+				t.Errorf("cleanup check: namespace %s still exists", ns)
+			}
+		}
+	})
+
+	// ---- topology: one veth pair, private addresses only in our namespaces
+	addNetns(t, edgeNS, true)
+	addNetns(t, onpremNS, false)
+	netnsRun(t, "ip", "-n", edgeNS, "link", "add", "eth0", "type", "veth", "peer", "name", "eth0", "netns", onpremNS)
+	for ns, ip := range map[string]string{edgeNS: "10.97.0.1/24", onpremNS: "10.97.0.2/24"} {
+		netnsRun(t, "ip", "-n", ns, "addr", "add", ip, "dev", "eth0")
+		netnsRun(t, "ip", "-n", ns, "link", "set", "eth0", "up")
+	}
+
+	const echoAddr = "127.0.0.1:7000" // onprem's own loopback
+	startNetnsEcho(t, onpremNS, echoAddr, "onprem-1")
+
+	c := newCluster(t)
+	importAddr := "10.97.0.1:15000"
+	mk := func(name, site, ns, ip string, join []string, body string) *meshNode {
+		n := &meshNode{
+			Name: name, Site: site,
+			Dir:        filepath.Join(c.dir, name),
+			Config:     filepath.Join(c.dir, name+".yaml"),
+			LogPath:    filepath.Join(c.dir, name+".log"),
+			GossipPort: 7946,
+			TunnelPort: 51820,
+			Imports:    map[string]string{},
+		}
+		var b strings.Builder
+		fmt.Fprintf(&b, "name: %s\nsite: %s\ndata_dir: %s\n", name, site, n.Dir)
+		fmt.Fprintf(&b, "cluster:\n  key_file: %s\n", c.keyFile)
+		if len(join) > 0 {
+			fmt.Fprintf(&b, "  join: [%s]\n", quoteList(join))
+		}
+		fmt.Fprintf(&b, "gossip:\n  bind: %s:7946\n", ip)
+		fmt.Fprintf(&b, "tunnel:\n  listen: %s:51820\n  mode: %s\n", ip, mode)
+		b.WriteString(body)
+		b.WriteString("log:\n  level: info\n  format: text\n")
+		if err := os.WriteFile(n.Config, []byte(b.String()), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		startInNetns(t, c, ns, n)
+		return n
+	}
+	b1 := mk("onprem-1", "onprem", onpremNS, "10.97.0.2", nil,
+		"exports:\n  - name: echo\n    target: "+echoAddr+"\n")
+	waitUp(t, b1, 20*time.Second)
+	a1 := mk("edge-1", "edge", edgeNS, "10.97.0.1", []string{"10.97.0.2:7946"},
+		"imports:\n  - name: echo\n    listen: "+importAddr+"\n    sites: [onprem]\n")
+	a1.Imports["echo"] = importAddr
+	waitMesh(t, 30*time.Second, a1, b1)
+	waitFor(t, 15*time.Second, "edge-1 to see echo healthy and onprem-1 up", func() (bool, string) {
+		st, err := tryStatus(t, a1)
+		if err != nil {
+			return false, err.Error()
+		}
+		svc, ok := service(st, "echo")
+		if !ok || len(svc.Endpoints) != 1 || !svc.Endpoints[0].Healthy {
+			return false, fmt.Sprintf("echo: %+v", svc)
+		}
+		if p, _ := peer(st, b1.Name); !p.Up {
+			return false, fmt.Sprintf("onprem-1: %+v", p)
+		}
+		return true, ""
+	})
+
+	// ---- status and devices
+	for _, n := range []struct {
+		m  *meshNode
+		ns string
+	}{{a1, edgeNS}, {b1, onpremNS}} {
+		st := status(t, n.m)
+		if st.Node.Mode != mode {
+			t.Errorf("%s: status mode %q, want %q", n.m.Name, st.Node.Mode, mode)
+		}
+		routes := inNetns(t, n.ns, "ip", "-6", "route", "show", "fd7a:6d65:7368::/48")
+		addrs := inNetns(t, n.ns, "ip", "-6", "addr", "show")
+		hasDev := strings.Contains(routes, "dev meshd") && strings.Contains(addrs, st.Node.MeshIP+"/128")
+		if hasDev != (mode == "kernel") {
+			t.Errorf("%s (%s): mesh route %q, addresses:\n%s", n.m.Name, mode, strings.TrimSpace(routes), addrs)
+		}
+	}
+
+	nsPath := netnsPath(edgeNS)
+	// ---- a checksummed 16 MiB transfer
+	if err := echoTransfer(nsPath, importAddr, 16<<20); err != nil {
+		t.Fatalf("16 MiB transfer: %v", err)
+	}
+
+	// ---- 50 concurrent request/response connections
+	var wg sync.WaitGroup
+	errs := make(chan error, 50)
+	for i := range 50 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := echoRequest(nsPath, importAddr, i); err != nil {
+				errs <- fmt.Errorf("connection %d: %w", i, err)
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	if t.Failed() {
+		return 0
+	}
+
+	// ---- single-stream throughput
+	const big = 256 << 20
+	start := time.Now()
+	if err := echoTransfer(nsPath, importAddr, big); err != nil {
+		t.Fatalf("256 MiB transfer: %v", err)
+	}
+	el := time.Since(start)
+	mbps := float64(big) / 1e6 / el.Seconds()
+	t.Logf("%s mode: 256 MiB echoed through the import in %v: %.0f MB/s each way", mode, el.Round(time.Millisecond), mbps)
+	return mbps
+}
+
+// echoTransfer sends size random bytes through the echo at addr, dialled
+// from inside the namespace at nsPath, and checks that the same bytes come
+// back (after the banner) by SHA-256.
+func echoTransfer(nsPath, addr string, size int) error {
+	cn, err := dialInNetns(nsPath, addr, 5*time.Second)
+	if err != nil {
+		return fmt.Errorf("dial: %w", err)
+	}
+	defer cn.Close()
+	cn.SetDeadline(time.Now().Add(2 * time.Minute))
+	chunk := make([]byte, 1<<20)
+	rand.Read(chunk)
+	sent := sha256.New()
+	werr := make(chan error, 1)
+	go func() {
+		for left := size; left > 0; {
+			b := chunk[:min(left, len(chunk))]
+			chunk[0]++ // every chunk differs
+			sent.Write(b)
+			if _, err := cn.Write(b); err != nil {
+				werr <- err
+				return
+			}
+			left -= len(b)
+		}
+		werr <- cn.(*net.TCPConn).CloseWrite()
+	}()
+	br := bufio.NewReaderSize(cn, 1<<20)
+	if name, err := br.ReadString('\n'); err != nil || name != "onprem-1\n" {
+		return fmt.Errorf("banner %q, %v", name, err)
+	}
+	got := sha256.New()
+	n, err := io.Copy(got, br)
+	if err != nil {
+		return fmt.Errorf("read after %d bytes: %w", n, err)
+	}
+	if err := <-werr; err != nil {
+		return fmt.Errorf("write: %w", err)
+	}
+	if n != int64(size) || string(got.Sum(nil)) != string(sent.Sum(nil)) {
+		return fmt.Errorf("echoed %d bytes, want %d; checksums equal: %v", n, size, string(got.Sum(nil)) == string(sent.Sum(nil)))
+	}
+	return nil
+}
+
+// echoRequest makes one request/response exchange through the echo.
+func echoRequest(nsPath, addr string, i int) error {
+	cn, err := dialInNetns(nsPath, addr, 5*time.Second)
+	if err != nil {
+		return fmt.Errorf("dial: %w", err)
+	}
+	defer cn.Close()
+	cn.SetDeadline(time.Now().Add(20 * time.Second))
+	msg := fmt.Sprintf("request-%d\n", i)
+	if _, err := io.WriteString(cn, msg); err != nil {
+		return fmt.Errorf("write: %w", err)
+	}
+	br := bufio.NewReader(cn)
+	if name, err := br.ReadString('\n'); err != nil || name != "onprem-1\n" {
+		return fmt.Errorf("banner %q, %v", name, err)
+	}
+	if echo, err := br.ReadString('\n'); err != nil || echo != msg {
+		return fmt.Errorf("response %q, %v; want %q", echo, err, msg)
+	}
+	if err := cn.(*net.TCPConn).CloseWrite(); err != nil {
+		return fmt.Errorf("CloseWrite: %w", err)
+	}
+	if rest, err := io.ReadAll(br); err != nil || len(rest) != 0 {
+		return fmt.Errorf("after CloseWrite want EOF, got %q, %v", rest, err)
+	}
+	return nil
+}

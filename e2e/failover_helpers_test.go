@@ -264,25 +264,6 @@ func foSignal(tb testing.TB, n *meshNode, sig syscall.Signal) {
 	}
 }
 
-// foWaitExit waits up to d for n's process to exit and returns its exit
-// code (-1 for a death by signal).
-func foWaitExit(tb testing.TB, n *meshNode, d time.Duration) int {
-	tb.Helper()
-	select {
-	case <-n.done:
-	case <-time.After(d):
-		tb.Fatalf("%s did not exit within %s", n.Name, d)
-	}
-	var ee *exec.ExitError
-	if errors.As(n.waitErr, &ee) {
-		return ee.ExitCode()
-	}
-	if n.waitErr != nil {
-		tb.Fatalf("%s: wait: %v", n.Name, n.waitErr)
-	}
-	return 0
-}
-
 // foSeesUp reports whether obs sees every one of names alive, with a direct
 // path, a measured RTT, usable for new connections ("up": after the
 // hold-down), and exporting service as healthy.

@@ -238,7 +238,7 @@ func TestFailoverKill9(t *testing.T) {
 		}
 	})
 	for _, n := range tp.onprem {
-		if code := foWaitExit(t, n, 10*time.Second); code != -1 {
+		if code := n.waitExit(t, 10*time.Second); code != -1 {
 			t.Errorf("%s: exit code %d after SIGKILL", n.Name, code)
 		}
 	}
@@ -369,7 +369,7 @@ func TestRollingRestart(t *testing.T) {
 		} else if d := r.end.Sub(termAt); d > foDrainGrace {
 			t.Errorf("slow connection on %s completed %s after SIGTERM, want within the drain grace %s", x.Name, d, foDrainGrace)
 		}
-		if code := foWaitExit(t, x, foDrainGrace+15*time.Second); code != 0 {
+		if code := x.waitExit(t, foDrainGrace+15*time.Second); code != 0 {
 			t.Errorf("%s: exit code %d after SIGTERM, want 0\n%s", x.Name, code, tail(x.LogPath, 20))
 		}
 		exitAt := time.Now()

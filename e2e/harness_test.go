@@ -368,7 +368,7 @@ func (n *meshNode) signal(t *testing.T, sig syscall.Signal) {
 }
 
 // waitExit waits up to d for the process to exit and returns its exit code.
-func (n *meshNode) waitExit(t *testing.T, d time.Duration) int {
+func (n *meshNode) waitExit(t testing.TB, d time.Duration) int {
 	t.Helper()
 	select {
 	case <-n.done:

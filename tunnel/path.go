@@ -79,8 +79,9 @@ type peerPath struct {
 	seq        uint64
 	sent       [probeRing]uint64 // seq of recent probes, ring
 	acked      [probeRing]bool
-	useRelay   bool // send via the relay (when there is one)
-	everDirect bool // the direct path was confirmed at least once
+	useRelay   bool           // send via the relay (when there is one)
+	everDirect bool           // the direct path was confirmed at least once
+	learned    netip.AddrPort // source address seen in its probes, if not direct
 	changed    time.Time
 }
 
@@ -143,6 +144,9 @@ func (b *PathBind) RemovePeer(pub key.PublicKey) {
 	defer b.mu.Unlock()
 	if p := b.paths[pub]; p != nil {
 		delete(b.byAddr, p.direct)
+		if p.learned.IsValid() && b.byAddr[p.learned] == pub {
+			delete(b.byAddr, p.learned)
+		}
 		delete(b.paths, pub)
 	}
 }
@@ -456,7 +460,13 @@ func (b *PathBind) handleProbe(c *net.UDPConn, pkt []byte, from netip.AddrPort) 
 	if p != nil {
 		// An authenticated probe names its sender: learn where its packets
 		// come from (behind NAT that may not be its advertised address).
-		if old, ok := b.byAddr[from]; !ok || old != pub {
+		// One learned address per peer: a peer whose port keeps changing
+		// cannot grow the map.
+		if from != p.direct && from != p.learned {
+			if p.learned.IsValid() && b.byAddr[p.learned] == pub {
+				delete(b.byAddr, p.learned)
+			}
+			p.learned = from
 			b.byAddr[from] = pub
 		}
 	}

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"sort"
 	"time"
@@ -58,6 +59,13 @@ func startControl(n *Node, path string) (*controlServer, error) {
 		}
 		writeJSON(w, rep)
 	})
+	// Go's profiler, for whoever can open the socket (the node's user):
+	// curl --unix-socket SOCK http://meshd/debug/pprof/heap > heap.pb.gz
+	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+	mux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
 	cs := &controlServer{path: path, ln: ln, done: make(chan struct{}),
 		srv: &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}}
 	go func() {

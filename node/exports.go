@@ -122,6 +122,11 @@ func (n *Node) handleStream(peer key.PublicKey, s net.Conn) {
 	s.SetDeadline(time.Time{})
 	e.active.Add(1)
 	e.served.Add(1)
-	tunnel.Proxy(n.ctx, s, backend)
-	e.active.Add(-1)
+	// The node's WaitGroup owns the proxy: this goroutine runs inside the
+	// tunnel's stream handler, which Close waits for before n.wg.Wait.
+	n.wg.Add(1)
+	tunnel.StartProxy(n.ctx, s, backend, func(int64, int64, error) {
+		e.active.Add(-1)
+		n.wg.Done()
+	})
 }

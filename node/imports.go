@@ -79,10 +79,7 @@ func (im *importer) serve() {
 		}
 		backoff = 5 * time.Millisecond
 		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			im.handle(c)
-		}()
+		go im.handle(c, wg.Done)
 	}
 }
 
@@ -107,11 +104,12 @@ func (im *importer) activeTo(node string) int64 {
 	return 0
 }
 
-// handle connects one client to the best reachable endpoint and proxies.
-func (im *importer) handle(client net.Conn) {
+// handle connects one client to the best reachable endpoint and starts
+// proxying; it returns while the proxy runs and calls finished when the
+// connection has ended.
+func (im *importer) handle(client net.Conn, finished func()) {
 	im.total.Add(1)
 	im.active.Add(1)
-	defer im.active.Add(-1)
 
 	conn, ep, err := im.n.connect(im.n.ctx, im.cfg, 0, im.rr.Add(1), im.activeTo)
 	if err != nil {
@@ -120,12 +118,17 @@ func (im *importer) handle(client net.Conn) {
 			im.n.log.Warn("import connection failed", "import", im.cfg.Name, "client", client.RemoteAddr(), "err", err)
 		}
 		client.Close()
+		im.active.Add(-1)
+		finished()
 		return
 	}
 	cnt := im.nodeCounter(ep.Node)
 	cnt.Add(1)
-	tunnel.Proxy(im.n.ctx, client, conn)
-	cnt.Add(-1)
+	tunnel.StartProxy(im.n.ctx, client, conn, func(int64, int64, error) {
+		cnt.Add(-1)
+		im.active.Add(-1)
+		finished()
+	})
 }
 
 // candidates orders the endpoints of imp's service for one connection.

@@ -18,6 +18,7 @@ import (
 	"syscall"
 	"time"
 
+	"golang.zx2c4.com/wireguard/conn"
 	"golang.zx2c4.com/wireguard/tun"
 	"gvisor.dev/gvisor/pkg/buffer"
 	"gvisor.dev/gvisor/pkg/tcpip"
@@ -44,7 +45,7 @@ const (
 
 // netTUN is a tun.Device backed by a gVisor stack.
 type netTUN struct {
-	ep       *channel.Endpoint
+	ep       *linkEndpoint
 	stack    *stack.Stack
 	events   chan tun.Event
 	incoming chan *buffer.View
@@ -65,7 +66,7 @@ func newNetTUN(addr netip.Addr, mtu int) (*netTUN, error) {
 		HandleLocal:        true,
 	})
 	t := &netTUN{
-		ep:       channel.New(1024, uint32(mtu), ""),
+		ep:       newLinkEndpoint(mtu),
 		stack:    s,
 		events:   make(chan tun.Event, 10),
 		incoming: make(chan *buffer.View, 256),
@@ -116,25 +117,42 @@ func (t *netTUN) Name() (string, error)    { return "meshd-netstack", nil }
 func (t *netTUN) File() *os.File           { return nil }
 func (t *netTUN) Events() <-chan tun.Event { return t.events }
 func (t *netTUN) MTU() (int, error)        { return t.mtu, nil }
-func (t *netTUN) BatchSize() int           { return 1 }
+func (t *netTUN) BatchSize() int           { return conn.IdealBatchSize }
 
-// Read hands wireguard-go the next packet the stack sends.
+// Read hands wireguard-go the packets the stack sends: it waits for one,
+// then takes what else is queued, up to len(bufs), so WireGuard encrypts
+// and sends them as one batch (one GSO send on the wire).
 func (t *netTUN) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
+	var v *buffer.View
 	select {
-	case v := <-t.incoming:
-		n, err := v.Read(bufs[0][offset:])
-		v.Release()
-		if err != nil {
-			return 0, err
-		}
-		sizes[0] = n
-		return 1, nil
+	case v = <-t.incoming:
 	case <-t.done:
 		return 0, os.ErrClosed
 	}
+	n := 0
+	for {
+		k, err := v.Read(bufs[n][offset:])
+		v.Release()
+		if err != nil {
+			return n, err
+		}
+		sizes[n] = k
+		n++
+		if n == len(bufs) {
+			return n, nil
+		}
+		select {
+		case v = <-t.incoming:
+		default:
+			return n, nil
+		}
+	}
 }
 
-// Write injects decrypted packets into the stack.
+// Write injects decrypted packets into the stack, a batch at a time:
+// consecutive segments of one TCP flow are coalesced (GRO) before the
+// stack sees them. WireGuard authenticated every packet, so the stack
+// need not verify transport checksums.
 func (t *netTUN) Write(bufs [][]byte, offset int) (int, error) {
 	for _, b := range bufs {
 		pkt := b[offset:]
@@ -144,15 +162,19 @@ func (t *netTUN) Write(bufs [][]byte, offset int) (int, error) {
 		pkb := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: buffer.MakeWithData(pkt)})
 		switch pkt[0] >> 4 {
 		case 4:
-			t.ep.InjectInbound(header.IPv4ProtocolNumber, pkb)
+			pkb.NetworkProtocolNumber = header.IPv4ProtocolNumber
 		case 6:
-			t.ep.InjectInbound(header.IPv6ProtocolNumber, pkb)
+			pkb.NetworkProtocolNumber = header.IPv6ProtocolNumber
 		default:
 			pkb.DecRef()
+			t.ep.flush()
 			return 0, syscall.EAFNOSUPPORT
 		}
+		pkb.RXChecksumValidated = true
+		t.ep.enqueue(pkb)
 		pkb.DecRef()
 	}
+	t.ep.flush()
 	return len(bufs), nil
 }
 

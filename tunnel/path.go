@@ -64,6 +64,7 @@ type PathBind struct {
 
 	mu      sync.Mutex
 	conn    *net.UDPConn                     // guarded by mu; nil when closed
+	udp     *udpConn                         // guarded by mu; batched I/O on conn
 	done    chan struct{}                    // guarded by mu; closed by Close
 	wg      sync.WaitGroup                   // probe loop
 	paths   map[key.PublicKey]*peerPath      // guarded by mu
@@ -225,27 +226,62 @@ func (b *PathBind) Open(port uint16) ([]conn.ReceiveFunc, uint16, error) {
 		b.wg.Add(1)
 		go b.probeLoop(c, done)
 	}
+	u := newUDPConn(c)
+	b.udp = u
+	// One goroutine calls recvUDP: the scratch buffer holds a received
+	// (possibly GRO-coalesced) run of datagrams until all are handed out.
+	var (
+		scratch  = make([]byte, 1<<16)
+		oob      = make([]byte, oobSize)
+		pending  []byte // rest of the run, not yet handed out
+		seg      int
+		from     netip.AddrPort
+		fromPeer key.PublicKey
+	)
 	recvUDP := func(packets [][]byte, sizes []int, eps []conn.Endpoint) (int, error) {
 		for {
-			n, from, err := c.ReadFromUDPAddrPort(packets[0])
-			if err != nil {
-				return 0, err
+			if len(pending) == 0 {
+				n, s, src, err := u.read(scratch, oob)
+				if err != nil {
+					return 0, err
+				}
+				if n == 0 {
+					continue
+				}
+				pending, seg = scratch[:n], s
+				from = netip.AddrPortFrom(src.Addr().Unmap(), src.Port())
+				b.mu.Lock()
+				pub, known := b.byAddr[from]
+				blocked := known && b.holes[pub]
+				b.mu.Unlock()
+				if blocked {
+					pending = nil
+					continue
+				}
+				fromPeer = pub
 			}
-			from = netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
-			if n > 0 && packets[0][0] == probeMagic {
-				b.handleProbe(c, packets[0][:n], from)
-				continue
+			var ep *Endpoint
+			count := 0
+			for count < len(packets) && len(pending) > 0 {
+				pkt := pending[:min(seg, len(pending))]
+				pending = pending[len(pkt):]
+				if pkt[0] == probeMagic {
+					b.handleProbe(pkt, from)
+					continue
+				}
+				if len(pkt) > len(packets[count]) {
+					continue
+				}
+				if ep == nil {
+					ep = &Endpoint{Peer: fromPeer, Addr: from}
+				}
+				sizes[count] = copy(packets[count], pkt)
+				eps[count] = ep
+				count++
 			}
-			b.mu.Lock()
-			pub, known := b.byAddr[from]
-			blocked := known && b.holes[pub]
-			b.mu.Unlock()
-			if blocked {
-				continue
+			if count > 0 {
+				return count, nil
 			}
-			sizes[0] = n
-			eps[0] = &Endpoint{Peer: pub, Addr: from}
-			return 1, nil
 		}
 	}
 	recvRelay := func(packets [][]byte, sizes []int, eps []conn.Endpoint) (int, error) {
@@ -273,7 +309,7 @@ func (b *PathBind) Open(port uint16) ([]conn.ReceiveFunc, uint16, error) {
 func (b *PathBind) Close() error {
 	b.mu.Lock()
 	c, done := b.conn, b.done
-	b.conn, b.done = nil, nil
+	b.conn, b.udp, b.done = nil, nil, nil
 	b.mu.Unlock()
 	if c == nil {
 		return nil
@@ -287,8 +323,9 @@ func (b *PathBind) Close() error {
 // SetMark is a no-op.
 func (b *PathBind) SetMark(uint32) error { return nil }
 
-// BatchSize is 1.
-func (b *PathBind) BatchSize() int { return 1 }
+// BatchSize is how many packets wireguard-go hands Send, or takes from a
+// receive function, at once.
+func (b *PathBind) BatchSize() int { return conn.IdealBatchSize }
 
 // ParseEndpoint accepts a peer's hex public key (meshd's form) or ip:port.
 func (b *PathBind) ParseEndpoint(s string) (conn.Endpoint, error) {
@@ -313,7 +350,7 @@ func (b *PathBind) Send(bufs [][]byte, ep conn.Endpoint) error {
 		return conn.ErrWrongEndpointType
 	}
 	b.mu.Lock()
-	c := b.conn
+	c, u := b.conn, b.udp
 	dst := e.Addr
 	var r Relay
 	if !e.Peer.IsZero() {
@@ -342,12 +379,7 @@ func (b *PathBind) Send(bufs [][]byte, ep conn.Endpoint) error {
 	if !dst.IsValid() {
 		return nil // no path yet; WireGuard retries
 	}
-	for _, buf := range bufs {
-		if _, err := c.WriteToUDPAddrPort(buf, dst); err != nil {
-			return err
-		}
-	}
-	return nil
+	return u.writeBatch(bufs, dst)
 }
 
 // probeLoop pings every peer's direct address and re-judges its path.
@@ -442,7 +474,7 @@ func (b *PathBind) probe(kind byte, seq uint64) []byte {
 
 // handleProbe answers pings and records pongs; unauthentic probes are
 // dropped silently.
-func (b *PathBind) handleProbe(c *net.UDPConn, pkt []byte, from netip.AddrPort) {
+func (b *PathBind) handleProbe(pkt []byte, from netip.AddrPort) {
 	if b.probeKey == nil || len(pkt) != probeLen {
 		return
 	}
@@ -455,6 +487,7 @@ func (b *PathBind) handleProbe(c *net.UDPConn, pkt []byte, from netip.AddrPort) 
 	copy(pub[:], pkt[2:2+key.Len])
 	seq := binary.BigEndian.Uint64(pkt[2+key.Len:])
 	b.mu.Lock()
+	c := b.conn
 	blocked := b.holes[pub]
 	p := b.paths[pub]
 	if p != nil {
@@ -476,7 +509,7 @@ func (b *PathBind) handleProbe(c *net.UDPConn, pkt []byte, from netip.AddrPort) 
 		}
 	}
 	b.mu.Unlock()
-	if !blocked && pkt[1] == probePing {
+	if !blocked && pkt[1] == probePing && c != nil {
 		c.WriteToUDPAddrPort(b.probe(probePong, seq), from)
 	}
 }

@@ -214,3 +214,38 @@ func BenchmarkJoinToAlive(b *testing.B) {
 	}
 	b.ReportMetric(total.Seconds()/float64(b.N), "s-to-alive")
 }
+
+// BenchmarkThroughputTuning runs BenchmarkThroughputImport once per data
+// path tuning step, in one run so the steps compare on the same machine
+// state (see tunnel/knobs.go). Each variant switches one thing off (or
+// on) relative to meshd's defaults:
+//
+//	go test -run XXX -bench ThroughputTuning -benchtime 3s -count 3 ./node
+func BenchmarkThroughputTuning(b *testing.B) {
+	variants := []struct {
+		name string
+		env  map[string]string
+	}{
+		{"defaults", nil},
+		{"no-tun-batch", map[string]string{"MESHD_DEBUG_TUN_BATCH": "0"}},
+		{"no-udp-gso-gro", map[string]string{"MESHD_DEBUG_UDP_OFFLOAD": "0"}},
+		{"no-netstack-gso-gro", map[string]string{"MESHD_DEBUG_NETSTACK_OFFLOAD": "0"}},
+		{"none-of-the-three", map[string]string{"MESHD_DEBUG_TUN_BATCH": "0", "MESHD_DEBUG_UDP_OFFLOAD": "0", "MESHD_DEBUG_NETSTACK_OFFLOAD": "0"}},
+		{"sack-on", map[string]string{"MESHD_DEBUG_NETSTACK_SACK": "1"}},
+		{"yamux-window-256k", map[string]string{"MESHD_DEBUG_YAMUX_WINDOW": "262144"}},
+		{"yamux-window-1m", map[string]string{"MESHD_DEBUG_YAMUX_WINDOW": "1048576"}},
+		{"tcp-buf-256k", map[string]string{"MESHD_DEBUG_TCP_BUF": "262144"}},
+	}
+	for _, v := range variants {
+		b.Run(v.name, func(b *testing.B) {
+			for k, val := range v.env {
+				b.Setenv(k, val)
+			}
+			sink, stopSink := sinkServer(b)
+			defer stopSink()
+			addr, stop := benchMesh(b, sink)
+			defer stop()
+			benchThroughput(b, addr)
+		})
+	}
+}

@@ -23,14 +23,16 @@ type linkEndpoint struct {
 	dispatcher stack.NetworkDispatcher
 }
 
-func newLinkEndpoint(mtu int) *linkEndpoint {
+func newLinkEndpoint(mtu int, offload bool) *linkEndpoint {
 	e := &linkEndpoint{Endpoint: channel.New(1024, uint32(mtu), "")}
-	e.SupportedGSOKind = stack.GVisorGSOSupported
+	if offload {
+		e.SupportedGSOKind = stack.GVisorGSOSupported
+	}
 	// WireGuard authenticated every inbound packet (Poly1305), so the
 	// stack may skip transport checksums, which GRO's merged segments
 	// need. Outbound checksums stay: a kernel-mode peer verifies them.
 	e.LinkEPCapabilities = stack.CapabilityRXChecksumOffload
-	e.gro.Init(true)
+	e.gro.Init(offload)
 	return e
 }
 

@@ -52,6 +52,7 @@ type netTUN struct {
 	mtu      int
 	done     chan struct{}
 	notify   *channel.NotificationHandle
+	batch    bool // Read hands out up to len(bufs) packets
 
 	closeOnce sync.Once
 }
@@ -59,14 +60,15 @@ type netTUN struct {
 var _ tun.Device = (*netTUN)(nil)
 
 // newNetTUN creates a stack with addr as its only address.
-func newNetTUN(addr netip.Addr, mtu int) (*netTUN, error) {
+func newNetTUN(addr netip.Addr, mtu int, kn knobs) (*netTUN, error) {
 	s := stack.New(stack.Options{
 		NetworkProtocols:   []stack.NetworkProtocolFactory{ipv4.NewProtocol, ipv6.NewProtocol},
 		TransportProtocols: []stack.TransportProtocolFactory{tcp.NewProtocol},
 		HandleLocal:        true,
 	})
 	t := &netTUN{
-		ep:       newLinkEndpoint(mtu),
+		ep:       newLinkEndpoint(mtu, kn.netstackOffload),
+		batch:    kn.tunBatch,
 		stack:    s,
 		events:   make(chan tun.Event, 10),
 		incoming: make(chan *buffer.View, 256),
@@ -79,11 +81,11 @@ func newNetTUN(addr netip.Addr, mtu int) (*netTUN, error) {
 		// and a session took 4-11 s to recover from a 4 s cut instead of
 		// 0.4 s (tunnel/recover_test.go). Over one session per peer on
 		// low-loss paths NewReno loses little.
-		ptr(tcpip.TCPSACKEnabled(false)),
+		ptr(tcpip.TCPSACKEnabled(kn.sack)),
 		ptr(tcpip.TCPMaxRTOOption(maxRTO)),
 		ptr(tcpip.TCPModerateReceiveBufferOption(true)),
-		&tcpip.TCPSendBufferSizeRangeOption{Min: 4 << 10, Default: tcpBufDefault, Max: tcpBufMax},
-		&tcpip.TCPReceiveBufferSizeRangeOption{Min: 4 << 10, Default: tcpBufDefault, Max: tcpBufMax},
+		&tcpip.TCPSendBufferSizeRangeOption{Min: 4 << 10, Default: kn.tcpBuf, Max: max(tcpBufMax, 8*kn.tcpBuf)},
+		&tcpip.TCPReceiveBufferSizeRangeOption{Min: 4 << 10, Default: kn.tcpBuf, Max: max(tcpBufMax, 8*kn.tcpBuf)},
 	}
 	for _, o := range opts {
 		if err := s.SetTransportProtocolOption(tcp.ProtocolNumber, o); err != nil {
@@ -138,7 +140,7 @@ func (t *netTUN) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 		}
 		sizes[n] = k
 		n++
-		if n == len(bufs) {
+		if n == len(bufs) || !t.batch {
 			return n, nil
 		}
 		select {

@@ -17,12 +17,12 @@ import (
 func TestNetstackOffloadPair(t *testing.T) {
 	a1 := netip.MustParseAddr("fd7a:6d65:7368::1")
 	a2 := netip.MustParseAddr("fd7a:6d65:7368::2")
-	n1, err := newNetTUN(a1, 1420)
+	n1, err := newNetTUN(a1, 1420, readKnobs())
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer n1.Close()
-	n2, err := newNetTUN(a2, 1420)
+	n2, err := newNetTUN(a2, 1420, readKnobs())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -62,16 +62,18 @@ type PathBind struct {
 
 	relayIn chan relayPacket // bounded; relayed packets for the receive func
 
-	mu      sync.Mutex
-	conn    *net.UDPConn                     // guarded by mu; nil when closed
-	udp     *udpConn                         // guarded by mu; batched I/O on conn
-	done    chan struct{}                    // guarded by mu; closed by Close
-	wg      sync.WaitGroup                   // probe loop
-	paths   map[key.PublicKey]*peerPath      // guarded by mu
-	byAddr  map[netip.AddrPort]key.PublicKey // guarded by mu
-	relay   Relay                            // guarded by mu; nil when none
-	relayBy string                           // guarded by mu; name of the relay
-	holes   map[key.PublicKey]bool           // guarded by mu; black-holed peers
+	mu   sync.Mutex
+	conn *net.UDPConn // guarded by mu; nil when closed
+	udp  *udpConn     // guarded by mu; batched I/O on conn
+
+	noOffload bool                             // set before Open: no UDP GSO/GRO (a tuning knob)
+	done      chan struct{}                    // guarded by mu; closed by Close
+	wg        sync.WaitGroup                   // probe loop
+	paths     map[key.PublicKey]*peerPath      // guarded by mu
+	byAddr    map[netip.AddrPort]key.PublicKey // guarded by mu
+	relay     Relay                            // guarded by mu; nil when none
+	relayBy   string                           // guarded by mu; name of the relay
+	holes     map[key.PublicKey]bool           // guarded by mu; black-holed peers
 }
 
 // peerPath is what the bind knows of one peer's paths. Guarded by PathBind.mu.
@@ -226,7 +228,7 @@ func (b *PathBind) Open(port uint16) ([]conn.ReceiveFunc, uint16, error) {
 		b.wg.Add(1)
 		go b.probeLoop(c, done)
 	}
-	u := newUDPConn(c)
+	u := newUDPConn(c, !b.noOffload)
 	b.udp = u
 	// One goroutine calls recvUDP: the scratch buffer holds a received
 	// (possibly GRO-coalesced) run of datagrams until all are handed out.

@@ -49,10 +49,10 @@ type openTUNFunc func(name string, mtu int) (tun.Device, error)
 
 // newStack creates the stack for cfg.Mode with addr as this node's mesh
 // address. Nothing is left behind when it fails.
-func newStack(cfg Config, pub key.PublicKey, addr netip.Addr) (Stack, error) {
+func newStack(cfg Config, pub key.PublicKey, addr netip.Addr, kn knobs) (Stack, error) {
 	switch cfg.Mode {
 	case "", ModeUserspace:
-		return newNetTUN(addr, cfg.MTU)
+		return newNetTUN(addr, cfg.MTU, kn)
 	case ModeKernel:
 		name := cfg.DeviceName
 		if name == "" {

@@ -145,14 +145,16 @@ func New(cfg Config) (*Tunnel, error) {
 		byIP:  make(map[netip.Addr]*peer),
 	}
 	t.ip = t.pub.MeshIP()
-	t.ymxCfg = yamuxConfig(cfg, t.log)
+	kn := readKnobs()
+	t.ymxCfg = yamuxConfig(cfg, t.log, kn.yamuxWindow)
 
-	tdev, err := newStack(cfg, t.pub, t.ip)
+	tdev, err := newStack(cfg, t.pub, t.ip, kn)
 	if err != nil {
 		return nil, err
 	}
 	t.net = tdev
 	t.bind = NewPathBind(cfg.Listen, t.pub, cfg.ClusterKey, t.log)
+	t.bind.noOffload = !kn.udpOffload
 	wlog := t.log.With("component", "wireguard")
 	t.dev = device.NewDevice(tdev, t.bind, &device.Logger{
 		Verbosef: func(f string, a ...any) { wlog.Debug(fmt.Sprintf(f, a...)) },

@@ -33,11 +33,11 @@ type udpConn struct {
 	is6 bool        // an AF_INET6 socket: IPv4 peers as mapped addresses
 }
 
-func newUDPConn(c *net.UDPConn) *udpConn {
+func newUDPConn(c *net.UDPConn, offload bool) *udpConn {
 	la, _ := c.LocalAddr().(*net.UDPAddr)
 	u := &udpConn{c: c, is6: la != nil && la.IP.To4() == nil}
 	rc, err := c.SyscallConn()
-	if err != nil {
+	if err != nil || !offload {
 		return u
 	}
 	u.rc = rc

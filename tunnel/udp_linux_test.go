@@ -20,7 +20,7 @@ func TestUDPBatchRoundTrip(t *testing.T) {
 		t.Cleanup(func() { c.Close() })
 		return c
 	}
-	tx, rx := newUDPConn(listen()), newUDPConn(listen())
+	tx, rx := newUDPConn(listen(), true), newUDPConn(listen(), true)
 	if !tx.gso.Load() || !rx.gro {
 		t.Logf("kernel without UDP GSO/GRO (gso=%v gro=%v): testing the fallback", tx.gso.Load(), rx.gro)
 	}

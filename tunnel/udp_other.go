@@ -11,7 +11,7 @@ import (
 // receives one datagram per call.
 type udpConn struct{ c *net.UDPConn }
 
-func newUDPConn(c *net.UDPConn) *udpConn { return &udpConn{c: c} }
+func newUDPConn(c *net.UDPConn, _ bool) *udpConn { return &udpConn{c: c} }
 
 const oobSize = 0
 

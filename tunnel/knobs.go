@@ -1,0 +1,48 @@
+package tunnel
+
+import (
+	"os"
+	"strconv"
+)
+
+// Tuning knobs for measuring the data path, read from the environment
+// when a tunnel is created (like tailscale's TS_DEBUG_* envknobs). They
+// exist so each tuning step's effect can be measured in one run (see
+// node's BenchmarkThroughputTuning); they are not a stable interface and
+// the defaults are what meshd should run with.
+type knobs struct {
+	tunBatch        bool // netstack TUN hands WireGuard batches (else one packet per read)
+	udpOffload      bool // UDP GSO sends and GRO receives
+	netstackOffload bool // gVisor GSO out, GRO in
+	sack            bool // netstack TCP SACK (and RACK)
+	yamuxWindow     uint32
+	tcpBuf          int // netstack TCP buffer default (max is 8x, at least tcpBufMax)
+}
+
+func readKnobs() knobs {
+	k := knobs{
+		tunBatch:        envBool("MESHD_DEBUG_TUN_BATCH", true),
+		udpOffload:      envBool("MESHD_DEBUG_UDP_OFFLOAD", true),
+		netstackOffload: envBool("MESHD_DEBUG_NETSTACK_OFFLOAD", true),
+		sack:            envBool("MESHD_DEBUG_NETSTACK_SACK", false),
+		yamuxWindow:     uint32(envInt("MESHD_DEBUG_YAMUX_WINDOW", defaultStreamWindow, 256<<10, 64<<20)),
+		tcpBuf:          envInt("MESHD_DEBUG_TCP_BUF", tcpBufDefault, 64<<10, 64<<20),
+	}
+	return k
+}
+
+func envBool(name string, def bool) bool {
+	v, err := strconv.ParseBool(os.Getenv(name))
+	if err != nil {
+		return def
+	}
+	return v
+}
+
+func envInt(name string, def, lo, hi int) int {
+	v, err := strconv.Atoi(os.Getenv(name))
+	if err != nil || v < lo || v > hi {
+		return def
+	}
+	return v
+}

@@ -2,6 +2,7 @@ package tunnel
 
 import (
 	"sync"
+	"sync/atomic"
 
 	"gvisor.dev/gvisor/pkg/tcpip/link/channel"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
@@ -18,9 +19,9 @@ import (
 type linkEndpoint struct {
 	*channel.Endpoint
 
-	mu         sync.Mutex // serializes GRO: WireGuard writes batches from one goroutine per peer
-	gro        gro.GRO
-	dispatcher stack.NetworkDispatcher
+	attached atomic.Bool // the NIC is attached: deliver inbound packets
+	mu       sync.Mutex  // guards gro; WireGuard writes batches from one goroutine per peer
+	gro      gro.GRO
 }
 
 func newLinkEndpoint(mtu int, offload bool) *linkEndpoint {
@@ -36,29 +37,34 @@ func newLinkEndpoint(mtu int, offload bool) *linkEndpoint {
 	return e
 }
 
-// Attach records the stack's dispatcher for GRO and passes it on.
+// Attach records the stack's dispatcher for GRO and passes it on. The
+// stack attaches once when the NIC is created, before any packet, and
+// detaches (d == nil) while removing the NIC, holding its own lock: a
+// delivery in flight holds mu and waits for that lock, so detaching must
+// not take mu.
 func (e *linkEndpoint) Attach(d stack.NetworkDispatcher) {
-	e.mu.Lock()
-	e.dispatcher = d
-	e.gro.Dispatcher = d
-	e.mu.Unlock()
+	if d != nil {
+		e.mu.Lock()
+		e.gro.Dispatcher = d
+		e.mu.Unlock()
+	}
+	e.attached.Store(d != nil)
 	e.Endpoint.Attach(d)
 }
 
 // enqueue hands an inbound packet to GRO; flush delivers what GRO holds.
 // The caller keeps its reference to pkt.
 func (e *linkEndpoint) enqueue(pkt *stack.PacketBuffer) {
-	e.mu.Lock()
-	if e.dispatcher != nil {
-		e.gro.Enqueue(pkt)
+	if !e.attached.Load() {
+		return
 	}
+	e.mu.Lock()
+	e.gro.Enqueue(pkt)
 	e.mu.Unlock()
 }
 
 func (e *linkEndpoint) flush() {
 	e.mu.Lock()
-	if e.dispatcher != nil {
-		e.gro.Flush()
-	}
+	e.gro.Flush()
 	e.mu.Unlock()
 }

@@ -181,6 +181,21 @@ func startIdleMesh(ctx context.Context, nodes int, verbose bool, progress func(s
 	return m, nil
 }
 
+// logTails prints the last lines of every node log that has any (the
+// nodes log at warn level: failed import connections), at most n nodes.
+func (m *idleMesh) logTails(n int) {
+	for _, p := range append(append([]*benchProc(nil), m.importers...), m.exporters...) {
+		if n == 0 {
+			return
+		}
+		if t := p.logTail(); t != "" && !strings.HasPrefix(t, "(no log") {
+			n--
+			lines := strings.Split(t, "\n")
+			m.progress("idle: %s log (last lines):\n%s", p.name, strings.Join(lines[max(0, len(lines)-5):], "\n"))
+		}
+	}
+}
+
 // optWriter turns a nil *os.File into a nil interface.
 func optWriter(f *os.File) interface{ Write([]byte) (int, error) } {
 	if f == nil {
@@ -336,6 +351,9 @@ func runIdle(ctx context.Context, o benchOpts, res *bench.Results, addErrs func(
 		if p.exited() {
 			addErrs("idle_node_exits", 1, fmt.Errorf("node %s exited: %v\n%s", p.name, p.waitErr, p.logTail()))
 		}
+	}
+	if openErrs > 0 {
+		m.logTails(3)
 	}
 	res.Set("idle_hold_s", o.idleHold.Seconds())
 	res.Set("idle_backend_conns", backendSum)

@@ -21,7 +21,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/meshd/meshd/internal/echo"
@@ -318,7 +317,7 @@ type Worker struct {
 func StartWorker(name string, argv []string, logTo io.Writer) (*Worker, error) {
 	w := &Worker{Name: name, lines: make(chan []byte, 1), done: make(chan struct{}), stderr: NewTail(8 << 10)}
 	w.cmd = exec.Command(argv[0], argv[1:]...)
-	w.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	w.cmd.SysProcAttr = childAttr()
 	if logTo != nil {
 		w.cmd.Stderr = io.MultiWriter(logTo, w.stderr)
 	} else {

@@ -294,8 +294,9 @@ func runIdle(ctx context.Context, o benchOpts, res *bench.Results, addErrs func(
 		}
 		return n, first
 	}
-	// Generous bounds: a few hundred connections a second at worst.
-	openTimeout := 2*time.Minute + time.Duration(o.idle/len(m.clients))*5*time.Millisecond
+	// Generous bounds: every worker at 30 connections a second at worst
+	// (12 nodes and 12 workers share 2 cores in the 100,000 run).
+	openTimeout := 3*time.Minute + time.Duration((o.idle+len(m.clients)-1)/len(m.clients))*30*time.Millisecond
 	setup := time.Now()
 	opened := all(func(c idleClient) bench.WorkerRequest {
 		return bench.WorkerRequest{Op: bench.OpIdleOpen, Addr: m.imports[c.importer], N: c.n, Parallel: idleParallel, Spread: true}

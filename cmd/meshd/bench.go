@@ -29,10 +29,11 @@ var benchMeasurements = []string{"throughput", "latency", "connrate", "idle"}
 
 func benchCommand() *cli.Command {
 	return &cli.Command{
-		Name:      "bench",
-		Usage:     "start two meshd nodes on loopback and measure them against direct TCP; print machine-readable results",
-		UsageText: "meshd bench [--duration 10s] [--idle 2000] [--idle-hold 10s] [--only throughput,latency,connrate,idle] [--format json|kv|both] [--quick]",
-		Description: "Starts two `meshd join` processes (this binary) on 127.0.0.1 with generated configs\n" +
+		Name:  "bench",
+		Usage: "start two meshd nodes on loopback and measure them against direct TCP; print machine-readable results",
+		UsageText: "meshd bench [--duration 10s] [--idle 2000] [--idle-nodes 1] [--idle-hold 30s] [--only throughput,latency,connrate,idle]\n" +
+			"   [--netns [--loopback=false]] [--format json|kv|both] [--quick] [--verbose]",
+		Description: "Starts `meshd join` processes (this binary) on 127.0.0.1 with generated configs\n" +
 			"in a temporary directory: an exporter in site a exporting `sink` and `echo` (both\n" +
 			"served by the bench process) and an importer in site b importing them. Every\n" +
 			"figure is measured through the import and, in the same run right before it,\n" +
@@ -42,29 +43,62 @@ func benchCommand() *cli.Command {
 			"  throughput  1 and 8 parallel streams into a discarding sink for --duration;\n" +
 			"              MB/s = 10^6 bytes/s acknowledged by the sink (keys throughput_N_mbps)\n" +
 			"  latency     64-byte echo round trips over 1 and 16 connections for --duration/2;\n" +
-			"              p50/p99/max in microseconds\n" +
+			"              p50/p99/max in microseconds (latency_N_p50_us, ...)\n" +
 			"  connrate    4 workers: connect, one 64-byte round trip, close, for --duration/2\n" +
-			"  idle        --idle connections through the import, each verified by a round trip,\n" +
-			"              held --idle-hold, verified again; RSS growth per connection of both nodes\n" +
+			"              (conn_rate, per second)\n" +
+			"  idle        --idle connections, each verified by a round trip, held --idle-hold,\n" +
+			"              verified again, through --idle-nodes importer/exporter pairs of their\n" +
+			"              own (see below)\n" +
 			"\n" +
-			"Idle connections run first so the RSS figures are not inflated by the throughput runs.\n" +
-			"The bench raises RLIMIT_NOFILE to the hard limit and binds client sockets to\n" +
-			"127.0.0.2-254 in turn so loopback ports do not run out. The issue's targets\n" +
-			"(18,000 idle connections per node pair; 100,000 over 6+6 nodes) need a hard\n" +
-			"RLIMIT_NOFILE of at least 2×N+1000 for this process (it holds both ends of every\n" +
-			"direct-to-echo leg and every client socket): raise it (ulimit -Hn, limits.conf,\n" +
-			"LimitNOFILE=) before running with a large --idle.\n" +
+			"Idle connections (run first, on nodes started only for them, so that the RSS\n" +
+			"figures are not inflated by the throughput runs): each of the --idle-nodes exporters\n" +
+			"(site a) exports `echo` from its own backend process, the importers (site b) import\n" +
+			"it with balance least_conn, and the connections are spread evenly over the importers\n" +
+			"and held by client processes of at most 16,000 connections each, bound to source\n" +
+			"addresses 127.0.0.2-254 in turn. No process holds more than its share, so a hard\n" +
+			"RLIMIT_NOFILE of 20,000 allows up to ~19,000 connections per node: --idle 18000\n" +
+			"(one pair) and --idle 100000 --idle-nodes 6 (6+6 nodes). Keys: idle_conns,\n" +
+			"idle_setup_ms, idle_open_errors, idle_verify1_errors, idle_verify2_errors,\n" +
+			"idle_backend_conns (held by the backends: the exporters' share), and RSS growth\n" +
+			"per connection that node carried: idle_rss_per_conn_importer_bytes and\n" +
+			"_exporter_bytes (mean over the nodes of the role), _importer_max_bytes,\n" +
+			"_exporter_max_bytes, idle_rss_per_conn_mesh_bytes (growth of all nodes / conns);\n" +
+			"with one pair idle_rss_{importer,exporter}_{before,after}_bytes, with more\n" +
+			"idle_{importer,exporter}_N_conns and _N_rss_growth_bytes for each node.\n" +
+			"\n" +
+			"--netns (root, ip, /dev/net/tun) measures throughput, latency and connrate once more\n" +
+			"between two network namespaces mb-<pid>-a (servers, exporters) and mb-<pid>-b\n" +
+			"(clients, importers) joined by a veth pair 10.213.0.2 <-> 10.213.0.1, for four\n" +
+			"paths in the same run: direct over the veth; plain wireguard-go on kernel TUN\n" +
+			"devices (10.214.0.2 <-> .1, one bench-wgref process per namespace, no meshd) as\n" +
+			"the reference for what WireGuard itself costs; meshd userspace; meshd kernel mode.\n" +
+			"Clients and servers are bench-worker processes of this binary inside the\n" +
+			"namespaces. Keys (FIG = netns_throughput_1, netns_throughput_8,\n" +
+			"netns_latency_{1,16}_{p50,p99,max}, netns_conn_rate; UNIT = _mbps, _us or none):\n" +
+			"  FIG UNIT, FIG_kernel UNIT, FIG_wireguard UNIT, FIG_direct UNIT   the figures\n" +
+			"  FIG_vs_wireguard, FIG_kernel_vs_wireguard    meshd (userspace, kernel) / wireguard-go\n" +
+			"  FIG_ratio, FIG_kernel_ratio, FIG_wireguard_ratio    the same / direct\n" +
+			"  netns_errors (and FIG[_variant]_errors when not 0)\n" +
+			"e.g. netns_throughput_1_wireguard_mbps, netns_latency_1_p50_vs_wireguard. The\n" +
+			"namespaces, their veth and TUN devices and every process are removed at the end,\n" +
+			"also on errors and Ctrl-C; namespaces of a killed earlier run are removed at start.\n" +
+			"Traffic uses only loopback and the addresses above inside those namespaces.\n" +
+			"--loopback=false skips the loopback measurements (namespaces only).\n" +
 			"\n" +
 			"Results go to stdout (one JSON object, or key=value lines); progress to stderr.\n" +
-			"Exits 1 if any measurement had errors (the results are still printed).",
+			"Exits 1 if any measurement had errors or a setup step failed (the results so far\n" +
+			"are still printed, with setup_error), 2 for bad flags, 130 when interrupted.",
 		Flags: []cli.Flag{
 			&cli.DurationFlag{Name: "duration", Value: 10 * time.Second, Usage: "length of each throughput run (latency and connrate runs take half)"},
 			&cli.IntFlag{Name: "idle", Value: 2000, Usage: "idle connections to hold through the import"},
-			&cli.DurationFlag{Name: "idle-hold", Value: 10 * time.Second, Usage: "how long to hold the idle connections before verifying them again"},
+			&cli.IntFlag{Name: "idle-nodes", Value: 1, Usage: "importer/exporter pairs that carry the idle connections (1-32)"},
+			&cli.DurationFlag{Name: "idle-hold", Value: 30 * time.Second, Usage: "how long to hold the idle connections before verifying them again"},
 			&cli.StringFlag{Name: "only", Value: strings.Join(benchMeasurements, ","), Usage: "comma-separated measurements to run"},
 			&cli.StringFlag{Name: "format", Value: "json", Usage: "output: json, kv (key=value lines) or both"},
 			&cli.BoolFlag{Name: "json", Usage: "print one JSON object (the default)"},
 			&cli.BoolFlag{Name: "quick", Usage: "smoke test: 300ms runs, 100 idle connections held 500ms (explicit flags win)"},
+			&cli.BoolFlag{Name: "netns", Usage: "also measure in two network namespaces: direct, plain wireguard-go (kernel TUN), meshd userspace and kernel mode (root)"},
+			&cli.BoolFlag{Name: "loopback", Value: true, Usage: "run the loopback measurements (--loopback=false with --netns: namespaces only)"},
 			&cli.BoolFlag{Name: "verbose", Usage: "show the nodes' logs on stderr"},
 		},
 		Action: runBench,
@@ -73,15 +107,16 @@ func benchCommand() *cli.Command {
 
 type benchOpts struct {
 	duration, idleHold time.Duration
-	idle               int
+	idle, idleNodes    int
 	only               map[string]bool
 	json, kv           bool
 	verbose            bool
+	netns, loopback    bool
 }
 
 func parseBenchOpts(c *cli.Context) (benchOpts, error) {
-	o := benchOpts{duration: c.Duration("duration"), idle: c.Int("idle"), idleHold: c.Duration("idle-hold"),
-		only: map[string]bool{}, verbose: c.Bool("verbose")}
+	o := benchOpts{duration: c.Duration("duration"), idle: c.Int("idle"), idleNodes: c.Int("idle-nodes"), idleHold: c.Duration("idle-hold"),
+		only: map[string]bool{}, verbose: c.Bool("verbose"), netns: c.Bool("netns"), loopback: c.Bool("loopback")}
 	if c.Bool("quick") {
 		if !c.IsSet("duration") {
 			o.duration = 300 * time.Millisecond
@@ -98,6 +133,12 @@ func parseBenchOpts(c *cli.Context) (benchOpts, error) {
 	}
 	if o.idle < 1 || o.idle > 1_000_000 {
 		return o, cli.Exit(fmt.Sprintf("--idle %d: must be between 1 and 1000000", o.idle), 2)
+	}
+	if o.idleNodes < 1 || o.idleNodes > 32 {
+		return o, cli.Exit(fmt.Sprintf("--idle-nodes %d: must be between 1 and 32", o.idleNodes), 2)
+	}
+	if o.idle < o.idleNodes {
+		return o, cli.Exit(fmt.Sprintf("--idle %d: fewer connections than --idle-nodes %d", o.idle, o.idleNodes), 2)
 	}
 	if o.idleHold < 0 || o.idleHold > time.Hour {
 		return o, cli.Exit(fmt.Sprintf("--idle-hold %v: must be between 0 and 1h", o.idleHold), 2)
@@ -118,6 +159,12 @@ func parseBenchOpts(c *cli.Context) (benchOpts, error) {
 	}
 	if len(o.only) == 0 {
 		return o, cli.Exit("--only: no measurement selected", 2)
+	}
+	if !o.loopback && !o.netns {
+		return o, cli.Exit("--loopback=false: nothing to run without --netns", 2)
+	}
+	if !o.loopback && !o.only["throughput"] && !o.only["latency"] && !o.only["connrate"] {
+		return o, cli.Exit("--netns measures throughput, latency and connrate; --only selects none of them", 2)
 	}
 	format := c.String("format")
 	if c.Bool("json") && !c.IsSet("format") {
@@ -147,7 +194,12 @@ func runBench(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	ctx, stop := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM)
+	if o.netns {
+		if why := netnsPossible(); why != "" {
+			return cli.Exit(why, 1)
+		}
+	}
+	ctx, stop := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
 	defer stop()
 	progress := func(format string, args ...any) {
 		fmt.Fprintf(os.Stderr, "bench: "+format+"\n", args...)
@@ -158,32 +210,14 @@ func runBench(c *cli.Context) error {
 	if err != nil {
 		progress("cannot raise RLIMIT_NOFILE: %v", err)
 	}
-	if o.only["idle"] && nofile > 0 && uint64(2*o.idle+1000) > nofile {
-		return fmt.Errorf("--idle %d needs RLIMIT_NOFILE >= %d, the hard limit is %d: raise it (ulimit -Hn, LimitNOFILE=) or lower --idle",
-			o.idle, 2*o.idle+1000, nofile)
+	// Each node carries its share of the idle connections (the importer
+	// one accepted socket each, the exporter one backend socket each),
+	// plus some slack for imbalance and its own descriptors.
+	perNode := (o.idle + o.idleNodes - 1) / o.idleNodes
+	if o.loopback && o.only["idle"] && nofile > 0 && uint64(perNode+1000) > nofile {
+		return cli.Exit(fmt.Sprintf("--idle %d over --idle-nodes %d is %d connections per node, which needs RLIMIT_NOFILE >= %d; the hard limit is %d: add nodes, lower --idle or raise the limit",
+			o.idle, o.idleNodes, perNode, perNode+1000, nofile), 2)
 	}
-
-	sink, err := bench.ListenSink("127.0.0.1:0")
-	if err != nil {
-		return err
-	}
-	defer sink.Close()
-	ech, err := echo.Listen("127.0.0.1:0")
-	if err != nil {
-		return err
-	}
-	defer ech.Close()
-
-	progress("starting 2 meshd nodes on 127.0.0.1 (exporter in site a, importer in site b)")
-	m, err := startBenchMesh(ctx, sink.Addr(), ech.Addr(), o.verbose, progress)
-	if m != nil {
-		defer m.close()
-	}
-	if err != nil {
-		return err
-	}
-	progress("mesh up in %v: import sink %s -> %s, import echo %s -> %s", time.Since(started).Round(time.Millisecond),
-		m.sinkImport, sink.Addr(), m.echoImport, ech.Addr())
 
 	res := bench.NewResults()
 	res.Set("date", started.UTC().Format(time.RFC3339))
@@ -206,11 +240,86 @@ func runBench(c *cli.Context) error {
 			progress("%s: %d errors, first: %v", key, n, first)
 		}
 	}
-	half := o.duration / 2
-
-	if o.only["idle"] && ctx.Err() == nil {
-		runIdle(ctx, o, m, res, addErrs, progress)
+	var setupErr error
+	// Idle connections run first, on nodes of their own, so the RSS
+	// figures are not inflated by the throughput runs.
+	if o.loopback && o.only["idle"] && ctx.Err() == nil {
+		setupErr = runIdle(ctx, o, res, addErrs, progress)
 	}
+	if setupErr == nil && o.loopback && (o.only["throughput"] || o.only["latency"] || o.only["connrate"]) && ctx.Err() == nil {
+		setupErr = runLoopback(ctx, o, res, addErrs, progress)
+	}
+	if setupErr == nil && o.netns && ctx.Err() == nil {
+		n, err := runNetns(ctx, o, res, progress)
+		totalErrs += n
+		setupErr = err
+	}
+	if setupErr != nil && ctx.Err() == nil {
+		// Print what was measured, then fail with the setup error.
+		progress("%v", setupErr)
+		totalErrs++
+		res.Set("setup_error", firstLine(setupErr.Error()))
+	}
+
+	res.Set("errors", totalErrs)
+	res.Set("elapsed_s", bench.Round(time.Since(started).Seconds(), 3))
+	if ctx.Err() != nil {
+		res.Set("interrupted", true)
+	}
+	if o.json {
+		if err := res.WriteJSON(c.App.Writer); err != nil {
+			return err
+		}
+	}
+	if o.kv {
+		if err := res.WriteKV(c.App.Writer); err != nil {
+			return err
+		}
+	}
+	if ctx.Err() != nil {
+		return cli.Exit("interrupted", 130)
+	}
+	if setupErr != nil {
+		return cli.Exit("bench: "+firstLine(setupErr.Error())+" (details above)", 1)
+	}
+	if totalErrs > 0 {
+		return cli.Exit(fmt.Sprintf("bench: %d errors (see above)", totalErrs), 1)
+	}
+	return nil
+}
+
+func firstLine(s string) string {
+	s, _, _ = strings.Cut(s, "\n")
+	return s
+}
+
+// runLoopback measures throughput, latency and connection rate through a
+// pair of nodes on loopback, each next to its direct baseline.
+func runLoopback(ctx context.Context, o benchOpts, res *bench.Results,
+	addErrs func(string, int, error), progress func(string, ...any)) error {
+	started := time.Now()
+	sink, err := bench.ListenSink("127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	defer sink.Close()
+	ech, err := echo.Listen("127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	defer ech.Close()
+
+	progress("starting 2 meshd nodes on 127.0.0.1 (exporter in site a, importer in site b)")
+	m, err := startBenchMesh(ctx, sink.Addr(), ech.Addr(), o.verbose, progress)
+	if m != nil {
+		defer m.close()
+	}
+	if err != nil {
+		return err
+	}
+	progress("mesh up in %v: import sink %s -> %s, import echo %s -> %s", time.Since(started).Round(time.Millisecond),
+		m.sinkImport, sink.Addr(), m.echoImport, ech.Addr())
+	half := o.duration / 2
 	if o.only["throughput"] {
 		for _, streams := range []int{1, 8} {
 			if ctx.Err() != nil {
@@ -262,72 +371,10 @@ func runBench(c *cli.Context) error {
 	// Both nodes must still be running: a crash mid-run invalidates the figures.
 	for _, p := range []*benchProc{m.exporter, m.importer} {
 		if p.exited() {
-			totalErrs++
-			progress("node %s exited during the bench:\n%s", p.name, p.logTail())
+			addErrs("node_exits", 1, fmt.Errorf("node %s exited during the bench:\n%s", p.name, p.logTail()))
 		}
-	}
-	res.Set("errors", totalErrs)
-	res.Set("elapsed_s", bench.Round(time.Since(started).Seconds(), 3))
-	if ctx.Err() != nil {
-		res.Set("interrupted", true)
-	}
-	if o.json {
-		if err := res.WriteJSON(c.App.Writer); err != nil {
-			return err
-		}
-	}
-	if o.kv {
-		if err := res.WriteKV(c.App.Writer); err != nil {
-			return err
-		}
-	}
-	if ctx.Err() != nil {
-		return cli.Exit("interrupted", 130)
-	}
-	if totalErrs > 0 {
-		return cli.Exit(fmt.Sprintf("bench: %d errors (see above)", totalErrs), 1)
 	}
 	return nil
-}
-
-func runIdle(ctx context.Context, o benchOpts, m *benchMesh, res *bench.Results,
-	addErrs func(string, int, error), progress func(string, ...any)) {
-	rss := func(p *benchProc) int64 {
-		v, err := bench.RSS(p.cmd.Process.Pid)
-		if err != nil {
-			progress("rss of %s: %v", p.name, err)
-		}
-		return v
-	}
-	impBefore, expBefore := rss(m.importer), rss(m.exporter)
-	t0 := time.Now()
-	set, openErrs, first := bench.OpenIdle(ctx, m.echoImport, o.idle, 64, &bench.Dialer{Spread: true})
-	defer set.Close()
-	progress("idle: %d/%d connections established and verified in %v", set.Len(), o.idle, time.Since(t0).Round(time.Millisecond))
-	res.Set("idle_conns", set.Len())
-	res.Set("idle_setup_ms", time.Since(t0).Milliseconds())
-	addErrs("idle_open_errors", openErrs, first)
-	v1, first := set.Verify(ctx, 64)
-	addErrs("idle_verify1_errors", v1, first)
-	progress("idle: holding %d connections for %v", set.Len(), o.idleHold)
-	select {
-	case <-ctx.Done():
-	case <-time.After(o.idleHold):
-	}
-	v2, first := set.Verify(ctx, 64)
-	addErrs("idle_verify2_errors", v2, first)
-	impAfter, expAfter := rss(m.importer), rss(m.exporter)
-	res.Set("idle_hold_s", o.idleHold.Seconds())
-	res.Set("idle_rss_importer_before_bytes", impBefore)
-	res.Set("idle_rss_importer_after_bytes", impAfter)
-	res.Set("idle_rss_exporter_before_bytes", expBefore)
-	res.Set("idle_rss_exporter_after_bytes", expAfter)
-	if n := set.Len(); n > 0 {
-		res.Set("idle_rss_per_conn_importer_bytes", float64((impAfter-impBefore)/int64(n)))
-		res.Set("idle_rss_per_conn_exporter_bytes", float64((expAfter-expBefore)/int64(n)))
-		progress("idle: RSS per connection: importer %d B, exporter %d B; errors %d", (impAfter-impBefore)/int64(n),
-			(expAfter-expBefore)/int64(n), openErrs+v1+v2)
-	}
 }
 
 // benchProc is one `meshd join` child process.
@@ -430,105 +477,138 @@ func startBenchMesh(ctx context.Context, sinkAddr, echoAddr string, verbose bool
 		fmt.Sprintf("imports:\n  - name: sink\n    listen: %s\n    sites: [a]\n  - name: echo\n    listen: %s\n    sites: [a]\n",
 			m.sinkImport, m.echoImport)
 
-	start := func(name, cfg string) (*benchProc, error) {
-		cfgPath := filepath.Join(dir, name+".yaml")
-		if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
+	if m.exporter, err = startJoinProc(exe, dir, "bench-exporter", expCfg, nil, verbose); err != nil {
+		return m, err
+	}
+	if m.importer, err = startJoinProc(exe, dir, "bench-importer", impCfg, nil, verbose); err != nil {
+		return m, err
+	}
+	want := meshWant{peers: []string{"bench-exporter"}, services: []string{"sink", "echo"}, endpoints: 1, imports: 2}
+	err = waitMeshReady(ctx, 30*time.Second, m.importer, []*benchProc{m.exporter}, want,
+		func(ctx context.Context) error { return echoPing(ctx, m.echoImport) })
+	return m, err
+}
+
+// startJoinProc writes cfg to dir/name.yaml and starts `meshd join` with
+// it, behind the command prefix (e.g. ip netns exec NS) if any. Its log
+// goes to dir/name.log, or to stderr when verbose.
+func startJoinProc(exe, dir, name, cfg string, prefix []string, verbose bool) (*benchProc, error) {
+	cfgPath := filepath.Join(dir, name+".yaml")
+	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
+		return nil, err
+	}
+	p := &benchProc{name: name, sock: filepath.Join(dir, name+".sock"), logPath: filepath.Join(dir, name+".log"),
+		done: make(chan struct{})}
+	argv := append(append([]string(nil), prefix...), exe, "join", "--config", cfgPath)
+	p.cmd = exec.Command(argv[0], argv[1:]...)
+	// Own process group: a terminal's Ctrl-C reaches only the bench,
+	// which then stops the nodes in order. Pdeathsig kills them if the
+	// bench dies without cleaning up (ip netns exec execs in place, so
+	// the process is meshd itself).
+	p.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if verbose {
+		p.cmd.Stdout, p.cmd.Stderr = os.Stderr, os.Stderr
+	} else {
+		lf, err := os.Create(p.logPath)
+		if err != nil {
 			return nil, err
 		}
-		p := &benchProc{name: name, sock: filepath.Join(dir, name+".sock"), logPath: filepath.Join(dir, name+".log"),
-			done: make(chan struct{})}
-		p.cmd = exec.Command(exe, "join", "--config", cfgPath)
-		// Own process group: a terminal's Ctrl-C reaches only the bench,
-		// which then stops the nodes in order. Pdeathsig kills them if the
-		// bench dies without cleaning up.
-		p.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-		if verbose {
-			p.cmd.Stdout, p.cmd.Stderr = os.Stderr, os.Stderr
-		} else {
-			lf, err := os.Create(p.logPath)
-			if err != nil {
-				return nil, err
-			}
-			defer lf.Close()
-			p.cmd.Stdout, p.cmd.Stderr = lf, lf
-		}
-		if err := p.cmd.Start(); err != nil {
-			return nil, fmt.Errorf("start %s: %w", name, err)
-		}
-		go func() {
-			p.waitErr = p.cmd.Wait()
-			close(p.done)
-		}()
-		return p, nil
+		defer lf.Close()
+		p.cmd.Stdout, p.cmd.Stderr = lf, lf
 	}
-	if m.exporter, err = start("bench-exporter", expCfg); err != nil {
-		return m, err
+	if err := p.cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start %s: %w", name, err)
 	}
-	if m.importer, err = start("bench-importer", impCfg); err != nil {
-		return m, err
-	}
+	go func() {
+		p.waitErr = p.cmd.Wait()
+		close(p.done)
+	}()
+	return p, nil
+}
 
-	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+// meshWant is what an importer must see before a mesh is ready: every
+// peer named alive, up and direct; every service with at least endpoints
+// healthy endpoints; imports imports.
+type meshWant struct {
+	peers     []string
+	services  []string
+	endpoints int
+	imports   int
+}
+
+// waitMeshReady polls the importer's control socket until it sees want,
+// then proves it with ping (a round trip through an import), for at most
+// timeout. It fails early if any node exits.
+func waitMeshReady(ctx context.Context, timeout time.Duration, importer *benchProc, others []*benchProc,
+	want meshWant, ping func(context.Context) error) error {
+	wctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	var last string
 	for {
-		for _, p := range []*benchProc{m.exporter, m.importer} {
+		for _, p := range append([]*benchProc{importer}, others...) {
 			if p.exited() {
-				return m, fmt.Errorf("node %s exited (%v):\n%s", p.name, p.waitErr, p.logTail())
+				return fmt.Errorf("node %s exited (%v):\n%s", p.name, p.waitErr, p.logTail())
 			}
 		}
-		if why := meshNotReady(wctx, m.importer.sock); why == "" {
-			// The catalog says yes; prove it with a round trip.
-			if err := echoPing(wctx, m.echoImport); err == nil {
-				return m, nil
-			} else {
-				why = "echo through the import: " + err.Error()
-			}
+		if why := meshNotReady(wctx, importer.sock, want); why != "" {
 			last = why
+		} else if err := ping(wctx); err != nil {
+			// The catalog says yes; but a round trip must prove it.
+			last = "echo through the import: " + err.Error()
 		} else {
-			last = why
+			return nil
 		}
 		select {
 		case <-wctx.Done():
 			if ctx.Err() != nil {
-				return m, ctx.Err()
+				return ctx.Err()
 			}
-			return m, fmt.Errorf("mesh not ready within 30s: %s\nimporter log:\n%s\nexporter log:\n%s",
-				last, m.importer.logTail(), m.exporter.logTail())
+			msg := fmt.Sprintf("mesh not ready within %v on %s: %s\n%s log:\n%s", timeout, importer.name, last,
+				importer.name, importer.logTail())
+			for _, p := range others {
+				if len(others) <= 2 {
+					msg += fmt.Sprintf("\n%s log:\n%s", p.name, p.logTail())
+				}
+			}
+			return errors.New(msg)
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
 }
 
 // meshNotReady asks the importer's control socket for its status and says
-// what is missing ("" when the exporter is up and both services are healthy).
-func meshNotReady(ctx context.Context, sock string) string {
+// what is missing of want ("" when nothing is).
+func meshNotReady(ctx context.Context, sock string, want meshWant) string {
 	var st node.Status
 	if err := controlGet(ctx, sock, "/status", &st); err != nil {
 		return err.Error()
 	}
-	up := false
+	up := map[string]bool{}
 	for _, p := range st.Peers {
-		if p.Name == "bench-exporter" && p.State == "alive" && p.Up && p.Path == node.PathDirect {
-			up = true
+		if p.State == "alive" && p.Up && p.Path == node.PathDirect {
+			up[p.Name] = true
 		}
 	}
-	if !up {
-		return "exporter not up on the importer"
+	for _, name := range want.peers {
+		if !up[name] {
+			return fmt.Sprintf("peer %s not up", name)
+		}
 	}
-	healthy := map[string]bool{}
+	healthy := map[string]int{}
 	for _, s := range st.Services {
 		for _, e := range s.Endpoints {
 			if e.Healthy {
-				healthy[s.Name] = true
+				healthy[s.Name]++
 			}
 		}
 	}
-	if !healthy["sink"] || !healthy["echo"] {
-		return "services sink and echo not both healthy in the catalog"
+	for _, name := range want.services {
+		if healthy[name] < want.endpoints {
+			return fmt.Sprintf("service %s: %d healthy endpoints, want %d", name, healthy[name], want.endpoints)
+		}
 	}
-	if len(st.Imports) != 2 {
-		return fmt.Sprintf("%d imports, want 2", len(st.Imports))
+	if len(st.Imports) != want.imports {
+		return fmt.Sprintf("%d imports, want %d", len(st.Imports), want.imports)
 	}
 	return ""
 }

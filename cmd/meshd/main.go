@@ -44,6 +44,8 @@ func newApp() *cli.App {
 			drillCommand(),
 			demoCommand(),
 			benchCommand(),
+			benchWorkerCommand(),
+			benchWGRefCommand(),
 			versionCommand(),
 		},
 	}

@@ -26,7 +26,9 @@ const grace = 10 * time.Second
 // connections are bound to source addresses 127.0.0.2 … 127.0.0.254 in
 // turn, so tens of thousands of loopback connections (and their
 // TIME_WAIT remnants) do not exhaust one source address's ephemeral
-// ports. Only use Spread for loopback targets.
+// ports. Only use Spread for loopback targets. The port is chosen at
+// connect time (IP_BIND_ADDRESS_NO_PORT on Linux), so the bound sockets
+// do not reserve port numbers that other processes' dials need.
 type Dialer struct {
 	Spread bool
 	next   atomic.Uint32
@@ -38,6 +40,7 @@ func (d *Dialer) Dial(ctx context.Context, addr string) (net.Conn, error) {
 	if d != nil && d.Spread {
 		i := d.next.Add(1)
 		nd.LocalAddr = &net.TCPAddr{IP: net.IPv4(127, 0, 0, byte(2+i%253))}
+		nd.Control = bindNoPort
 	}
 	return nd.DialContext(ctx, "tcp", addr)
 }

@@ -1,0 +1,529 @@
+package main
+
+// meshd bench --netns: the same throughput, latency and connection-rate
+// figures measured between two network namespaces joined by a veth pair,
+// for four paths in the same run:
+//
+//	direct        client (ns b) ── veth ──▶ sink/echo (ns a)
+//	wireguard     client (ns b) ── plain wireguard-go, kernel TUN ──▶ sink/echo (ns a)
+//	meshd         client ─▶ import (ns b) ── meshd userspace ──▶ exporter (ns a) ─▶ sink/echo
+//	meshd_kernel  the same with tunnel.mode: kernel
+//
+// Every process is this binary: bench-worker for the clients (ns b) and
+// the servers (ns a), bench-wgref for wireguard-go, join for the nodes.
+// Only the private addresses below, inside the namespaces created here,
+// carry traffic. Everything is removed on the way out, also on errors and
+// Ctrl-C; namespaces left by a killed earlier run are removed at start.
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/meshd/meshd/internal/bench"
+	"github.com/meshd/meshd/internal/key"
+)
+
+// Addresses and ports of the namespace lab. ns a holds the servers and the
+// exporters, ns b the clients and the importers.
+const (
+	netnsVethA    = "10.213.0.2" // veth in ns a
+	netnsVethB    = "10.213.0.1" // veth in ns b
+	netnsWGA      = "10.214.0.2" // wireguard-go tunnel address in ns a
+	netnsWGB      = "10.214.0.1" // and in ns b
+	netnsWGPort   = 51900
+	netnsWGDev    = "mbwg0"
+	netnsSinkPort = 5001
+	netnsEchoPort = 5002
+)
+
+// benchNetnsPrefix starts the names of the bench's namespaces:
+// mb-<pid>-a and mb-<pid>-b.
+const benchNetnsPrefix = "mb-"
+
+var staleBenchNetns = regexp.MustCompile(`^mb-([0-9]+)-(a|b)$`)
+
+// netnsVariants in measurement order, with their key infix.
+var netnsVariants = []struct{ name, infix string }{
+	{"direct", "_direct"},
+	{"wireguard", "_wireguard"},
+	{"meshd", ""},
+	{"meshd_kernel", "_kernel"},
+}
+
+// netnsPossible says why the netns bench cannot run here ("" if it can).
+func netnsPossible() string {
+	if os.Geteuid() != 0 {
+		return "--netns needs root (network namespaces, veth, TUN devices); run it as root or drop --netns"
+	}
+	if _, err := exec.LookPath("ip"); err != nil {
+		return "--netns needs the ip command (iproute2): " + err.Error()
+	}
+	if _, err := os.Stat("/dev/net/tun"); err != nil {
+		return "--netns needs /dev/net/tun for the kernel-TUN reference and meshd kernel mode: " + err.Error()
+	}
+	return ""
+}
+
+// netnsLab is the namespaces and every process of the netns bench.
+type netnsLab struct {
+	nsA, nsB   string
+	dir        string
+	exe        string
+	verbose    bool
+	progress   func(string, ...any)
+	namespaces []string // created, deleted by close
+	workers    []*bench.Worker
+	wgrefs     []*wgrefProc
+	nodes      []*benchProc
+	client     *bench.Worker // in ns b
+	targets    map[string]netnsTarget
+}
+
+// netnsTarget is where the client dials for one variant.
+type netnsTarget struct{ sink, echo string }
+
+// runCmd runs a command (ip, sysctl), bounded by 15s; the error has its
+// output.
+func runCmd(ctx context.Context, name string, args ...string) error {
+	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, name, args...).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("%s %s: %v: %s", name, strings.Join(args, " "), err, strings.TrimSpace(string(out)))
+	}
+	return nil
+}
+
+// removeStaleBenchNetns deletes namespaces mb-<pid>-a|b whose bench
+// process no longer exists (it was killed before its cleanup).
+func removeStaleBenchNetns(ctx context.Context, progress func(string, ...any)) {
+	out, err := exec.CommandContext(ctx, "ip", "netns", "list").Output()
+	if err != nil {
+		return
+	}
+	for _, l := range strings.Split(string(out), "\n") {
+		f := strings.Fields(l)
+		if len(f) == 0 {
+			continue
+		}
+		m := staleBenchNetns.FindStringSubmatch(f[0])
+		if m == nil {
+			continue
+		}
+		pid, err := strconv.Atoi(m[1])
+		if err != nil || pid == os.Getpid() {
+			continue
+		}
+		if err := syscall.Kill(pid, 0); !errors.Is(err, syscall.ESRCH) {
+			continue // that bench is still running (or the pid was reused)
+		}
+		killNetnsPids(ctx, f[0])
+		if err := runCmd(ctx, "ip", "netns", "del", f[0]); err == nil {
+			progress("netns: removed stale namespace %s of a dead earlier run", f[0])
+		}
+	}
+}
+
+// killNetnsPids kills every process left in namespace ns: they are ours.
+func killNetnsPids(ctx context.Context, ns string) {
+	out, err := exec.CommandContext(ctx, "ip", "netns", "pids", ns).Output()
+	if err != nil {
+		return
+	}
+	for _, f := range strings.Fields(string(out)) {
+		if pid, err := strconv.Atoi(f); err == nil && pid > 1 && pid != os.Getpid() {
+			syscall.Kill(pid, syscall.SIGKILL)
+		}
+	}
+}
+
+// close stops every process and deletes the namespaces (with their veth
+// and TUN devices) and the temporary directory. Safe on a partial lab.
+func (l *netnsLab) close() {
+	for i := len(l.nodes) - 1; i >= 0; i-- {
+		l.nodes[i].stop()
+	}
+	for _, w := range l.workers {
+		if err := w.Close(); err != nil {
+			l.progress("netns: %v", err)
+		}
+	}
+	for _, w := range l.wgrefs {
+		w.close()
+	}
+	// Background context: cleanup must run also after Ctrl-C.
+	bg := context.Background()
+	for _, ns := range l.namespaces {
+		killNetnsPids(bg, ns)
+		var err error
+		for range 20 {
+			if err = runCmd(bg, "ip", "netns", "del", ns); err == nil {
+				break
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		if err != nil {
+			l.progress("netns cleanup: %v", err)
+		}
+	}
+	if l.dir != "" {
+		os.RemoveAll(l.dir)
+	}
+}
+
+func (l *netnsLab) inNS(ns string, argv ...string) []string {
+	return append([]string{"ip", "netns", "exec", ns}, argv...)
+}
+
+// setup creates the namespaces and the veth pair, and starts the servers
+// (ns a) and the client (ns b).
+func (l *netnsLab) setup(ctx context.Context) error {
+	removeStaleBenchNetns(ctx, l.progress)
+	for _, ns := range []string{l.nsA, l.nsB} {
+		if err := runCmd(ctx, "ip", "netns", "add", ns); err != nil {
+			return fmt.Errorf("netns: %w", err)
+		}
+		l.namespaces = append(l.namespaces, ns)
+		if err := runCmd(ctx, "ip", "-n", ns, "link", "set", "lo", "up"); err != nil {
+			return fmt.Errorf("netns: %w", err)
+		}
+	}
+	if err := runCmd(ctx, "ip", "-n", l.nsB, "link", "add", "veth0", "type", "veth", "peer", "name", "veth0", "netns", l.nsA); err != nil {
+		return fmt.Errorf("netns: %w", err)
+	}
+	for ns, ip := range map[string]string{l.nsA: netnsVethA, l.nsB: netnsVethB} {
+		for _, args := range [][]string{
+			{"-n", ns, "addr", "add", ip + "/24", "dev", "veth0"},
+			{"-n", ns, "link", "set", "veth0", "up"},
+		} {
+			if err := runCmd(ctx, "ip", args...); err != nil {
+				return fmt.Errorf("netns: %w", err)
+			}
+		}
+		// Namespaced sysctls, ours only: reuse TIME_WAIT ports for new
+		// outgoing connections and widen the ephemeral range, so the
+		// connection-rate runs (no source-address spread here) do not
+		// run out of ports.
+		for _, kv := range []string{"net.ipv4.tcp_tw_reuse=1", "net.ipv4.ip_local_port_range=1024 65000"} {
+			if err := runCmd(ctx, "ip", "netns", "exec", ns, "sysctl", "-q", "-w", kv); err != nil {
+				l.progress("netns: %v (continuing)", err)
+			}
+		}
+	}
+
+	srv, err := bench.StartWorker("servers@"+l.nsA, l.inNS(l.nsA, l.exe, "bench-worker"), l.logTo())
+	if err != nil {
+		return err
+	}
+	l.workers = append(l.workers, srv)
+	if _, err := srv.Call(ctx, bench.WorkerRequest{Op: bench.OpServe,
+		Sink: fmt.Sprintf("0.0.0.0:%d", netnsSinkPort), Echo: fmt.Sprintf("0.0.0.0:%d", netnsEchoPort)}, 15*time.Second); err != nil {
+		return err
+	}
+	if l.client, err = bench.StartWorker("client@"+l.nsB, l.inNS(l.nsB, l.exe, "bench-worker"), l.logTo()); err != nil {
+		return err
+	}
+	l.workers = append(l.workers, l.client)
+	l.targets = map[string]netnsTarget{"direct": {
+		sink: fmt.Sprintf("%s:%d", netnsVethA, netnsSinkPort),
+		echo: fmt.Sprintf("%s:%d", netnsVethA, netnsEchoPort),
+	}}
+	return l.ping(ctx, "direct", 10*time.Second)
+}
+
+func (l *netnsLab) logTo() io.Writer {
+	if l.verbose {
+		return os.Stderr
+	}
+	return nil
+}
+
+// ping proves the echo of variant v answers from the client, retrying
+// for up to d (a tunnel's first handshake, a node still starting).
+func (l *netnsLab) ping(ctx context.Context, v string, d time.Duration) error {
+	end := time.Now().Add(d)
+	for {
+		r, err := l.client.Call(ctx, bench.WorkerRequest{Op: bench.OpPing, Addr: l.targets[v].echo}, 30*time.Second)
+		if err != nil {
+			return err
+		}
+		if r.Errors == 0 {
+			return nil
+		}
+		if time.Now().After(end) {
+			return fmt.Errorf("netns %s: echo %s does not answer within %v: %s", v, l.targets[v].echo, d, r.FirstErr)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+// wgrefProc is one bench-wgref process.
+type wgrefProc struct {
+	cmd   *exec.Cmd
+	stdin io.WriteCloser
+	done  chan struct{}
+}
+
+func (w *wgrefProc) close() {
+	w.stdin.Close() // it closes its device and exits
+	select {
+	case <-w.done:
+	case <-time.After(5 * time.Second):
+		w.cmd.Process.Kill()
+		<-w.done
+	}
+}
+
+// startWireGuard runs plain wireguard-go on a kernel TUN device in each
+// namespace, peered over the veth, and waits for both to be configured.
+func (l *netnsLab) startWireGuard(ctx context.Context) error {
+	privA, err := key.NewPrivate()
+	if err != nil {
+		return err
+	}
+	privB, err := key.NewPrivate()
+	if err != nil {
+		return err
+	}
+	ends := []struct {
+		ns             string
+		priv           key.PrivateKey
+		peer           key.PublicKey
+		peerVeth, addr string
+		allowed        string
+	}{
+		{l.nsA, privA, privB.Public(), netnsVethB, netnsWGA, netnsWGB},
+		{l.nsB, privB, privA.Public(), netnsVethA, netnsWGB, netnsWGA},
+	}
+	for _, e := range ends {
+		// Throwaway keys of a private namespace: the command line is fine.
+		argv := l.inNS(e.ns, l.exe, "bench-wgref", "--dev", netnsWGDev, "--private", e.priv.String(),
+			"--port", strconv.Itoa(netnsWGPort), "--peer", e.peer.String(),
+			"--endpoint", fmt.Sprintf("%s:%d", e.peerVeth, netnsWGPort),
+			"--addr", e.addr+"/24", "--allowed", e.allowed+"/32")
+		w := &wgrefProc{cmd: exec.Command(argv[0], argv[1:]...), done: make(chan struct{})}
+		w.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+		errPipe := bench.NewTail(4000)
+		w.cmd.Stderr = errPipe
+		if w.stdin, err = w.cmd.StdinPipe(); err != nil {
+			return err
+		}
+		stdout, err := w.cmd.StdoutPipe()
+		if err != nil {
+			return err
+		}
+		if err := w.cmd.Start(); err != nil {
+			return fmt.Errorf("start bench-wgref in %s: %w", e.ns, err)
+		}
+		ready := make(chan bool, 1)
+		go func() { // owned: ends when the process's stdout closes
+			sc := bufio.NewScanner(stdout)
+			ok := sc.Scan() && sc.Text() == "ready"
+			ready <- ok
+			io.Copy(io.Discard, stdout)
+			w.cmd.Wait()
+			close(w.done)
+		}()
+		l.wgrefs = append(l.wgrefs, w)
+		select {
+		case ok := <-ready:
+			if !ok {
+				<-w.done
+				return fmt.Errorf("bench-wgref in %s failed: %s", e.ns, errPipe.String())
+			}
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(15 * time.Second):
+			return fmt.Errorf("bench-wgref in %s: not ready within 15s: %s", e.ns, errPipe.String())
+		}
+	}
+	l.targets["wireguard"] = netnsTarget{
+		sink: fmt.Sprintf("%s:%d", netnsWGA, netnsSinkPort),
+		echo: fmt.Sprintf("%s:%d", netnsWGA, netnsEchoPort),
+	}
+	return l.ping(ctx, "wireguard", 15*time.Second)
+}
+
+// startMeshd starts an exporter (ns a: sink, echo on ns a's loopback) and
+// an importer (ns b, imports on its loopback) in tunnel mode mode, with
+// their own cluster key and ports, and waits until the imports work.
+func (l *netnsLab) startMeshd(ctx context.Context, variant, mode string, portBase int) error {
+	k := make([]byte, 32)
+	rand.Read(k)
+	keyFile := filepath.Join(l.dir, variant+".key")
+	if err := os.WriteFile(keyFile, []byte(base64.StdEncoding.EncodeToString(k)+"\n"), 0o600); err != nil {
+		return err
+	}
+	gossip, tunnelPort := portBase, portBase+1
+	sinkImport := fmt.Sprintf("127.0.0.1:%d", portBase+2)
+	echoImport := fmt.Sprintf("127.0.0.1:%d", portBase+3)
+	level := "warn"
+	if l.verbose {
+		level = "info"
+	}
+	cfg := func(name, site, ip, join string) string {
+		return fmt.Sprintf("name: %s\nsite: %s\ndata_dir: %s\ncluster:\n  key_file: %s\n  join: [%s]\n"+
+			"gossip:\n  bind: %s:%d\ntunnel:\n  listen: %s:%d\n  mode: %s\n"+
+			"failover:\n  drain_grace: 1s\ncontrol:\n  socket: %s\nlog:\n  level: %s\n",
+			name, site, filepath.Join(l.dir, name), keyFile, join, ip, gossip, ip, tunnelPort, mode,
+			filepath.Join(l.dir, name+".sock"), level)
+	}
+	expName, impName := variant+"-exporter", variant+"-importer"
+	expCfg := cfg(expName, "a", netnsVethA, "") +
+		fmt.Sprintf("exports:\n  - name: sink\n    target: 127.0.0.1:%d\n  - name: echo\n    target: 127.0.0.1:%d\n",
+			netnsSinkPort, netnsEchoPort)
+	impCfg := cfg(impName, "b", netnsVethB, strconv.Quote(fmt.Sprintf("%s:%d", netnsVethA, gossip))) +
+		fmt.Sprintf("imports:\n  - name: sink\n    listen: %s\n    sites: [a]\n  - name: echo\n    listen: %s\n    sites: [a]\n",
+			sinkImport, echoImport)
+	exp, err := startJoinProc(l.exe, l.dir, expName, expCfg, []string{"ip", "netns", "exec", l.nsA}, l.verbose)
+	if err != nil {
+		return err
+	}
+	l.nodes = append(l.nodes, exp)
+	imp, err := startJoinProc(l.exe, l.dir, impName, impCfg, []string{"ip", "netns", "exec", l.nsB}, l.verbose)
+	if err != nil {
+		return err
+	}
+	l.nodes = append(l.nodes, imp)
+	l.targets[variant] = netnsTarget{sink: sinkImport, echo: echoImport}
+	want := meshWant{peers: []string{expName}, services: []string{"sink", "echo"}, endpoints: 1, imports: 2}
+	return waitMeshReady(ctx, 30*time.Second, imp, []*benchProc{exp}, want,
+		func(ctx context.Context) error { return l.ping(ctx, variant, 0) })
+}
+
+// runNetns builds the lab, measures every selected figure for the four
+// variants in turn and records them under netns_* keys. It returns the
+// number of measurement errors; a setup failure is an error.
+func runNetns(ctx context.Context, o benchOpts, res *bench.Results, progress func(string, ...any)) (errs int, err error) {
+	exe, err := os.Executable()
+	if err != nil {
+		return 0, fmt.Errorf("find this executable: %w", err)
+	}
+	dir, err := os.MkdirTemp("", "meshd-bench-netns-")
+	if err != nil {
+		return 0, err
+	}
+	l := &netnsLab{nsA: fmt.Sprintf("%s%d-a", benchNetnsPrefix, os.Getpid()), nsB: fmt.Sprintf("%s%d-b", benchNetnsPrefix, os.Getpid()),
+		dir: dir, exe: exe, verbose: o.verbose, progress: progress}
+	defer l.close()
+	t0 := time.Now()
+	progress("netns: namespaces %s (servers, exporters) and %s (clients, importers), veth %s <-> %s", l.nsA, l.nsB, netnsVethA, netnsVethB)
+	if err := l.setup(ctx); err != nil {
+		return 0, err
+	}
+	if err := l.startWireGuard(ctx); err != nil {
+		return 0, err
+	}
+	if err := l.startMeshd(ctx, "meshd", "userspace", 7946); err != nil {
+		return 0, fmt.Errorf("netns meshd userspace: %w", err)
+	}
+	if err := l.startMeshd(ctx, "meshd_kernel", "kernel", 7956); err != nil {
+		return 0, fmt.Errorf("netns meshd kernel: %w", err)
+	}
+	progress("netns: direct, wireguard-go (kernel TUN %s %s<->%s), meshd userspace and kernel up in %v", netnsWGDev, netnsWGB, netnsWGA,
+		time.Since(t0).Round(time.Millisecond))
+
+	half := o.duration / 2
+	timeout := o.duration + 60*time.Second
+	call := func(req bench.WorkerRequest) (bench.WorkerResponse, error) {
+		return l.client.Call(ctx, req, timeout)
+	}
+	countErr := func(key string, n int, first string) {
+		if n == 0 {
+			return
+		}
+		errs += n
+		res.Set(key, n)
+		progress("%s: %d errors, first: %s", key, n, first)
+	}
+	if o.only["throughput"] {
+		for _, streams := range []int{1, 8} {
+			vals := map[string]float64{}
+			for _, v := range netnsVariants {
+				r, err := call(bench.WorkerRequest{Op: bench.OpThroughput, Addr: l.targets[v.name].sink, Streams: streams, Duration: int64(o.duration)})
+				if err != nil {
+					return errs, err
+				}
+				vals[v.name] = r.MBps
+				progress("netns throughput %d stream(s) %-12s %8.1f MB/s", streams, v.name+":", r.MBps)
+				countErr(fmt.Sprintf("netns_throughput_%d%s_errors", streams, v.infix), r.Errors, r.FirstErr)
+			}
+			setNetns(res, fmt.Sprintf("netns_throughput_%d", streams), "_mbps", vals)
+		}
+	}
+	if o.only["latency"] {
+		for _, conns := range []int{1, 16} {
+			p50, p99, max := map[string]float64{}, map[string]float64{}, map[string]float64{}
+			for _, v := range netnsVariants {
+				r, err := call(bench.WorkerRequest{Op: bench.OpLatency, Addr: l.targets[v.name].echo, Conns: conns, Duration: int64(half), Max: 2_000_000})
+				if err != nil {
+					return errs, err
+				}
+				lr := r.Latency()
+				p50[v.name], p99[v.name], max[v.name] = bench.Micros(lr.P50), bench.Micros(lr.P99), bench.Micros(lr.Max)
+				progress("netns latency %d conn(s) %-12s p50 %v p99 %v max %v (%d round trips)", conns, v.name+":", lr.P50, lr.P99, lr.Max, lr.Count)
+				countErr(fmt.Sprintf("netns_latency_%d%s_errors", conns, v.infix), r.Errors, r.FirstErr)
+			}
+			k := fmt.Sprintf("netns_latency_%d", conns)
+			setNetns(res, k+"_p50", "_us", p50)
+			setNetns(res, k+"_p99", "_us", p99)
+			setNetns(res, k+"_max", "_us", max)
+		}
+	}
+	if o.only["connrate"] {
+		const workers = 4
+		vals := map[string]float64{}
+		for _, v := range netnsVariants {
+			r, err := call(bench.WorkerRequest{Op: bench.OpConnRate, Addr: l.targets[v.name].echo, Conns: workers, Duration: int64(half), Max: 500_000})
+			if err != nil {
+				return errs, err
+			}
+			vals[v.name] = r.PerSec
+			progress("netns connection rate %-12s %6.0f/s (%d connections)", v.name+":", r.PerSec, r.Conns)
+			countErr("netns_conn_rate"+v.infix+"_errors", r.Errors, r.FirstErr)
+		}
+		setNetns(res, "netns_conn_rate", "", vals)
+	}
+	for _, p := range l.nodes {
+		if p.exited() {
+			errs++
+			progress("netns: node %s exited during the bench:\n%s", p.name, p.logTail())
+		}
+	}
+	res.Set("netns_errors", errs)
+	return errs, nil
+}
+
+// setNetns records one figure of the four variants and its ratios:
+// base+unit (meshd userspace), base_kernel+unit, base_wireguard+unit,
+// base_direct+unit; base_vs_wireguard and base_kernel_vs_wireguard
+// (meshd / wireguard-go); base_ratio, base_kernel_ratio and
+// base_wireguard_ratio (x / direct).
+func setNetns(res *bench.Results, base, unit string, v map[string]float64) {
+	res.Set(base+unit, bench.Round(v["meshd"], 3))
+	res.Set(base+"_kernel"+unit, bench.Round(v["meshd_kernel"], 3))
+	res.Set(base+"_wireguard"+unit, bench.Round(v["wireguard"], 3))
+	res.Set(base+"_direct"+unit, bench.Round(v["direct"], 3))
+	res.Set(base+"_vs_wireguard", bench.Round(bench.Ratio(v["meshd"], v["wireguard"]), 4))
+	res.Set(base+"_kernel_vs_wireguard", bench.Round(bench.Ratio(v["meshd_kernel"], v["wireguard"]), 4))
+	res.Set(base+"_ratio", bench.Round(bench.Ratio(v["meshd"], v["direct"]), 4))
+	res.Set(base+"_kernel_ratio", bench.Round(bench.Ratio(v["meshd_kernel"], v["direct"]), 4))
+	res.Set(base+"_wireguard_ratio", bench.Round(bench.Ratio(v["wireguard"], v["direct"]), 4))
+}

@@ -131,7 +131,7 @@ func (p *peer) dialLoop() {
 		c, err := p.t.net.DialTCP(ctx, netip.AddrPortFrom(p.ip, SessionPort))
 		cancel()
 		if err == nil {
-			sess, err := yamux.Client(c, p.t.ymxCfg)
+			sess, err := yamux.Client(newFrameConn(c), p.t.ymxCfg)
 			if err != nil {
 				c.Close()
 			} else {
@@ -156,7 +156,7 @@ func (p *peer) dialLoop() {
 
 // acceptSession takes a session connection the peer dialled.
 func (p *peer) acceptSession(c net.Conn) {
-	sess, err := yamux.Server(c, p.t.ymxCfg)
+	sess, err := yamux.Server(newFrameConn(c), p.t.ymxCfg)
 	if err != nil {
 		c.Close()
 		return

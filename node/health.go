@@ -32,10 +32,9 @@ func (n *Node) watchHealth() {
 		case <-tick.C:
 		}
 		now := time.Now()
-		stats := n.tun.Stats()
 		c := n.catalog.Load()
 		for _, m := range c.members {
-			st := stats[m.Meta.PublicKey]
+			st, _ := n.tun.SessionStats(m.Meta.PublicKey)
 			if st.SessionUp {
 				everUp[m.Name] = true
 			}

@@ -138,7 +138,6 @@ func (im *importer) handle(client net.Conn, finished func()) {
 func (n *Node) candidates(imp config.Import, rr uint64, active func(node string) int64) []failover.Endpoint {
 	c := n.catalog.Load()
 	eps := c.services[imp.Name]
-	stats := n.tun.Stats()
 	now := time.Now()
 	out := make([]failover.Endpoint, 0, len(eps))
 	answering := make([]bool, 0, len(eps)) // reachable right now, hold-down aside
@@ -150,7 +149,7 @@ func (n *Node) candidates(imp config.Import, rr uint64, active func(node string)
 			fe.Down = !e.healthy
 			ok = e.healthy
 		} else {
-			st := stats[e.pub]
+			st, _ := n.tun.SessionStats(e.pub)
 			m := c.byName[e.node]
 			fe.RTT = st.SRTT
 			fe.Down = !e.healthy || !e.alive || !n.peerUsable(m, st, now) ||

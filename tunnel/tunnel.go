@@ -333,6 +333,24 @@ func (t *Tunnel) OpenStream(ctx context.Context, pub key.PublicKey) (net.Conn, e
 }
 
 // Stats returns a snapshot of every peer's tunnel state.
+// SessionStats is the part of a peer's PeerStats that the data path
+// keeps (session, pings, path), without WireGuard's counters: cheap enough
+// for every new connection. ok is false for an unknown peer.
+func (t *Tunnel) SessionStats(pub key.PublicKey) (st PeerStats, ok bool) {
+	t.mu.Lock()
+	p := t.peers[pub]
+	t.mu.Unlock()
+	if p == nil {
+		return PeerStats{}, false
+	}
+	st = p.stats()
+	st.Path, st.RelayVia = t.bind.Path(pub)
+	return st, true
+}
+
+// Stats returns every peer's statistics, with WireGuard's handshake time
+// and byte counters (read through its UAPI dump: for status and metrics,
+// not per connection).
 func (t *Tunnel) Stats() map[key.PublicKey]PeerStats {
 	out := make(map[key.PublicKey]PeerStats)
 	t.mu.Lock()

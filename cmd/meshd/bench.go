@@ -44,7 +44,8 @@ func benchCommand() *cli.Command {
 			"              MB/s = 10^6 bytes/s acknowledged by the sink (keys throughput_N_mbps)\n" +
 			"  latency     64-byte echo round trips over 1 and 16 connections for --duration/2;\n" +
 			"              p50/p99/max in microseconds (latency_N_p50_us, ...)\n" +
-			"  connrate    4 workers: connect, one 64-byte round trip, close, for --duration/2\n" +
+			"  connrate    --conn-workers concurrent clients (default 32): connect, one 64-byte\n" +
+			"              round trip, close, for --duration/2; connections per second\n" +
 			"              (conn_rate, per second)\n" +
 			"  idle        --idle connections, each verified by a round trip, held --idle-hold,\n" +
 			"              verified again, through --idle-nodes importer/exporter pairs of their\n" +
@@ -89,6 +90,7 @@ func benchCommand() *cli.Command {
 			"Exits 1 if any measurement had errors or a setup step failed (the results so far\n" +
 			"are still printed, with setup_error), 2 for bad flags, 130 when interrupted.",
 		Flags: []cli.Flag{
+			&cli.IntFlag{Name: "conn-workers", Value: 32, Usage: "concurrent clients of the connection rate measurement"},
 			&cli.DurationFlag{Name: "duration", Value: 10 * time.Second, Usage: "length of each throughput run (latency and connrate runs take half)"},
 			&cli.IntFlag{Name: "idle", Value: 2000, Usage: "idle connections to hold through the import"},
 			&cli.IntFlag{Name: "idle-nodes", Value: 1, Usage: "importer/exporter pairs that carry the idle connections (1-32)"},
@@ -108,6 +110,7 @@ func benchCommand() *cli.Command {
 type benchOpts struct {
 	duration, idleHold time.Duration
 	idle, idleNodes    int
+	connWorkers        int
 	only               map[string]bool
 	json, kv           bool
 	verbose            bool
@@ -115,7 +118,7 @@ type benchOpts struct {
 }
 
 func parseBenchOpts(c *cli.Context) (benchOpts, error) {
-	o := benchOpts{duration: c.Duration("duration"), idle: c.Int("idle"), idleNodes: c.Int("idle-nodes"), idleHold: c.Duration("idle-hold"),
+	o := benchOpts{duration: c.Duration("duration"), idle: c.Int("idle"), connWorkers: c.Int("conn-workers"), idleNodes: c.Int("idle-nodes"), idleHold: c.Duration("idle-hold"),
 		only: map[string]bool{}, verbose: c.Bool("verbose"), netns: c.Bool("netns"), loopback: c.Bool("loopback")}
 	if c.Bool("quick") {
 		if !c.IsSet("duration") {
@@ -139,6 +142,9 @@ func parseBenchOpts(c *cli.Context) (benchOpts, error) {
 	}
 	if o.idle < o.idleNodes {
 		return o, cli.Exit(fmt.Sprintf("--idle %d: fewer connections than --idle-nodes %d", o.idle, o.idleNodes), 2)
+	}
+	if o.connWorkers < 1 || o.connWorkers > 256 {
+		return o, cli.Exit(fmt.Sprintf("--conn-workers %d: must be between 1 and 256", o.connWorkers), 2)
 	}
 	if o.idleHold < 0 || o.idleHold > time.Hour {
 		return o, cli.Exit(fmt.Sprintf("--idle-hold %v: must be between 0 and 1h", o.idleHold), 2)
@@ -355,7 +361,7 @@ func runLoopback(ctx context.Context, o benchOpts, res *bench.Results,
 		}
 	}
 	if o.only["connrate"] && ctx.Err() == nil {
-		const workers = 4
+		workers := o.connWorkers
 		d := bench.ConnRate(ctx, ech.Addr(), workers, half, 500_000, &bench.Dialer{Spread: true})
 		progress("connection rate direct: %.0f/s (%d connections)", d.PerSec, d.Conns)
 		r := bench.ConnRate(ctx, m.echoImport, workers, half, 500_000, &bench.Dialer{Spread: true})

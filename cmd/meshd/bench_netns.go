@@ -488,7 +488,7 @@ func runNetns(ctx context.Context, o benchOpts, res *bench.Results, progress fun
 		}
 	}
 	if o.only["connrate"] {
-		const workers = 4
+		workers := o.connWorkers
 		vals := map[string]float64{}
 		for _, v := range netnsVariants {
 			r, err := call(bench.WorkerRequest{Op: bench.OpConnRate, Addr: l.targets[v.name].echo, Conns: workers, Duration: int64(half), Max: 500_000})

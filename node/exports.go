@@ -125,7 +125,8 @@ func (n *Node) handleStream(peer key.PublicKey, s net.Conn) {
 	// The node's WaitGroup owns the proxy: this goroutine runs inside the
 	// tunnel's stream handler, which Close waits for before n.wg.Wait.
 	n.wg.Add(1)
-	tunnel.StartProxy(n.ctx, s, backend, func(int64, int64, error) {
+	tunnel.StartProxy(n.ctx, s, backend, func(in, out int64, err error) {
+		n.broken.report("export", req.Service, peer.ShortString(), out, in, err)
 		e.active.Add(-1)
 		n.wg.Done()
 	})

@@ -124,7 +124,8 @@ func (im *importer) handle(client net.Conn, finished func()) {
 	}
 	cnt := im.nodeCounter(ep.Node)
 	cnt.Add(1)
-	tunnel.StartProxy(im.n.ctx, client, conn, func(int64, int64, error) {
+	tunnel.StartProxy(im.n.ctx, client, conn, func(out, in int64, err error) {
+		im.n.broken.report("import", im.cfg.Name, ep.Node, out, in, err)
 		cnt.Add(-1)
 		im.active.Add(-1)
 		finished()

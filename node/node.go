@@ -37,6 +37,8 @@ type Node struct {
 	cfg *config.Config
 	log *slog.Logger
 
+	broken brokenConnLog // connections that ended with an error
+
 	// set by Start, immutable afterwards
 	priv    key.PrivateKey
 	pub     key.PublicKey
@@ -76,7 +78,7 @@ func New(cfg *config.Config, lg *slog.Logger) (*Node, error) {
 	if lg == nil {
 		lg = slog.Default()
 	}
-	n := &Node{cfg: cfg, log: lg, states: make(map[string]gossip.State),
+	n := &Node{cfg: cfg, log: lg, broken: brokenConnLog{log: lg, interval: time.Second}, states: make(map[string]gossip.State),
 		health:  failover.NewHealth(failover.HealthConfig{HoldDown: cfg.Failover.HoldDown}),
 		breaker: failover.NewBreaker(failover.DefaultBreakerConfig()),
 		holes:   &failover.Blackhole{},

@@ -45,6 +45,13 @@ func (f *frameConn) Write(p []byte) (int, error) {
 		return f.Conn.Write(p)
 	}
 	// p is the body of the held header.
+	if tc, ok := f.Conn.(*net.TCPConn); ok {
+		// A kernel socket takes both in one writev, without a copy.
+		bufs := net.Buffers{f.hdr, p}
+		f.hdr = nil
+		n, err := bufs.WriteTo(tc)
+		return max(int(n)-yamuxHeaderSize, 0), err
+	}
 	out := append(f.hdr, p...)
 	f.hdr = nil
 	n, err := f.Conn.Write(out)

@@ -1,0 +1,90 @@
+package tunnel
+
+import (
+	"bytes"
+	"crypto/rand"
+	"io"
+	"net"
+	"sync"
+	"testing"
+
+	"github.com/hashicorp/yamux"
+)
+
+// countingConn counts writes and their sizes.
+type countingConn struct {
+	net.Conn
+	mu        sync.Mutex
+	writes    []int
+	loneTypes []byte // frame types of writes that were a bare header
+}
+
+func (c *countingConn) Write(p []byte) (int, error) {
+	c.mu.Lock()
+	c.writes = append(c.writes, len(p))
+	if len(p) == yamuxHeaderSize {
+		c.loneTypes = append(c.loneTypes, p[1])
+	}
+	c.mu.Unlock()
+	return c.Conn.Write(p)
+}
+
+// TestFrameConnOneWritePerDataFrame runs yamux over frameConn: small and
+// large messages arrive intact, and every data frame leaves in one write
+// (header and body together), never as a lone 12-byte header.
+func TestFrameConnOneWritePerDataFrame(t *testing.T) {
+	a, b := net.Pipe()
+	ca := &countingConn{Conn: a}
+	cfg := yamux.DefaultConfig()
+	cfg.LogOutput = io.Discard
+	cli, err := yamux.Client(newFrameConn(ca), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	srv, err := yamux.Server(newFrameConn(b), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+
+	msgs := [][]byte{[]byte("hello"), make([]byte, 1000), make([]byte, 200<<10)}
+	for _, m := range msgs[1:] {
+		rand.Read(m)
+	}
+	var want bytes.Buffer
+	for _, m := range msgs {
+		want.Write(m)
+	}
+	got := make(chan []byte, 1)
+	go func() {
+		s, err := srv.AcceptStream()
+		if err != nil {
+			got <- nil
+			return
+		}
+		data, _ := io.ReadAll(s)
+		got <- data
+	}()
+	s, err := cli.OpenStream()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range msgs {
+		if _, err := s.Write(m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.Close()
+	if data := <-got; !bytes.Equal(data, want.Bytes()) {
+		t.Fatalf("received %d bytes, want %d (or different bytes)", len(data), want.Len())
+	}
+	ca.mu.Lock()
+	defer ca.mu.Unlock()
+	for _, typ := range ca.loneTypes {
+		if typ == yamuxTypeData {
+			t.Fatalf("a data frame header went out alone (writes: %v)", ca.writes)
+		}
+	}
+	t.Logf("client writes: %v", ca.writes)
+}

@@ -36,7 +36,7 @@ func newExporter(n *Node, cfg config.Export) *exporter {
 
 // dialTarget dials the export's local target.
 func (e *exporter) dialTarget(ctx context.Context) (net.Conn, error) {
-	var d net.Dialer
+	d := net.Dialer{KeepAliveConfig: net.KeepAliveConfig(clientKeepAlive)}
 	return d.DialContext(ctx, "tcp", e.cfg.Target)
 }
 

@@ -42,7 +42,7 @@ type importer struct {
 }
 
 func newImporter(n *Node, cfg config.Import) (*importer, error) {
-	ln, err := net.Listen("tcp", cfg.Listen.String())
+	ln, err := clientKeepAlive.listen("tcp", cfg.Listen.String())
 	if err != nil {
 		return nil, fmt.Errorf("node: import %s: listen %s: %w", cfg.Name, cfg.Listen, err)
 	}

@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"context"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -25,7 +26,8 @@ const leanEchoBuf = 512
 
 // ListenLeanEcho starts a LeanEcho on addr (e.g. "127.0.0.1:0").
 func ListenLeanEcho(addr string) (*LeanEcho, error) {
-	ln, err := net.Listen("tcp", addr)
+	lc := net.ListenConfig{KeepAliveConfig: keepAlive}
+	ln, err := lc.Listen(context.Background(), "tcp", addr)
 	if err != nil {
 		return nil, err
 	}

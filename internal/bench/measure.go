@@ -36,7 +36,7 @@ type Dialer struct {
 
 // Dial connects to addr.
 func (d *Dialer) Dial(ctx context.Context, addr string) (net.Conn, error) {
-	var nd net.Dialer
+	nd := net.Dialer{KeepAliveConfig: keepAlive}
 	if d != nil && d.Spread {
 		i := d.next.Add(1)
 		nd.LocalAddr = &net.TCPAddr{IP: net.IPv4(127, 0, 0, byte(2+i%253))}
@@ -44,6 +44,12 @@ func (d *Dialer) Dial(ctx context.Context, addr string) (net.Conn, error) {
 	}
 	return nd.DialContext(ctx, "tcp", addr)
 }
+
+// keepAlive is TCP keepalive for the bench's client and server sockets:
+// Go's default (a probe every 15 s) on hundreds of thousands of idle
+// loopback sockets is a storm that overflows the kernel's input backlog
+// and times healthy connections out; meshd's own sockets use the same.
+var keepAlive = net.KeepAliveConfig{Enable: true, Idle: 2 * time.Minute, Interval: 30 * time.Second, Count: 4}
 
 // firstErr keeps an error count and the first error.
 type firstErr struct {

@@ -3,6 +3,9 @@ package tunnel
 import (
 	"os"
 	"strconv"
+	"time"
+
+	"gvisor.dev/gvisor/pkg/tcpip"
 )
 
 // Tuning knobs for measuring the data path, read from the environment
@@ -16,7 +19,12 @@ type knobs struct {
 	netstackOffload bool // gVisor GSO out, GRO in
 	sack            bool // netstack TCP SACK (and RACK)
 	yamuxWindow     uint32
-	tcpBuf          int // netstack TCP buffer default (max is 8x, at least tcpBufMax)
+	tcpBuf          int    // netstack TCP buffer default (max is 8x, at least tcpBufMax)
+	cc              string // netstack congestion control: "reno" or "cubic"
+	rack            bool   // RACK loss detection (with SACK)
+	maxRTO          int    // ms
+	minRTO          int    // ms
+	maxRetries      uint64 // set from the session timeout, not the environment
 }
 
 func readKnobs() knobs {
@@ -27,6 +35,11 @@ func readKnobs() knobs {
 		sack:            envBool("MESHD_DEBUG_NETSTACK_SACK", false),
 		yamuxWindow:     uint32(envInt("MESHD_DEBUG_YAMUX_WINDOW", defaultStreamWindow, 256<<10, 64<<20)),
 		tcpBuf:          envInt("MESHD_DEBUG_TCP_BUF", tcpBufDefault, 64<<10, 64<<20),
+		cc:              os.Getenv("MESHD_DEBUG_NETSTACK_CC"),
+		rack:            envBool("MESHD_DEBUG_NETSTACK_RACK", true),
+		maxRetries:      maxRetries,
+		minRTO:          envInt("MESHD_DEBUG_NETSTACK_MINRTO_MS", int(minRTO/time.Millisecond), 1, 1000),
+		maxRTO:          envInt("MESHD_DEBUG_NETSTACK_MAXRTO_MS", int(maxRTO/time.Millisecond), 200, 120000),
 	}
 	return k
 }
@@ -45,4 +58,20 @@ func envInt(name string, def, lo, hi int) int {
 		return def
 	}
 	return v
+}
+
+// congestionControl is the netstack's TCP congestion control.
+func (k knobs) congestionControl() string {
+	if k.cc == "cubic" || k.cc == "reno" {
+		return k.cc
+	}
+	return defaultCongestionControl
+}
+
+// recovery is the netstack's loss recovery option.
+func (k knobs) recovery() tcpip.TCPRecovery {
+	if k.rack {
+		return tcpip.TCPRACKLossDetection
+	}
+	return 0
 }

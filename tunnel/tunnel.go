@@ -146,6 +146,7 @@ func New(cfg Config) (*Tunnel, error) {
 	}
 	t.ip = t.pub.MeshIP()
 	kn := readKnobs()
+	kn.maxRetries = retriesFor(cfg.SessionTimeout, time.Duration(kn.maxRTO)*time.Millisecond)
 	t.ymxCfg = yamuxConfig(cfg, t.log, kn.yamuxWindow)
 
 	tdev, err := newStack(cfg, t.pub, t.ip, kn)

@@ -4,63 +4,125 @@ import (
 	"encoding/binary"
 	"net"
 	"sync"
+	"time"
 )
 
 // yamux frame header layout (github.com/hashicorp/yamux const.go): version,
 // type, flags (2), stream ID (4), length (4). A data frame's length is the
 // size of the body that follows.
 const (
-	yamuxHeaderSize = 12
-	yamuxTypeData   = 0
+	yamuxHeaderSize       = 12
+	yamuxTypeData         = 0
+	yamuxTypeWindowUpdate = 1
+	yamuxFlagSYN          = 1
+	yamuxFlagACK          = 2
 )
 
-// frameConn is the session's connection as yamux sees it. yamux's send
-// loop writes each frame as two writes, header then body; on a TCP
-// connection without Nagle that is two segments, two WireGuard packets and
-// two UDP sends for every small message. frameConn holds back a data
-// frame's header and writes it together with its body: one segment per
-// small frame. Other frames (window updates, pings) have no body and go
-// out at once. yamux writes from a single goroutine; the mutex only makes
-// misuse safe.
+// openHold is how long a stream's open (SYN) or accept (ACK) window
+// update may wait for the frame that follows it.
+const openHold = time.Millisecond
+
+// frameConn is the session's connection as yamux sees it; it cuts the
+// packets per message. yamux's send loop writes each frame as two writes,
+// header then body: on a TCP connection without Nagle that is two
+// segments, two WireGuard packets and two UDP sends for every small
+// message. frameConn holds a data frame's header back and writes it with
+// its body. It also holds a stream's open or accept window update (a bare
+// header) for up to openHold: the open request (after a SYN) or the open
+// response (after an ACK) follows at once, and they leave together. Other
+// frames (window updates, pings) go out at once.
+//
+// yamux writes from its single send loop goroutine; the flush timer is the
+// only other writer, and mu serializes the two (a write lock on the
+// connection, like a buffered writer's).
 type frameConn struct {
 	net.Conn
 
-	mu  sync.Mutex
-	hdr []byte // a held data frame header, or nil
-	buf []byte // header + body scratch
+	mu       sync.Mutex
+	held     []byte // frames (and a data header) not yet written
+	wantBody bool   // held ends with a data header: the next Write is its body
+	timer    *time.Timer
+	err      error // a failed flush by the timer, returned by the next Write
 }
 
 func newFrameConn(c net.Conn) *frameConn {
-	return &frameConn{Conn: c, buf: make([]byte, 0, 4<<10)}
+	f := &frameConn{Conn: c, held: make([]byte, 0, 4<<10)}
+	f.timer = time.AfterFunc(time.Hour, f.timerFlush)
+	f.timer.Stop()
+	return f
 }
 
 func (f *frameConn) Write(p []byte) (int, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if f.hdr == nil {
-		if len(p) == yamuxHeaderSize && p[1] == yamuxTypeData && binary.BigEndian.Uint32(p[8:12]) > 0 {
-			f.hdr = append(f.buf[:0], p...)
+	if f.err != nil {
+		return 0, f.err
+	}
+	if f.wantBody {
+		f.wantBody = false
+		return f.flush(p)
+	}
+	if len(p) == yamuxHeaderSize {
+		typ, flags := p[1], binary.BigEndian.Uint16(p[2:4])
+		switch {
+		case typ == yamuxTypeData && binary.BigEndian.Uint32(p[8:12]) > 0:
+			f.held = append(f.held, p...)
+			f.wantBody = true
+			return len(p), nil
+		case typ == yamuxTypeWindowUpdate && flags&^(yamuxFlagSYN|yamuxFlagACK) == 0 && flags != 0:
+			if len(f.held) == 0 {
+				f.timer.Reset(openHold)
+			}
+			f.held = append(f.held, p...)
 			return len(p), nil
 		}
+	}
+	return f.flush(p)
+}
+
+// flush writes what is held followed by p and reports how much of p was
+// written. Called with mu held.
+func (f *frameConn) flush(p []byte) (int, error) {
+	if len(f.held) == 0 {
 		return f.Conn.Write(p)
 	}
-	// p is the body of the held header.
-	if tc, ok := f.Conn.(*net.TCPConn); ok {
+	f.timer.Stop()
+	held := len(f.held)
+	var (
+		n   int
+		err error
+	)
+	if tc, ok := f.Conn.(*net.TCPConn); ok && len(p) > 0 {
 		// A kernel socket takes both in one writev, without a copy.
-		bufs := net.Buffers{f.hdr, p}
-		f.hdr = nil
-		n, err := bufs.WriteTo(tc)
-		return max(int(n)-yamuxHeaderSize, 0), err
+		bufs := net.Buffers{f.held, p}
+		var n64 int64
+		n64, err = bufs.WriteTo(tc)
+		n = int(n64)
+	} else {
+		out := append(f.held, p...)
+		n, err = f.Conn.Write(out)
+		if cap(out) <= 64<<10 {
+			f.held = out // keep a grown buffer, within reason
+		}
 	}
-	out := append(f.hdr, p...)
-	f.hdr = nil
-	n, err := f.Conn.Write(out)
-	if cap(out) <= 64<<10 {
-		f.buf = out[:0] // keep a grown buffer for the next frame, within reason
+	f.held = f.held[:0]
+	return max(n-held, 0), err
+}
+
+// timerFlush writes held open/accept updates that nothing followed.
+func (f *frameConn) timerFlush() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if len(f.held) == 0 || f.wantBody || f.err != nil {
+		return // written meanwhile, or the body is on its way
 	}
-	n -= yamuxHeaderSize
-	if n < 0 {
-		n = 0
+	if _, err := f.flush(nil); err != nil {
+		f.err = err
 	}
-	return n, err
+}
+
+// Close stops the flush timer and closes the connection.
+func (f *frameConn) Close() error {
+	f.timer.Stop()
+	return f.Conn.Close()
 }

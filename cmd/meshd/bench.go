@@ -90,6 +90,7 @@ func benchCommand() *cli.Command {
 			"Exits 1 if any measurement had errors or a setup step failed (the results so far\n" +
 			"are still printed, with setup_error), 2 for bad flags, 130 when interrupted.",
 		Flags: []cli.Flag{
+			&cli.Float64Flag{Name: "netns-loss", Usage: "with --netns: percent of UDP packets dropped leaving each namespace (iptables statistic), e.g. 1"},
 			&cli.IntFlag{Name: "conn-workers", Value: 32, Usage: "concurrent clients of the connection rate measurement"},
 			&cli.DurationFlag{Name: "duration", Value: 10 * time.Second, Usage: "length of each throughput run (latency and connrate runs take half)"},
 			&cli.IntFlag{Name: "idle", Value: 2000, Usage: "idle connections to hold through the import"},
@@ -111,6 +112,7 @@ type benchOpts struct {
 	duration, idleHold time.Duration
 	idle, idleNodes    int
 	connWorkers        int
+	netnsLoss          float64
 	only               map[string]bool
 	json, kv           bool
 	verbose            bool
@@ -118,7 +120,7 @@ type benchOpts struct {
 }
 
 func parseBenchOpts(c *cli.Context) (benchOpts, error) {
-	o := benchOpts{duration: c.Duration("duration"), idle: c.Int("idle"), connWorkers: c.Int("conn-workers"), idleNodes: c.Int("idle-nodes"), idleHold: c.Duration("idle-hold"),
+	o := benchOpts{duration: c.Duration("duration"), idle: c.Int("idle"), connWorkers: c.Int("conn-workers"), netnsLoss: c.Float64("netns-loss"), idleNodes: c.Int("idle-nodes"), idleHold: c.Duration("idle-hold"),
 		only: map[string]bool{}, verbose: c.Bool("verbose"), netns: c.Bool("netns"), loopback: c.Bool("loopback")}
 	if c.Bool("quick") {
 		if !c.IsSet("duration") {
@@ -142,6 +144,12 @@ func parseBenchOpts(c *cli.Context) (benchOpts, error) {
 	}
 	if o.idle < o.idleNodes {
 		return o, cli.Exit(fmt.Sprintf("--idle %d: fewer connections than --idle-nodes %d", o.idle, o.idleNodes), 2)
+	}
+	if o.netnsLoss < 0 || o.netnsLoss > 50 {
+		return o, cli.Exit(fmt.Sprintf("--netns-loss %v: must be between 0 and 50 (percent)", o.netnsLoss), 2)
+	}
+	if o.netnsLoss > 0 && !o.netns {
+		return o, cli.Exit("--netns-loss needs --netns", 2)
 	}
 	if o.connWorkers < 1 || o.connWorkers > 256 {
 		return o, cli.Exit(fmt.Sprintf("--conn-workers %d: must be between 1 and 256", o.connWorkers), 2)

@@ -439,6 +439,21 @@ func runNetns(ctx context.Context, o benchOpts, res *bench.Results, progress fun
 	}
 	progress("netns: direct, wireguard-go (kernel TUN %s %s<->%s), meshd userspace and kernel up in %v", netnsWGDev, netnsWGB, netnsWGA,
 		time.Since(t0).Round(time.Millisecond))
+	if o.netnsLoss > 0 {
+		// Random loss on every UDP packet leaving either namespace (the
+		// tunnels; direct is TCP and stays clean). A GSO batch is one
+		// packet to the rule, so it is dropped whole, as a NIC queue
+		// overflow would.
+		p := strconv.FormatFloat(o.netnsLoss/100, 'f', -1, 64)
+		for _, ns := range []string{l.nsA, l.nsB} {
+			if err := runCmd(ctx, "ip", "netns", "exec", ns, "iptables", "-A", "OUTPUT", "-p", "udp",
+				"-m", "statistic", "--mode", "random", "--probability", p, "-j", "DROP"); err != nil {
+				return 0, fmt.Errorf("netns loss: %w", err)
+			}
+		}
+		res.Set("netns_udp_loss_pct", o.netnsLoss)
+		progress("netns: dropping %v%% of UDP packets leaving each namespace", o.netnsLoss)
+	}
 
 	half := o.duration / 2
 	timeout := o.duration + 60*time.Second

@@ -12,6 +12,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/meshd/meshd/internal/tcpserver"
 )
 
 // maxRecorded bounds the per-connection records a backend keeps.
@@ -29,16 +31,12 @@ var digestMagic = []byte("DIGEST\n")
 // data (health checks connect and close without sending anything) and
 // records the SHA-256 of what each connection sent it.
 type backend struct {
-	ln net.Listener
+	*tcpserver.Server
 
 	dataConns atomic.Int64 // connections that sent at least one byte
-	accepted  atomic.Int64 // every accepted connection (health checks too)
 
 	mu     sync.Mutex
-	conns  map[net.Conn]struct{} // guarded by mu
-	hashes map[string]int64      // guarded by mu; hex SHA-256 of a connection's input -> its length
-	closed bool                  // guarded by mu
-	wg     sync.WaitGroup
+	hashes map[string]int64 // guarded by mu; hex SHA-256 of a connection's input -> its length
 }
 
 // startBackend starts a backend on addr ("127.0.0.1:0" for any port) and
@@ -57,44 +55,13 @@ func startBackend(t *testing.T, addr string) *backend {
 	if err != nil {
 		t.Fatalf("backend listen %s: %v", addr, err)
 	}
-	b := &backend{ln: ln, conns: map[net.Conn]struct{}{}, hashes: map[string]int64{}}
-	b.wg.Add(1)
-	go b.serve()
-	t.Cleanup(b.Close)
+	b := &backend{hashes: map[string]int64{}}
+	b.Server = tcpserver.Serve(ln, b.handle)
+	t.Cleanup(func() { b.Close() })
 	return b
 }
 
-func (b *backend) Addr() string { return b.ln.Addr().String() }
-
-func (b *backend) serve() {
-	defer b.wg.Done()
-	for {
-		c, err := b.ln.Accept()
-		if err != nil {
-			return
-		}
-		b.mu.Lock()
-		if b.closed {
-			b.mu.Unlock()
-			c.Close()
-			return
-		}
-		b.conns[c] = struct{}{}
-		b.wg.Add(1)
-		b.mu.Unlock()
-		b.accepted.Add(1)
-		go b.handle(c)
-	}
-}
-
 func (b *backend) handle(c net.Conn) {
-	defer b.wg.Done()
-	defer func() {
-		c.Close()
-		b.mu.Lock()
-		delete(b.conns, c)
-		b.mu.Unlock()
-	}()
 	// A connection lives at most this long: every test finishes earlier.
 	c.SetDeadline(time.Now().Add(2 * time.Minute))
 	br := bufio.NewReaderSize(c, 32<<10)
@@ -148,20 +115,4 @@ func (b *backend) received(sum []byte, n int64) bool {
 	defer b.mu.Unlock()
 	got, ok := b.hashes[hex.EncodeToString(sum)]
 	return ok && got == n
-}
-
-// Close stops accepting, closes every connection and waits for them.
-func (b *backend) Close() {
-	b.mu.Lock()
-	if b.closed {
-		b.mu.Unlock()
-		return
-	}
-	b.closed = true
-	for c := range b.conns {
-		c.Close()
-	}
-	b.mu.Unlock()
-	b.ln.Close()
-	b.wg.Wait()
 }

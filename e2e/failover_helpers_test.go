@@ -25,11 +25,11 @@ import (
 	"sort"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/meshd/meshd/internal/tcpserver"
 	"github.com/meshd/meshd/node"
 )
 
@@ -300,14 +300,8 @@ func foSeesUp(tb testing.TB, obs *meshNode, svc string, names ...string) (bool, 
 // the client knows which exporter served it, then echoes every byte and
 // honours half-close.
 type foBackend struct {
-	name     string
-	ln       net.Listener
-	accepted atomic.Int64
-
-	mu     sync.Mutex
-	conns  map[net.Conn]struct{} // guarded by mu
-	closed bool                  // guarded by mu
-	wg     sync.WaitGroup
+	*tcpserver.Server
+	name string
 }
 
 func startFOBackend(tb testing.TB, name string) *foBackend {
@@ -316,44 +310,13 @@ func startFOBackend(tb testing.TB, name string) *foBackend {
 	if err != nil {
 		tb.Fatalf("backend %s: %v", name, err)
 	}
-	b := &foBackend{name: name, ln: ln, conns: map[net.Conn]struct{}{}}
-	b.wg.Add(1)
-	go b.serve()
-	tb.Cleanup(b.Close)
+	b := &foBackend{name: name}
+	b.Server = tcpserver.Serve(ln, b.handle)
+	tb.Cleanup(func() { b.Close() })
 	return b
 }
 
-func (b *foBackend) Addr() string { return b.ln.Addr().String() }
-
-func (b *foBackend) serve() {
-	defer b.wg.Done()
-	for {
-		c, err := b.ln.Accept()
-		if err != nil {
-			return
-		}
-		b.mu.Lock()
-		if b.closed {
-			b.mu.Unlock()
-			c.Close()
-			return
-		}
-		b.conns[c] = struct{}{}
-		b.wg.Add(1)
-		b.mu.Unlock()
-		b.accepted.Add(1)
-		go b.handle(c)
-	}
-}
-
 func (b *foBackend) handle(c net.Conn) {
-	defer b.wg.Done()
-	defer func() {
-		c.Close()
-		b.mu.Lock()
-		delete(b.conns, c)
-		b.mu.Unlock()
-	}()
 	c.SetDeadline(time.Now().Add(2 * time.Minute))
 	if _, err := io.WriteString(c, b.name+"\n"); err != nil {
 		return
@@ -365,21 +328,6 @@ func (b *foBackend) handle(c net.Conn) {
 	c.(*net.TCPConn).CloseWrite()
 	// Wait for the peer's close, so the FIN is not raced by an RST.
 	io.Copy(io.Discard, c)
-}
-
-func (b *foBackend) Close() {
-	b.mu.Lock()
-	if b.closed {
-		b.mu.Unlock()
-		return
-	}
-	b.closed = true
-	for c := range b.conns {
-		c.Close()
-	}
-	b.mu.Unlock()
-	b.ln.Close()
-	b.wg.Wait()
 }
 
 // ---------------------------------------------------------------- client

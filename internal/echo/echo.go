@@ -6,17 +6,12 @@ package echo
 import (
 	"io"
 	"net"
-	"sync"
+
+	"github.com/meshd/meshd/internal/tcpserver"
 )
 
 // Server echoes every connection accepted on its listener.
-type Server struct {
-	ln    net.Listener
-	wg    sync.WaitGroup
-	mu    sync.Mutex
-	conns map[net.Conn]struct{}
-	done  bool
-}
+type Server struct{ *tcpserver.Server }
 
 // Listen starts an echo server on addr (e.g. "127.0.0.1:0").
 func Listen(addr string) (*Server, error) {
@@ -24,55 +19,9 @@ func Listen(addr string) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{ln: ln, conns: make(map[net.Conn]struct{})}
-	s.wg.Add(1)
-	go s.serve()
-	return s, nil
-}
-
-// Addr is the listening address.
-func (s *Server) Addr() string { return s.ln.Addr().String() }
-
-func (s *Server) serve() {
-	defer s.wg.Done()
-	for {
-		c, err := s.ln.Accept()
-		if err != nil {
-			return
-		}
-		s.mu.Lock()
-		if s.done {
-			s.mu.Unlock()
-			c.Close()
-			return
-		}
-		s.conns[c] = struct{}{}
-		s.mu.Unlock()
-		s.wg.Add(1)
-		go func() {
-			defer s.wg.Done()
-			buf := make([]byte, 32<<10)
-			io.CopyBuffer(struct{ io.Writer }{c}, struct{ io.Reader }{c}, buf)
-			if tc, ok := c.(*net.TCPConn); ok {
-				tc.CloseWrite()
-			}
-			c.Close()
-			s.mu.Lock()
-			delete(s.conns, c)
-			s.mu.Unlock()
-		}()
-	}
-}
-
-// Close stops the server and closes every connection.
-func (s *Server) Close() error {
-	s.mu.Lock()
-	s.done = true
-	for c := range s.conns {
-		c.Close()
-	}
-	s.mu.Unlock()
-	err := s.ln.Close()
-	s.wg.Wait()
-	return err
+	return &Server{tcpserver.Serve(ln, func(c net.Conn) {
+		buf := make([]byte, 32<<10)
+		io.CopyBuffer(struct{ io.Writer }{c}, struct{ io.Reader }{c}, buf)
+		tcpserver.CloseWrite(c)
+	})}, nil
 }

@@ -353,14 +353,18 @@ func (t *Tunnel) SessionStats(pub key.PublicKey) (st PeerStats, ok bool) {
 // and byte counters (read through its UAPI dump: for status and metrics,
 // not per connection).
 func (t *Tunnel) Stats() map[key.PublicKey]PeerStats {
-	out := make(map[key.PublicKey]PeerStats)
 	t.mu.Lock()
-	for pub, p := range t.peers {
-		st := p.stats()
-		st.Path, st.RelayVia = t.bind.Path(pub)
-		out[pub] = st
+	pubs := make([]key.PublicKey, 0, len(t.peers))
+	for pub := range t.peers {
+		pubs = append(pubs, pub)
 	}
 	t.mu.Unlock()
+	out := make(map[key.PublicKey]PeerStats, len(pubs))
+	for _, pub := range pubs {
+		if st, ok := t.SessionStats(pub); ok {
+			out[pub] = st
+		}
+	}
 	t.ipcMu.Lock()
 	uapi, err := t.dev.IpcGet()
 	t.ipcMu.Unlock()

@@ -246,35 +246,17 @@ func (n *Node) dialEndpoint(ctx context.Context, service string, ep failover.End
 	if !ok {
 		return nil, fmt.Errorf("node %s is not a member", ep.Node)
 	}
-	s, err := n.tun.OpenStream(ctx, m.Meta.PublicKey)
-	if err != nil {
-		return nil, err
-	}
-	if dl, ok := ctx.Deadline(); ok {
-		s.SetDeadline(dl)
-	}
-	stop := context.AfterFunc(ctx, func() { s.SetDeadline(time.Unix(1, 0)) })
-	defer stop()
-	if err := wire.WriteRequest(s, wire.Request{Service: service, Flags: flags}); err != nil {
-		s.Close()
-		return nil, fmt.Errorf("send open request: %w", err)
-	}
-	resp, err := wire.ReadResponse(s)
-	if err != nil {
-		s.Close()
-		if ctx.Err() != nil {
-			err = ctx.Err()
+	return n.tun.DialStream(ctx, m.Meta.PublicKey, func(s net.Conn) error {
+		if err := wire.WriteRequest(s, wire.Request{Service: service, Flags: flags}); err != nil {
+			return fmt.Errorf("send open request: %w", err)
 		}
-		return nil, fmt.Errorf("read open response: %w", err)
-	}
-	if resp.Status != wire.StatusOK {
-		s.Close()
-		return nil, fmt.Errorf("%s: %s", resp.Status, resp.Message)
-	}
-	if !stop() {
-		s.Close()
-		return nil, ctx.Err()
-	}
-	s.SetDeadline(time.Time{})
-	return s, nil
+		resp, err := wire.ReadResponse(s)
+		if err != nil {
+			return fmt.Errorf("read open response: %w", err)
+		}
+		if resp.Status != wire.StatusOK {
+			return fmt.Errorf("%s: %s", resp.Status, resp.Message)
+		}
+		return nil
+	})
 }

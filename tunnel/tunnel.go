@@ -324,13 +324,81 @@ func (t *Tunnel) DeliverRelay(from key.PublicKey, pkt []byte) { t.bind.DeliverRe
 // OpenStream opens a new stream to peer, waiting (until ctx ends) for the
 // peer's session to come up if it is not up yet.
 func (t *Tunnel) OpenStream(ctx context.Context, pub key.PublicKey) (net.Conn, error) {
+	return t.DialStream(ctx, pub, nil)
+}
+
+// DialStream opens a new stream to peer and runs handshake on it (nil for
+// none), all within ctx: the stream's deadline is ctx's while handshake
+// runs, and when ctx ends first DialStream returns ctx's error at once.
+//
+// yamux's OpenStream and Write take no context and wait for the session's
+// send loop, which a stalled session (a frozen peer, its send buffer full)
+// holds for up to the session timeout. So the open and the handshake run
+// in a goroutine of the tunnel's; one that outlives its caller closes the
+// stream it got when the send loop lets it go.
+func (t *Tunnel) DialStream(ctx context.Context, pub key.PublicKey, handshake func(net.Conn) error) (net.Conn, error) {
 	t.mu.Lock()
-	p := t.peers[pub]
+	p, closed := t.peers[pub], t.closed
+	if p != nil && !closed {
+		t.wg.Add(1) // under mu: Close sets closed before it waits
+	}
 	t.mu.Unlock()
-	if p == nil {
+	switch {
+	case closed:
+		return nil, ErrClosed
+	case p == nil:
 		return nil, fmt.Errorf("%w %s", ErrUnknownPeer, pub.ShortString())
 	}
-	return p.openStream(ctx)
+	type result struct {
+		c   net.Conn
+		err error
+	}
+	done := make(chan result) // unbuffered: a result is taken by the caller or dropped by the goroutine
+	go func() {
+		defer t.wg.Done()
+		c, err := p.openStream(ctx)
+		if err == nil && handshake != nil {
+			err = runHandshake(ctx, c, handshake)
+		}
+		r := result{err: err}
+		if err == nil {
+			r.c = c
+		}
+		select {
+		case done <- r:
+			if err == nil {
+				return // the caller's now
+			}
+		case <-ctx.Done():
+		}
+		if c != nil {
+			c.Close() // may wait for a stalled send loop: after the caller has its answer
+		}
+	}()
+	select {
+	case r := <-done:
+		return r.c, r.err
+	case <-ctx.Done():
+		return nil, fmt.Errorf("tunnel: open stream to %s: %w", pub.ShortString(), ctx.Err())
+	}
+}
+
+// runHandshake runs handshake on c with c's deadline at ctx's, cut short
+// when ctx ends, and clears the deadline after a success.
+func runHandshake(ctx context.Context, c net.Conn, handshake func(net.Conn) error) error {
+	if dl, ok := ctx.Deadline(); ok {
+		c.SetDeadline(dl)
+	}
+	stop := context.AfterFunc(ctx, func() { c.SetDeadline(time.Unix(1, 0)) })
+	err := handshake(c)
+	if !stop() {
+		return fmt.Errorf("tunnel: stream handshake: %w", ctx.Err())
+	}
+	if err != nil {
+		return err
+	}
+	c.SetDeadline(time.Time{})
+	return nil
 }
 
 // Stats returns a snapshot of every peer's tunnel state.

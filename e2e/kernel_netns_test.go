@@ -4,6 +4,7 @@ package e2e
 
 import (
 	"bufio"
+	"context"
 	"crypto/rand"
 	"crypto/sha256"
 	"fmt"
@@ -16,6 +17,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/meshd/meshd/internal/netns"
 )
 
 // TestKernelNetns runs two meshd nodes in tunnel.mode kernel, each in its
@@ -32,7 +35,7 @@ func TestKernelNetns(t *testing.T) {
 	if _, err := os.Stat("/dev/net/tun"); err != nil {
 		t.Skipf("kernel-mode test: no /dev/net/tun (%v)", err)
 	}
-	removeStaleNetns(t)
+	removeStale(t, staleNetns)
 	mbps := map[string]float64{}
 	for _, mode := range []string{"kernel", "userspace"} {
 		t.Run(mode, func(t *testing.T) { mbps[mode] = kernelNetnsRun(t, mode) })
@@ -49,7 +52,7 @@ func kernelNetnsRun(t *testing.T, mode string) float64 {
 	edgeNS, onpremNS := prefix+"edge", prefix+"onprem"
 	// Registered first, so it runs last: nothing of ours is left.
 	t.Cleanup(func() {
-		names, err := netnsList()
+		names, err := netns.List(context.Background())
 		if err != nil {
 			t.Errorf("cleanup check: %v", err)
 			return

@@ -11,22 +11,21 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"regexp"
 	"runtime"
 	"sort"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/meshd/meshd/internal/netns"
 
 	"golang.org/x/sys/unix"
 )
@@ -115,14 +114,7 @@ func netnsSkipUnlessPossible(t *testing.T) {
 // netnsCmd runs ip (or another tool) with args, bounded by 15 s, and returns
 // its combined output.
 func netnsCmd(name string, args ...string) (string, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, name, args...)
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		return string(out), fmt.Errorf("%s %s: %v: %s", name, strings.Join(args, " "), err, strings.TrimSpace(string(out)))
-	}
-	return string(out), nil
+	return netns.Run(context.Background(), name, args...)
 }
 
 // netnsRun runs name args in the root namespace and fails the test on error.
@@ -135,57 +127,17 @@ func netnsRun(t *testing.T, name string, args ...string) string {
 	return out
 }
 
-// netnsList returns the names of the named network namespaces.
-func netnsList() ([]string, error) {
-	out, err := netnsCmd("ip", "netns", "list")
-	if err != nil {
-		return nil, err
-	}
-	var names []string
-	for _, l := range strings.Split(out, "\n") {
-		if f := strings.Fields(l); len(f) > 0 {
-			names = append(names, f[0])
-		}
-	}
-	return names, nil
-}
-
-// removeStaleNetns deletes namespaces left by an earlier run of this test
-// that was killed before its cleanup (e.g. by go test's -timeout): only
-// names of our exact form whose process no longer exists.
-func removeStaleNetns(t *testing.T) {
-	names, err := netnsList()
-	if err != nil {
-		return
-	}
-	for _, name := range names {
-		m := staleNetns.FindStringSubmatch(name)
-		if m == nil {
-			continue
-		}
-		pid, err := strconv.Atoi(m[1])
-		if err != nil || pid == os.Getpid() {
-			continue
-		}
-		if err := syscall.Kill(pid, 0); !errors.Is(err, syscall.ESRCH) {
-			continue // that run is still going (or the pid is reused)
-		}
-		if _, err := netnsCmd("ip", "netns", "del", name); err == nil {
-			t.Logf("removed stale namespace %s of a dead earlier run", name)
-		}
+// removeStale deletes namespaces matching owned (first submatch: the pid
+// of the run that made them) left by an earlier run of these tests that
+// was killed before its cleanup (e.g. by go test's -timeout).
+func removeStale(t *testing.T, owned *regexp.Regexp) {
+	for _, name := range netns.RemoveStale(context.Background(), owned) {
+		t.Logf("removed stale namespace %s of a dead earlier run", name)
 	}
 }
 
 // netnsPath is the file of a named namespace, for netnsSetns(2).
-func netnsPath(name string) string {
-	for _, d := range []string{"/run/netns", "/var/run/netns"} {
-		p := filepath.Join(d, name)
-		if _, err := os.Stat(p); err == nil {
-			return p
-		}
-	}
-	return filepath.Join("/run/netns", name)
-}
+func netnsPath(name string) string { return netns.Path(name) }
 
 // addNetns creates the namespace with its loopback up, and registers its
 // removal: every process still inside it is killed (they are all ours: the
@@ -193,34 +145,24 @@ func netnsPath(name string) string {
 // namespace cannot be created at all.
 func addNetns(t *testing.T, name string, first bool) {
 	t.Helper()
-	if out, err := netnsCmd("ip", "netns", "add", name); err != nil {
+	if err := netns.Add(context.Background(), name); err != nil {
 		if first {
 			t.Skipf("network-namespace test: cannot create a namespace (%v); needs CAP_SYS_ADMIN and a kernel with netns", err)
 		}
-		t.Fatalf("ip netns add %s: %v %s", name, err, out)
+		t.Fatal(err)
 	}
 	t.Cleanup(func() { delNetns(t, name) })
-	netnsRun(t, "ip", "-n", name, "link", "set", "lo", "up")
 }
 
 // delNetns kills the processes left in namespace name and deletes it.
 func delNetns(t *testing.T, name string) {
-	if out, err := netnsCmd("ip", "netns", "pids", name); err == nil {
-		for _, f := range strings.Fields(out) {
-			if pid, err := strconv.Atoi(f); err == nil && pid > 1 && pid != os.Getpid() {
-				t.Logf("killing process %d left in namespace %s", pid, name)
-				syscall.Kill(pid, syscall.SIGKILL)
-			}
-		}
+	killed, err := netns.Delete(context.Background(), name)
+	for _, pid := range killed {
+		t.Logf("killed process %d left in namespace %s", pid, name)
 	}
-	var err error
-	for range 20 {
-		if _, err = netnsCmd("ip", "netns", "del", name); err == nil {
-			return
-		}
-		time.Sleep(100 * time.Millisecond)
+	if err != nil {
+		t.Errorf("cleanup: %v", err)
 	}
-	t.Errorf("cleanup: %v", err)
 }
 
 // inNetns runs name args inside namespace ns and fails the test on error.

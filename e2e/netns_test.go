@@ -3,6 +3,7 @@
 package e2e
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -12,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/meshd/meshd/internal/netns"
 	"github.com/meshd/meshd/node"
 )
 
@@ -40,7 +42,7 @@ func (s netnsSite) ip() string { return fmt.Sprintf("10.99.%d.2", s.octet) }
 //	edge   10.99.3.2 ─┘
 func TestNetns(t *testing.T) {
 	netnsSkipUnlessPossible(t)
-	removeStaleNetns(t)
+	removeStale(t, staleNetns)
 
 	prefix := fmt.Sprintf("%s%d-", netnsPrefix, os.Getpid())
 	sites := []netnsSite{
@@ -60,7 +62,7 @@ func TestNetns(t *testing.T) {
 	// Registered first, so it runs last: after every process is killed and
 	// every namespace deleted, none of ours is left.
 	t.Cleanup(func() {
-		names, err := netnsList()
+		names, err := netns.List(context.Background())
 		if err != nil {
 			t.Errorf("cleanup check: %v", err)
 			return

@@ -12,6 +12,7 @@ package e2e
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/binary"
 	"errors"
@@ -28,10 +29,10 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
+	"github.com/meshd/meshd/internal/netns"
 	"github.com/meshd/meshd/node"
 )
 
@@ -90,31 +91,6 @@ func rnSkipUnlessPossible(t *testing.T) {
 	}
 }
 
-// rnRemoveStale deletes namespaces of our form left by an earlier run that
-// was killed before its cleanup and whose process is gone.
-func rnRemoveStale(t *testing.T) {
-	names, err := netnsList()
-	if err != nil {
-		return
-	}
-	for _, name := range names {
-		m := rnStale.FindStringSubmatch(name)
-		if m == nil {
-			continue
-		}
-		pid, err := strconv.Atoi(m[1])
-		if err != nil || pid == os.Getpid() {
-			continue
-		}
-		if err := syscall.Kill(pid, 0); !errors.Is(err, syscall.ESRCH) {
-			continue // still running, or the pid is reused
-		}
-		if _, err := netnsCmd("ip", "netns", "del", name); err == nil {
-			t.Logf("removed stale namespace %s of a dead earlier run", name)
-		}
-	}
-}
-
 // newRNTopo creates the router and one namespace per host, and the
 // cluster (key, temp dir) the nodes will share. Everything is removed in
 // t.Cleanup, even on failure; the last cleanup checks that no namespace
@@ -122,7 +98,7 @@ func rnRemoveStale(t *testing.T) {
 func newRNTopo(t *testing.T, specs ...rnHostSpec) *rnTopo {
 	t.Helper()
 	rnSkipUnlessPossible(t)
-	rnRemoveStale(t)
+	removeStale(t, rnStale)
 	prefix := fmt.Sprintf("%s%d-%d-", rnPrefix, os.Getpid(), rnSeq.Add(1))
 	tp := &rnTopo{t: t, router: prefix + "rt", hosts: map[string]*rnHost{}, tmp: t.TempDir()}
 	all := []string{tp.router}
@@ -133,7 +109,7 @@ func newRNTopo(t *testing.T, specs ...rnHostSpec) *rnTopo {
 	}
 	// Registered first, so it runs last.
 	t.Cleanup(func() {
-		names, err := netnsList()
+		names, err := netns.List(context.Background())
 		if err != nil {
 			t.Errorf("cleanup check: %v", err)
 			return

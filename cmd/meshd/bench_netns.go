@@ -20,7 +20,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/base64"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -28,12 +27,12 @@ import (
 	"path/filepath"
 	"regexp"
 	"strconv"
-	"strings"
 	"syscall"
 	"time"
 
 	"github.com/meshd/meshd/internal/bench"
 	"github.com/meshd/meshd/internal/key"
+	"github.com/meshd/meshd/internal/netns"
 )
 
 // Addresses and ports of the namespace lab. ns a holds the servers and the
@@ -98,56 +97,8 @@ type netnsTarget struct{ sink, echo string }
 // runCmd runs a command (ip, sysctl), bounded by 15s; the error has its
 // output.
 func runCmd(ctx context.Context, name string, args ...string) error {
-	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
-	defer cancel()
-	out, err := exec.CommandContext(ctx, name, args...).CombinedOutput()
-	if err != nil {
-		return fmt.Errorf("%s %s: %v: %s", name, strings.Join(args, " "), err, strings.TrimSpace(string(out)))
-	}
-	return nil
-}
-
-// removeStaleBenchNetns deletes namespaces mb-<pid>-a|b whose bench
-// process no longer exists (it was killed before its cleanup).
-func removeStaleBenchNetns(ctx context.Context, progress func(string, ...any)) {
-	out, err := exec.CommandContext(ctx, "ip", "netns", "list").Output()
-	if err != nil {
-		return
-	}
-	for _, l := range strings.Split(string(out), "\n") {
-		f := strings.Fields(l)
-		if len(f) == 0 {
-			continue
-		}
-		m := staleBenchNetns.FindStringSubmatch(f[0])
-		if m == nil {
-			continue
-		}
-		pid, err := strconv.Atoi(m[1])
-		if err != nil || pid == os.Getpid() {
-			continue
-		}
-		if err := syscall.Kill(pid, 0); !errors.Is(err, syscall.ESRCH) {
-			continue // that bench is still running (or the pid was reused)
-		}
-		killNetnsPids(ctx, f[0])
-		if err := runCmd(ctx, "ip", "netns", "del", f[0]); err == nil {
-			progress("netns: removed stale namespace %s of a dead earlier run", f[0])
-		}
-	}
-}
-
-// killNetnsPids kills every process left in namespace ns: they are ours.
-func killNetnsPids(ctx context.Context, ns string) {
-	out, err := exec.CommandContext(ctx, "ip", "netns", "pids", ns).Output()
-	if err != nil {
-		return
-	}
-	for _, f := range strings.Fields(string(out)) {
-		if pid, err := strconv.Atoi(f); err == nil && pid > 1 && pid != os.Getpid() {
-			syscall.Kill(pid, syscall.SIGKILL)
-		}
-	}
+	_, err := netns.Run(ctx, name, args...)
+	return err
 }
 
 // close stops every process and deletes the namespaces (with their veth
@@ -167,15 +118,7 @@ func (l *netnsLab) close() {
 	// Background context: cleanup must run also after Ctrl-C.
 	bg := context.Background()
 	for _, ns := range l.namespaces {
-		killNetnsPids(bg, ns)
-		var err error
-		for range 20 {
-			if err = runCmd(bg, "ip", "netns", "del", ns); err == nil {
-				break
-			}
-			time.Sleep(100 * time.Millisecond)
-		}
-		if err != nil {
+		if _, err := netns.Delete(bg, ns); err != nil {
 			l.progress("netns cleanup: %v", err)
 		}
 	}
@@ -184,22 +127,19 @@ func (l *netnsLab) close() {
 	}
 }
 
-func (l *netnsLab) inNS(ns string, argv ...string) []string {
-	return append([]string{"ip", "netns", "exec", ns}, argv...)
-}
+func (l *netnsLab) inNS(ns string, argv ...string) []string { return netns.Exec(ns, argv...) }
 
 // setup creates the namespaces and the veth pair, and starts the servers
 // (ns a) and the client (ns b).
 func (l *netnsLab) setup(ctx context.Context) error {
-	removeStaleBenchNetns(ctx, l.progress)
+	for _, ns := range netns.RemoveStale(ctx, staleBenchNetns) {
+		l.progress("netns: removed stale namespace %s of a dead earlier run", ns)
+	}
 	for _, ns := range []string{l.nsA, l.nsB} {
-		if err := runCmd(ctx, "ip", "netns", "add", ns); err != nil {
+		if err := netns.Add(ctx, ns); err != nil {
 			return fmt.Errorf("netns: %w", err)
 		}
 		l.namespaces = append(l.namespaces, ns)
-		if err := runCmd(ctx, "ip", "-n", ns, "link", "set", "lo", "up"); err != nil {
-			return fmt.Errorf("netns: %w", err)
-		}
 	}
 	if err := runCmd(ctx, "ip", "-n", l.nsB, "link", "add", "veth0", "type", "veth", "peer", "name", "veth0", "netns", l.nsA); err != nil {
 		return fmt.Errorf("netns: %w", err)

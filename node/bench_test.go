@@ -168,6 +168,40 @@ func BenchmarkConnectDirect(b *testing.B) {
 	benchConnect(b, e.Addr())
 }
 
+// benchRoundTrip measures 64-byte request/response round trips on one
+// connection to addr (ns/op is one round trip).
+func benchRoundTrip(b *testing.B, addr string) {
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.Close()
+	msg := make([]byte, 64)
+	got := make([]byte, 64)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if _, err := c.Write(msg); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := io.ReadFull(c, got); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkRoundTripImport: 64-byte round trips on one connection through
+// an import (tunnel's BenchmarkRoundTrip64 has the layers below).
+func BenchmarkRoundTripImport(b *testing.B) {
+	e, err := echo.Listen("127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer e.Close()
+	addr, stop := benchMesh(b, e.Addr())
+	defer stop()
+	benchRoundTrip(b, addr)
+}
+
 // BenchmarkJoinToAlive: seconds from a new node's Start until an existing
 // node lists it alive with a tunnel session.
 func BenchmarkJoinToAlive(b *testing.B) {

@@ -1,0 +1,155 @@
+package tunnel
+
+import (
+	"context"
+	"io"
+	"net"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/meshd/meshd/internal/key"
+)
+
+// BenchmarkRoundTrip64 splits a 64-byte request/response between two
+// tunnels over loopback into layers: plain loopback TCP (the floor), TCP
+// in the netstack straight over WireGuard, a yamux stream on the session,
+// and a stream with a proxy and a loopback TCP leg at each end (an import
+// without its failover logic; node's BenchmarkRoundTripImport is the
+// whole import). ns/op is one round trip.
+//
+//	go test -run XXX -bench RoundTrip64 -benchtime 3s ./tunnel
+func BenchmarkRoundTrip64(b *testing.B) {
+	echoLn, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer echoLn.Close()
+	go func() {
+		for {
+			c, err := echoLn.Accept()
+			if err != nil {
+				return
+			}
+			go func() { io.Copy(c, c); c.Close() }()
+		}
+	}()
+	// Streams whose first byte is 'p' are proxied to the TCP echo (as an
+	// export would); others are echoed by the stream handler.
+	handle := func(pub key.PublicKey, s net.Conn) {
+		var first [1]byte
+		if _, err := io.ReadFull(s, first[:]); err != nil {
+			s.Close()
+			return
+		}
+		if first[0] != 'p' {
+			s.Write(first[:])
+			echo(pub, s)
+			return
+		}
+		c, err := net.Dial("tcp", echoLn.Addr().String())
+		if err != nil {
+			s.Close()
+			return
+		}
+		Proxy(context.Background(), c, s)
+	}
+	ta := newTestTunnel(&testing.T{}, handle)
+	tb := newTestTunnel(&testing.T{}, handle)
+	defer ta.Close()
+	defer tb.Close()
+	if err := ta.SetPeers([]Peer{{PublicKey: tb.PublicKey(), Endpoint: tb.LocalAddr()}}); err != nil {
+		b.Fatal(err)
+	}
+	if err := tb.SetPeers([]Peer{{PublicKey: ta.PublicKey(), Endpoint: ta.LocalAddr()}}); err != nil {
+		b.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute) // bounds setup and each dial
+	defer cancel()
+	// Bring the session (and WireGuard's handshake) up first.
+	if s, err := ta.OpenStream(ctx, tb.PublicKey()); err != nil {
+		b.Fatal(err)
+	} else {
+		s.Close()
+	}
+
+	b.Run("loopback-tcp", func(b *testing.B) { // the floor: no tunnel at all
+		c, err := net.Dial("tcp", echoLn.Addr().String())
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer c.Close()
+		roundTrips(b, c)
+	})
+	b.Run("netstack-tcp", func(b *testing.B) {
+		ln, err := tb.net.ListenTCP(netip.AddrPortFrom(tb.ip, 7001))
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer ln.Close()
+		go func() {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			io.Copy(c, c)
+			c.Close()
+		}()
+		c, err := ta.net.DialTCP(ctx, netip.AddrPortFrom(tb.ip, 7001))
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer c.Close()
+		roundTrips(b, c)
+	})
+	b.Run("yamux-stream", func(b *testing.B) {
+		s, err := ta.OpenStream(ctx, tb.PublicKey())
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer s.Close()
+		roundTrips(b, s)
+	})
+	b.Run("proxied", func(b *testing.B) {
+		// client -TCP- StartProxy -stream- StartProxy -TCP- echo: an
+		// import without the failover logic.
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer ln.Close()
+		go func() {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			s, err := ta.OpenStream(ctx, tb.PublicKey())
+			if err != nil {
+				c.Close()
+				return
+			}
+			s.Write([]byte{'p'})
+			StartProxy(context.Background(), c, s, nil)
+		}()
+		c, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer c.Close()
+		roundTrips(b, c)
+	})
+}
+
+func roundTrips(b *testing.B, c net.Conn) {
+	msg := make([]byte, 64)
+	buf := make([]byte, 64)
+	b.ResetTimer()
+	for range b.N {
+		if _, err := c.Write(msg); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := io.ReadFull(c, buf); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -202,6 +202,38 @@ func BenchmarkRoundTripImport(b *testing.B) {
 	benchRoundTrip(b, addr)
 }
 
+// BenchmarkConnectImportParallel: new connections through an import from
+// 32 concurrent clients (ns/op is per connection: 1e9/ns is conn/s).
+func BenchmarkConnectImportParallel(b *testing.B) {
+	e, err := echo.Listen("127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer e.Close()
+	addr, stop := benchMesh(b, e.Addr())
+	defer stop()
+	b.SetParallelism(16) // × GOMAXPROCS
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		msg := make([]byte, 64)
+		got := make([]byte, 64)
+		for pb.Next() {
+			c, err := net.Dial("tcp", addr)
+			if err != nil {
+				b.Error(err)
+				return
+			}
+			if _, err := c.Write(msg); err != nil {
+				b.Error(err)
+			}
+			if _, err := io.ReadFull(c, got); err != nil {
+				b.Error(err)
+			}
+			c.Close()
+		}
+	})
+}
+
 // BenchmarkJoinToAlive: seconds from a new node's Start until an existing
 // node lists it alive with a tunnel session.
 func BenchmarkJoinToAlive(b *testing.B) {

@@ -32,16 +32,19 @@ var (
 // nil) with the bytes copied each way and the first error.
 //
 // Idle connections are what a mesh holds most of, so a waiting direction
-// holds no buffer: TCP connections wait for readability through their raw
-// file descriptor and yamux streams with a zero-length read, and take a
-// pooled buffer only to move data. The goroutine that set the connection
-// up (and grew its stack doing so) does not stay around to wait either.
+// holds no buffer and only a small stack: TCP connections wait for
+// readability through their raw file descriptor and yamux streams with a
+// zero-length read, taking a pooled buffer only to move data; and once a
+// direction has moved data (and grown its goroutine's stack on the write
+// path), the next wait is handed to a fresh goroutine (see direction).
 func StartProxy(ctx context.Context, a, b net.Conn, done func(aToB, bToA int64, err error)) {
 	p := &proxy{a: a, b: b, done: done}
 	p.pending.Store(2)
 	p.stopCtx = context.AfterFunc(ctx, func() { p.abort(ctx.Err()) })
-	go p.half(b, a, &p.aToB)
-	go p.half(a, b, &p.bToA)
+	p.dirs[0] = direction{p: p, dst: b, src: a, total: &p.aToB}
+	p.dirs[1] = direction{p: p, dst: a, src: b, total: &p.bToA}
+	go p.dirs[0].run()
+	go p.dirs[1].run()
 }
 
 // Proxy is StartProxy that waits for both directions to end.
@@ -62,6 +65,7 @@ type proxy struct {
 	stopCtx    func() bool
 	pending    atomic.Int32 // directions still copying
 	aToB, bToA int64        // each written only by its own direction
+	dirs       [2]direction
 
 	once  sync.Once
 	first error
@@ -78,10 +82,9 @@ func (p *proxy) abort(err error) {
 	})
 }
 
-// half copies src to dst; the last direction to end closes both
-// connections and reports.
-func (p *proxy) half(dst, src net.Conn, total *int64) {
-	*total = copyHalf(dst, src, p.abort)
+// directionEnded: the last direction to end closes both connections and
+// reports.
+func (p *proxy) directionEnded() {
 	if p.pending.Add(-1) != 0 {
 		return
 	}
@@ -96,62 +99,101 @@ func (p *proxy) half(dst, src net.Conn, total *int64) {
 	}
 }
 
-// copyHalf copies src to dst; on a clean EOF it half-closes dst, on an
-// error it aborts the whole proxy.
-func copyHalf(dst, src net.Conn, abort func(error)) int64 {
-	var (
-		total int64
-		rerr  error
-	)
-	write := func(b []byte) bool {
-		if _, err := dst.Write(b); err != nil {
-			abort(err)
-			return false
-		}
-		total += int64(len(b))
-		return true
-	}
-	switch s := src.(type) {
-	case *net.TCPConn:
-		rerr = copyFromTCP(s, write)
-	case *yamux.Stream:
-		rerr = copyFromStream(s, write)
-	default:
-		rerr = copyGeneric(src, write)
-	}
-	switch {
-	case rerr == errWriteFailed:
-	case rerr == io.EOF:
-		if err := CloseWrite(dst); err != nil {
-			abort(err)
-		}
-	case errors.Is(rerr, net.ErrClosed):
-		abort(nil)
-	default:
-		abort(rerr)
-	}
-	return total
+// direction copies src to dst. It runs in one goroutine at a time, but
+// not always the same one: moving data grows a goroutine's stack (the
+// write path through yamux or a socket is deep) and a parked goroutine
+// keeps its stack, so when its source runs dry after moving data the
+// wait is handed to a fresh goroutine (go d.run()) and the old one exits:
+// an idle connection parks with new goroutines' 2 KiB stacks (about 2 KB
+// less per connection and node). A busy direction hands off at most once
+// per handOffEvery, so request/response traffic does not pay a goroutine
+// start per message.
+type direction struct {
+	p         *proxy
+	dst, src  net.Conn
+	total     *int64
+	handedOff time.Time // when the wait was last handed off
 }
+
+// handOffEvery is how often at most a direction hands its wait off.
+const handOffEvery = time.Second
+
+// handOff tells whether the wait for more should go to a fresh goroutine
+// (and if so records that it will).
+func (d *direction) handOff() bool {
+	now := time.Now()
+	if now.Sub(d.handedOff) < handOffEvery {
+		return false
+	}
+	d.handedOff = now
+	return true
+}
+
+// errHandedOff says a fresh goroutine has taken over the direction.
+var errHandedOff = errors.New("handed off")
 
 // errWriteFailed says the write side failed (and already aborted).
 var errWriteFailed = errors.New("write failed")
 
+// run copies until src ends or the wait is handed off; on a clean EOF it
+// half-closes dst, on an error it aborts the whole proxy.
+func (d *direction) run() {
+	var rerr error
+	switch s := d.src.(type) {
+	case *net.TCPConn:
+		rerr = copyFromTCP(s, d)
+	case *yamux.Stream:
+		rerr = copyFromStream(s, d)
+	default:
+		rerr = copyGeneric(d.src, d.write)
+	}
+	switch {
+	case rerr == errHandedOff:
+		go d.run()
+		return
+	case rerr == errWriteFailed:
+	case rerr == io.EOF:
+		if err := CloseWrite(d.dst); err != nil {
+			d.p.abort(err)
+		}
+	case errors.Is(rerr, net.ErrClosed):
+		d.p.abort(nil)
+	default:
+		d.p.abort(rerr)
+	}
+	d.p.directionEnded()
+}
+
+// write writes b to dst; on an error it aborts the proxy.
+func (d *direction) write(b []byte) bool {
+	if _, err := d.dst.Write(b); err != nil {
+		d.p.abort(err)
+		return false
+	}
+	*d.total += int64(len(b))
+	return true
+}
+
 // copyFromStream reads a yamux stream: a zero-length Read blocks until
-// data (or the end) arrives without holding a buffer.
-func copyFromStream(s *yamux.Stream, write func([]byte) bool) error {
+// data (or the end) arrives without holding a buffer. yamux cannot say
+// whether more is buffered without a blocking read, so after moving data
+// it may return errHandedOff: the next wait belongs to a fresh goroutine.
+func copyFromStream(s *yamux.Stream, d *direction) error {
 	for {
 		if _, err := s.Read(nil); err != nil {
 			return err
 		}
 		bp := copyBufs.Get().(*[]byte)
 		n, err := s.Read(*bp)
-		ok := n == 0 || write((*bp)[:n])
+		ok := n == 0 || d.write((*bp)[:n])
 		copyBufs.Put(bp)
-		if !ok {
+		switch {
+		case !ok:
 			return errWriteFailed
-		}
-		if err != nil {
+		case err != nil:
 			return err
+		case d.handOff():
+			return errHandedOff
 		}
 	}
 }

@@ -4,6 +4,6 @@ package tunnel
 
 import "net"
 
-func copyFromTCP(c *net.TCPConn, write func([]byte) bool) error {
-	return copyGeneric(c, write)
+func copyFromTCP(c *net.TCPConn, d *direction) error {
+	return copyGeneric(c, d.write)
 }

@@ -239,6 +239,7 @@ func (b *PathBind) Open(port uint16) ([]conn.ReceiveFunc, uint16, error) {
 		seg      int
 		from     netip.AddrPort
 		fromPeer key.PublicKey
+		lastEp   *Endpoint // immutable once handed out: reused while the sender stays the same
 	)
 	recvUDP := func(packets [][]byte, sizes []int, eps []conn.Endpoint) (int, error) {
 		for {
@@ -275,7 +276,10 @@ func (b *PathBind) Open(port uint16) ([]conn.ReceiveFunc, uint16, error) {
 					continue
 				}
 				if ep == nil {
-					ep = &Endpoint{Peer: fromPeer, Addr: from}
+					if lastEp == nil || lastEp.Peer != fromPeer || lastEp.Addr != from {
+						lastEp = &Endpoint{Peer: fromPeer, Addr: from}
+					}
+					ep = lastEp
 				}
 				sizes[count] = copy(packets[count], pkt)
 				eps[count] = ep

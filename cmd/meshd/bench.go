@@ -480,10 +480,8 @@ func startBenchMesh(ctx context.Context, sinkAddr, echoAddr string, verbose bool
 		level = "info"
 	}
 	common := func(name, site string, gossip, tunnel int, join string) string {
-		return fmt.Sprintf("name: %s\nsite: %s\ndata_dir: %s\ncluster:\n  key_file: %s\n  join: [%s]\n"+
-			"gossip:\n  bind: 127.0.0.1:%d\ntunnel:\n  listen: 127.0.0.1:%d\n"+
-			"failover:\n  drain_grace: 1s\ncontrol:\n  socket: %s\nlog:\n  level: %s\n",
-			name, site, filepath.Join(dir, name), keyFile, join, gossip, tunnel, filepath.Join(dir, name+".sock"), level)
+		return benchNodeYAML{name: name, site: site, dir: dir, keyFile: keyFile, join: join,
+			gossip: fmt.Sprintf("127.0.0.1:%d", gossip), tunnel: fmt.Sprintf("127.0.0.1:%d", tunnel), level: level}.String()
 	}
 	expCfg := common("bench-exporter", "a", ports[0], ports[1], "") +
 		fmt.Sprintf("exports:\n  - name: sink\n    target: %s\n  - name: echo\n    target: %s\n", sinkAddr, echoAddr)
@@ -664,4 +662,26 @@ func freePorts(n int) ([]int, error) {
 		return nil, errors.New("cannot find free loopback ports")
 	}
 	return ports, nil
+}
+
+// benchNodeYAML is the config of a node the bench starts, less its
+// exports and imports (appended by the caller).
+type benchNodeYAML struct {
+	name, site, dir, keyFile string
+	join                     string // seed addresses, quoted and comma-separated; "" for none
+	gossip, tunnel           string // bind addresses, host:port
+	mode                     string // tunnel.mode; "" for the default
+	level                    string // log level
+}
+
+func (n benchNodeYAML) String() string {
+	mode := ""
+	if n.mode != "" {
+		mode = "  mode: " + n.mode + "\n"
+	}
+	return fmt.Sprintf("name: %s\nsite: %s\ndata_dir: %s\ncluster:\n  key_file: %s\n  join: [%s]\n"+
+		"gossip:\n  bind: %s\ntunnel:\n  listen: %s\n%s"+
+		"failover:\n  drain_grace: 1s\ncontrol:\n  socket: %s\nlog:\n  level: %s\n",
+		n.name, n.site, filepath.Join(n.dir, n.name), n.keyFile, n.join, n.gossip, n.tunnel, mode,
+		filepath.Join(n.dir, n.name+".sock"), n.level)
 }

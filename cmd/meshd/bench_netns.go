@@ -319,11 +319,9 @@ func (l *netnsLab) startMeshd(ctx context.Context, variant, mode string, portBas
 		level = "info"
 	}
 	cfg := func(name, site, ip, join string) string {
-		return fmt.Sprintf("name: %s\nsite: %s\ndata_dir: %s\ncluster:\n  key_file: %s\n  join: [%s]\n"+
-			"gossip:\n  bind: %s:%d\ntunnel:\n  listen: %s:%d\n  mode: %s\n"+
-			"failover:\n  drain_grace: 1s\ncontrol:\n  socket: %s\nlog:\n  level: %s\n",
-			name, site, filepath.Join(l.dir, name), keyFile, join, ip, gossip, ip, tunnelPort, mode,
-			filepath.Join(l.dir, name+".sock"), level)
+		return benchNodeYAML{name: name, site: site, dir: l.dir, keyFile: keyFile, join: join,
+			gossip: fmt.Sprintf("%s:%d", ip, gossip), tunnel: fmt.Sprintf("%s:%d", ip, tunnelPort),
+			mode: mode, level: level}.String()
 	}
 	expName, impName := variant+"-exporter", variant+"-importer"
 	expCfg := cfg(expName, "a", netnsVethA, "") +

@@ -132,10 +132,8 @@ func startIdleMesh(ctx context.Context, nodes int, verbose bool, progress func(s
 	}
 	seed := strconv.Quote(fmt.Sprintf("127.0.0.1:%d", ports[0]))
 	cfg := func(name, site string, gossip, tunnel int, join string) string {
-		return fmt.Sprintf("name: %s\nsite: %s\ndata_dir: %s\ncluster:\n  key_file: %s\n  join: [%s]\n"+
-			"gossip:\n  bind: 127.0.0.1:%d\ntunnel:\n  listen: 127.0.0.1:%d\n"+
-			"failover:\n  drain_grace: 1s\ncontrol:\n  socket: %s\nlog:\n  level: %s\n",
-			name, site, filepath.Join(dir, name), keyFile, join, gossip, tunnel, filepath.Join(dir, name+".sock"), level)
+		return benchNodeYAML{name: name, site: site, dir: dir, keyFile: keyFile, join: join,
+			gossip: fmt.Sprintf("127.0.0.1:%d", gossip), tunnel: fmt.Sprintf("127.0.0.1:%d", tunnel), level: level}.String()
 	}
 	var expNames []string
 	for i := range nodes {

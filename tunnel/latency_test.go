@@ -54,16 +54,11 @@ func BenchmarkRoundTrip64(b *testing.B) {
 		}
 		Proxy(context.Background(), c, s)
 	}
-	ta := newTestTunnel(&testing.T{}, handle)
-	tb := newTestTunnel(&testing.T{}, handle)
+	ta := newTestTunnel(b, handle)
+	tb := newTestTunnel(b, handle)
 	defer ta.Close()
 	defer tb.Close()
-	if err := ta.SetPeers([]Peer{{PublicKey: tb.PublicKey(), Endpoint: tb.LocalAddr()}}); err != nil {
-		b.Fatal(err)
-	}
-	if err := tb.SetPeers([]Peer{{PublicKey: ta.PublicKey(), Endpoint: ta.LocalAddr()}}); err != nil {
-		b.Fatal(err)
-	}
+	link(b, ta, tb)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute) // bounds setup and each dial
 	defer cancel()
 	// Bring the session (and WireGuard's handshake) up first.

@@ -15,7 +15,7 @@ import (
 	"github.com/meshd/meshd/internal/key"
 )
 
-func newTestTunnel(t *testing.T, handle func(key.PublicKey, net.Conn)) *Tunnel {
+func newTestTunnel(t testing.TB, handle func(key.PublicKey, net.Conn)) *Tunnel {
 	t.Helper()
 	k, err := key.NewPrivate()
 	if err != nil {
@@ -40,7 +40,7 @@ func echo(_ key.PublicKey, s net.Conn) {
 	s.Close()
 }
 
-func link(t *testing.T, a, b *Tunnel) {
+func link(t testing.TB, a, b *Tunnel) {
 	t.Helper()
 	if err := a.SetPeers([]Peer{{PublicKey: b.PublicKey(), Endpoint: b.LocalAddr()}}); err != nil {
 		t.Fatal(err)

@@ -217,6 +217,7 @@ func foStartProcess(tb testing.TB, n *meshNode) {
 	cmd := exec.Command(meshdBin, "join", "--config", n.Config)
 	cmd.Stdout, cmd.Stderr = lf, lf
 	cmd.Env = childEnv()
+	cmd.SysProcAttr = childAttr()
 	if err := cmd.Start(); err != nil {
 		lf.Close()
 		tb.Fatalf("start %s: %v", n.Name, err)

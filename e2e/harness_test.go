@@ -321,6 +321,7 @@ func (n *meshNode) startProcess(t *testing.T) {
 	cmd := exec.Command(meshdBin, append([]string{"join", "--config", n.Config}, n.Flags...)...)
 	cmd.Stdout, cmd.Stderr = lf, lf
 	cmd.Env = childEnv()
+	cmd.SysProcAttr = childAttr()
 	if err := cmd.Start(); err != nil {
 		lf.Close()
 		t.Fatalf("start %s: %v", n.Name, err)

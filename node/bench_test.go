@@ -118,6 +118,26 @@ func BenchmarkThroughputDirect(b *testing.B) {
 	benchThroughput(b, sink)
 }
 
+// echoMesh starts an echo server and a mesh whose import reaches it;
+// stop ends both.
+func echoMesh(b *testing.B) (importAddr string, stop func()) {
+	e, err := echo.Listen("127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	addr, stopMesh := benchMesh(b, e.Addr())
+	return addr, func() { stopMesh(); e.Close() }
+}
+
+// exchange64 sends msg on c and reads as many bytes back into got.
+func exchange64(c net.Conn, msg, got []byte) error {
+	if _, err := c.Write(msg); err != nil {
+		return err
+	}
+	_, err := io.ReadFull(c, got)
+	return err
+}
+
 // benchConnect measures connect + one 64-byte round trip + close, and
 // reports p50/p99 in µs.
 func benchConnect(b *testing.B, addr string) {
@@ -131,10 +151,7 @@ func benchConnect(b *testing.B, addr string) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		if _, err := c.Write(msg); err != nil {
-			b.Fatal(err)
-		}
-		if _, err := io.ReadFull(c, got); err != nil {
+		if err := exchange64(c, msg, got); err != nil {
 			b.Fatal(err)
 		}
 		c.Close()
@@ -148,12 +165,7 @@ func benchConnect(b *testing.B, addr string) {
 
 // BenchmarkConnectImport: new connection + first round trip through an import.
 func BenchmarkConnectImport(b *testing.B) {
-	e, err := echo.Listen("127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer e.Close()
-	addr, stop := benchMesh(b, e.Addr())
+	addr, stop := echoMesh(b)
 	defer stop()
 	benchConnect(b, addr)
 }
@@ -180,10 +192,7 @@ func benchRoundTrip(b *testing.B, addr string) {
 	got := make([]byte, 64)
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		if _, err := c.Write(msg); err != nil {
-			b.Fatal(err)
-		}
-		if _, err := io.ReadFull(c, got); err != nil {
+		if err := exchange64(c, msg, got); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -192,12 +201,7 @@ func benchRoundTrip(b *testing.B, addr string) {
 // BenchmarkRoundTripImport: 64-byte round trips on one connection through
 // an import (tunnel's BenchmarkRoundTrip64 has the layers below).
 func BenchmarkRoundTripImport(b *testing.B) {
-	e, err := echo.Listen("127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer e.Close()
-	addr, stop := benchMesh(b, e.Addr())
+	addr, stop := echoMesh(b)
 	defer stop()
 	benchRoundTrip(b, addr)
 }
@@ -205,12 +209,7 @@ func BenchmarkRoundTripImport(b *testing.B) {
 // BenchmarkConnectImportParallel: new connections through an import from
 // 32 concurrent clients (ns/op is per connection: 1e9/ns is conn/s).
 func BenchmarkConnectImportParallel(b *testing.B) {
-	e, err := echo.Listen("127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer e.Close()
-	addr, stop := benchMesh(b, e.Addr())
+	addr, stop := echoMesh(b)
 	defer stop()
 	b.SetParallelism(16) // × GOMAXPROCS
 	b.ResetTimer()
@@ -223,10 +222,7 @@ func BenchmarkConnectImportParallel(b *testing.B) {
 				b.Error(err)
 				return
 			}
-			if _, err := c.Write(msg); err != nil {
-				b.Error(err)
-			}
-			if _, err := io.ReadFull(c, got); err != nil {
+			if err := exchange64(c, msg, got); err != nil {
 				b.Error(err)
 			}
 			c.Close()

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	echoserver "github.com/meshd/meshd/internal/echo"
 	"github.com/meshd/meshd/internal/key"
 )
 
@@ -20,20 +21,11 @@ import (
 //
 //	go test -run XXX -bench RoundTrip64 -benchtime 3s ./tunnel
 func BenchmarkRoundTrip64(b *testing.B) {
-	echoLn, err := net.Listen("tcp", "127.0.0.1:0")
+	echoSrv, err := echoserver.Listen("127.0.0.1:0")
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer echoLn.Close()
-	go func() {
-		for {
-			c, err := echoLn.Accept()
-			if err != nil {
-				return
-			}
-			go func() { io.Copy(c, c); c.Close() }()
-		}
-	}()
+	defer echoSrv.Close()
 	// Streams whose first byte is 'p' are proxied to the TCP echo (as an
 	// export would); others are echoed by the stream handler.
 	handle := func(pub key.PublicKey, s net.Conn) {
@@ -47,7 +39,7 @@ func BenchmarkRoundTrip64(b *testing.B) {
 			echo(pub, s)
 			return
 		}
-		c, err := net.Dial("tcp", echoLn.Addr().String())
+		c, err := net.Dial("tcp", echoSrv.Addr())
 		if err != nil {
 			s.Close()
 			return
@@ -68,14 +60,7 @@ func BenchmarkRoundTrip64(b *testing.B) {
 		s.Close()
 	}
 
-	b.Run("loopback-tcp", func(b *testing.B) { // the floor: no tunnel at all
-		c, err := net.Dial("tcp", echoLn.Addr().String())
-		if err != nil {
-			b.Fatal(err)
-		}
-		defer c.Close()
-		roundTrips(b, c)
-	})
+	b.Run("loopback-tcp", func(b *testing.B) { dialRoundTrips(b, echoSrv.Addr()) }) // the floor: no tunnel at all
 	b.Run("netstack-tcp", func(b *testing.B) {
 		ln, err := tb.net.ListenTCP(netip.AddrPortFrom(tb.ip, 7001))
 		if err != nil {
@@ -126,13 +111,18 @@ func BenchmarkRoundTrip64(b *testing.B) {
 			s.Write([]byte{'p'})
 			StartProxy(context.Background(), c, s, nil)
 		}()
-		c, err := net.Dial("tcp", ln.Addr().String())
-		if err != nil {
-			b.Fatal(err)
-		}
-		defer c.Close()
-		roundTrips(b, c)
+		dialRoundTrips(b, ln.Addr().String())
 	})
+}
+
+// dialRoundTrips runs roundTrips on a new TCP connection to addr.
+func dialRoundTrips(b *testing.B, addr string) {
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.Close()
+	roundTrips(b, c)
 }
 
 func roundTrips(b *testing.B, c net.Conn) {

@@ -61,7 +61,9 @@ func Add(ctx context.Context, name string) error {
 		return err
 	}
 	if _, err := Run(ctx, "ip", "-n", name, "link", "set", "lo", "up"); err != nil {
-		Delete(context.WithoutCancel(ctx), name)
+		if _, derr := Delete(context.WithoutCancel(ctx), name); derr != nil {
+			return fmt.Errorf("%w; removing the namespace again: %v", err, derr)
+		}
 		return err
 	}
 	return nil

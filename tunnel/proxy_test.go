@@ -7,11 +7,11 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"runtime"
 	"testing"
 	"time"
 
 	"github.com/hashicorp/yamux"
+	"github.com/meshd/meshd/internal/testutil"
 )
 
 // tcpPair returns both ends of a loopback TCP connection.
@@ -73,7 +73,7 @@ func streamPair(t *testing.T) (local, remote *yamux.Stream, closeSessions func()
 // between), keeps the counts, and an abort while both directions wait in
 // handed-off goroutines ends it promptly with no goroutine left.
 func TestProxyHandOffAndAbort(t *testing.T) {
-	base := runtime.NumGoroutine()
+	base := testutil.Snapshot()
 	client, server := tcpPair(t)
 	local, remote, closeSessions := streamPair(t)
 

@@ -169,8 +169,9 @@ type Gossip struct {
 	wg         sync.WaitGroup
 
 	// Atomic.
-	numNodes atomic.Int64 // alive+suspect members plus this node, for the broadcast queue
-	closed   atomic.Bool
+	numNodes  atomic.Int64  // alive+suspect members plus this node, for the broadcast queue
+	malformed atomic.Uint64 // malformed catalog input ignored (Stats)
+	closed    atomic.Bool
 
 	lifeMu sync.Mutex // serialises Leave and Close (memberlist.Leave panics after Shutdown)
 

@@ -111,7 +111,11 @@ func (im *importer) handle(client net.Conn, finished func()) {
 	im.total.Add(1)
 	im.active.Add(1)
 
+	start := time.Now()
 	conn, ep, err := im.n.connect(im.n.ctx, im.cfg, 0, im.rr.Add(1), im.activeTo)
+	if err == nil {
+		im.n.metrics.ImportConnected(im.cfg.Name, time.Since(start))
+	}
 	if err != nil {
 		im.failed.Add(1)
 		if !isClosedErr(err) {

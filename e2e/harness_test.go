@@ -20,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/meshd/meshd/internal/testutil"
 	"github.com/meshd/meshd/node"
 )
 
@@ -476,19 +477,7 @@ func status(t testing.TB, n *meshNode) node.Status {
 // it fails the test with what and cond's last explanation.
 func waitFor(t testing.TB, d time.Duration, what string, cond func() (ok bool, why string)) {
 	t.Helper()
-	deadline := time.Now().Add(d)
-	why := ""
-	for {
-		var ok bool
-		ok, why = cond()
-		if ok {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s: %s", d, what, why)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	testutil.WaitFor(t, d, what, cond)
 }
 
 // peer returns the named peer of st.

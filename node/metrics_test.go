@@ -38,7 +38,7 @@ func TestMetricsEndpoint(t *testing.T) {
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(resp.Body)
 	for _, want := range []string{
-		`meshd_node_info{node="m",site="onprem",version="` + version.String() + `"} 1`, `meshd_peers{state="alive"} 0`,
+		`meshd_node_info{node="m",site="onprem",version="` + version.Get().Short() + `"} 1`, `meshd_peers{state="alive"} 0`,
 		`meshd_peer_transitions_total{site="onprem",to="down"} 0`, `meshd_gossip_members 1`, `meshd_relay_connected 0`,
 		"go_goroutines",
 	} {

@@ -85,7 +85,7 @@ func New(cfg *config.Config, lg *slog.Logger) (*Node, error) {
 		breaker: failover.NewBreaker(failover.DefaultBreakerConfig()),
 		holes:   &failover.Blackhole{},
 	}
-	n.metrics = metrics.New(metrics.Info{Node: cfg.Name, Site: cfg.Site, Version: version.String()}, n.metricsSample)
+	n.metrics = metrics.New(metrics.Info{Node: cfg.Name, Site: cfg.Site, Version: version.Get().Short()}, n.metricsSample)
 	return n, nil
 }
 

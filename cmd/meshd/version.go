@@ -7,13 +7,10 @@ import (
 	"runtime/debug"
 
 	"github.com/urfave/cli/v2"
-
-	buildversion "github.com/meshd/meshd/internal/version"
 )
 
-// version is this build's version (internal/version: set the release at
-// build time with -ldflags "-X github.com/meshd/meshd/internal/version.release=…").
-var version = buildversion.String()
+// version is set at build time with -ldflags "-X main.version=…".
+var version = "dev"
 
 func versionCommand() *cli.Command {
 	return &cli.Command{

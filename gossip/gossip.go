@@ -39,6 +39,7 @@ type Meta struct {
 	PublicKey key.PublicKey
 	Tunnel    netip.AddrPort // WireGuard UDP endpoint others should use
 	Relay     netip.AddrPort // relay TCP endpoint; zero when this node is not a relay
+	Version   string         // the node's meshd build (version.Info.Short), at most maxVersionLen bytes; "" from older nodes
 }
 
 // State is a member's liveness as seen by this node.

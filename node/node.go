@@ -151,8 +151,9 @@ func (n *Node) Start() (err error) {
 		Bind:      n.cfg.Gossip.Bind,
 		Advertise: n.cfg.Gossip.Advertise,
 		Key:       n.cfg.Cluster.Key,
-		Meta:      gossip.Meta{Site: n.cfg.Site, PublicKey: n.pub, Tunnel: n.tunnelAdvertise(), Relay: n.relayAdvertise()},
-		Logger:    n.log,
+		Meta: gossip.Meta{Site: n.cfg.Site, PublicKey: n.pub, Tunnel: n.tunnelAdvertise(), Relay: n.relayAdvertise(),
+			Version: version.Get().Short()},
+		Logger: n.log,
 	})
 	if err != nil {
 		return fmt.Errorf("node: %w", err)

@@ -102,7 +102,7 @@ type peerPath struct {
 	sent       [probeRing]uint64 // seq of recent probes, ring
 	stamps     [probeRing]uint64 // their stamps, which a pong must echo
 	acked      [probeRing]bool
-	lastStamp  uint64 // newest stamp taken from this peer's pings (freshness)
+	lastStamp  uint64         // newest stamp taken from this peer's pings (freshness)
 	useRelay   bool           // send via the relay (when there is one)
 	everDirect bool           // the direct path was confirmed at least once
 	learned    netip.AddrPort // source address seen in its probes, if not direct

@@ -29,6 +29,13 @@ type Config struct {
 	Control  Control
 	Metrics  Metrics
 	Log      Log
+	Limits   Limits
+}
+
+// Limits are per-node caps on what authenticated peers may hold (SPEC §9).
+type Limits struct {
+	MaxStreamsPerPeer int // concurrent streams one peer may hold open to this node; default 4096
+	MaxPeers          int // members beyond this get no tunnel state; default 4096
 }
 
 // Cluster holds the shared secret and bootstrap addresses.
@@ -65,6 +72,8 @@ type Export struct {
 	Check  *Check // nil when no health check
 	Weight int    // default 1
 	Line   int    // line of the entry in the file, for messages
+
+	MaxConns int // concurrent connections through this export; 0 = unlimited
 }
 
 // Check is a TCP-connect health check of an export's target.
@@ -80,6 +89,10 @@ type Import struct {
 	Sites   []string // preference order
 	Balance string   // "least_conn" (default) | "round_robin"
 	Line    int
+
+	MaxConns int     // concurrent client connections; 0 = unlimited
+	Rate     float64 // new connections per second (token bucket); 0 = unlimited
+	Burst    int     // bucket size; 0 = max(1, Rate)
 }
 
 // Failover tunes failure handling (an extension of SPEC §3).
@@ -154,4 +167,10 @@ const (
 
 	// MaxWeight is the largest allowed export weight.
 	MaxWeight = 1000
+
+	// Limits (SPEC §9): defaults, and the largest value a limit key takes.
+	DefaultMaxStreamsPerPeer = 4096
+	DefaultMaxPeers          = 4096
+	MaxConnsLimit            = 1 << 20
+	MaxRate                  = 1000000
 )

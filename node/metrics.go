@@ -66,8 +66,12 @@ func (n *Node) metricsSample() metrics.Sample {
 	for _, im := range st.Imports {
 		s.Imports = append(s.Imports, metrics.ImportSample{Name: im.Name, Active: im.Active, Total: im.Total, Failed: im.Failed})
 	}
-	for _, e := range n.cfg.Exports {
-		x := n.exports[e.Name]
+	m := n.exportMap()
+	for _, e := range n.Config().Exports {
+		x := m[e.Name]
+		if x == nil {
+			continue
+		}
 		s.Exports = append(s.Exports, metrics.ExportSample{Name: e.Name, Healthy: x.healthy.Load(),
 			Active: x.active.Load(), Served: x.served.Load()})
 	}

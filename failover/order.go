@@ -18,6 +18,8 @@
 //   - DrillOrder, Blackhole: authenticated failover-drill orders (SPEC §6)
 //     and the receiving node's cut-off state.
 //   - Summarize and Report: the drill prober's report.
+//   - WarmSet and IdleSessions: which peers an import keeps a session
+//     with, and when a session that carries nothing closes (SPEC §12).
 package failover
 
 import (
@@ -145,6 +147,21 @@ func appendOrdered(out, group []Endpoint, sites []string, balance Balance, rr ui
 	if len(group) == 0 {
 		return out
 	}
+	for _, g := range groupSites(group, sites) {
+		switch balance {
+		case BalanceRoundRobin:
+			orderRoundRobin(g.eps, rr)
+		default:
+			orderLeastConn(g.eps, rr)
+		}
+		out = append(out, g.eps...)
+	}
+	return out
+}
+
+// groupSites groups eps by site and orders the sites: listed sites first in
+// their order, then the others nearest first, ties by name.
+func groupSites(group []Endpoint, sites []string) []*siteGroup {
 	rank := make(map[string]int, len(sites))
 	for i, s := range sites {
 		if _, dup := rank[s]; !dup {
@@ -174,16 +191,7 @@ func appendOrdered(out, group []Endpoint, sites []string, balance Balance, rr ui
 			strings.Compare(a.name, b.name),
 		)
 	})
-	for _, g := range groups {
-		switch balance {
-		case BalanceRoundRobin:
-			orderRoundRobin(g.eps, rr)
-		default:
-			orderLeastConn(g.eps, rr)
-		}
-		out = append(out, g.eps...)
-	}
-	return out
+	return groups
 }
 
 // compareLoad compares a.Active/a.Weight with b.Active/b.Weight exactly, by

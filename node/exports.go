@@ -21,13 +21,14 @@ const (
 
 // exporter is one of this node's exports.
 type exporter struct {
-	n       *Node
-	conf    atomic.Pointer[config.Export] // replaced by a reload; read with cfg()
-	healthy atomic.Bool                   // last health check result (true without a check)
-	active  atomic.Int64                  // streams being served
-	served  atomic.Uint64
-	kick    chan struct{} // cap 1: the config changed, re-read it and check now
-	gone    chan struct{} // closed when a reload removed the export: the check loop ends
+	n             *Node
+	conf          atomic.Pointer[config.Export] // replaced by a reload; read with cfg()
+	healthy       atomic.Bool                   // last health check result (true without a check)
+	active        atomic.Int64                  // streams being served
+	served        atomic.Uint64
+	checkFailures atomic.Uint64 // failed health checks, for metrics
+	kick          chan struct{} // cap 1: the config changed, re-read it and check now
+	gone          chan struct{} // closed when a reload removed the export: the check loop ends
 }
 
 func newExporter(n *Node, cfg config.Export) *exporter {
@@ -72,6 +73,8 @@ func (e *exporter) checkOnce() bool {
 	ok := err == nil
 	if ok {
 		c.Close()
+	} else {
+		e.checkFailures.Add(1)
 	}
 	if e.healthy.Swap(ok) == ok {
 		return false

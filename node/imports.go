@@ -35,6 +35,7 @@ type importer struct {
 	active atomic.Int64
 	total  atomic.Uint64
 	failed atomic.Uint64
+	last   atomic.Pointer[string] // node that served the last connection
 
 	mu      sync.Mutex
 	perNode map[string]*atomic.Int64 // guarded by mu; active connections per endpoint node
@@ -54,6 +55,15 @@ func newImporter(n *Node, cfg config.Import) (*importer, error) {
 // cfg returns the import's current configuration (a reload may replace
 // it; a connection reads it once).
 func (im *importer) cfg() *config.Import { return im.conf.Load() }
+
+// lastEndpoint is the node that served the last connection, "" before
+// the first.
+func (im *importer) lastEndpoint() string {
+	if p := im.last.Load(); p != nil {
+		return *p
+	}
+	return ""
+}
 
 func (im *importer) close() {
 	im.mu.Lock()
@@ -118,7 +128,11 @@ func (im *importer) handle(client net.Conn, finished func()) {
 	im.active.Add(1)
 
 	cfg := *im.cfg()
+	start := time.Now()
 	conn, ep, err := im.n.connect(im.n.ctx, cfg, 0, im.rr.Add(1), im.activeTo)
+	if err == nil {
+		im.n.metrics.ImportConnected(cfg.Name, time.Since(start))
+	}
 	if err != nil {
 		im.failed.Add(1)
 		if !isClosedErr(err) {
@@ -129,6 +143,7 @@ func (im *importer) handle(client net.Conn, finished func()) {
 		finished()
 		return
 	}
+	im.last.Store(&ep.Node)
 	cnt := im.nodeCounter(ep.Node)
 	cnt.Add(1)
 	tunnel.StartProxy(im.n.ctx, client, conn, func(out, in int64, err error) {

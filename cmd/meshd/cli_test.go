@@ -6,6 +6,8 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/meshd/meshd/internal/version"
 )
 
 func TestInterspersed(t *testing.T) {
@@ -25,11 +27,11 @@ func TestInterspersed(t *testing.T) {
 }
 
 func TestVersionLine(t *testing.T) {
-	v := map[string]string{"meshd": "dev", "go": "go1.26.8", "commit": "0123456789abcdef", "date": "2026-11-30T10:00:00Z", "modified": "true"}
-	if got, want := versionLine(v), "meshd dev commit 0123456789ab 2026-11-30T10:00:00Z (modified) go1.26.8"; got != want {
+	v := version.Info{Version: "dev", Go: "go1.26.8", Commit: "0123456789abcdef", Date: "2026-11-30T10:00:00Z", Modified: true}
+	if got, want := versionLine(v), "meshd dev (commit 0123456789ab, 2026-11-30T10:00:00Z, modified) go1.26.8"; got != want {
 		t.Errorf("versionLine = %q; want %q", got, want)
 	}
-	delete(v, "commit")
+	v.Commit, v.Date, v.Modified = "", "", false
 	if got, want := versionLine(v), "meshd dev go1.26.8"; got != want {
 		t.Errorf("versionLine without VCS = %q; want %q", got, want)
 	}

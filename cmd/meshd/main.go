@@ -9,6 +9,8 @@ import (
 	"strings"
 
 	"github.com/urfave/cli/v2"
+
+	"github.com/meshd/meshd/internal/version"
 )
 
 func main() {
@@ -56,6 +58,8 @@ func newApp() *cli.App {
 			benchCommand(),
 			benchWorkerCommand(),
 			benchWGRefCommand(),
+			caCommand(),
+			certCommand(),
 			versionCommand(),
 		},
 	}
@@ -74,7 +78,7 @@ func newApp() *cli.App {
 // command (one line, exit 2), or the help.
 func rootAction(c *cli.Context) error {
 	if c.Bool("version") {
-		fmt.Fprintln(c.App.Writer, versionLine(buildVersions()))
+		fmt.Fprintln(c.App.Writer, versionLine(version.Get()))
 		return nil
 	}
 	if c.NArg() > 0 {

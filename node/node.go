@@ -24,6 +24,7 @@ import (
 	"github.com/meshd/meshd/internal/config"
 	"github.com/meshd/meshd/internal/key"
 	"github.com/meshd/meshd/internal/metrics"
+	"github.com/meshd/meshd/internal/statuspage"
 	"github.com/meshd/meshd/internal/version"
 	"github.com/meshd/meshd/tunnel"
 )
@@ -52,6 +53,7 @@ type Node struct {
 	rly        *relayServer        // nil unless relay.enabled
 	metrics    *metrics.Metrics    // always set; served only with metrics.listen
 	relayStats relayClientStats    // the relay client's counters, for metrics
+	drills     *statuspage.Ring    // the last drills run from this node, for the status page
 	health     *failover.Health    // peer usability with failback hold-down
 	breaker    *failover.Breaker   // per service/node circuit breaker
 	holes      *failover.Blackhole // drill orders this node is executing
@@ -84,6 +86,7 @@ func New(cfg *config.Config, lg *slog.Logger) (*Node, error) {
 		health:  failover.NewHealth(failover.HealthConfig{HoldDown: cfg.Failover.HoldDown}),
 		breaker: failover.NewBreaker(failover.DefaultBreakerConfig()),
 		holes:   &failover.Blackhole{},
+		drills:  statuspage.NewRing(statuspage.DefaultRingSize),
 	}
 	n.metrics = metrics.New(metrics.Info{Node: cfg.Name, Site: cfg.Site, Version: version.Get().Short()}, n.metricsSample)
 	return n, nil

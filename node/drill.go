@@ -11,6 +11,7 @@ import (
 	"github.com/meshd/meshd/gossip"
 	"github.com/meshd/meshd/internal/config"
 	"github.com/meshd/meshd/internal/key"
+	"github.com/meshd/meshd/internal/metrics"
 	"github.com/meshd/meshd/internal/wire"
 )
 
@@ -23,6 +24,10 @@ const (
 	drillMaxTail         = 15 * time.Second       // how long to wait for failback after the restore
 	drillHoleCheck       = 100 * time.Millisecond
 )
+
+// ErrDrillOwnSite: a drill of the drilling node's own site is refused
+// (SPEC §6): its imports could not watch the failover.
+var ErrDrillOwnSite = errors.New("drill of the own site refused")
 
 // DrillRequest asks this node to run a drill (POST /drill).
 type DrillRequest struct {
@@ -48,8 +53,11 @@ func (n *Node) Drill(ctx context.Context, req DrillRequest) (failover.Report, er
 	if req.Site == "" {
 		return failover.Report{}, errors.New("drill needs a site")
 	}
+	if req.Site == n.cfg.Site {
+		return failover.Report{}, fmt.Errorf("%w: %q is this node's site; run the drill from a node outside it", ErrDrillOwnSite, req.Site)
+	}
 	var imps []config.Import
-	for _, im := range n.cfg.Imports {
+	for _, im := range n.Config().Imports {
 		if req.Service == "" || im.Name == req.Service {
 			imps = append(imps, im)
 		}
@@ -106,9 +114,11 @@ func (n *Node) Drill(ctx context.Context, req DrillRequest) (failover.Report, er
 	stopProbes()
 	pr.wait()
 	rep := failover.Summarize(req.Site, start, restore, pr.results())
+	var ds []metrics.DrillService
 	for _, s := range rep.Services {
-		n.metrics.Drill(req.Site, s.Name, s.Failed, msDuration(s.RTOMS), msDuration(s.FailbackMS))
+		ds = append(ds, metrics.DrillService{Name: s.Name, Failed: s.Failed, RTO: msDuration(s.RTOMS), Failback: msDuration(s.FailbackMS)})
 	}
+	n.metrics.Drill(req.Site, ds)
 	return rep, nil
 }
 

@@ -19,6 +19,12 @@ type NodeStatus struct {
 	Tunnel    string `json:"tunnel"`
 	Mode      string `json:"mode"`
 	Relay     bool   `json:"relay"`
+	Version   string `json:"version"` // meshd build (version and commit)
+	// Maintenance is on after `meshd maint on` (SPEC §10): exports
+	// withdrawn, new streams refused.
+	Maintenance       bool   `json:"maintenance"`
+	MaintenanceReason string `json:"maintenance_reason,omitempty"`
+	MaintenanceSince  string `json:"maintenance_since,omitempty"` // RFC 3339
 }
 
 // PeerStatus describes one other node as this node sees it.
@@ -40,6 +46,9 @@ type PeerStatus struct {
 	// false while its pings go unanswered, its session is down, or during
 	// the hold-down after a recovery.
 	Up bool `json:"up"`
+	// Version is the peer's meshd build as it gossips it; "" for nodes
+	// older than the field.
+	Version string `json:"version"`
 }
 
 // ServiceStatus is one service of the mesh catalog.
@@ -65,6 +74,9 @@ type ImportStatus struct {
 	Active int64  `json:"active"`
 	Total  uint64 `json:"total"`
 	Failed uint64 `json:"failed"`
+	// Endpoint is the node that served the import's last connection; ""
+	// before the first.
+	Endpoint string `json:"endpoint"`
 }
 
 // Path values.
@@ -73,3 +85,15 @@ const (
 	PathRelay  = "relay"
 	PathNone   = "none"
 )
+
+// ReloadResult answers POST /reload.
+type ReloadResult struct {
+	OK   bool   `json:"ok"`
+	File string `json:"file"`
+}
+
+// MaintRequest is the body of POST /maint and its answer.
+type MaintRequest struct {
+	On     bool   `json:"on"`
+	Reason string `json:"reason,omitempty"`
+}

@@ -48,15 +48,19 @@ type Node struct {
 type Export struct {
 	Name, Target string
 	Weight       int
-	// CheckInterval and CheckTimeout are check.interval and check.timeout.
+	// CheckInterval and CheckTimeout are check.interval and check.timeout;
+	// NoCheck writes check: false (the target is not checked).
 	CheckInterval, CheckTimeout time.Duration
+	NoCheck                     bool
+	ProxyProtocol               string // proxy_protocol
 }
 
 // Import is one entry of imports.
 type Import struct {
 	Name, Listen string
 	Sites        []string
-	Balance      string // least_conn or round_robin
+	Balance        string        // least_conn or round_robin
+	ConnectTimeout time.Duration // connect_timeout
 }
 
 // Failover is the failover section.
@@ -108,11 +112,14 @@ func (n Node) YAML() string {
 			if e.Weight != 0 {
 				fmt.Fprintf(&b, "    weight: %d\n", e.Weight)
 			}
-			if e.CheckInterval > 0 || e.CheckTimeout > 0 {
+			if e.NoCheck {
+				b.WriteString("    check: false\n")
+			} else if e.CheckInterval > 0 || e.CheckTimeout > 0 {
 				b.WriteString("    check:\n")
 				dur("      ", "interval", e.CheckInterval)
 				dur("      ", "timeout", e.CheckTimeout)
 			}
+			kv("    ", "proxy_protocol", e.ProxyProtocol)
 		}
 	}
 	if len(n.Imports) > 0 {
@@ -124,6 +131,7 @@ func (n Node) YAML() string {
 				fmt.Fprintf(&b, "    sites: %s\n", list(im.Sites))
 			}
 			kv("    ", "balance", im.Balance)
+			dur("    ", "connect_timeout", im.ConnectTimeout)
 		}
 	}
 	if n.Socket != "" {

@@ -43,12 +43,12 @@ func TestNodeYAMLRoundTrip(t *testing.T) {
 		GossipBind: "127.0.0.1:7001", TunnelListen: "127.0.0.1:7002", TunnelMode: "kernel",
 		RelayEnabled: true, RelayListen: "127.0.0.1:7003",
 		Exports: []Export{
-			{Name: "sink", Target: "127.0.0.1:9000"},
+			{Name: "sink", Target: "127.0.0.1:9000", NoCheck: true, ProxyProtocol: "v1"},
 			{Name: "echo", Target: "localhost:9001", Weight: 3, CheckInterval: 500 * time.Millisecond, CheckTimeout: 250 * time.Millisecond},
 		},
 		Imports: []Import{
 			{Name: "sink", Listen: "127.0.0.1:9100", Sites: []string{"a", "b"}},
-			{Name: "echo", Listen: "127.0.0.1:9101", Sites: []string{"a"}, Balance: config.BalanceRoundRobin},
+			{Name: "echo", Listen: "127.0.0.1:9101", Sites: []string{"a"}, Balance: config.BalanceRoundRobin, ConnectTimeout: 2 * time.Second},
 		},
 		Socket: filepath.Join(dir, "exp-1.sock"), MetricsListen: "127.0.0.1:9200",
 		LogLevel: "warn", LogFormat: "json",
@@ -64,13 +64,13 @@ func TestNodeYAMLRoundTrip(t *testing.T) {
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("parsed back:\n got %v\nwant %v", got, want)
 	}
-	if len(c.Exports) != 2 || c.Exports[0].Name != "sink" || c.Exports[0].Target != "127.0.0.1:9000" || c.Exports[0].Check != nil ||
+	if len(c.Exports) != 2 || c.Exports[0].Name != "sink" || c.Exports[0].Target != "127.0.0.1:9000" || c.Exports[0].Check != nil || c.Exports[0].ProxyProtocol != "v1" ||
 		c.Exports[1].Weight != 3 || c.Exports[1].Check == nil ||
 		c.Exports[1].Check.Interval != 500*time.Millisecond || c.Exports[1].Check.Timeout != 250*time.Millisecond {
 		t.Errorf("exports: %+v", c.Exports)
 	}
 	if len(c.Imports) != 2 || c.Imports[0].Listen.String() != "127.0.0.1:9100" || !reflect.DeepEqual(c.Imports[0].Sites, []string{"a", "b"}) ||
-		c.Imports[1].Balance != config.BalanceRoundRobin {
+		c.Imports[1].Balance != config.BalanceRoundRobin || c.Imports[1].ConnectTimeout != 2*time.Second {
 		t.Errorf("imports: %+v", c.Imports)
 	}
 }

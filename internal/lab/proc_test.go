@@ -26,6 +26,7 @@ func fakeMeshd(t *testing.T) string {
 echo "args: $*"
 if grep -q exit-now "$3"; then echo "bad config"; exit 3; fi
 trap 'echo bye; exit 0' TERM
+echo trapped
 i=0
 while [ $i -lt 600 ]; do sleep 0.1; i=$((i+1)); done
 `
@@ -65,7 +66,7 @@ func TestEnvStartStop(t *testing.T) {
 	if b, err := os.ReadFile(p.Config); err != nil || string(b) != n.YAML() {
 		t.Fatalf("config file %q: %v", b, err)
 	}
-	waitLog(t, p, "args: join --config "+p.Config)
+	waitLog(t, p, "args: join --config "+p.Config+"\ntrapped")
 	if p.Exited() {
 		t.Fatal("exited early")
 	}

@@ -57,8 +57,8 @@ type Export struct {
 
 // Import is one entry of imports.
 type Import struct {
-	Name, Listen string
-	Sites        []string
+	Name, Listen   string
+	Sites          []string
 	Balance        string        // least_conn or round_robin
 	ConnectTimeout time.Duration // connect_timeout
 }

@@ -32,6 +32,13 @@ type Config struct {
 	Control  Control
 	Metrics  Metrics
 	Log      Log
+	Limits   Limits
+}
+
+// Limits are per-node caps on what authenticated peers may hold (SPEC §9).
+type Limits struct {
+	MaxStreamsPerPeer int // concurrent streams one peer may hold open to this node; default 4096
+	MaxPeers          int // members beyond this get no tunnel state; default 4096
 }
 
 // Cluster holds the shared secret and bootstrap addresses.
@@ -71,6 +78,8 @@ type Export struct {
 	// the client's address to the target before any payload.
 	ProxyProtocol string
 	Line          int // line of the entry in the file, for messages
+
+	MaxConns int // concurrent connections through this export; 0 = unlimited
 }
 
 // Check is a TCP-connect health check of an export's target.
@@ -89,6 +98,10 @@ type Import struct {
 	// healthy endpoint (right after start, or while all are down). Default 5s.
 	ConnectTimeout time.Duration
 	Line           int
+
+	MaxConns int     // concurrent client connections; 0 = unlimited
+	Rate     float64 // new connections per second (token bucket); 0 = unlimited
+	Burst    int     // bucket size; 0 = max(1, Rate)
 }
 
 // Failover tunes failure handling (an extension of SPEC §3).
@@ -172,4 +185,10 @@ const (
 
 	// MaxWeight is the largest allowed export weight.
 	MaxWeight = 1000
+
+	// Limits (SPEC §9): defaults, and the largest value a limit key takes.
+	DefaultMaxStreamsPerPeer = 4096
+	DefaultMaxPeers          = 4096
+	MaxConnsLimit            = 1 << 20
+	MaxRate                  = 1000000
 )

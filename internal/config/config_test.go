@@ -115,6 +115,7 @@ func TestSpecExample(t *testing.T) {
 		Control:  Control{Socket: "/var/lib/meshd/meshd.sock"},
 		Log:      Log{Level: "info", Format: "text"},
 		Failover: Failover{SessionTimeout: DefaultSessionTimeout, HoldDown: DefaultHoldDown, DrainGrace: DefaultDrainGrace},
+		Limits:   Limits{MaxStreamsPerPeer: DefaultMaxStreamsPerPeer, MaxPeers: DefaultMaxPeers},
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("got  %+v\nwant %+v", got, want)
@@ -142,6 +143,7 @@ func TestDefaults(t *testing.T) {
 		Control:  Control{Socket: "/var/lib/meshd/meshd.sock"},
 		Log:      Log{Level: "info", Format: "text"},
 		Failover: Failover{SessionTimeout: DefaultSessionTimeout, HoldDown: DefaultHoldDown, DrainGrace: DefaultDrainGrace},
+		Limits:   Limits{MaxStreamsPerPeer: DefaultMaxStreamsPerPeer, MaxPeers: DefaultMaxPeers},
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("got  %+v\nwant %+v", got, want)

@@ -266,3 +266,95 @@ func TestMaint(t *testing.T) {
 		t.Errorf("drill of the own site: exit %d, stderr %q; want 2 and one line", code, errOut)
 	}
 }
+
+// TestSeedRestart (issue #12 problem 1, SPEC §10): the first node, with an
+// empty cluster.join, is restarted gracefully; it rejoins the members it
+// remembers within 10 s and its export is served again.
+func TestSeedRestart(t *testing.T) {
+	c := newCluster(t)
+	web := startFOBackend(t, "seed")
+	seedSpec := nodeSpec{Name: "seed", Site: "s1", Join: []string{}, Exports: []exportSpec{{Name: "web", Target: web.Addr()}}}
+	seed := c.start(seedSpec)
+	a := c.start(nodeSpec{Name: "a", Site: "s2"})
+	b := c.start(nodeSpec{Name: "b", Site: "s2", Imports: []importSpec{{Name: "web"}}})
+	waitMesh(t, 20*time.Second, seed, a, b)
+	waitServedBy(t, 10*time.Second, b.Imports["web"], "seed")
+	if !strings.Contains(seed.logText(), "this node is alone until another node joins it") {
+		t.Errorf("the seed's first start did not log that it is alone")
+	}
+	// members.json is written a moment after the mesh formed.
+	waitFor(t, 10*time.Second, "the seed to remember a and b", func() (bool, string) {
+		b, err := os.ReadFile(seed.Dir + "/members.json")
+		return err == nil && strings.Contains(string(b), `"a"`) && strings.Contains(string(b), `"b"`), string(b)
+	})
+
+	seed.signal(t, syscall.SIGTERM)
+	if code := seed.waitExit(t, 20*time.Second); code != 0 {
+		t.Fatalf("seed exit %d after SIGTERM", code)
+	}
+	waitFor(t, 10*time.Second, "b to see the seed left", func() (bool, string) {
+		p, _ := peer(status(t, b), "seed")
+		return p.State == "left", p.State
+	})
+	t0 := time.Now()
+	seed.startProcess(t)
+	waitFor(t, 10*time.Second, "a and b to see the restarted seed alive", func() (bool, string) {
+		for _, n := range []*meshNode{a, b} {
+			st, err := tryStatus(t, n)
+			if err != nil {
+				return false, err.Error()
+			}
+			if p, _ := peer(st, "seed"); p.State != "alive" {
+				return false, n.Name + " sees seed " + p.State
+			}
+		}
+		return true, ""
+	})
+	waitServedBy(t, 10*time.Second-time.Since(t0), b.Imports["web"], "seed")
+	t.Logf("seed rejoined and serves again %s after its restart", time.Since(t0).Round(time.Millisecond))
+	if !strings.Contains(seed.logText(), "rejoined a remembered member") {
+		t.Errorf("the restarted seed did not log its rejoin")
+	}
+}
+
+// TestNameConflict (issue #12 problem 4, SPEC §10): a second node with the
+// name of a live member exits non-zero at start with a clear error, and
+// the first is not disturbed.
+func TestNameConflict(t *testing.T) {
+	c := newCluster(t)
+	web := startFOBackend(t, "a")
+	a := c.start(nodeSpec{Name: "a", Site: "s1", Exports: []exportSpec{{Name: "web", Target: web.Addr()}}})
+	b := c.start(nodeSpec{Name: "b", Site: "s2", Imports: []importSpec{{Name: "web"}}})
+	waitMesh(t, 20*time.Second, a, b)
+	waitServedBy(t, 10*time.Second, b.Imports["web"], "a")
+	pubA := status(t, a).Node.PublicKey
+
+	cl := startFOClient(t, b.Imports["web"])
+	t0 := time.Now()
+	dup := c.start(nodeSpec{Name: "a-dup", Site: "s1", Join: []string{addr(b.GossipPort)}, Flags: []string{"--name", "a"},
+		Exports: []exportSpec{{Name: "other", Target: web.Addr()}}})
+	code := dup.waitExit(t, 15*time.Second)
+	t.Logf("duplicate exited %d after %s", code, time.Since(t0).Round(time.Millisecond))
+	if code == 0 {
+		t.Errorf("a second node named a exited 0")
+	}
+	if !strings.Contains(dup.logText(), `another live node already has the name "a"`) {
+		t.Errorf("the duplicate's log does not say why it stopped:\n%s", tail(dup.LogPath, 10))
+	}
+	time.Sleep(2 * time.Second)
+	cl.Stop()
+	t.Logf("client through b: %s", cl.summary(t0, time.Time{}))
+	cl.checkNoFailures(t, "while a duplicate of a started and stopped", t0)
+	st := status(t, b)
+	p, _ := peer(st, "a")
+	if p.State != "alive" || p.PublicKey != pubA || !p.Up {
+		t.Errorf("b sees a as %+v; want alive and up with a's key", p)
+	}
+	s, _ := service(st, "other")
+	if len(s.Endpoints) != 0 {
+		t.Errorf("the duplicate's export reached b's catalog: %+v", s)
+	}
+	if r, ok := cl.first(t0, func(n string) bool { return n != "a" }); ok {
+		t.Errorf("connection %d served by %q", r.ID, r.Node)
+	}
+}

@@ -79,6 +79,24 @@ func (n *Node) reconcile() {
 	}
 	n.mu.Unlock()
 	n.rebuildCatalogFrom(members)
+
+	now := time.Now()
+	n.checkConflict(now)
+	n.remember(members, now)
+	alive := 0
+	for _, m := range members {
+		if m.State == gossip.StateAlive || m.State == gossip.StateSuspect {
+			alive++
+		}
+	}
+	switch {
+	case alive == 0 && !n.alone && len(members) > 0:
+		n.alone = true
+		n.log.Warn("no other member alive: this node is alone in the mesh", "known", len(members))
+	case alive > 0 && n.alone:
+		n.alone = false
+		n.log.Info("not alone any more", "alive", alive)
+	}
 }
 
 // peerEndpoint is the member's advertised WireGuard endpoint, with an

@@ -37,7 +37,7 @@ type importer struct {
 	failed atomic.Uint64
 	last   atomic.Pointer[string] // node that served the last connection
 
-	mu      sync.Mutex
+	mu         sync.Mutex
 	noExporter atomic.Bool // "no node exports" was logged; cleared by the next connection served
 
 	perNode map[string]*atomic.Int64 // guarded by mu; active connections per endpoint node

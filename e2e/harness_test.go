@@ -148,6 +148,7 @@ type nodeSpec struct {
 	Join       []string // default: the first node's gossip address (none for the first node); empty non-nil: none
 	Flags      []string // extra flags after `meshd join --config FILE`
 	Socket     string   // the control socket if not the config's (a --data-dir flag moves it)
+	Metrics    bool     // serve metrics.listen on a free port (meshNode.Metrics)
 }
 
 // meshNode is one `meshd join` process.
@@ -161,6 +162,7 @@ type meshNode struct {
 	Imports    map[string]string // import name -> listen address
 	Flags      []string          // extra flags of `meshd join`
 	Socket     string            // control socket for status; "" = found from Config
+	Metrics    string            // metrics.listen address ("" = off): /metrics and the status page
 
 	cmd     *exec.Cmd
 	logFile *os.File
@@ -265,6 +267,9 @@ func (c *cluster) configYAML(n *meshNode, s nodeSpec) string {
 			}
 		}
 	}
+	if n.Metrics != "" {
+		fmt.Fprintf(&b, "metrics:\n  listen: %s\n", n.Metrics)
+	}
 	b.WriteString("log:\n  level: info\n  format: text\n")
 	return b.String()
 }
@@ -290,6 +295,9 @@ func (c *cluster) start(s nodeSpec) *meshNode {
 		Imports:    map[string]string{},
 		Flags:      s.Flags,
 		Socket:     s.Socket,
+	}
+	if s.Metrics {
+		n.Metrics = addr(freePort(c.t))
 	}
 	for _, im := range s.Imports {
 		l := im.Listen

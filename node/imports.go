@@ -36,6 +36,7 @@ type importer struct {
 	total  atomic.Uint64
 	failed atomic.Uint64
 	last   atomic.Pointer[string] // node that served the last connection
+	gate   *importGate            // max_conns, rate, burst (limits.go)
 
 	mu         sync.Mutex
 	noExporter atomic.Bool // "no node exports" was logged; cleared by the next connection served
@@ -49,7 +50,7 @@ func newImporter(n *Node, cfg config.Import) (*importer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("node: import %s: listen %s: %w", cfg.Name, cfg.Listen, err)
 	}
-	im := &importer{n: n, ln: ln, perNode: make(map[string]*atomic.Int64)}
+	im := &importer{n: n, ln: ln, perNode: make(map[string]*atomic.Int64), gate: newImportGate(cfg)}
 	im.conf.Store(&cfg)
 	return im, nil
 }
@@ -96,8 +97,14 @@ func (im *importer) serve() {
 			continue
 		}
 		backoff = 5 * time.Millisecond
+		if why := im.gate.admit(im.cfg(), time.Now()); why != "" {
+			c.Close() // at once, not queued (SPEC §9)
+			logLimited(im.n.log, im.gate.log, "limits: import connection refused: "+why, "import", im.cfg().Name,
+				"client", c.RemoteAddr().String())
+			continue
+		}
 		wg.Add(1)
-		go im.handle(c, wg.Done)
+		go im.handle(c, func() { im.gate.done(); wg.Done() })
 	}
 }
 

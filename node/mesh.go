@@ -59,6 +59,7 @@ func (n *Node) reconcile() {
 		}
 		peers = append(peers, tunnel.Peer{PublicKey: m.Meta.PublicKey, Endpoint: peerEndpoint(m)})
 	}
+	peers = n.capPeers(peers, members)
 	if err := n.tun.SetPeers(peers); err != nil && !isClosedErr(err) {
 		n.log.Warn("update tunnel peers", "err", err)
 	}

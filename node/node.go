@@ -24,6 +24,7 @@ import (
 	"github.com/meshd/meshd/internal/config"
 	"github.com/meshd/meshd/internal/key"
 	"github.com/meshd/meshd/internal/metrics"
+	"github.com/meshd/meshd/internal/statuspage"
 	"github.com/meshd/meshd/internal/version"
 	"github.com/meshd/meshd/tunnel"
 )
@@ -50,6 +51,7 @@ type Node struct {
 	rly        *relayServer        // nil unless relay.enabled
 	metrics    *metrics.Metrics    // always set; served only with metrics.listen
 	relayStats relayClientStats    // the relay client's counters, for metrics
+	drills     *statuspage.Ring    // the last drills run from this node, for the status page
 	health     *failover.Health    // peer usability with failback hold-down
 	breaker    *failover.Breaker   // per service/node circuit breaker
 	holes      *failover.Blackhole // drill orders this node is executing
@@ -60,6 +62,7 @@ type Node struct {
 	catalog  atomic.Pointer[catalog] // rebuilt on every gossip change
 	draining atomic.Bool             // Close has begun: exports refuse new streams
 	maint    atomic.Bool             // maintenance mode: exports withdrawn, new streams refused
+	lim      *nodeLimits             // SPEC §9 limits (limits.go)
 
 	// What a reload changes (reload.go). n.cfg stays the config the node
 	// started with, for what a reload may not change (name, site, addresses);
@@ -104,10 +107,12 @@ func New(cfg *config.Config, lg *slog.Logger) (*Node, error) {
 		health:  failover.NewHealth(failover.HealthConfig{HoldDown: cfg.Failover.HoldDown}),
 		breaker: failover.NewBreaker(failover.DefaultBreakerConfig()),
 		holes:   &failover.Blackhole{},
+		drills:  statuspage.NewRing(statuspage.DefaultRingSize),
 	}
 	n.metrics = metrics.New(metrics.Info{Node: cfg.Name, Site: cfg.Site, Version: version.Get().Short()}, n.metricsSample)
 	n.fatal = make(chan error, 1)
 	n.live.Store(cfg)
+	n.lim = newNodeLimits()
 	n.exports.Store(&map[string]*exporter{})
 	n.imports.Store(&[]*importer{})
 	return n, nil

@@ -163,7 +163,7 @@ func (n *Node) metricsSample() metrics.Sample {
 	}
 	for _, im := range n.importList() {
 		s.Imports = append(s.Imports, metrics.ImportSample{Name: im.cfg().Name,
-			Active: im.active.Load(), Total: im.total.Load(), Failed: im.failed.Load()})
+			Active: im.active.Load(), Total: im.total.Load(), Failed: im.failed.Load(), Limited: im.gate.limited.Load()})
 	}
 	m := n.exportMap()
 	for _, e := range n.Config().Exports {

@@ -62,6 +62,7 @@ type Node struct {
 	catalog  atomic.Pointer[catalog] // rebuilt on every gossip change
 	draining atomic.Bool             // Close has begun: exports refuse new streams
 	maint    atomic.Bool             // maintenance mode: exports withdrawn, new streams refused
+	lim      *nodeLimits             // SPEC §9 limits (limits.go)
 
 	// What a reload changes (reload.go). n.cfg stays the config the node
 	// started with, for what a reload may not change (name, site, addresses);
@@ -111,6 +112,7 @@ func New(cfg *config.Config, lg *slog.Logger) (*Node, error) {
 	n.metrics = metrics.New(metrics.Info{Node: cfg.Name, Site: cfg.Site, Version: version.Get().Short()}, n.metricsSample)
 	n.fatal = make(chan error, 1)
 	n.live.Store(cfg)
+	n.lim = newNodeLimits()
 	n.exports.Store(&map[string]*exporter{})
 	n.imports.Store(&[]*importer{})
 	return n, nil
@@ -163,6 +165,7 @@ func (n *Node) Start() (err error) {
 		HandleStream:   n.handleStream,
 		SessionTimeout: n.cfg.Failover.SessionTimeout,
 		ClusterKey:     n.cfg.Cluster.Key,
+		PeerName:       n.peerName,
 	})
 	if err != nil {
 		return fmt.Errorf("node: %w", err)

@@ -15,6 +15,7 @@ import (
 type catalog struct {
 	members  []gossip.Member
 	byName   map[string]gossip.Member
+	byKey    map[key.PublicKey]string // member name by WireGuard key, for logs
 	services map[string][]catalogEndpoint
 }
 
@@ -58,6 +59,7 @@ func (n *Node) reconcile() {
 		}
 		peers = append(peers, tunnel.Peer{PublicKey: m.Meta.PublicKey, Endpoint: peerEndpoint(m)})
 	}
+	peers = n.capPeers(peers, members)
 	if err := n.tun.SetPeers(peers); err != nil && !isClosedErr(err) {
 		n.log.Warn("update tunnel peers", "err", err)
 	}
@@ -78,6 +80,24 @@ func (n *Node) reconcile() {
 	}
 	n.mu.Unlock()
 	n.rebuildCatalogFrom(members)
+
+	now := time.Now()
+	n.checkConflict(now)
+	n.remember(members, now)
+	alive := 0
+	for _, m := range members {
+		if m.State == gossip.StateAlive || m.State == gossip.StateSuspect {
+			alive++
+		}
+	}
+	switch {
+	case alive == 0 && !n.alone && len(members) > 0:
+		n.alone = true
+		n.log.Warn("no other member alive: this node is alone in the mesh", "known", len(members))
+	case alive > 0 && n.alone:
+		n.alone = false
+		n.log.Info("not alone any more", "alive", alive)
+	}
 }
 
 // peerEndpoint is the member's advertised WireGuard endpoint, with an
@@ -99,6 +119,7 @@ func (n *Node) rebuildCatalogFrom(members []gossip.Member) {
 	c := &catalog{
 		members:  members,
 		byName:   make(map[string]gossip.Member, len(members)),
+		byKey:    make(map[key.PublicKey]string, len(members)),
 		services: make(map[string][]catalogEndpoint),
 	}
 	maint := n.maint.Load()
@@ -111,6 +132,9 @@ func (n *Node) rebuildCatalogFrom(members []gossip.Member) {
 	}
 	for _, m := range members {
 		c.byName[m.Name] = m
+		if !m.Meta.PublicKey.IsZero() {
+			c.byKey[m.Meta.PublicKey] = m.Name
+		}
 		if m.State == gossip.StateLeft || m.Meta.PublicKey.IsZero() {
 			continue
 		}
@@ -144,4 +168,15 @@ func (n *Node) publishExports() {
 		}
 	}
 	n.gsp.SetExports(exps)
+}
+
+// peerName names the peer with key pub in logs: its gossip name, else a
+// short form of the key. Lock-free; the tunnel calls it too.
+func (n *Node) peerName(pub key.PublicKey) string {
+	if c := n.catalog.Load(); c != nil {
+		if name := c.byKey[pub]; name != "" {
+			return name
+		}
+	}
+	return pub.ShortString()
 }

@@ -125,7 +125,10 @@ type cluster struct {
 type exportSpec struct {
 	Name   string
 	Target string
-	Check  string // check interval ("" = no check)
+	Check  string // check interval ("" = the default check, 2s/1s)
+	// NoCheck writes check: false; ProxyProtocol sets proxy_protocol.
+	NoCheck       bool
+	ProxyProtocol string
 }
 
 type importSpec struct {
@@ -133,6 +136,8 @@ type importSpec struct {
 	Sites   []string
 	Balance string
 	Listen  string // default: a free port
+	// ConnectTimeout sets connect_timeout ("" = the default).
+	ConnectTimeout string
 }
 
 type nodeSpec struct {
@@ -239,6 +244,12 @@ func (c *cluster) configYAML(n *meshNode, s nodeSpec) string {
 			if e.Check != "" {
 				fmt.Fprintf(&b, "    check:\n      interval: %s\n      timeout: %s\n", e.Check, e.Check)
 			}
+			if e.NoCheck {
+				b.WriteString("    check: false\n")
+			}
+			if e.ProxyProtocol != "" {
+				fmt.Fprintf(&b, "    proxy_protocol: %s\n", e.ProxyProtocol)
+			}
 		}
 	}
 	if len(s.Imports) > 0 {
@@ -250,6 +261,9 @@ func (c *cluster) configYAML(n *meshNode, s nodeSpec) string {
 			}
 			if im.Balance != "" {
 				fmt.Fprintf(&b, "    balance: %s\n", im.Balance)
+			}
+			if im.ConnectTimeout != "" {
+				fmt.Fprintf(&b, "    connect_timeout: %s\n", im.ConnectTimeout)
 			}
 		}
 	}

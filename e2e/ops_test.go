@@ -358,3 +358,93 @@ func TestNameConflict(t *testing.T) {
 		t.Errorf("connection %d served by %q", r.ID, r.Node)
 	}
 }
+
+// TestImportWaitsAndLogs (issue #12 problems 3, 5 and 7): an export without
+// a check block is health-checked (2s/1s) and withdrawn when its backend
+// dies, while one with check: false is not; a connection that arrives
+// before any node exports the service waits (connect_timeout) and is served
+// once one does; a service nobody exports is logged once as such; logs name
+// peers by node name and print no empty relay.
+func TestImportWaitsAndLogs(t *testing.T) {
+	c := newCluster(t)
+	webX, webY := startFOBackend(t, "x"), startFOBackend(t, "y")
+	z := c.start(nodeSpec{Name: "z", Site: "s3", Join: []string{}, Imports: []importSpec{
+		{Name: "web", Sites: []string{"s1", "s2"}},
+		{Name: "ghost", ConnectTimeout: "300ms"},
+		{Name: "unchecked"}}})
+	waitUp(t, z, 15*time.Second)
+
+	// A client before anyone exports web: it waits instead of being closed.
+	early := make(chan error, 1)
+	go func() {
+		name, _, err := foExchange(z.Imports["web"], 1, 10*time.Second)
+		if err == nil && name != "x" {
+			err = fmt.Errorf("served by %q, want x", name)
+		}
+		early <- err
+	}()
+	time.Sleep(500 * time.Millisecond)
+	x := c.start(nodeSpec{Name: "x", Site: "s1", Join: []string{addr(z.GossipPort)}, Exports: []exportSpec{
+		{Name: "web", Target: webX.Addr()}, {Name: "unchecked", Target: webX.Addr(), NoCheck: true}}})
+	if err := <-early; err != nil {
+		t.Errorf("a connection made before web was exported: %v", err)
+	}
+	y := c.start(nodeSpec{Name: "y", Site: "s2", Join: []string{addr(z.GossipPort)}, Exports: []exportSpec{{Name: "web", Target: webY.Addr()}}})
+	waitMesh(t, 20*time.Second, x, y, z)
+
+	// ghost: nobody exports it. Each connection is closed after its
+	// connect_timeout; the log says so once.
+	for i := 0; i < 3; i++ {
+		start := time.Now()
+		cn, err := net.DialTimeout("tcp", z.Imports["ghost"], 2*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cn.SetDeadline(time.Now().Add(5 * time.Second))
+		k, err := cn.Read(make([]byte, 1))
+		cn.Close()
+		took := time.Since(start)
+		if k != 0 || err == nil || took < 250*time.Millisecond || took > 2*time.Second {
+			t.Errorf("ghost connection %d: read %d, %v after %s; want closed after ~300ms", i, k, err, took)
+		}
+	}
+	if n := countLines(z.logText(), `no node exports \"ghost\"`); n != 1 {
+		t.Errorf("%d lines say no node exports ghost; want 1:\n%s", n, grepLines(z.logText(), "ghost"))
+	}
+
+	// The default check withdraws web on x when its backend dies; with
+	// check: false, unchecked stays in the catalog.
+	waitServedBy(t, 10*time.Second, z.Imports["web"], "x")
+	cl := startFOClient(t, z.Imports["web"])
+	t0 := time.Now()
+	webX.Close()
+	waitFor(t, 5*time.Second, "x's web withdrawn as unhealthy", func() (bool, string) {
+		s, _ := service(status(t, z), "web")
+		for _, e := range s.Endpoints {
+			if e.Node == "x" && e.Healthy {
+				return false, fmt.Sprintf("%+v", s.Endpoints)
+			}
+		}
+		return true, ""
+	})
+	t.Logf("x's web withdrawn %s after its backend died", time.Since(t0).Round(time.Millisecond))
+	cl.waitOK(t, time.Now(), 5, foIn("y"), 5*time.Second, "connections served by y")
+	cl.Stop()
+	cl.checkNoFailures(t, "backend of x dead", t0)
+	s, _ := service(status(t, z), "unchecked")
+	if len(s.Endpoints) != 1 || !s.Endpoints[0].Healthy {
+		t.Errorf("unchecked (check: false) in z's catalog: %+v; want healthy", s.Endpoints)
+	}
+
+	for _, n := range []*meshNode{x, y, z} {
+		log := n.logText()
+		if strings.Contains(log, `relay=""`) {
+			t.Errorf("%s logs an empty relay:\n%s", n.Name, grepLines(log, `relay=""`))
+		}
+		for _, l := range strings.Split(log, "\n") {
+			if strings.Contains(l, "session up") && !strings.Contains(l, "peer=x") && !strings.Contains(l, "peer=y") && !strings.Contains(l, "peer=z") {
+				t.Errorf("%s: a session line that does not name the peer: %s", n.Name, l)
+			}
+		}
+	}
+}

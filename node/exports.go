@@ -131,7 +131,7 @@ func (n *Node) handleStream(peer key.PublicKey, s net.Conn) {
 	s.SetDeadline(time.Now().Add(headerTimeout))
 	req, err := wire.ReadRequest(s)
 	if err != nil {
-		n.log.Debug("bad stream open request", "peer", peer.ShortString(), "err", err)
+		n.log.Debug("bad stream open request", "peer", n.peerName(peer), "err", err)
 		if errors.Is(err, wire.ErrVersion) || errors.Is(err, wire.ErrKind) || errors.Is(err, wire.ErrMalformed) || errors.Is(err, wire.ErrTooLarge) {
 			wire.WriteResponse(s, wire.Response{Status: wire.StatusBadRequest, Node: n.cfg.Name, Message: err.Error()})
 		}
@@ -188,7 +188,7 @@ func (n *Node) handleStream(peer key.PublicKey, s net.Conn) {
 	n.wg.Add(1)
 	proxied = true
 	tunnel.StartProxy(n.ctx, s, backend, func(in, out int64, err error) {
-		n.broken.report("export", req.Service, peer.ShortString(), out, in, err)
+		n.broken.report("export", req.Service, n.peerName(peer), out, in, err)
 		e.active.Add(-1)
 		release()
 		n.wg.Done()

@@ -134,18 +134,6 @@ func (e *exporter) exportSlot() (release func(), ok bool) {
 	return func() { e.slots.Add(-1) }, true
 }
 
-// peerName is the member name of the node with key pub, or its short key.
-func (n *Node) peerName(pub key.PublicKey) string {
-	if c := n.catalog.Load(); c != nil {
-		for _, m := range c.members {
-			if m.Meta.PublicKey == pub {
-				return m.Name
-			}
-		}
-	}
-	return pub.ShortString()
-}
-
 // capPeers applies limits.max_peers to the tunnel peers reconcile is about
 // to install: when there are more, members that are alive or suspect come
 // before dead ones and, within each, peers that already have tunnel state

@@ -15,6 +15,7 @@ import (
 type catalog struct {
 	members  []gossip.Member
 	byName   map[string]gossip.Member
+	byKey    map[key.PublicKey]string // member name by WireGuard key, for logs
 	services map[string][]catalogEndpoint
 }
 
@@ -118,6 +119,7 @@ func (n *Node) rebuildCatalogFrom(members []gossip.Member) {
 	c := &catalog{
 		members:  members,
 		byName:   make(map[string]gossip.Member, len(members)),
+		byKey:    make(map[key.PublicKey]string, len(members)),
 		services: make(map[string][]catalogEndpoint),
 	}
 	maint := n.maint.Load()
@@ -130,6 +132,9 @@ func (n *Node) rebuildCatalogFrom(members []gossip.Member) {
 	}
 	for _, m := range members {
 		c.byName[m.Name] = m
+		if !m.Meta.PublicKey.IsZero() {
+			c.byKey[m.Meta.PublicKey] = m.Name
+		}
 		if m.State == gossip.StateLeft || m.Meta.PublicKey.IsZero() {
 			continue
 		}
@@ -163,4 +168,15 @@ func (n *Node) publishExports() {
 		}
 	}
 	n.gsp.SetExports(exps)
+}
+
+// peerName names the peer with key pub in logs: its gossip name, else a
+// short form of the key. Lock-free; the tunnel calls it too.
+func (n *Node) peerName(pub key.PublicKey) string {
+	if c := n.catalog.Load(); c != nil {
+		if name := c.byKey[pub]; name != "" {
+			return name
+		}
+	}
+	return pub.ShortString()
 }

@@ -165,6 +165,7 @@ func (n *Node) Start() (err error) {
 		HandleStream:   n.handleStream,
 		SessionTimeout: n.cfg.Failover.SessionTimeout,
 		ClusterKey:     n.cfg.Cluster.Key,
+		PeerName:       n.peerName,
 	})
 	if err != nil {
 		return fmt.Errorf("node: %w", err)

@@ -129,6 +129,7 @@ type exportSpec struct {
 	// NoCheck writes check: false; ProxyProtocol sets proxy_protocol.
 	NoCheck       bool
 	ProxyProtocol string
+	Extra         string // more keys of the entry, YAML indented by 4 spaces ("    max_conns: 5\n")
 }
 
 type importSpec struct {
@@ -138,6 +139,7 @@ type importSpec struct {
 	Listen  string // default: a free port
 	// ConnectTimeout sets connect_timeout ("" = the default).
 	ConnectTimeout string
+	Extra          string // more keys of the entry, YAML indented by 4 spaces ("    rate: 5\n")
 }
 
 type nodeSpec struct {
@@ -149,6 +151,7 @@ type nodeSpec struct {
 	Flags      []string // extra flags after `meshd join --config FILE`
 	Socket     string   // the control socket if not the config's (a --data-dir flag moves it)
 	Metrics    bool     // serve metrics.listen on a free port (meshNode.Metrics)
+	Extra      string   // more top-level YAML (limits:, relay:), appended to the config
 }
 
 // meshNode is one `meshd join` process.
@@ -250,6 +253,7 @@ func (c *cluster) configYAML(n *meshNode, s nodeSpec) string {
 			if e.ProxyProtocol != "" {
 				fmt.Fprintf(&b, "    proxy_protocol: %s\n", e.ProxyProtocol)
 			}
+			b.WriteString(e.Extra)
 		}
 	}
 	if len(s.Imports) > 0 {
@@ -265,12 +269,14 @@ func (c *cluster) configYAML(n *meshNode, s nodeSpec) string {
 			if im.ConnectTimeout != "" {
 				fmt.Fprintf(&b, "    connect_timeout: %s\n", im.ConnectTimeout)
 			}
+			b.WriteString(im.Extra)
 		}
 	}
 	if n.Metrics != "" {
 		fmt.Fprintf(&b, "metrics:\n  listen: %s\n", n.Metrics)
 	}
 	b.WriteString("log:\n  level: info\n  format: text\n")
+	b.WriteString(s.Extra)
 	return b.String()
 }
 

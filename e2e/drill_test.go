@@ -8,28 +8,9 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
-)
 
-// drillReport is the JSON report of `meshd drill` (SPEC §6).
-type drillReport struct {
-	Site       string `json:"site"`
-	DurationMS int64  `json:"duration_ms"`
-	Services   []struct {
-		Name       string `json:"name"`
-		Probes     int    `json:"probes"`
-		Failed     int    `json:"failed"`
-		RTOMS      int64  `json:"rto_ms"`
-		FailbackMS int64  `json:"failback_ms"`
-		Before     string `json:"before"`
-		During     string `json:"during"`
-		After      string `json:"after"`
-		Timeline   []struct {
-			AtMS int64  `json:"at_ms"`
-			Kind string `json:"kind"`
-			Node string `json:"node"`
-		} `json:"timeline"`
-	} `json:"services"`
-}
+	"github.com/meshd/meshd/failover"
+)
 
 // TestDrill runs a failover drill of site onprem from a cloud node whose
 // import prefers onprem, while a client keeps connecting through the same
@@ -104,7 +85,7 @@ func TestDrill(t *testing.T) {
 		t.Fatalf("meshd drill: exit %d: %s", code, errOut)
 	}
 	t.Logf("drill took %s: %s", took.Round(time.Millisecond), strings.TrimSpace(out))
-	var rep drillReport
+	var rep failover.Report
 	if err := json.Unmarshal([]byte(out), &rep); err != nil {
 		t.Fatalf("drill --json output: %v\n%s", err, out)
 	}

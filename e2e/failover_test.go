@@ -24,6 +24,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/meshd/meshd/failover"
 )
 
 // Limits the issue sets, with room for a loaded 2-core machine.
@@ -96,37 +98,15 @@ func TestFailoverSIGSTOP(t *testing.T) {
 	}
 }
 
-// foDrillReport is `meshd drill --json` (SPEC §6).
-type foDrillReport struct {
-	Site       string `json:"site"`
-	DurationMS int64  `json:"duration_ms"`
-	Services   []struct {
-		Name       string `json:"name"`
-		Probes     int    `json:"probes"`
-		Failed     int    `json:"failed"`
-		RTOMS      int64  `json:"rto_ms"`
-		FailbackMS int64  `json:"failback_ms"`
-		Before     string `json:"before"`
-		During     string `json:"during"`
-		After      string `json:"after"`
-		Timeline   []struct {
-			AtMS  int64  `json:"at_ms"`
-			Kind  string `json:"kind"`
-			Count int    `json:"count"`
-			Node  string `json:"node"`
-		} `json:"timeline"`
-	} `json:"services"`
-}
-
 // foDrill runs `meshd drill --site onprem --json` from edge-1 and decodes
 // the report.
-func foDrill(tb testing.TB, tp *foTopo, d time.Duration) (foDrillReport, string) {
+func foDrill(tb testing.TB, tp *foTopo, d time.Duration) (failover.Report, string) {
 	tb.Helper()
 	out, errOut, code := runMeshd(tb, d+60*time.Second, "drill", "--site", "onprem", "--duration", d.String(), "--json", "--config", tp.edge.Config)
 	if code != 0 {
 		tb.Fatalf("meshd drill --json: exit %d: %s", code, errOut)
 	}
-	var rep foDrillReport
+	var rep failover.Report
 	if err := json.Unmarshal([]byte(out), &rep); err != nil {
 		tb.Fatalf("meshd drill --json: %v\n%s", err, out)
 	}

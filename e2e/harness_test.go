@@ -20,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/meshd/meshd/internal/testutil"
 	"github.com/meshd/meshd/node"
 )
 
@@ -476,19 +477,7 @@ func status(t testing.TB, n *meshNode) node.Status {
 // it fails the test with what and cond's last explanation.
 func waitFor(t testing.TB, d time.Duration, what string, cond func() (ok bool, why string)) {
 	t.Helper()
-	deadline := time.Now().Add(d)
-	why := ""
-	for {
-		var ok bool
-		ok, why = cond()
-		if ok {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s: %s", d, what, why)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	testutil.WaitFor(t, d, what, cond)
 }
 
 // peer returns the named peer of st.
@@ -509,6 +498,16 @@ func service(st node.Status, name string) (node.ServiceStatus, bool) {
 		}
 	}
 	return node.ServiceStatus{}, false
+}
+
+// serviceEndpoint returns the endpoint of s on the named node.
+func serviceEndpoint(s node.ServiceStatus, nodeName string) (node.EndpointStatus, bool) {
+	for _, e := range s.Endpoints {
+		if e.Node == nodeName {
+			return e, true
+		}
+	}
+	return node.EndpointStatus{}, false
 }
 
 // waitMesh waits until every node sees every other as alive with a direct

@@ -39,6 +39,7 @@ type Meta struct {
 	PublicKey key.PublicKey
 	Tunnel    netip.AddrPort // WireGuard UDP endpoint others should use
 	Relay     netip.AddrPort // relay TCP endpoint; zero when this node is not a relay
+	Version   string         // the node's meshd build (version.Info.Short), at most maxVersionLen bytes; "" from older nodes
 }
 
 // State is a member's liveness as seen by this node.
@@ -100,6 +101,7 @@ type Config struct {
 	ReconnectInterval time.Duration // how often to retry dead members' addresses; default 5s
 
 	transport memberlist.NodeAwareTransport // replaces memberlist's network transport (tests)
+	guardTune func(*guardTransport)         // changes the guard's limits before it starts (tests)
 }
 
 // Defaults for Config.
@@ -162,15 +164,18 @@ type Gossip struct {
 	localAddr  netip.AddrPort
 	queue      *memberlist.TransmitLimitedQueue
 	limit      *limiter
-	changes    chan struct{} // cap 1, never closed
-	bigKick    chan struct{} // cap 1: own record too big for UDP, send by TCP
-	userMsgs   chan []byte   // bounded; user messages for Messages()
-	done       chan struct{} // closed by Close
+	gate       *logGate        // log lines unauthenticated senders can cause
+	guard      *guardTransport // caps unauthenticated gossip input
+	changes    chan struct{}   // cap 1, never closed
+	bigKick    chan struct{}   // cap 1: own record too big for UDP, send by TCP
+	userMsgs   chan []byte     // bounded; user messages for Messages()
+	done       chan struct{}   // closed by Close
 	wg         sync.WaitGroup
 
 	// Atomic.
-	numNodes atomic.Int64 // alive+suspect members plus this node, for the broadcast queue
-	closed   atomic.Bool
+	numNodes  atomic.Int64  // alive+suspect members plus this node, for the broadcast queue
+	malformed atomic.Uint64 // malformed catalog input ignored (Stats)
+	closed    atomic.Bool
 
 	lifeMu sync.Mutex // serialises Leave and Close (memberlist.Leave panics after Shutdown)
 
@@ -253,10 +258,24 @@ func New(cfg Config) (*Gossip, error) {
 	mc.Events = d
 	mc.Conflict = d
 	mc.Ping = d
-	if cfg.transport != nil {
-		mc.Transport = cfg.transport
+	g.gate = newLogGate(g.log, g.limit)
+	mc.Logger = log.New(&mlWriter{log: g.log, lim: g.limit, gate: g.gate, onSuspect: g.markSuspect, now: time.Now}, "", 0)
+	inner := cfg.transport
+	if inner == nil {
+		nt, err := listenTransport(mc)
+		if err != nil {
+			return nil, fmt.Errorf("gossip: listen on %s: %w", cfg.Bind, err)
+		}
+		inner = nt
 	}
-	mc.Logger = log.New(&mlWriter{log: g.log, lim: g.limit, onSuspect: g.markSuspect, now: time.Now}, "", 0)
+	if p, ok := inner.(interface{ GetAutoBindPort() int }); ok && mc.BindPort == 0 {
+		mc.BindPort = p.GetAutoBindPort()
+		if mc.AdvertiseAddr == "" || mc.AdvertisePort == 0 {
+			mc.AdvertisePort = mc.BindPort
+		}
+	}
+	g.guard = newGuardTransport(inner, g.gate.warn, cfg.guardTune)
+	mc.Transport = g.guard
 
 	g.probe = mc.ProbeInterval
 	g.suspectMax = time.Duration(mc.SuspicionMaxTimeoutMult*mc.SuspicionMult) * mc.ProbeInterval
@@ -267,6 +286,7 @@ func New(cfg Config) (*Gossip, error) {
 
 	ml, err := memberlist.Create(mc)
 	if err != nil {
+		_ = g.guard.Shutdown()
 		return nil, fmt.Errorf("gossip: listen on %s: %w", cfg.Bind, err)
 	}
 	g.ml = ml
@@ -479,6 +499,32 @@ func (g *Gossip) Close() error {
 		return fmt.Errorf("gossip: shutdown: %w", err)
 	}
 	return nil
+}
+
+// listenTransport opens memberlist's network transport on mc's bind address
+// (retrying a few times for an ephemeral port, as memberlist does: the TCP
+// port it picks may be taken for UDP).
+func listenTransport(mc *memberlist.Config) (*memberlist.NetTransport, error) {
+	nc := &memberlist.NetTransportConfig{
+		BindAddrs: []string{mc.BindAddr},
+		BindPort:  mc.BindPort,
+		Logger:    mc.Logger,
+	}
+	tries := 1
+	if mc.BindPort == 0 {
+		tries = 10
+	}
+	var err error
+	for range tries {
+		var nt *memberlist.NetTransport
+		if nt, err = memberlist.NewNetTransport(nc); err == nil {
+			return nt, nil
+		}
+		if !strings.Contains(err.Error(), "address already in use") {
+			break
+		}
+	}
+	return nil, err
 }
 
 // notify signals Changes without blocking.

@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
-	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -17,6 +16,7 @@ import (
 	"github.com/hashicorp/memberlist"
 
 	"github.com/meshd/meshd/internal/key"
+	"github.com/meshd/meshd/internal/testutil"
 )
 
 var (
@@ -122,17 +122,7 @@ func (n *testNode) member(name string) (Member, bool) {
 // waitFor polls cond until it returns "" or the deadline passes.
 func waitFor(t *testing.T, timeout time.Duration, what string, cond func() string) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		msg := cond()
-		if msg == "" {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %v: %s", what, timeout, msg)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	testutil.WaitFor(t, timeout, what, func() (bool, string) { msg := cond(); return msg == "", msg })
 }
 
 // waitState waits until every observer sees name in state st.
@@ -447,7 +437,7 @@ func TestRetainGone(t *testing.T) {
 }
 
 func TestNoGoroutineLeak(t *testing.T) {
-	base := runtime.NumGoroutine()
+	base := testutil.Snapshot()
 	func() {
 		nodes := make([]*Gossip, 3)
 		for i := range nodes {
@@ -477,14 +467,7 @@ func TestNoGoroutineLeak(t *testing.T) {
 			}
 		}
 	}()
-	deadline := time.Now().Add(5 * time.Second)
-	for runtime.NumGoroutine() > base {
-		if time.Now().After(deadline) {
-			buf := make([]byte, 1<<20)
-			t.Fatalf("goroutines: %d, baseline %d\n%s", runtime.NumGoroutine(), base, buf[:runtime.Stack(buf, true)])
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	base.Check(t, 5*time.Second, 0)
 }
 
 func TestSendToUserMessage(t *testing.T) {

@@ -79,8 +79,17 @@ func (l *limiter) ordinaryLocked() int {
 type mlWriter struct {
 	log       *slog.Logger
 	lim       *limiter
+	gate      *logGate // lines a remote sender can cause; nil = lim alone
 	onSuspect func(name string)
 	now       func() time.Time
+}
+
+// allowRemote reports whether a line caused by a remote sender may be written.
+func (w *mlWriter) allowRemote(key string) bool {
+	if w.gate != nil {
+		return w.gate.allow(key)
+	}
+	return w.lim.allow(key, w.now())
 }
 
 func (w *mlWriter) Write(p []byte) (int, error) {
@@ -101,7 +110,7 @@ func (w *mlWriter) line(s string) {
 
 	if level >= slog.LevelWarn {
 		if msg, key, ok := rejection(text); ok {
-			if w.lim.allow(key, w.now()) {
+			if w.allowRemote(key) {
 				w.log.Warn(msg)
 			}
 			w.log.Debug(text)
@@ -109,6 +118,16 @@ func (w *mlWriter) line(s string) {
 		}
 		if strings.Contains(text, "use of closed network connection") {
 			level = slog.LevelDebug
+		} else if host, ok := remoteSource(text); ok {
+			// Anything else memberlist says about a remote address
+			// (an unacceptable label, a failed error reply, a bad
+			// packet) can be caused at will by whoever reaches the
+			// gossip port: one line per source and interval, and a
+			// bounded number in all.
+			if w.allowRemote("remote:" + host) {
+				w.log.Log(ctx, level, text)
+			}
+			return
 		}
 	}
 	if strings.Contains(text, "over TCP but UDP probes failed") {
@@ -189,6 +208,20 @@ func rejection(text string) (msg, key string, ok bool) {
 		}
 	}
 	return "gossip: gossip exchange failed: " + why, "reject:?", true
+}
+
+// remoteSource returns the host of memberlist's "from=host:port" suffix
+// (LogConn, LogAddress).
+func remoteSource(text string) (string, bool) {
+	i := strings.LastIndex(text, "from=")
+	if i < 0 {
+		return "", false
+	}
+	from := strings.TrimSpace(text[i+len("from="):])
+	if h, _, err := net.SplitHostPort(from); err == nil {
+		return h, true
+	}
+	return from, true
 }
 
 // shortCause is memberlist's error text without its "from=" suffix.

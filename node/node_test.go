@@ -8,12 +8,12 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
-	"runtime"
 	"testing"
 	"time"
 
 	"github.com/meshd/meshd/internal/config"
 	"github.com/meshd/meshd/internal/echo"
+	"github.com/meshd/meshd/internal/testutil"
 )
 
 var loop = netip.MustParseAddrPort("127.0.0.1:0")
@@ -28,15 +28,6 @@ func testConfig(t *testing.T, dir, name, site string, clusterKey []byte) *config
 		Control: config.Control{Socket: filepath.Join(dir, name+".sock")},
 		Log:     config.Log{Level: "info", Format: "text"},
 	}
-}
-
-func openFDs(t *testing.T) int {
-	t.Helper()
-	ents, err := os.ReadDir("/proc/self/fd")
-	if err != nil {
-		t.Skip("no /proc/self/fd")
-	}
-	return len(ents)
 }
 
 // TestLifecycleNoLeaks runs two nodes in-process, pushes traffic through an
@@ -54,7 +45,7 @@ func TestLifecycleNoLeaks(t *testing.T) {
 	}
 	defer backend.Close()
 
-	baseG, baseFD := runtime.NumGoroutine(), openFDs(t)
+	base := testutil.Snapshot()
 	ck := make([]byte, 32)
 	rand.Read(ck)
 
@@ -135,19 +126,7 @@ func TestLifecycleNoLeaks(t *testing.T) {
 		}
 	}
 
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		g, fd := runtime.NumGoroutine(), openFDs(t)
-		if g <= baseG+2 && fd <= baseFD {
-			break
-		}
-		if time.Now().After(deadline) {
-			buf := make([]byte, 1<<20)
-			n := runtime.Stack(buf, true)
-			t.Fatalf("leak: goroutines %d (base %d), fds %d (base %d)\n%s", g, baseG, fd, baseFD, buf[:n])
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	base.Check(t, 10*time.Second, 2)
 }
 
 // TestStartFailureLeavesNothing: an import whose address is taken makes
@@ -163,7 +142,7 @@ func TestStartFailureLeavesNothing(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer taken.Close()
-	baseG, baseFD := runtime.NumGoroutine(), openFDs(t)
+	base := testutil.Snapshot()
 
 	ck := make([]byte, 32)
 	rand.Read(ck)
@@ -183,13 +162,5 @@ func TestStartFailureLeavesNothing(t *testing.T) {
 	if _, err := os.Stat(cfg.Control.Socket); !os.IsNotExist(err) {
 		t.Fatalf("control socket exists after failed start")
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for runtime.NumGoroutine() > baseG+2 || openFDs(t) > baseFD {
-		if time.Now().After(deadline) {
-			buf := make([]byte, 1<<20)
-			t.Fatalf("leak after failed start: goroutines %d (base %d), fds %d (base %d)\n%s",
-				runtime.NumGoroutine(), baseG, openFDs(t), baseFD, buf[:runtime.Stack(buf, true)])
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	base.Check(t, 10*time.Second, 2)
 }

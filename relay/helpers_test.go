@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/meshd/meshd/internal/key"
+	"github.com/meshd/meshd/internal/testutil"
 )
 
 var testClusterKey = bytes.Repeat([]byte{0x42}, 32)
@@ -209,13 +210,7 @@ func sendRetry(t testing.TB, c *Client, to key.PublicKey, pkt []byte) {
 
 func waitFor(t testing.TB, d time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", d, what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	testutil.Until(t, d, what, cond)
 }
 
 // rawConn is a hand-driven client connection.

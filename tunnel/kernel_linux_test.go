@@ -18,6 +18,7 @@ import (
 	"golang.zx2c4.com/wireguard/tun"
 
 	"github.com/meshd/meshd/internal/key"
+	"github.com/meshd/meshd/internal/testutil"
 )
 
 // TestKernelModeUnprivileged: without the privilege to create a TUN device
@@ -35,7 +36,7 @@ func TestKernelModeUnprivileged(t *testing.T) {
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			base := runtime.NumGoroutine()
+			base := testutil.Snapshot()
 			k, err := key.NewPrivate()
 			if err != nil {
 				t.Fatal(err)

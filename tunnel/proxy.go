@@ -38,7 +38,13 @@ var (
 // direction has moved data (and grown its goroutine's stack on the write
 // path), the next wait is handed to a fresh goroutine (see direction).
 func StartProxy(ctx context.Context, a, b net.Conn, done func(aToB, bToA int64, err error)) {
-	p := &proxy{a: a, b: b, done: done}
+	startProxy(ctx, a, b, done, time.Now)
+}
+
+// startProxy is StartProxy with the clock that paces hand-offs (tests
+// step it instead of sleeping).
+func startProxy(ctx context.Context, a, b net.Conn, done func(aToB, bToA int64, err error), now func() time.Time) {
+	p := &proxy{a: a, b: b, done: done, now: now}
 	p.pending.Store(2)
 	p.stopCtx = context.AfterFunc(ctx, func() { p.abort(ctx.Err()) })
 	p.dirs[0] = direction{p: p, dst: b, src: a, total: &p.aToB}
@@ -62,6 +68,7 @@ func Proxy(ctx context.Context, a, b net.Conn) (aToB, bToA int64, err error) {
 type proxy struct {
 	a, b       net.Conn
 	done       func(aToB, bToA int64, err error)
+	now        func() time.Time // paces hand-offs; called by one direction at a time
 	stopCtx    func() bool
 	pending    atomic.Int32 // directions still copying
 	aToB, bToA int64        // each written only by its own direction
@@ -121,7 +128,7 @@ const handOffEvery = time.Second
 // handOff tells whether the wait for more should go to a fresh goroutine
 // (and if so records that it will).
 func (d *direction) handOff() bool {
-	now := time.Now()
+	now := d.p.now()
 	if now.Sub(d.handedOff) < handOffEvery {
 		return false
 	}

@@ -7,11 +7,12 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"runtime"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/hashicorp/yamux"
+	"github.com/meshd/meshd/internal/testutil"
 )
 
 // tcpPair returns both ends of a loopback TCP connection.
@@ -73,7 +74,7 @@ func streamPair(t *testing.T) (local, remote *yamux.Stream, closeSessions func()
 // between), keeps the counts, and an abort while both directions wait in
 // handed-off goroutines ends it promptly with no goroutine left.
 func TestProxyHandOffAndAbort(t *testing.T) {
-	base := runtime.NumGoroutine()
+	base := testutil.Snapshot()
 	client, server := tcpPair(t)
 	local, remote, closeSessions := streamPair(t)
 
@@ -83,7 +84,10 @@ func TestProxyHandOffAndAbort(t *testing.T) {
 		err        error
 	}
 	ended := make(chan result, 1)
-	StartProxy(ctx, server, local, func(aToB, bToA int64, err error) { ended <- result{aToB, bToA, err} })
+	var clock atomic.Int64 // nanoseconds; stepped past handOffEvery instead of sleeping
+	clock.Store(time.Now().UnixNano())
+	now := func() time.Time { return time.Unix(0, clock.Load()) }
+	startProxy(ctx, server, local, func(aToB, bToA int64, err error) { ended <- result{aToB, bToA, err} }, now)
 
 	var sent int64
 	exchange := func(i int) {
@@ -109,7 +113,7 @@ func TestProxyHandOffAndAbort(t *testing.T) {
 	for i := 1; i <= 50; i++ {
 		exchange(i) // within handOffEvery: the same goroutines wait
 	}
-	time.Sleep(handOffEvery + 100*time.Millisecond)
+	clock.Add(int64(handOffEvery + time.Millisecond))
 	exchange(51) // hands off again
 
 	time.Sleep(50 * time.Millisecond) // both directions waiting, in handed-off goroutines

@@ -8,11 +8,11 @@ import (
 	"io"
 	"net"
 	"net/netip"
-	"runtime"
 	"testing"
 	"time"
 
 	"github.com/meshd/meshd/internal/key"
+	"github.com/meshd/meshd/internal/testutil"
 )
 
 func newTestTunnel(t testing.TB, handle func(key.PublicKey, net.Conn)) *Tunnel {
@@ -51,7 +51,7 @@ func link(t testing.TB, a, b *Tunnel) {
 }
 
 func TestStreamBothDirections(t *testing.T) {
-	base := runtime.NumGoroutine()
+	base := testutil.Snapshot()
 	a := newTestTunnel(t, echo)
 	b := newTestTunnel(t, echo)
 	link(t, a, b)
@@ -145,15 +145,7 @@ func listenTCP(t *testing.T) net.Listener {
 	return ln
 }
 
-func waitGoroutines(t *testing.T, base int) {
+func waitGoroutines(t *testing.T, base testutil.Leaks) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for runtime.NumGoroutine() > base+2 {
-		if time.Now().After(deadline) {
-			buf := make([]byte, 1<<20)
-			n := runtime.Stack(buf, true)
-			t.Fatalf("goroutines: %d > base %d\n%s", runtime.NumGoroutine(), base, buf[:n])
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	base.CheckGoroutines(t, 5*time.Second, 2)
 }

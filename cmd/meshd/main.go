@@ -46,6 +46,8 @@ func newApp() *cli.App {
 			benchCommand(),
 			benchWorkerCommand(),
 			benchWGRefCommand(),
+			caCommand(),
+			certCommand(),
 			versionCommand(),
 		},
 	}

@@ -131,7 +131,7 @@ var _ conn.Bind = (*PathBind)(nil)
 func NewPathBind(addr netip.AddrPort, self key.PublicKey, clusterKey []byte, lg *slog.Logger) *PathBind {
 	b := &PathBind{
 		addr: addr, self: self, log: lg,
-		relayIn: make(chan relayPacket, relayQueueLen),
+		relayIn:   make(chan relayPacket, relayQueueLen),
 		paths:     make(map[key.PublicKey]*peerPath),
 		byAddr:    make(map[netip.AddrPort]key.PublicKey),
 		strangers: make(map[netip.AddrPort]time.Time),

@@ -15,6 +15,7 @@ import (
 type catalog struct {
 	members  []gossip.Member
 	byName   map[string]gossip.Member
+	byPub    map[key.PublicKey]string // member name by WireGuard key
 	services map[string][]catalogEndpoint
 }
 
@@ -99,6 +100,7 @@ func (n *Node) rebuildCatalogFrom(members []gossip.Member) {
 	c := &catalog{
 		members:  members,
 		byName:   make(map[string]gossip.Member, len(members)),
+		byPub:    make(map[key.PublicKey]string, len(members)),
 		services: make(map[string][]catalogEndpoint),
 	}
 	for _, e := range n.exports {
@@ -109,6 +111,9 @@ func (n *Node) rebuildCatalogFrom(members []gossip.Member) {
 	}
 	for _, m := range members {
 		c.byName[m.Name] = m
+		if !m.Meta.PublicKey.IsZero() {
+			c.byPub[m.Meta.PublicKey] = m.Name
+		}
 		if m.State == gossip.StateLeft || m.Meta.PublicKey.IsZero() {
 			continue
 		}
@@ -123,6 +128,7 @@ func (n *Node) rebuildCatalogFrom(members []gossip.Member) {
 		sort.Slice(eps, func(i, j int) bool { return eps[i].node < eps[j].node })
 	}
 	n.catalog.Store(c)
+	n.updateWarm(c)
 }
 
 // publishExports gossips this node's exports with their current health.

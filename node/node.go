@@ -48,19 +48,21 @@ type Node struct {
 	exports    map[string]*exporter
 	imports    []*importer
 	ctl        *controlServer
-	mtr        *metricsServer      // nil unless metrics.listen is set
-	rly        *relayServer        // nil unless relay.enabled
-	metrics    *metrics.Metrics    // always set; served only with metrics.listen
-	relayStats relayClientStats    // the relay client's counters, for metrics
-	health     *failover.Health    // peer usability with failback hold-down
-	breaker    *failover.Breaker   // per service/node circuit breaker
-	holes      *failover.Blackhole // drill orders this node is executing
-	ctx        context.Context     // cancelled by Close: ends every proxied connection
+	mtr        *metricsServer         // nil unless metrics.listen is set
+	rly        *relayServer           // nil unless relay.enabled
+	metrics    *metrics.Metrics       // always set; served only with metrics.listen
+	relayStats relayClientStats       // the relay client's counters, for metrics
+	health     *failover.Health       // peer usability with failback hold-down
+	breaker    *failover.Breaker      // per service/node circuit breaker
+	idle       *failover.IdleSessions // idle close of the sessions this node owns
+	holes      *failover.Blackhole    // drill orders this node is executing
+	ctx        context.Context        // cancelled by Close: ends every proxied connection
 	cancel     context.CancelFunc
 	wg         sync.WaitGroup // goroutines started by Start
 
-	catalog  atomic.Pointer[catalog] // rebuilt on every gossip change
-	draining atomic.Bool             // Close has begun: exports refuse new streams
+	catalog  atomic.Pointer[catalog]                // rebuilt on every gossip change
+	warm     atomic.Pointer[map[key.PublicKey]bool] // the imports' warm sets, with the catalog
+	draining atomic.Bool                            // Close has begun: exports refuse new streams
 
 	mu         sync.Mutex
 	started    bool                    // guarded by mu
@@ -83,6 +85,7 @@ func New(cfg *config.Config, lg *slog.Logger) (*Node, error) {
 	n := &Node{cfg: cfg, log: lg, broken: brokenConnLog{log: lg, interval: time.Second}, states: make(map[string]gossip.State),
 		health:  failover.NewHealth(failover.HealthConfig{HoldDown: cfg.Failover.HoldDown}),
 		breaker: failover.NewBreaker(failover.DefaultBreakerConfig()),
+		idle:    failover.NewIdleSessions(sessionIdleTimeout()),
 		holes:   &failover.Blackhole{},
 	}
 	n.metrics = metrics.New(metrics.Info{Node: cfg.Name, Site: cfg.Site, Version: version.Get().Short()}, n.metricsSample)
@@ -187,6 +190,7 @@ func (n *Node) Start() (err error) {
 
 	n.goFunc(n.watchGossip)
 	n.goFunc(n.watchHealth)
+	n.goFunc(n.watchSessions)
 	n.goFunc(n.receiveDrills)
 	n.goFunc(n.relayLoop)
 	for _, e := range n.exports {

@@ -91,6 +91,7 @@ type PathBind struct {
 	relayBy   string                           // guarded by mu; name of the relay
 	holes     map[key.PublicKey]bool           // guarded by mu; black-holed peers
 	strangers map[netip.AddrPort]time.Time     // guarded by mu; unknown handshake sources, bounded
+	active    map[key.PublicKey]*peerPath      // guarded by mu; the peers probed (see SetActive)
 	onCall    func(key.PublicKey)              // set before Open; a peer asks us to dial it
 }
 
@@ -135,6 +136,7 @@ func NewPathBind(addr netip.AddrPort, self key.PublicKey, clusterKey []byte, lg 
 		paths:     make(map[key.PublicKey]*peerPath),
 		byAddr:    make(map[netip.AddrPort]key.PublicKey),
 		strangers: make(map[netip.AddrPort]time.Time),
+		active:    make(map[key.PublicKey]*peerPath),
 	}
 	if len(clusterKey) > 0 {
 		m := hmac.New(sha256.New, clusterKey)
@@ -187,6 +189,9 @@ func (b *PathBind) SetActive(pub key.PublicKey, active bool) {
 	p.active = active
 	if active {
 		p.base, p.every, p.next = p.seq, probeEvery, time.Time{}
+		b.active[pub] = p
+	} else {
+		delete(b.active, pub)
 	}
 }
 
@@ -230,6 +235,7 @@ func (b *PathBind) RemovePeer(pub key.PublicKey) {
 			delete(b.byAddr, p.learned)
 		}
 		delete(b.paths, pub)
+		delete(b.active, pub)
 	}
 }
 
@@ -523,8 +529,8 @@ func (b *PathBind) probeLoop(c *net.UDPConn, done chan struct{}) {
 		sends = sends[:0]
 		now := time.Now()
 		b.mu.Lock()
-		for pub, p := range b.paths {
-			if !p.active || now.Before(p.next) {
+		for pub, p := range b.active {
+			if now.Before(p.next) {
 				continue
 			}
 			b.judgeLocked(pub, p, now)

@@ -137,7 +137,7 @@ func runDemo(c *cli.Context) error {
 			st := dn.node.Status()
 			up := 0
 			for _, p := range st.Peers {
-				if p.State == "alive" && p.Path == node.PathDirect && p.RTTMs > 0 {
+				if p.State == "alive" && p.Path == node.PathDirect && p.RTT() > 0 {
 					up++
 				}
 			}
@@ -183,7 +183,7 @@ func runDemo(c *cli.Context) error {
 		}
 	}
 	for _, p := range st.Peers {
-		fmt.Fprintf(out, "  onprem-1 -> %-8s %-6s path=%s rtt=%.2fms tx=%s rx=%s\n", p.Name, p.State, p.Path, p.RTTMs,
+		fmt.Fprintf(out, "  onprem-1 -> %-8s %-6s path=%s rtt=%.2fms tx=%s rx=%s\n", p.Name, p.State, p.Path, p.RTT(),
 			humanBytes(p.TxBytes), humanBytes(p.RxBytes))
 	}
 	if failed.Load() > 0 {

@@ -55,6 +55,7 @@ type Node struct {
 	health     *failover.Health       // peer usability with failback hold-down
 	breaker    *failover.Breaker      // per service/node circuit breaker
 	idle       *failover.IdleSessions // idle close of the sessions this node owns
+	warmLimit  int                    // warm-set cap per import
 	holes      *failover.Blackhole    // drill orders this node is executing
 	ctx        context.Context        // cancelled by Close: ends every proxied connection
 	cancel     context.CancelFunc
@@ -85,8 +86,8 @@ func New(cfg *config.Config, lg *slog.Logger) (*Node, error) {
 	n := &Node{cfg: cfg, log: lg, broken: brokenConnLog{log: lg, interval: time.Second}, states: make(map[string]gossip.State),
 		health:  failover.NewHealth(failover.HealthConfig{HoldDown: cfg.Failover.HoldDown}),
 		breaker: failover.NewBreaker(failover.DefaultBreakerConfig()),
-		idle:    failover.NewIdleSessions(sessionIdleTimeout()),
-		holes:   &failover.Blackhole{},
+		idle:    failover.NewIdleSessions(sessionIdleTimeout()), warmLimit: warmLimit(),
+		holes: &failover.Blackhole{},
 	}
 	n.metrics = metrics.New(metrics.Info{Node: cfg.Name, Site: cfg.Site, Version: version.Get().Short()}, n.metricsSample)
 	return n, nil

@@ -3,6 +3,7 @@ package node
 import (
 	"os"
 	"sort"
+	"strconv"
 	"time"
 
 	"github.com/meshd/meshd/failover"
@@ -15,9 +16,22 @@ import (
 // stream. A session this node owns (see tunnel.SessionInfo) that carries
 // no stream and serves no warm set closes after the idle timeout.
 
-// idleTimeoutEnv overrides the idle timeout (a Go duration): a knob for
-// tests, which set it short, not a stable interface.
-const idleTimeoutEnv = "MESHD_DEBUG_SESSION_IDLE_TIMEOUT"
+// idleTimeoutEnv overrides the idle timeout (a Go duration) and
+// warmLimitEnv the warm-set cap per import (1-64): knobs for tests, which
+// set them small, not a stable interface.
+const (
+	idleTimeoutEnv = "MESHD_DEBUG_SESSION_IDLE_TIMEOUT"
+	warmLimitEnv   = "MESHD_DEBUG_WARM_LIMIT"
+)
+
+// warmLimit is the warm-set cap per import: the environment knob if set
+// and valid, else failover.DefaultWarmLimit.
+func warmLimit() int {
+	if v, err := strconv.Atoi(os.Getenv(warmLimitEnv)); err == nil && v >= 1 && v <= 64 {
+		return v
+	}
+	return failover.DefaultWarmLimit
+}
 
 // sessionIdleTimeout is the idle timeout: the environment knob if set and
 // valid (100ms-1h), else failover.DefaultIdleTimeout.
@@ -43,7 +57,7 @@ func (n *Node) warmSet(c *catalog) []key.PublicKey {
 				Down: !e.healthy || !e.alive})
 			pubs[e.node] = e.pub
 		}
-		for _, name := range failover.WarmSet(in, imp.Sites, failover.DefaultWarmLimit, n.cfg.Name) {
+		for _, name := range failover.WarmSet(in, imp.Sites, n.warmLimit, n.cfg.Name) {
 			if pub := pubs[name]; !pub.IsZero() && !seen[pub] {
 				seen[pub] = true
 				out = append(out, pub)

@@ -62,6 +62,14 @@ const (
 	maxStrangers     = 64
 	wgInitiationType = 1
 	wgInitiationLen  = 148
+	wgResponseType   = 2
+	wgTransportType  = 4
+	// A peer that sends transport data although no handshake with it was
+	// seen since this node started (it restarted: the peer's keypair is
+	// for its previous run, and WireGuard would only notice after 15 s of
+	// silence) is answered with a handshake, at most once per stalePokeEvery.
+	stalePokeEvery = 2 * time.Second
+	staleQueueLen  = 16
 )
 
 // PathBind is the tunnel's conn.Bind. Its endpoints are peers, keyed by
@@ -93,6 +101,7 @@ type PathBind struct {
 	strangers map[netip.AddrPort]time.Time     // guarded by mu; unknown handshake sources, bounded
 	active    map[key.PublicKey]*peerPath      // guarded by mu; the peers probed (see SetActive)
 	onCall    func(key.PublicKey)              // set before Open; a peer asks us to dial it
+	stale     chan key.PublicKey               // bounded; peers to answer with a handshake (see stalePokeEvery)
 }
 
 // peerPath is what the bind knows of one peer's paths. Guarded by PathBind.mu.
@@ -118,6 +127,9 @@ type peerPath struct {
 	// (not probes, not black-holed packets): atomic, so that metrics and
 	// status read them without the device's UAPI lock.
 	tx, rx atomic.Uint64
+
+	handshook atomic.Bool  // a WireGuard handshake message was sent or received
+	pokedAt   atomic.Int64 // unix nanoseconds of the last stale-keypair poke
 }
 
 type relayPacket struct {
@@ -137,6 +149,7 @@ func NewPathBind(addr netip.AddrPort, self key.PublicKey, clusterKey []byte, lg 
 		byAddr:    make(map[netip.AddrPort]key.PublicKey),
 		strangers: make(map[netip.AddrPort]time.Time),
 		active:    make(map[key.PublicKey]*peerPath),
+		stale:     make(chan key.PublicKey, staleQueueLen),
 	}
 	if len(clusterKey) > 0 {
 		m := hmac.New(sha256.New, clusterKey)
@@ -363,6 +376,9 @@ func (b *PathBind) Open(port uint16) ([]conn.ReceiveFunc, uint16, error) {
 					pending = nil
 					continue
 				}
+				if pp != nil {
+					b.noteHandshake(pp, pub, scratch[0])
+				}
 				fromPeer, fromPath = pub, pp
 			}
 			var ep *Endpoint
@@ -497,6 +513,9 @@ func (b *PathBind) Send(bufs [][]byte, ep conn.Endpoint) error {
 			n += len(buf)
 		}
 		pp.tx.Add(uint64(n))
+		if len(bufs) > 0 && len(bufs[0]) > 0 && (bufs[0][0] == wgInitiationType || bufs[0][0] == wgResponseType) {
+			pp.handshook.Store(true)
+		}
 	}
 	if r != nil {
 		for _, buf := range bufs {
@@ -676,6 +695,32 @@ func (b *PathBind) handleProbe(pkt []byte, from netip.AddrPort) {
 		c.WriteToUDPAddrPort(b.probe(probePong, seq), from)
 	}
 }
+
+// noteHandshake records a received WireGuard handshake message from the
+// peer, or queues a poke when it sends transport data with no handshake
+// seen since this node started (see stalePokeEvery).
+func (b *PathBind) noteHandshake(pp *peerPath, pub key.PublicKey, typ byte) {
+	switch typ {
+	case wgInitiationType, wgResponseType:
+		pp.handshook.Store(true)
+	case wgTransportType:
+		if pp.handshook.Load() {
+			return
+		}
+		now := time.Now().UnixNano()
+		if last := pp.pokedAt.Load(); now-last < int64(stalePokeEvery) || !pp.pokedAt.CompareAndSwap(last, now) {
+			return
+		}
+		select {
+		case b.stale <- pub:
+		default:
+		}
+	}
+}
+
+// Stale delivers peers whose packets show a keypair from before this node
+// started: the tunnel answers each with a handshake.
+func (b *PathBind) Stale() <-chan key.PublicKey { return b.stale }
 
 // Call asks peer, by an authenticated probe to its direct address, to dial a
 // session to this node. Of two peers that both want a session, only the

@@ -20,8 +20,14 @@ import (
 	"github.com/meshd/meshd/internal/key"
 )
 
-// dialTimeout bounds one attempt to dial a peer's session port.
-const dialTimeout = 5 * time.Second
+// dialTimeout bounds one attempt to dial a peer's session port. The first
+// attempts are shorter (firstDialTimeout, doubling): a SYN lost before the
+// WireGuard handshake completed (the peer restarted, or learned of us just
+// now) is resent by a new attempt sooner than by TCP's SYN backoff.
+const (
+	dialTimeout      = 5 * time.Second
+	firstDialTimeout = time.Second
+)
 
 // maxRTTSample bounds the ping RTTs that feed the smoothed RTT.
 const maxRTTSample = time.Second
@@ -194,6 +200,7 @@ func (p *peer) logger() *slog.Logger {
 func (p *peer) dialLoop() {
 	defer p.wg.Done()
 	backoff := minBackoff
+	attemptTimeout := firstDialTimeout
 	for {
 		p.mu.Lock()
 		if !p.needLocked() || p.out != nil || p.in != nil {
@@ -207,10 +214,12 @@ func (p *peer) dialLoop() {
 		if callFirst && p.callPeer() {
 			continue // its session is up
 		}
-		ctx, cancel := context.WithTimeout(p.ctx, dialTimeout)
+		ctx, cancel := context.WithTimeout(p.ctx, attemptTimeout)
 		c, err := p.t.net.DialTCP(ctx, netip.AddrPortFrom(p.ip, SessionPort))
 		cancel()
+		attemptTimeout = min(attemptTimeout*2, dialTimeout)
 		if err == nil {
+			attemptTimeout = firstDialTimeout
 			sess, err := yamux.Client(newFrameConn(c), p.t.ymxCfg)
 			if err != nil {
 				c.Close()

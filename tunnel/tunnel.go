@@ -191,8 +191,9 @@ func New(cfg Config) (*Tunnel, error) {
 	}
 	t.ln = ln
 	t.ctx, t.cancel = context.WithCancel(context.Background())
-	t.wg.Add(1)
+	t.wg.Add(2)
 	go t.acceptLoop()
+	go t.pokeStale()
 	return t, nil
 }
 
@@ -356,6 +357,26 @@ func (t *Tunnel) SetWarm(pubs []key.PublicKey) {
 	t.mu.Unlock()
 	for _, p := range changed {
 		p.setWant(want[p.pub])
+	}
+}
+
+// pokeStale answers peers that still use a keypair of this node's previous
+// run with a fresh handshake (see PathBind.Stale).
+func (t *Tunnel) pokeStale() {
+	defer t.wg.Done()
+	for {
+		select {
+		case <-t.ctx.Done():
+			return
+		case pub := <-t.bind.Stale():
+			t.mu.Lock()
+			p := t.peers[pub]
+			t.mu.Unlock()
+			if p != nil {
+				p.logger().Debug("tunnel: peer uses a keypair from before our start; handshaking")
+				t.poke(p)
+			}
+		}
 	}
 }
 

@@ -37,7 +37,7 @@ func (n *Node) watchHealth() {
 		now := time.Now()
 		c := n.catalog.Load()
 		for _, si := range n.tun.Sessions() {
-			if name, ok := c.byPub[si.PublicKey]; ok {
+			if name, ok := c.byKey[si.PublicKey]; ok {
 				tracked[name] = si.PublicKey // a new peer is judged once its first session is up
 			}
 		}

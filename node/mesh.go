@@ -15,7 +15,7 @@ import (
 type catalog struct {
 	members  []gossip.Member
 	byName   map[string]gossip.Member
-	byPub    map[key.PublicKey]string // member name by WireGuard key
+	byKey    map[key.PublicKey]string // member name by WireGuard key, for logs
 	services map[string][]catalogEndpoint
 }
 
@@ -59,6 +59,7 @@ func (n *Node) reconcile() {
 		}
 		peers = append(peers, tunnel.Peer{PublicKey: m.Meta.PublicKey, Endpoint: peerEndpoint(m)})
 	}
+	peers = n.capPeers(peers, members)
 	if err := n.tun.SetPeers(peers); err != nil && !isClosedErr(err) {
 		n.log.Warn("update tunnel peers", "err", err)
 	}
@@ -79,6 +80,24 @@ func (n *Node) reconcile() {
 	}
 	n.mu.Unlock()
 	n.rebuildCatalogFrom(members)
+
+	now := time.Now()
+	n.checkConflict(now)
+	n.remember(members, now)
+	alive := 0
+	for _, m := range members {
+		if m.State == gossip.StateAlive || m.State == gossip.StateSuspect {
+			alive++
+		}
+	}
+	switch {
+	case alive == 0 && !n.alone && len(members) > 0:
+		n.alone = true
+		n.log.Warn("no other member alive: this node is alone in the mesh", "known", len(members))
+	case alive > 0 && n.alone:
+		n.alone = false
+		n.log.Info("not alone any more", "alive", alive)
+	}
 }
 
 // peerEndpoint is the member's advertised WireGuard endpoint, with an
@@ -100,19 +119,21 @@ func (n *Node) rebuildCatalogFrom(members []gossip.Member) {
 	c := &catalog{
 		members:  members,
 		byName:   make(map[string]gossip.Member, len(members)),
-		byPub:    make(map[key.PublicKey]string, len(members)),
+		byKey:    make(map[key.PublicKey]string, len(members)),
 		services: make(map[string][]catalogEndpoint),
 	}
-	for _, e := range n.exports {
-		c.services[e.cfg.Name] = append(c.services[e.cfg.Name], catalogEndpoint{
+	maint := n.maint.Load()
+	for _, e := range n.exportMap() {
+		ec := e.cfg()
+		c.services[ec.Name] = append(c.services[ec.Name], catalogEndpoint{
 			node: n.cfg.Name, site: n.cfg.Site, pub: n.pub, local: true,
-			healthy: e.healthy.Load(), alive: true, weight: e.cfg.Weight,
+			healthy: e.healthy.Load() && !maint, alive: true, weight: ec.Weight,
 		})
 	}
 	for _, m := range members {
 		c.byName[m.Name] = m
 		if !m.Meta.PublicKey.IsZero() {
-			c.byPub[m.Meta.PublicKey] = m.Name
+			c.byKey[m.Meta.PublicKey] = m.Name
 		}
 		if m.State == gossip.StateLeft || m.Meta.PublicKey.IsZero() {
 			continue
@@ -131,12 +152,32 @@ func (n *Node) rebuildCatalogFrom(members []gossip.Member) {
 	n.updateWarm(c)
 }
 
-// publishExports gossips this node's exports with their current health.
+// publishExports gossips this node's exports with their current health;
+// none while the node is in maintenance or draining.
 func (n *Node) publishExports() {
-	exps := make([]gossip.Export, 0, len(n.exports))
-	for _, e := range n.cfg.Exports {
-		x := n.exports[e.Name]
-		exps = append(exps, gossip.Export{Name: e.Name, Weight: e.Weight, Healthy: x.healthy.Load()})
+	n.pubMu.Lock()
+	defer n.pubMu.Unlock()
+	if n.maint.Load() || n.draining.Load() {
+		n.gsp.SetExports(nil)
+		return
+	}
+	m := n.exportMap()
+	exps := make([]gossip.Export, 0, len(m))
+	for _, e := range n.Config().Exports {
+		if x := m[e.Name]; x != nil {
+			exps = append(exps, gossip.Export{Name: e.Name, Weight: x.cfg().Weight, Healthy: x.healthy.Load()})
+		}
 	}
 	n.gsp.SetExports(exps)
+}
+
+// peerName names the peer with key pub in logs: its gossip name, else a
+// short form of the key. Lock-free; the tunnel calls it too.
+func (n *Node) peerName(pub key.PublicKey) string {
+	if c := n.catalog.Load(); c != nil {
+		if name := c.byKey[pub]; name != "" {
+			return name
+		}
+	}
+	return pub.ShortString()
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/meshd/meshd/gossip"
 	"github.com/meshd/meshd/internal/metrics"
+	"github.com/meshd/meshd/internal/statuspage"
 	"github.com/meshd/meshd/relay"
 )
 
@@ -33,7 +34,8 @@ const (
 // could otherwise fill the node's log.
 var discardLog = log.New(io.Discard, "", 0)
 
-// metricsServer serves Prometheus /metrics on metrics.listen.
+// metricsServer serves Prometheus /metrics and the status page
+// (internal/statuspage) on metrics.listen.
 type metricsServer struct {
 	srv   *http.Server
 	addr  string
@@ -56,6 +58,7 @@ func startMetrics(n *Node, addr string) (*metricsServer, error) {
 	}
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", n.metrics.WithRuntime().Handler())
+	mux.Handle("/", statuspage.Handler(statuspage.Source{Status: func() any { return n.Status() }, Drills: n.drills}))
 	ms := &metricsServer{done: make(chan struct{}), addr: ln.Addr().String()}
 	ms.srv = &http.Server{
 		Handler:           mux,
@@ -158,12 +161,16 @@ func (n *Node) metricsSample() metrics.Sample {
 		}
 		s.Peers = append(s.Peers, p)
 	}
-	for _, im := range n.imports {
-		s.Imports = append(s.Imports, metrics.ImportSample{Name: im.cfg.Name,
-			Active: im.active.Load(), Total: im.total.Load(), Failed: im.failed.Load()})
+	for _, im := range n.importList() {
+		s.Imports = append(s.Imports, metrics.ImportSample{Name: im.cfg().Name,
+			Active: im.active.Load(), Total: im.total.Load(), Failed: im.failed.Load(), Limited: im.gate.limited.Load()})
 	}
-	for _, e := range n.cfg.Exports {
-		x := n.exports[e.Name]
+	m := n.exportMap()
+	for _, e := range n.Config().Exports {
+		x := m[e.Name]
+		if x == nil {
+			continue
+		}
 		s.Exports = append(s.Exports, metrics.ExportSample{Name: e.Name, Healthy: x.healthy.Load(),
 			Active: x.active.Load(), Served: x.served.Load(), CheckFailures: x.checkFailures.Load()})
 	}

@@ -24,6 +24,7 @@ import (
 	"github.com/meshd/meshd/internal/config"
 	"github.com/meshd/meshd/internal/key"
 	"github.com/meshd/meshd/internal/metrics"
+	"github.com/meshd/meshd/internal/statuspage"
 	"github.com/meshd/meshd/internal/version"
 	"github.com/meshd/meshd/tunnel"
 )
@@ -45,18 +46,17 @@ type Node struct {
 	pub        key.PublicKey
 	tun        *tunnel.Tunnel
 	gsp        *gossip.Gossip
-	exports    map[string]*exporter
-	imports    []*importer
 	ctl        *controlServer
 	mtr        *metricsServer         // nil unless metrics.listen is set
 	rly        *relayServer           // nil unless relay.enabled
 	metrics    *metrics.Metrics       // always set; served only with metrics.listen
 	relayStats relayClientStats       // the relay client's counters, for metrics
+	drills     *statuspage.Ring       // the last drills run from this node, for the status page
 	health     *failover.Health       // peer usability with failback hold-down
 	breaker    *failover.Breaker      // per service/node circuit breaker
+	holes      *failover.Blackhole    // drill orders this node is executing
 	idle       *failover.IdleSessions // idle close of the sessions this node owns
 	warmLimit  int                    // warm-set cap per import
-	holes      *failover.Blackhole    // drill orders this node is executing
 	ctx        context.Context        // cancelled by Close: ends every proxied connection
 	cancel     context.CancelFunc
 	wg         sync.WaitGroup // goroutines started by Start
@@ -64,12 +64,35 @@ type Node struct {
 	catalog  atomic.Pointer[catalog]                // rebuilt on every gossip change
 	warm     atomic.Pointer[map[key.PublicKey]bool] // the imports' warm sets, with the catalog
 	draining atomic.Bool                            // Close has begun: exports refuse new streams
+	maint    atomic.Bool                            // maintenance mode: exports withdrawn, new streams refused
+	lim      *nodeLimits                            // SPEC §9 limits (limits.go)
+
+	// What a reload changes (reload.go). n.cfg stays the config the node
+	// started with, for what a reload may not change (name, site, addresses);
+	// Config() is the one in force.
+	live    atomic.Pointer[config.Config]
+	exports atomic.Pointer[map[string]*exporter] // copy on write; read with exportMap()
+	imports atomic.Pointer[[]*importer]          // copy on write; read with importList()
+	pubMu   sync.Mutex                           // serialises publishExports
+
+	reloadMu sync.Mutex   // serialises Reload and OnReload
+	hooks    []reloadHook // guarded by reloadMu
+	retired  []*importer  // guarded by reloadMu; removed by a reload, may still have active connections
 
 	mu         sync.Mutex
 	started    bool                    // guarded by mu
 	closed     bool                    // guarded by mu
 	states     map[string]gossip.State // guarded by mu; last logged state per peer
 	holeActive bool                    // guarded by mu; a drill's black hole is applied
+	maintInfo  maintState              // guarded by mu; why and since when maint is on
+
+	// rejoin.go
+	fatal        chan error         // cap 1: the node must stop (name conflict)
+	conflicted   atomic.Bool        // another live node has our name: close without leaving
+	joinedAt     atomic.Int64       // unix ns of the first join (or of giving up on it)
+	remembered   []rememberedMember // owned by watchGossip: last saved members
+	rememberedAt time.Time          // owned by watchGossip
+	alone        bool               // owned by watchGossip: no other member alive, logged
 }
 
 // New checks cfg and returns a node that is not running yet.
@@ -86,12 +109,29 @@ func New(cfg *config.Config, lg *slog.Logger) (*Node, error) {
 	n := &Node{cfg: cfg, log: lg, broken: brokenConnLog{log: lg, interval: time.Second}, states: make(map[string]gossip.State),
 		health:  failover.NewHealth(failover.HealthConfig{HoldDown: cfg.Failover.HoldDown}),
 		breaker: failover.NewBreaker(failover.DefaultBreakerConfig()),
+		holes:   &failover.Blackhole{},
+		drills:  statuspage.NewRing(statuspage.DefaultRingSize),
 		idle:    failover.NewIdleSessions(sessionIdleTimeout()), warmLimit: warmLimit(),
-		holes: &failover.Blackhole{},
 	}
 	n.metrics = metrics.New(metrics.Info{Node: cfg.Name, Site: cfg.Site, Version: version.Get().Short()}, n.metricsSample)
+	n.fatal = make(chan error, 1)
+	n.live.Store(cfg)
+	n.lim = newNodeLimits()
+	n.exports.Store(&map[string]*exporter{})
+	n.imports.Store(&[]*importer{})
 	return n, nil
 }
+
+// Config returns the configuration in force: the one the node started
+// with, or the last one a reload applied. Callers must not modify it.
+func (n *Node) Config() *config.Config { return n.live.Load() }
+
+// exportMap returns this node's exports by name; the map is never
+// modified (a reload stores a new one).
+func (n *Node) exportMap() map[string]*exporter { return *n.exports.Load() }
+
+// importList returns this node's imports; the slice is never modified.
+func (n *Node) importList() []*importer { return *n.imports.Load() }
 
 // Start brings the node up: node key, tunnel, gossip, exports, imports,
 // control socket, then joins the mesh. On error everything already started
@@ -129,19 +169,21 @@ func (n *Node) Start() (err error) {
 		HandleStream:   n.handleStream,
 		SessionTimeout: n.cfg.Failover.SessionTimeout,
 		ClusterKey:     n.cfg.Cluster.Key,
+		PeerName:       n.peerName,
 	})
 	if err != nil {
 		return fmt.Errorf("node: %w", err)
 	}
 	undo = append(undo, func() { n.tun.Close() })
 
-	n.exports = make(map[string]*exporter, len(n.cfg.Exports))
+	exps := make(map[string]*exporter, len(n.cfg.Exports))
 	for _, e := range n.cfg.Exports {
-		n.exports[e.Name] = newExporter(n, e)
+		exps[e.Name] = newExporter(n, e)
 	}
-	for _, e := range n.exports {
+	for _, e := range exps {
 		e.checkOnce() // the first catalog we publish reflects real health
 	}
+	n.exports.Store(&exps)
 
 	if n.cfg.Relay.Enabled {
 		if n.rly, err = startRelayServer(n); err != nil {
@@ -158,6 +200,7 @@ func (n *Node) Start() (err error) {
 		Meta: gossip.Meta{Site: n.cfg.Site, PublicKey: n.pub, Tunnel: n.tunnelAdvertise(), Relay: n.relayAdvertise(),
 			Version: version.Get().Short()},
 		Logger: n.log,
+		Quiet:  true, // until the join shows the name is ours (rejoin.go)
 	})
 	if err != nil {
 		return fmt.Errorf("node: %w", err)
@@ -166,14 +209,16 @@ func (n *Node) Start() (err error) {
 	n.publishExports()
 	n.rebuildCatalog()
 
+	var imps []*importer
 	for _, ic := range n.cfg.Imports {
 		im, err := newImporter(n, ic)
 		if err != nil {
 			return err
 		}
-		n.imports = append(n.imports, im)
+		imps = append(imps, im)
 		undo = append(undo, func() { im.close() })
 	}
+	n.imports.Store(&imps)
 
 	if n.cfg.Metrics.Listen != "" {
 		n.mtr, err = startMetrics(n, n.cfg.Metrics.Listen)
@@ -194,20 +239,16 @@ func (n *Node) Start() (err error) {
 	n.goFunc(n.watchSessions)
 	n.goFunc(n.receiveDrills)
 	n.goFunc(n.relayLoop)
-	for _, e := range n.exports {
-		if e.cfg.Check != nil {
-			n.goFunc(e.checkLoop)
-		}
+	for _, e := range exps {
+		n.goFunc(e.checkLoop)
 	}
-	for _, im := range n.imports {
+	for _, im := range imps {
 		n.goFunc(im.serve)
 	}
-	if len(n.cfg.Cluster.Join) > 0 {
-		n.goFunc(n.joinLoop)
-	}
+	n.goFunc(n.joinLoop)
 	n.log.Info("node started", "name", n.cfg.Name, "site", n.cfg.Site,
 		"gossip", n.gsp.LocalAddr(), "tunnel", n.tun.LocalAddr(), "mesh_ip", n.tun.MeshIP(),
-		"exports", len(n.exports), "imports", len(n.imports))
+		"exports", len(exps), "imports", len(imps))
 	return nil
 }
 
@@ -238,26 +279,6 @@ func (n *Node) goFunc(f func()) {
 	}()
 }
 
-// joinLoop joins the configured addresses, retrying with backoff until it
-// succeeds once or the node stops; afterwards gossip keeps membership.
-func (n *Node) joinLoop() {
-	backoff := time.Second
-	for {
-		cnt, err := n.gsp.Join(n.cfg.Cluster.Join)
-		if err == nil {
-			n.log.Info("joined mesh", "contacted", cnt)
-			return
-		}
-		n.log.Error("join failed; retrying", "in", backoff, "err", err)
-		select {
-		case <-n.ctx.Done():
-			return
-		case <-time.After(backoff):
-		}
-		backoff = min(backoff*2, 30*time.Second)
-	}
-}
-
 // Close shuts the node down gracefully: it stops accepting import
 // connections, withdraws its exports from the catalog and refuses new
 // streams (importers go to the next endpoint), lets active connections
@@ -274,9 +295,20 @@ func (n *Node) Close() error {
 	n.closed = true
 	n.mu.Unlock()
 
-	n.drain(n.cfg.Failover.DrainGrace)
-	if err := n.gsp.Leave(leaveTimeout); err != nil {
-		n.log.Warn("leave mesh", "err", err)
+	if n.conflicted.Load() {
+		// Not our name: no drain, and no leave that would speak for the
+		// other node.
+		n.reloadMu.Lock()
+		n.draining.Store(true)
+		n.reloadMu.Unlock()
+		for _, im := range n.importList() {
+			im.close()
+		}
+	} else {
+		n.drain(n.Config().Failover.DrainGrace)
+		if err := n.gsp.Leave(leaveTimeout); err != nil {
+			n.log.Warn("leave mesh", "err", err)
+		}
 	}
 	n.ctl.close()
 	if n.mtr != nil {
@@ -300,21 +332,25 @@ const drainPropagation = 500 * time.Millisecond
 // drain withdraws the node from service and waits, up to grace, for its
 // active connections (served streams and import clients) to finish.
 func (n *Node) drain(grace time.Duration) {
+	n.reloadMu.Lock() // no reload from here on: the lists below stay as they are
 	n.draining.Store(true)
-	for _, im := range n.imports {
+	imps := append(n.importList(), n.retired...)
+	n.reloadMu.Unlock()
+	for _, im := range imps {
 		im.close()
 	}
 	start := time.Now()
-	withdrew := len(n.exports) > 0
+	exps := n.exportMap()
+	withdrew := len(exps) > 0 && !n.maint.Load()
 	if withdrew {
-		n.gsp.SetExports(nil)
+		n.publishExports()
 	}
 	active := func() int64 {
 		var a int64
-		for _, e := range n.exports {
+		for _, e := range exps {
 			a += e.active.Load()
 		}
-		for _, im := range n.imports {
+		for _, im := range imps {
 			a += im.active.Load()
 		}
 		return a
@@ -356,8 +392,8 @@ func (n *Node) GossipAddr() netip.AddrPort { return n.gossipAdvertise() }
 
 // ImportAddr returns the bound address of the named import ("" if none).
 func (n *Node) ImportAddr(name string) string {
-	for _, im := range n.imports {
-		if im.cfg.Name == name {
+	for _, im := range n.importList() {
+		if im.cfg().Name == name {
 			return im.ln.Addr().String()
 		}
 	}

@@ -48,7 +48,7 @@ func sessionIdleTimeout() time.Duration {
 func (n *Node) warmSet(c *catalog) []key.PublicKey {
 	seen := make(map[key.PublicKey]bool)
 	var out []key.PublicKey
-	for _, imp := range n.cfg.Imports {
+	for _, imp := range n.Config().Imports {
 		eps := c.services[imp.Name]
 		in := make([]failover.Endpoint, 0, len(eps))
 		pubs := make(map[string]key.PublicKey, len(eps))
@@ -76,7 +76,9 @@ func (n *Node) updateWarm(c *catalog) {
 		set[pub] = true
 	}
 	n.warm.Store(&set)
-	n.tun.SetWarm(ws)
+	if n.tun != nil {
+		n.tun.SetWarm(ws)
+	}
 }
 
 // isWarm tells whether pub is in some import's warm set.
@@ -115,7 +117,7 @@ func (n *Node) watchSessions() {
 			seen[k] = true
 			busy := si.Streams > 0 || n.isWarm(si.PublicKey)
 			if n.idle.Observe(k, busy, now) && n.tun.CloseIdle(si.PublicKey) {
-				n.log.Debug("idle session closed", "peer", n.catalog.Load().byPub[si.PublicKey], "idle", n.idle.Timeout())
+				n.log.Debug("idle session closed", "peer", n.catalog.Load().byKey[si.PublicKey], "idle", n.idle.Timeout())
 				n.idle.Forget(k)
 				delete(seen, k)
 			}

@@ -190,7 +190,7 @@ func (p *peer) stop() {
 }
 
 func (p *peer) logger() *slog.Logger {
-	return p.t.log.With("peer", p.pub.ShortString())
+	return p.t.log.With("peer", p.t.bind.peerName(p.pub))
 }
 
 // dialLoop dials a session while one is needed and none is held, serves
@@ -430,10 +430,10 @@ func (p *peer) openStream(ctx context.Context) (net.Conn, *yamux.Session, error)
 				return st, s, nil
 			}
 			if !s.IsClosed() && !errors.Is(err, yamux.ErrRemoteGoAway) {
-				return nil, nil, fmt.Errorf("tunnel: open stream to %s: %w", p.pub.ShortString(), err)
+				return nil, nil, fmt.Errorf("tunnel: open stream to %s: %w", p.t.bind.peerName(p.pub), err)
 			}
 			if err := sleepCtx(ctx, 10*time.Millisecond); err != nil { // wait for serve to notice and uninstall it
-				return nil, nil, fmt.Errorf("tunnel: open stream to %s: %w", p.pub.ShortString(), err)
+				return nil, nil, fmt.Errorf("tunnel: open stream to %s: %w", p.t.bind.peerName(p.pub), err)
 			}
 			continue
 		}
@@ -442,7 +442,7 @@ func (p *peer) openStream(ctx context.Context) (net.Conn, *yamux.Session, error)
 		case <-ready: // a closed session not uninstalled yet
 			p.mu.Unlock()
 			if err := sleepCtx(ctx, 10*time.Millisecond); err != nil {
-				return nil, nil, fmt.Errorf("tunnel: open stream to %s: %w", p.pub.ShortString(), err)
+				return nil, nil, fmt.Errorf("tunnel: open stream to %s: %w", p.t.bind.peerName(p.pub), err)
 			}
 			continue
 		default:
@@ -454,7 +454,7 @@ func (p *peer) openStream(ctx context.Context) (net.Conn, *yamux.Session, error)
 		select {
 		case <-ready:
 		case <-ctx.Done():
-			err = fmt.Errorf("tunnel: no session to %s: %w", p.pub.ShortString(), ctx.Err())
+			err = fmt.Errorf("tunnel: no session to %s: %w", p.t.bind.peerName(p.pub), ctx.Err())
 		case <-p.ctx.Done():
 			err = ErrClosed
 		}

@@ -14,6 +14,9 @@ import (
 type Config struct {
 	// Path is the file the config was read from ("" when built in code).
 	Path string
+	// Overrides are the command-line flags applied on top of the file; a
+	// reload reads Path again with the same overrides.
+	Overrides Overrides
 
 	Name    string // default: hostname
 	Site    string // required
@@ -29,6 +32,13 @@ type Config struct {
 	Control  Control
 	Metrics  Metrics
 	Log      Log
+	Limits   Limits
+}
+
+// Limits are per-node caps on what authenticated peers may hold (SPEC §9).
+type Limits struct {
+	MaxStreamsPerPeer int // concurrent streams one peer may hold open to this node; default 4096
+	MaxPeers          int // members beyond this get no tunnel state; default 4096
 }
 
 // Cluster holds the shared secret and bootstrap addresses.
@@ -62,9 +72,14 @@ type Relay struct {
 type Export struct {
 	Name   string
 	Target string // host:port dialled by the exporter
-	Check  *Check // nil when no health check
+	Check  *Check // on by default (2s/1s); nil after `check: false`
 	Weight int    // default 1
-	Line   int    // line of the entry in the file, for messages
+	// ProxyProtocol is "", "v1" or "v2": send a PROXY protocol header with
+	// the client's address to the target before any payload.
+	ProxyProtocol string
+	Line          int // line of the entry in the file, for messages
+
+	MaxConns int // concurrent connections through this export; 0 = unlimited
 }
 
 // Check is a TCP-connect health check of an export's target.
@@ -78,8 +93,15 @@ type Import struct {
 	Name    string
 	Listen  netip.AddrPort
 	Sites   []string // preference order
-	Balance string   // "least_conn" (default) | "round_robin"
-	Line    int
+	Balance string   // "least_conn" (default) | "round_robin" | "source_hash"
+	// ConnectTimeout is how long a client connection may wait for a
+	// healthy endpoint (right after start, or while all are down). Default 5s.
+	ConnectTimeout time.Duration
+	Line           int
+
+	MaxConns int     // concurrent client connections; 0 = unlimited
+	Rate     float64 // new connections per second (token bucket); 0 = unlimited
+	Burst    int     // bucket size; 0 = max(1, Rate)
 }
 
 // Failover tunes failure handling (an extension of SPEC §3).
@@ -114,16 +136,24 @@ type Log struct {
 // Overrides are command-line flags that take precedence over the file.
 // Empty fields leave the file's value alone.
 type Overrides struct {
-	Name    string
-	Site    string
-	Join    []string
-	DataDir string
+	Name     string
+	Site     string
+	Join     []string
+	DataDir  string
+	LogLevel string // debug | info | warn | error
 }
 
 // Balance policies.
 const (
 	BalanceLeastConn  = "least_conn"
 	BalanceRoundRobin = "round_robin"
+	BalanceSourceHash = "source_hash"
+)
+
+// PROXY protocol versions of exports[].proxy_protocol.
+const (
+	ProxyV1 = "v1"
+	ProxyV2 = "v2"
 )
 
 // Tunnel modes.
@@ -144,6 +174,7 @@ const (
 	DefaultSessionTimeout = 15 * time.Second
 	DefaultHoldDown       = 2 * time.Second
 	DefaultDrainGrace     = 10 * time.Second
+	DefaultConnectTimeout = 5 * time.Second
 	DefaultSocketName     = "meshd.sock" // joined to data_dir when control.socket is unset
 	DefaultLogLevel       = "info"
 	DefaultLogFormat      = "text"
@@ -154,4 +185,10 @@ const (
 
 	// MaxWeight is the largest allowed export weight.
 	MaxWeight = 1000
+
+	// Limits (SPEC §9): defaults, and the largest value a limit key takes.
+	DefaultMaxStreamsPerPeer = 4096
+	DefaultMaxPeers          = 4096
+	MaxConnsLimit            = 1 << 20
+	MaxRate                  = 1000000
 )

@@ -24,17 +24,18 @@ func (p *parser) errf(line int, key, format string, args ...any) *Error {
 
 // Allowed keys of each mapping, in the order SPEC §3 lists them.
 var (
-	topKeys      = []string{"name", "site", "data_dir", "cluster", "gossip", "tunnel", "relay", "exports", "imports", "failover", "control", "metrics", "log"}
+	topKeys      = []string{"name", "site", "data_dir", "cluster", "gossip", "tunnel", "relay", "exports", "imports", "failover", "control", "metrics", "log", "limits"}
 	clusterKeys  = []string{"key_file", "key", "join"}
 	gossipKeys   = []string{"bind", "advertise"}
 	tunnelKeys   = []string{"listen", "advertise", "mode"}
 	relayKeys    = []string{"enabled", "listen", "advertise"}
-	exportKeys   = []string{"name", "target", "check", "weight"}
+	exportKeys   = []string{"name", "target", "check", "weight", "proxy_protocol", "max_conns"}
 	checkKeys    = []string{"interval", "timeout"}
-	importKeys   = []string{"name", "listen", "sites", "balance"}
+	importKeys   = []string{"name", "listen", "sites", "balance", "connect_timeout", "max_conns", "rate", "burst"}
 	controlKeys  = []string{"socket"}
 	metricsKeys  = []string{"listen"}
 	logKeys      = []string{"level", "format"}
+	limitsKeys   = []string{"max_streams_per_peer", "max_peers"}
 	failoverKeys = []string{"session_timeout", "hold_down", "drain_grace"}
 )
 
@@ -62,6 +63,7 @@ func (p *parser) parse(data []byte) (*Config, fileLines, error) {
 		Log:    Log{Level: DefaultLogLevel, Format: DefaultLogFormat},
 		Failover: Failover{SessionTimeout: DefaultSessionTimeout, HoldDown: DefaultHoldDown,
 			DrainGrace: DefaultDrainGrace},
+		Limits: Limits{MaxStreamsPerPeer: DefaultMaxStreamsPerPeer, MaxPeers: DefaultMaxPeers},
 	}
 
 	dec := yaml.NewDecoder(bytes.NewReader(data))
@@ -116,6 +118,8 @@ func (p *parser) parse(data []byte) (*Config, fileLines, error) {
 			err = p.log(f.val, f.path, cfg)
 		case "failover":
 			err = p.failover(f.val, f.path, cfg)
+		case "limits":
+			err = p.limits(f.val, f.path, cfg)
 		}
 		if err != nil {
 			return nil, fl, err
@@ -251,7 +255,8 @@ type parsedExport struct {
 }
 
 func (p *parser) export(n *yaml.Node, path string) (parsedExport, error) {
-	e := parsedExport{Export: Export{Weight: DefaultWeight, Line: n.Line}}
+	e := parsedExport{Export: Export{Weight: DefaultWeight, Line: n.Line,
+		Check: &Check{Interval: DefaultCheckInterval, Timeout: DefaultCheckTimeout}}}
 	fields, err := p.mapping(n, path, exportKeys)
 	if err != nil {
 		return e, err
@@ -278,6 +283,10 @@ func (p *parser) export(n *yaml.Node, path string) (parsedExport, error) {
 			e.Check, err = p.check(f.val, f.path)
 		case "weight":
 			e.Weight, err = p.weight(f.val, f.path)
+		case "proxy_protocol":
+			err = p.enum(f.val, f.path, &e.ProxyProtocol, ProxyV1, ProxyV2)
+		case "max_conns":
+			e.MaxConns, err = p.count(f.val, f.path, "concurrent connections", MaxConnsLimit)
 		}
 		if err != nil {
 			return e, err
@@ -294,6 +303,17 @@ func (p *parser) export(n *yaml.Node, path string) (parsedExport, error) {
 
 func (p *parser) check(n *yaml.Node, path string) (*Check, error) {
 	c := &Check{Interval: DefaultCheckInterval}
+	if r := resolve(n); r != nil && r.Kind == yaml.ScalarNode && r.ShortTag() == "!!bool" {
+		// check: false turns the default check off; true keeps it.
+		var on bool
+		if err := r.Decode(&on); err != nil {
+			return nil, p.errf(n.Line, path, "got %s; want false or a mapping with keys interval, timeout", describe(r))
+		}
+		if !on {
+			return nil, nil
+		}
+		return &Check{Interval: DefaultCheckInterval, Timeout: DefaultCheckTimeout}, nil
+	}
 	fields, err := p.mapping(n, path, checkKeys)
 	if err != nil {
 		return nil, err
@@ -354,7 +374,7 @@ type parsedImport struct {
 }
 
 func (p *parser) importEntry(n *yaml.Node, path string) (parsedImport, error) {
-	im := parsedImport{Import: Import{Balance: BalanceLeastConn, Line: n.Line}}
+	im := parsedImport{Import: Import{Balance: BalanceLeastConn, ConnectTimeout: DefaultConnectTimeout, Line: n.Line}}
 	fields, err := p.mapping(n, path, importKeys)
 	if err != nil {
 		return im, err
@@ -372,8 +392,16 @@ func (p *parser) importEntry(n *yaml.Node, path string) (parsedImport, error) {
 			err = p.addr(f.val, f.path, addrListen, "127.0.0.1:15432", &im.Listen)
 		case "sites":
 			im.Sites, err = p.sites(f.val, f.path)
+		case "max_conns":
+			im.MaxConns, err = p.count(f.val, f.path, "concurrent client connections", MaxConnsLimit)
+		case "rate":
+			im.Rate, err = p.rate(f.val, f.path)
+		case "burst":
+			im.Burst, err = p.count(f.val, f.path, "connections (the token bucket's size)", MaxConnsLimit)
 		case "balance":
-			err = p.enum(f.val, f.path, &im.Balance, BalanceLeastConn, BalanceRoundRobin)
+			err = p.enum(f.val, f.path, &im.Balance, BalanceLeastConn, BalanceRoundRobin, BalanceSourceHash)
+		case "connect_timeout":
+			im.ConnectTimeout, err = p.duration(f.val, f.path, DefaultConnectTimeout)
 		}
 		if err != nil {
 			return im, err
@@ -514,4 +542,56 @@ func (p *parser) duration(n *yaml.Node, path string, def time.Duration) (time.Du
 		return 0, p.errf(n.Line, path, "%q is not allowed; want a Go duration > 0 like 2s or 500ms", r.Value)
 	}
 	return d, nil
+}
+
+func (p *parser) limits(n *yaml.Node, path string, cfg *Config) error {
+	fields, err := p.mapping(n, path, limitsKeys)
+	if err != nil {
+		return err
+	}
+	for _, f := range fields {
+		var v int
+		switch f.name {
+		case "max_streams_per_peer":
+			if v, err = p.count(f.val, f.path, "concurrent streams per peer", MaxConnsLimit); err == nil && v > 0 {
+				cfg.Limits.MaxStreamsPerPeer = v
+			}
+		case "max_peers":
+			if v, err = p.count(f.val, f.path, "peers given tunnel state", MaxConnsLimit); err == nil && v > 0 {
+				cfg.Limits.MaxPeers = v
+			}
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// count reads a limit: an integer 0..max, 0 meaning the default or none;
+// null means 0.
+func (p *parser) count(n *yaml.Node, path, what string, max int) (int, error) {
+	r := resolve(n)
+	if isNull(r) {
+		return 0, nil
+	}
+	var v int
+	if r.Kind != yaml.ScalarNode || r.Tag != "!!int" || r.Decode(&v) != nil || v < 0 || v > max {
+		return 0, p.errf(n.Line, path, "%s is not allowed; want a number of %s, an integer 0..%d (0: no limit or the default)", describe(r), what, max)
+	}
+	return v, nil
+}
+
+// rate reads a rate in events per second: a number 0..MaxRate, 0 meaning
+// unlimited; null means 0.
+func (p *parser) rate(n *yaml.Node, path string) (float64, error) {
+	r := resolve(n)
+	if isNull(r) {
+		return 0, nil
+	}
+	var v float64
+	if r.Kind != yaml.ScalarNode || (r.Tag != "!!int" && r.Tag != "!!float") || r.Decode(&v) != nil || !(v >= 0 && v <= MaxRate) {
+		return 0, p.errf(n.Line, path, "%s is not allowed; want new connections per second, a number 0..%d like 100 or 0.5 (0: unlimited)", describe(r), MaxRate)
+	}
+	return v, nil
 }

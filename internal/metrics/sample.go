@@ -31,6 +31,7 @@ type ImportSample struct {
 	Name          string
 	Active        int64
 	Total, Failed uint64
+	Limited       uint64 // closed at once: over max_conns or rate (not in Total)
 }
 
 // ExportSample is the state of one local export at scrape time.

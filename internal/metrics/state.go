@@ -160,6 +160,7 @@ func (d *stateDescs) collect(ch chan<- prometheus.Metric, info Info, s *Sample) 
 		e.gauge(d.impActive, float64(im.Active), im.Name)
 		e.counter(d.impTotal, float64(ok), im.Name, "ok")
 		e.counter(d.impTotal, float64(im.Failed), im.Name, "failed")
+		e.counter(d.impTotal, float64(im.Limited), im.Name, "limited")
 	}
 
 	seen = map[string]bool{}

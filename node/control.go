@@ -67,6 +67,19 @@ func startControl(n *Node, path string) (*controlServer, error) {
 		}
 		writeJSON(w, ReloadResult{OK: true, File: n.Config().Path})
 	})
+	mux.HandleFunc("POST /ping", func(w http.ResponseWriter, r *http.Request) {
+		var req PingRequest
+		if err := json.NewDecoder(io.LimitReader(r.Body, 1<<16)).Decode(&req); err != nil {
+			http.Error(w, "bad ping request: "+err.Error(), http.StatusBadRequest)
+			return
+		}
+		res, err := n.Ping(r.Context(), req)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		writeJSON(w, res)
+	})
 	mux.HandleFunc("POST /maint", func(w http.ResponseWriter, r *http.Request) {
 		var req MaintRequest
 		if err := json.NewDecoder(io.LimitReader(r.Body, 1<<16)).Decode(&req); err != nil {

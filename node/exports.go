@@ -5,11 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"sync/atomic"
 	"time"
 
 	"github.com/meshd/meshd/internal/config"
 	"github.com/meshd/meshd/internal/key"
+	"github.com/meshd/meshd/internal/proxyproto"
 	"github.com/meshd/meshd/internal/wire"
 	"github.com/meshd/meshd/tunnel"
 )
@@ -60,6 +62,27 @@ func (e *exporter) setConfig(c config.Export) {
 func (e *exporter) dialTarget(ctx context.Context) (net.Conn, error) {
 	d := net.Dialer{KeepAliveConfig: net.KeepAliveConfig(clientKeepAlive)}
 	return d.DialContext(ctx, "tcp", e.cfg().Target)
+}
+
+// sendProxyHeader writes the PROXY protocol header of the export's
+// proxy_protocol (none when it is "") for a client at src that connected to
+// dst to the freshly dialled backend; on error it closes backend.
+func (e *exporter) sendProxyHeader(backend net.Conn, src, dst netip.AddrPort) error {
+	pp := e.cfg().ProxyProtocol
+	if pp == "" {
+		return nil
+	}
+	h, err := proxyproto.Header(pp, src, dst)
+	if err == nil {
+		backend.SetWriteDeadline(time.Now().Add(backendDialTimeout))
+		_, err = backend.Write(h)
+		backend.SetWriteDeadline(time.Time{})
+	}
+	if err != nil {
+		backend.Close()
+		return fmt.Errorf("send PROXY %s header: %w", pp, err)
+	}
+	return nil
 }
 
 // checkOnce runs the health check once and records the result; it reports
@@ -138,6 +161,12 @@ func (n *Node) handleStream(peer key.PublicKey, s net.Conn) {
 		s.Close()
 		return
 	}
+	if req.Ping() {
+		// meshd ping: a round trip through the tunnel, nothing dialled.
+		wire.WriteResponse(s, wire.Response{Status: wire.StatusOK, Node: n.cfg.Name})
+		s.Close()
+		return
+	}
 	if n.draining.Load() {
 		wire.WriteResponse(s, wire.Response{Status: wire.StatusDenied, Node: n.cfg.Name, Message: "draining: node is shutting down"})
 		s.Close()
@@ -170,6 +199,9 @@ func (n *Node) handleStream(peer key.PublicKey, s net.Conn) {
 	ctx, cancel := context.WithTimeout(n.ctx, backendDialTimeout)
 	backend, err := e.dialTarget(ctx)
 	cancel()
+	if err == nil && req.Flags&wire.FlagProbe == 0 {
+		err = e.sendProxyHeader(backend, req.Source, req.Dest)
+	}
 	if err != nil {
 		wire.WriteResponse(s, wire.Response{Status: wire.StatusBackendRefused, Node: n.cfg.Name, Message: err.Error()})
 		s.Close()

@@ -3,9 +3,9 @@ package wire
 import (
 	"encoding"
 	"encoding/binary"
-	"net/netip"
 	"fmt"
 	"io"
+	"net/netip"
 	"unicode/utf8"
 )
 

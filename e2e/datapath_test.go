@@ -388,6 +388,9 @@ func checkStatus(st node.Status, self *meshNode, peers []*meshNode, imp string, 
 	if n.Name != self.Name || n.Site != self.Site || n.Mode != "userspace" || n.Relay {
 		errf("node: name %q site %q mode %q relay %v", n.Name, n.Site, n.Mode, n.Relay)
 	}
+	if n.Version == "" {
+		errf("node.version is empty")
+	}
 	if !strings.HasPrefix(n.MeshIP, "fd7a:6d65:7368") {
 		errf("node.mesh_ip %q does not start with fd7a:6d65:7368", n.MeshIP)
 	}
@@ -408,6 +411,9 @@ func checkStatus(st node.Status, self *meshNode, peers []*meshNode, imp string, 
 		}
 		if p.Site != want.Site || p.State != "alive" || p.Path != node.PathDirect || p.RelayVia != "" {
 			errf("peer %s: site %q state %q path %q relay_via %q", p.Name, p.Site, p.State, p.Path, p.RelayVia)
+		}
+		if p.Version != n.Version { // every node runs the same binary
+			errf("peer %s version %q, want %q", p.Name, p.Version, n.Version)
 		}
 		if p.Endpoint != addr(want.TunnelPort) {
 			errf("peer %s endpoint %q, want its tunnel address %s", p.Name, p.Endpoint, addr(want.TunnelPort))
@@ -447,6 +453,9 @@ func checkStatus(st node.Status, self *meshNode, peers []*meshNode, imp string, 
 	im := st.Imports[0]
 	if im.Name != "echo" || im.Listen != imp {
 		errf("import: %+v, want echo on %s", im, imp)
+	}
+	if e, _ := serviceEndpoint(s, im.Endpoint); e.Node == "" {
+		errf("import endpoint %q is not an endpoint of echo %+v", im.Endpoint, s.Endpoints)
 	}
 	if im.Total < uint64(conns) || im.Failed != 0 {
 		errf("import total %d failed %d, want total >= %d and failed 0", im.Total, im.Failed, conns)

@@ -500,6 +500,16 @@ func service(st node.Status, name string) (node.ServiceStatus, bool) {
 	return node.ServiceStatus{}, false
 }
 
+// serviceEndpoint returns the endpoint of s on the named node.
+func serviceEndpoint(s node.ServiceStatus, nodeName string) (node.EndpointStatus, bool) {
+	for _, e := range s.Endpoints {
+		if e.Node == nodeName {
+			return e, true
+		}
+	}
+	return node.EndpointStatus{}, false
+}
+
 // waitMesh waits until every node sees every other as alive with a direct
 // path (a WireGuard session up).
 func waitMesh(t *testing.T, d time.Duration, nodes ...*meshNode) {

@@ -43,6 +43,7 @@ type Meta struct {
 	PublicKey key.PublicKey
 	Tunnel    netip.AddrPort // WireGuard UDP endpoint others should use
 	Relay     netip.AddrPort // relay TCP endpoint; zero when this node is not a relay
+	Version   string         // the node's meshd build (version.Info.Short), at most maxVersionLen bytes; "" from older nodes
 }
 
 // State is a member's liveness as seen by this node.
@@ -198,8 +199,9 @@ type Gossip struct {
 	wg         sync.WaitGroup
 
 	// Atomic.
-	numNodes atomic.Int64 // alive+suspect members plus this node, for the broadcast queue
-	closed   atomic.Bool
+	numNodes  atomic.Int64  // alive+suspect members plus this node, for the broadcast queue
+	malformed atomic.Uint64 // malformed catalog input ignored (Stats)
+	closed    atomic.Bool
 
 	lifeMu sync.Mutex // serialises Leave and Close (memberlist.Leave panics after Shutdown)
 

@@ -349,6 +349,7 @@ func (g *Gossip) localState() []byte {
 
 // badInput logs a malformed message once per sender per limitEvery.
 func (g *Gossip) badInput(what, sender string, err error) {
+	g.malformed.Add(1)
 	if sender == "" {
 		sender = "unknown sender"
 	}

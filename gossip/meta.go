@@ -18,18 +18,23 @@ const metaVersion = 1
 // memberlist.MetaMaxSize (512 bytes).
 const maxSiteLen = 255
 
-// Node meta wire layout, version 1 (at most 1+1+255+32+19+19 = 327 bytes):
+// maxVersionLen bounds Meta.Version (longer ones are cut).
+const maxVersionLen = 64
+
+// Node meta wire layout, version 1 (at most 1+1+255+32+19+19+1+64 = 392 bytes):
 //
 //	version   u8  = 1
 //	site      u8 length, then that many bytes (UTF-8)
 //	publickey 32 bytes
 //	tunnel    addrport
 //	relay     addrport
+//	build     u8 length, then that many bytes: the node's meshd version
+//	          (appended later; absent in metas of older nodes)
 //
 //	addrport  = family u8 (0: none, 4: IPv4, 6: IPv6), then, unless family is 0,
 //	            the address (4 or 16 bytes) and the port (u16, big endian).
 //
-// Bytes after the relay field are ignored, so later versions may append
+// Bytes after the build field are ignored, so later versions may append
 // fields. IPv6 zones are not carried; IPv4-mapped IPv6 addresses are sent as
 // IPv4.
 
@@ -46,6 +51,12 @@ func encodeMeta(m Meta) ([]byte, error) {
 	b = append(b, m.PublicKey[:]...)
 	b = appendAddrPort(b, m.Tunnel)
 	b = appendAddrPort(b, m.Relay)
+	v := m.Version
+	if len(v) > maxVersionLen {
+		v = v[:maxVersionLen]
+	}
+	b = append(b, byte(len(v)))
+	b = append(b, v...)
 	if len(b) > memberlist.MetaMaxSize {
 		return nil, fmt.Errorf("gossip: node meta is %d bytes, more than memberlist's %d", len(b), memberlist.MetaMaxSize)
 	}
@@ -91,8 +102,11 @@ func decodeMeta(b []byte) (Meta, error) {
 	if m.Tunnel, b, err = readAddrPort(b); err != nil {
 		return Meta{}, err
 	}
-	if m.Relay, _, err = readAddrPort(b); err != nil {
+	if m.Relay, b, err = readAddrPort(b); err != nil {
 		return Meta{}, err
+	}
+	if len(b) >= 1 && len(b) >= 1+int(b[0]) { // absent or cut short: older node, no version
+		m.Version = string(b[1 : 1+int(b[0])])
 	}
 	return m, nil
 }

@@ -15,7 +15,8 @@ func TestMetaRoundTrip(t *testing.T) {
 	for _, m := range []Meta{
 		{},
 		testMeta("a"),
-		{Site: strings.Repeat("s", maxSiteLen), Tunnel: netip.MustParseAddrPort("[fe80::1%eth0]:1"), Relay: netip.MustParseAddrPort("[::ffff:10.0.0.1]:2")},
+		{Site: "v", Version: "v1.2.3+0123456789ab"},
+		{Site: strings.Repeat("s", maxSiteLen), Version: strings.Repeat("v", maxVersionLen), Tunnel: netip.MustParseAddrPort("[fe80::1%eth0]:1"), Relay: netip.MustParseAddrPort("[::ffff:10.0.0.1]:2")},
 	} {
 		b, err := encodeMeta(m)
 		if err != nil {
@@ -40,6 +41,18 @@ func TestMetaRoundTrip(t *testing.T) {
 		if got != want {
 			t.Fatalf("got %+v, want %+v", got, want)
 		}
+	}
+	// A meta of an older node ends after the relay field: no version.
+	old := Meta{Site: "s", Version: "v9"}
+	b, _ := encodeMeta(old)
+	if got, err := decodeMeta(b[:len(b)-3]); err != nil || got.Version != "" || got.Site != "s" {
+		t.Fatalf("meta without the build field: %+v, %v", got, err)
+	}
+	if got, _ := decodeMeta(b); got.Version != "v9" {
+		t.Fatalf("version %q, want v9", got.Version)
+	}
+	if b, _ := encodeMeta(Meta{Version: strings.Repeat("v", 300)}); len(b) > memberlist.MetaMaxSize {
+		t.Fatalf("a long version makes a %d-byte meta", len(b))
 	}
 	if _, err := encodeMeta(Meta{Site: strings.Repeat("s", maxSiteLen+1)}); err == nil {
 		t.Fatal("over-long site accepted")

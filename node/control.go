@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/meshd/meshd/gossip"
+	"github.com/meshd/meshd/internal/version"
 )
 
 // controlServer answers the control socket: HTTP over a unix socket,
@@ -100,13 +101,14 @@ func (n *Node) Status() Status {
 			Name: n.cfg.Name, Site: n.cfg.Site, MeshIP: n.tun.MeshIP().String(),
 			PublicKey: n.pub.String(), Gossip: n.gossipAdvertise().String(),
 			Tunnel: n.tunnelAdvertise().String(), Mode: n.cfg.Tunnel.Mode, Relay: n.rly != nil,
+			Version: version.Get().Short(),
 		},
 		Peers:    []PeerStatus{},
 		Services: []ServiceStatus{},
 		Imports:  []ImportStatus{},
 	}
 	for _, m := range c.members {
-		ps := PeerStatus{Name: m.Name, Site: m.Meta.Site, State: m.State.String(), Path: PathNone}
+		ps := PeerStatus{Name: m.Name, Site: m.Meta.Site, State: m.State.String(), Path: PathNone, Version: m.Meta.Version}
 		if !m.Meta.PublicKey.IsZero() {
 			ps.MeshIP = m.Meta.PublicKey.MeshIP().String()
 			ps.PublicKey = m.Meta.PublicKey.String()
@@ -152,6 +154,7 @@ func (n *Node) Status() Status {
 		st.Imports = append(st.Imports, ImportStatus{
 			Name: im.cfg.Name, Listen: im.ln.Addr().String(),
 			Active: im.active.Load(), Total: im.total.Load(), Failed: im.failed.Load(),
+			Endpoint: im.lastEndpoint(),
 		})
 	}
 	return st

@@ -11,6 +11,7 @@ import (
 	"github.com/meshd/meshd/gossip"
 	"github.com/meshd/meshd/internal/config"
 	"github.com/meshd/meshd/internal/key"
+	"github.com/meshd/meshd/internal/metrics"
 	"github.com/meshd/meshd/internal/wire"
 )
 
@@ -106,9 +107,11 @@ func (n *Node) Drill(ctx context.Context, req DrillRequest) (failover.Report, er
 	stopProbes()
 	pr.wait()
 	rep := failover.Summarize(req.Site, start, restore, pr.results())
+	var ds []metrics.DrillService
 	for _, s := range rep.Services {
-		n.metrics.Drill(req.Site, s.Name, s.Failed, msDuration(s.RTOMS), msDuration(s.FailbackMS))
+		ds = append(ds, metrics.DrillService{Name: s.Name, Failed: s.Failed, RTO: msDuration(s.RTOMS), Failback: msDuration(s.FailbackMS)})
 	}
+	n.metrics.Drill(req.Site, ds)
 	return rep, nil
 }
 

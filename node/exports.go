@@ -21,11 +21,12 @@ const (
 
 // exporter is one of this node's exports.
 type exporter struct {
-	n       *Node
-	cfg     config.Export
-	healthy atomic.Bool  // last health check result (true without a check)
-	active  atomic.Int64 // streams being served
-	served  atomic.Uint64
+	n             *Node
+	cfg           config.Export
+	healthy       atomic.Bool  // last health check result (true without a check)
+	active        atomic.Int64 // streams being served
+	served        atomic.Uint64
+	checkFailures atomic.Uint64 // failed health checks, for metrics
 }
 
 func newExporter(n *Node, cfg config.Export) *exporter {
@@ -52,6 +53,8 @@ func (e *exporter) checkOnce() bool {
 	ok := err == nil
 	if ok {
 		c.Close()
+	} else {
+		e.checkFailures.Add(1)
 	}
 	if e.healthy.Swap(ok) == ok {
 		return false

@@ -45,10 +45,10 @@ func (n *Node) watchHealth() {
 			case failover.TransitionDown:
 				n.log.Warn("peer down: new connections avoid it", "peer", m.Name, "site", m.Meta.Site,
 					"state", m.State.String(), "session", st.SessionUp)
-				n.metrics.PeerTransition(m.Name, "down")
+				n.metrics.PeerTransition(m.Name, m.Meta.Site, "down")
 			case failover.TransitionUp:
 				n.log.Info("peer up again: new connections may use it", "peer", m.Name, "site", m.Meta.Site)
-				n.metrics.PeerTransition(m.Name, "up")
+				n.metrics.PeerTransition(m.Name, m.Meta.Site, "up")
 			}
 		}
 		for name := range everUp {

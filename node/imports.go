@@ -35,6 +35,7 @@ type importer struct {
 	active atomic.Int64
 	total  atomic.Uint64
 	failed atomic.Uint64
+	last   atomic.Pointer[string] // node that served the last connection
 
 	mu      sync.Mutex
 	perNode map[string]*atomic.Int64 // guarded by mu; active connections per endpoint node
@@ -47,6 +48,15 @@ func newImporter(n *Node, cfg config.Import) (*importer, error) {
 		return nil, fmt.Errorf("node: import %s: listen %s: %w", cfg.Name, cfg.Listen, err)
 	}
 	return &importer{n: n, cfg: cfg, ln: ln, perNode: make(map[string]*atomic.Int64)}, nil
+}
+
+// lastEndpoint is the node that served the last connection, "" before
+// the first.
+func (im *importer) lastEndpoint() string {
+	if p := im.last.Load(); p != nil {
+		return *p
+	}
+	return ""
 }
 
 func (im *importer) close() {
@@ -111,7 +121,11 @@ func (im *importer) handle(client net.Conn, finished func()) {
 	im.total.Add(1)
 	im.active.Add(1)
 
+	start := time.Now()
 	conn, ep, err := im.n.connect(im.n.ctx, im.cfg, 0, im.rr.Add(1), im.activeTo)
+	if err == nil {
+		im.n.metrics.ImportConnected(im.cfg.Name, time.Since(start))
+	}
 	if err != nil {
 		im.failed.Add(1)
 		if !isClosedErr(err) {
@@ -122,6 +136,7 @@ func (im *importer) handle(client net.Conn, finished func()) {
 		finished()
 		return
 	}
+	im.last.Store(&ep.Node)
 	cnt := im.nodeCounter(ep.Node)
 	cnt.Add(1)
 	tunnel.StartProxy(im.n.ctx, client, conn, func(out, in int64, err error) {

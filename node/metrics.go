@@ -3,18 +3,42 @@ package node
 import (
 	"errors"
 	"fmt"
+	"io"
+	"log"
 	"net"
 	"net/http"
+	"sync"
+	"sync/atomic"
 	"time"
 
+	"github.com/meshd/meshd/gossip"
 	"github.com/meshd/meshd/internal/metrics"
+	"github.com/meshd/meshd/relay"
 )
+
+// The metrics.listen HTTP server is reachable by anyone who can reach the
+// address: every connection has deadlines, idle keep-alive connections are
+// closed soon, and beyond metricsMaxConns open connections new ones are
+// closed at once (SPEC §9).
+const (
+	metricsReadHeaderTimeout = 5 * time.Second
+	metricsReadTimeout       = 10 * time.Second
+	metricsWriteTimeout      = 30 * time.Second
+	metricsIdleTimeout       = 15 * time.Second
+	metricsMaxHeaderBytes    = 8 << 10
+	metricsMaxConns          = 64
+)
+
+// discardLog drops net/http's own error log: whoever reaches the address
+// could otherwise fill the node's log.
+var discardLog = log.New(io.Discard, "", 0)
 
 // metricsServer serves Prometheus /metrics on metrics.listen.
 type metricsServer struct {
-	srv  *http.Server
-	addr string
-	done chan struct{}
+	srv   *http.Server
+	addr  string
+	conns atomic.Int64 // open connections
+	done  chan struct{}
 }
 
 // MetricsAddr returns the bound metrics address ("" when disabled).
@@ -32,8 +56,17 @@ func startMetrics(n *Node, addr string) (*metricsServer, error) {
 	}
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", n.metrics.WithRuntime().Handler())
-	ms := &metricsServer{done: make(chan struct{}), addr: ln.Addr().String(),
-		srv: &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}}
+	ms := &metricsServer{done: make(chan struct{}), addr: ln.Addr().String()}
+	ms.srv = &http.Server{
+		Handler:           mux,
+		ReadHeaderTimeout: metricsReadHeaderTimeout,
+		ReadTimeout:       metricsReadTimeout,
+		WriteTimeout:      metricsWriteTimeout,
+		IdleTimeout:       metricsIdleTimeout,
+		MaxHeaderBytes:    metricsMaxHeaderBytes,
+		ConnState:         ms.connState,
+		ErrorLog:          discardLog,
+	}
 	go func() {
 		defer close(ms.done)
 		if err := ms.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
@@ -43,33 +76,108 @@ func startMetrics(n *Node, addr string) (*metricsServer, error) {
 	return ms, nil
 }
 
+// connState caps open connections: one beyond metricsMaxConns is closed
+// as soon as it is accepted.
+func (ms *metricsServer) connState(c net.Conn, st http.ConnState) {
+	switch st {
+	case http.StateNew:
+		if ms.conns.Add(1) > metricsMaxConns {
+			c.Close()
+		}
+	case http.StateHijacked, http.StateClosed:
+		ms.conns.Add(-1)
+	}
+}
+
 func (ms *metricsServer) close() {
 	ms.srv.Close()
 	<-ms.done
 }
 
-// metricsSample adapts the node's status for the metrics collector.
+// relayClientStats keeps the relay client's packet counters cumulative
+// across reconnects, for metrics.
+type relayClientStats struct {
+	mu   sync.Mutex
+	cur  *relay.Client     // guarded by mu; nil when not connected
+	base relay.ClientStats // guarded by mu; totals of earlier clients
+}
+
+func (r *relayClientStats) use(c *relay.Client) {
+	r.mu.Lock()
+	r.cur = c
+	r.mu.Unlock()
+}
+
+func (r *relayClientStats) done(c *relay.Client) {
+	st := c.Stats()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.cur == c {
+		r.cur = nil
+	}
+	r.base.Sent += st.Sent
+	r.base.Received += st.Received
+	r.base.Dropped += st.Dropped
+}
+
+func (r *relayClientStats) read() (st relay.ClientStats, connected bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	st = r.base
+	if r.cur != nil {
+		c := r.cur.Stats()
+		st.Sent += c.Sent
+		st.Received += c.Received
+		st.Dropped += c.Dropped
+		connected = true
+	}
+	return st, connected
+}
+
+// metricsSample adapts the node's state for the metrics collector. It
+// reads the tunnel's session stats, never WireGuard's UAPI dump, so a
+// scrape takes no lock the data path waits on.
 func (n *Node) metricsSample() metrics.Sample {
-	if n.catalog.Load() == nil || n.tun == nil {
+	c := n.catalog.Load()
+	if c == nil || n.tun == nil {
 		return metrics.Sample{}
 	}
-	st := n.Status()
 	var s metrics.Sample
-	for _, p := range st.Peers {
-		s.Peers = append(s.Peers, metrics.PeerSample{
-			Name: p.Name, Site: p.Site, State: p.State, Path: p.Path,
-			RTT: time.Duration(p.RTTMs * float64(time.Millisecond)), Streams: p.Streams,
-			TxBytes: p.TxBytes, RxBytes: p.RxBytes,
-			Usable: p.Up,
-		})
+	stats := n.tun.AllSessionStats()
+	now := time.Now()
+	for _, m := range c.members {
+		ts, ok := stats[m.Meta.PublicKey]
+		p := metrics.PeerSample{Name: m.Name, Site: m.Meta.Site, State: m.State.String(), Path: PathNone,
+			Usable: n.peerUsable(m, ts, now)}
+		if ok && ts.SessionUp {
+			p.Session = true
+			if m.State != gossip.StateLeft {
+				p.Path = ts.Path
+			}
+			p.RTT, p.Streams, p.TxBytes, p.RxBytes = ts.RTT, ts.Streams, ts.TxBytes, ts.RxBytes
+		}
+		s.Peers = append(s.Peers, p)
 	}
-	for _, im := range st.Imports {
-		s.Imports = append(s.Imports, metrics.ImportSample{Name: im.Name, Active: im.Active, Total: im.Total, Failed: im.Failed})
+	for _, im := range n.imports {
+		s.Imports = append(s.Imports, metrics.ImportSample{Name: im.cfg.Name,
+			Active: im.active.Load(), Total: im.total.Load(), Failed: im.failed.Load()})
 	}
 	for _, e := range n.cfg.Exports {
 		x := n.exports[e.Name]
 		s.Exports = append(s.Exports, metrics.ExportSample{Name: e.Name, Healthy: x.healthy.Load(),
-			Active: x.active.Load(), Served: x.served.Load()})
+			Active: x.active.Load(), Served: x.served.Load(), CheckFailures: x.checkFailures.Load()})
+	}
+	if n.gsp != nil {
+		g := n.gsp.Stats()
+		s.Gossip = metrics.GossipSample{Members: g.Members, HealthScore: g.HealthScore, Queued: g.Queued, Malformed: g.Malformed}
+	}
+	rc, connected := n.relayStats.read()
+	s.Relay = metrics.RelaySample{Connected: connected, Sent: rc.Sent, Received: rc.Received, Dropped: rc.Dropped}
+	if n.rly != nil {
+		rs := n.rly.srv.Stats()
+		s.Relay.ServerClients, s.Relay.ServerAccepted, s.Relay.ServerAuthFailures = rs.Clients, rs.Accepted, rs.AuthFailures
+		s.Relay.ServerForwarded, s.Relay.ServerForwardedBytes = rs.Forwarded, rs.ForwardedBytes
+		s.Relay.ServerDropped, s.Relay.ServerNoRoute = rs.Dropped, rs.NoRoute
 	}
 	return s
 }

@@ -24,6 +24,7 @@ import (
 	"github.com/meshd/meshd/internal/config"
 	"github.com/meshd/meshd/internal/key"
 	"github.com/meshd/meshd/internal/metrics"
+	"github.com/meshd/meshd/internal/version"
 	"github.com/meshd/meshd/tunnel"
 )
 
@@ -40,22 +41,23 @@ type Node struct {
 	broken brokenConnLog // connections that ended with an error
 
 	// set by Start, immutable afterwards
-	priv    key.PrivateKey
-	pub     key.PublicKey
-	tun     *tunnel.Tunnel
-	gsp     *gossip.Gossip
-	exports map[string]*exporter
-	imports []*importer
-	ctl     *controlServer
-	mtr     *metricsServer      // nil unless metrics.listen is set
-	rly     *relayServer        // nil unless relay.enabled
-	metrics *metrics.Metrics    // always set; served only with metrics.listen
-	health  *failover.Health    // peer usability with failback hold-down
-	breaker *failover.Breaker   // per service/node circuit breaker
-	holes   *failover.Blackhole // drill orders this node is executing
-	ctx     context.Context     // cancelled by Close: ends every proxied connection
-	cancel  context.CancelFunc
-	wg      sync.WaitGroup // goroutines started by Start
+	priv       key.PrivateKey
+	pub        key.PublicKey
+	tun        *tunnel.Tunnel
+	gsp        *gossip.Gossip
+	exports    map[string]*exporter
+	imports    []*importer
+	ctl        *controlServer
+	mtr        *metricsServer      // nil unless metrics.listen is set
+	rly        *relayServer        // nil unless relay.enabled
+	metrics    *metrics.Metrics    // always set; served only with metrics.listen
+	relayStats relayClientStats    // the relay client's counters, for metrics
+	health     *failover.Health    // peer usability with failback hold-down
+	breaker    *failover.Breaker   // per service/node circuit breaker
+	holes      *failover.Blackhole // drill orders this node is executing
+	ctx        context.Context     // cancelled by Close: ends every proxied connection
+	cancel     context.CancelFunc
+	wg         sync.WaitGroup // goroutines started by Start
 
 	catalog  atomic.Pointer[catalog] // rebuilt on every gossip change
 	draining atomic.Bool             // Close has begun: exports refuse new streams
@@ -83,7 +85,7 @@ func New(cfg *config.Config, lg *slog.Logger) (*Node, error) {
 		breaker: failover.NewBreaker(failover.DefaultBreakerConfig()),
 		holes:   &failover.Blackhole{},
 	}
-	n.metrics = metrics.New(cfg.Name, cfg.Site, n.metricsSample)
+	n.metrics = metrics.New(metrics.Info{Node: cfg.Name, Site: cfg.Site, Version: version.Get().Short()}, n.metricsSample)
 	return n, nil
 }
 
@@ -149,8 +151,9 @@ func (n *Node) Start() (err error) {
 		Bind:      n.cfg.Gossip.Bind,
 		Advertise: n.cfg.Gossip.Advertise,
 		Key:       n.cfg.Cluster.Key,
-		Meta:      gossip.Meta{Site: n.cfg.Site, PublicKey: n.pub, Tunnel: n.tunnelAdvertise(), Relay: n.relayAdvertise()},
-		Logger:    n.log,
+		Meta: gossip.Meta{Site: n.cfg.Site, PublicKey: n.pub, Tunnel: n.tunnelAdvertise(), Relay: n.relayAdvertise(),
+			Version: version.Get().Short()},
+		Logger: n.log,
 	})
 	if err != nil {
 		return fmt.Errorf("node: %w", err)

@@ -137,6 +137,7 @@ func (n *Node) relayLoop() {
 		}
 		backoff = relayMinBackoff
 		n.tun.SetRelay(c, via.name)
+		n.relayStats.use(c)
 		n.log.Info("relay connected", "relay", via.name, "addr", via.addr)
 		select {
 		case <-n.ctx.Done():
@@ -146,5 +147,6 @@ func (n *Node) relayLoop() {
 		}
 		n.tun.SetRelay(nil, "")
 		c.Close()
+		n.relayStats.done(c)
 	}
 }

@@ -19,6 +19,7 @@ type NodeStatus struct {
 	Tunnel    string `json:"tunnel"`
 	Mode      string `json:"mode"`
 	Relay     bool   `json:"relay"`
+	Version   string `json:"version"` // meshd build (version and commit)
 }
 
 // PeerStatus describes one other node as this node sees it.
@@ -40,6 +41,9 @@ type PeerStatus struct {
 	// false while its pings go unanswered, its session is down, or during
 	// the hold-down after a recovery.
 	Up bool `json:"up"`
+	// Version is the peer's meshd build as it gossips it; "" for nodes
+	// older than the field.
+	Version string `json:"version"`
 }
 
 // ServiceStatus is one service of the mesh catalog.
@@ -65,6 +69,9 @@ type ImportStatus struct {
 	Active int64  `json:"active"`
 	Total  uint64 `json:"total"`
 	Failed uint64 `json:"failed"`
+	// Endpoint is the node that served the import's last connection; ""
+	// before the first.
+	Endpoint string `json:"endpoint"`
 }
 
 // Path values.

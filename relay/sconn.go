@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -37,6 +38,7 @@ type sconn struct {
 	s      *Server
 	conn   net.Conn
 	remote string
+	src    netip.Addr // remote IP, for the per-source handshake count
 	start  time.Time
 	key    key.PublicKey
 	br     *bufio.Reader // reader goroutine only

@@ -8,11 +8,13 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/meshd/meshd/internal/key"
+	"github.com/meshd/meshd/internal/ratelimit"
 )
 
 // ServerConfig configures a Server. A zero field means its default.
@@ -29,9 +31,19 @@ type ServerConfig struct {
 	// QueueLen packet buffers (2 KiB each for WireGuard-sized packets, 64
 	// KiB for larger ones) plus 32 KiB of socket buffers.
 	QueueLen int
-	// MaxClients bounds open connections, including ones still in the
-	// handshake (default 4096); more are closed on accept.
+	// MaxClients bounds authenticated clients (default 4096); a client
+	// that authenticates beyond it is closed (a reconnect of a key already
+	// connected replaces it and always fits).
 	MaxClients int
+	// MaxHandshakes bounds connections still in the handshake (default
+	// 256), counted apart from clients so that unauthenticated
+	// connections cannot take a real node's place. When it is reached the
+	// oldest handshake is closed to make room, so a flood of idle
+	// connections cannot keep a real node out for a whole HandshakeTimeout.
+	MaxHandshakes int
+	// MaxHandshakesPerSource bounds handshakes from one IP address
+	// (default 16); more are closed on accept.
+	MaxHandshakesPerSource int
 	// WriteTimeout closes a client whose socket does not accept a write
 	// within it (default 5s).
 	WriteTimeout time.Duration
@@ -49,6 +61,7 @@ func DefaultServerConfig() ServerConfig {
 		Logger:           slog.New(slog.DiscardHandler),
 		QueueLen:         512,
 		MaxClients:       4096,
+		MaxHandshakes:    256,
 		WriteTimeout:     5 * time.Second,
 		HandshakeTimeout: 5 * time.Second,
 		IdleTimeout:      30 * time.Second,
@@ -60,7 +73,7 @@ func (c *ServerConfig) Validate() error {
 	if err := ValidateClusterKey(c.ClusterKey); err != nil {
 		return err
 	}
-	if c.QueueLen < 0 || c.MaxClients < 0 || c.WriteTimeout < 0 || c.HandshakeTimeout < 0 || c.IdleTimeout < 0 {
+	if c.QueueLen < 0 || c.MaxClients < 0 || c.MaxHandshakes < 0 || c.MaxHandshakesPerSource < 0 || c.WriteTimeout < 0 || c.HandshakeTimeout < 0 || c.IdleTimeout < 0 {
 		return errors.New("relay: negative limit in server config")
 	}
 	return nil
@@ -76,6 +89,12 @@ func (c ServerConfig) withDefaults() ServerConfig {
 	}
 	if c.MaxClients == 0 {
 		c.MaxClients = d.MaxClients
+	}
+	if c.MaxHandshakes == 0 {
+		c.MaxHandshakes = d.MaxHandshakes
+	}
+	if c.MaxHandshakesPerSource == 0 {
+		c.MaxHandshakesPerSource = defaultHandshakesPerSource
 	}
 	if c.WriteTimeout == 0 {
 		c.WriteTimeout = d.WriteTimeout
@@ -99,6 +118,9 @@ type ServerStats struct {
 	ForwardedBytes uint64 // packet bytes written to their destination
 	Dropped        uint64 // packets dropped: destination queue full
 	NoRoute        uint64 // packets dropped: destination not connected
+	Handshakes     int    // connections in the handshake now
+	Refused        uint64 // connections closed at accept or after auth: a cap was reached
+	Evicted        uint64 // handshakes closed to make room for a newer connection
 }
 
 // Server is a relay server. Its methods are safe for concurrent use.
@@ -113,6 +135,12 @@ type Server struct {
 	accepted, authFailures, received atomic.Uint64
 	forwarded, forwardedBytes        atomic.Uint64
 	dropped, noRoute                 atomic.Uint64
+	refused, evicted                 atomic.Uint64
+
+	// unauthLog gates the log lines unauthenticated connections cause
+	// (failed handshakes, refusals): a burst, then one a second.
+	unauthLog *ratelimit.Bucket
+	unauthN   atomic.Uint64 // lines suppressed since the last one written
 
 	// wg counts every goroutine the server starts. Add is called under mu
 	// while !closed, or by a goroutine that is itself counted.
@@ -123,7 +151,18 @@ type Server struct {
 	listeners map[net.Listener]bool    // guarded by mu
 	conns     map[*sconn]bool          // guarded by mu: every open connection
 	clients   map[key.PublicKey]*sconn // guarded by mu: authenticated, by key
+	shaking   map[*sconn]bool          // guarded by mu: connections in the handshake
+	perSource map[netip.Addr]int       // guarded by mu: handshakes by source IP
 }
+
+// defaultHandshakesPerSource is ServerConfig.MaxHandshakesPerSource's default.
+const defaultHandshakesPerSource = 16
+
+// Log rate for unauthenticated events.
+const (
+	unauthLogBurst = 5
+	unauthLogRate  = 1 // lines per second
+)
 
 // NewServer returns a Server; call Serve to accept connections.
 func NewServer(cfg ServerConfig) (*Server, error) {
@@ -139,6 +178,9 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		listeners: make(map[net.Listener]bool),
 		conns:     make(map[*sconn]bool),
 		clients:   make(map[key.PublicKey]*sconn),
+		shaking:   make(map[*sconn]bool),
+		perSource: make(map[netip.Addr]int),
+		unauthLog: ratelimit.NewBucket(unauthLogRate, unauthLogBurst),
 	}, nil
 }
 
@@ -180,28 +222,99 @@ func (s *Server) Serve(ln net.Listener) error {
 	}
 }
 
-// accept starts serving c, or closes it when the server is closed or full.
+// accept starts serving c, or closes it when the server is closed or its
+// source has too many handshakes open. When the handshake cap is reached the
+// oldest handshake is closed to make room.
 func (s *Server) accept(c net.Conn) {
+	src := remoteIP(c)
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
 		c.Close()
 		return
 	}
-	if len(s.conns) >= s.cfg.MaxClients {
+	if s.perSource[src] >= s.cfg.MaxHandshakesPerSource {
 		s.mu.Unlock()
 		c.Close()
-		s.log.Warn("relay: too many clients; connection refused", "remote", c.RemoteAddr().String(), "max", s.cfg.MaxClients)
+		s.refused.Add(1)
+		s.unauthWarn("relay: connection refused: too many handshakes from this address",
+			"remote", c.RemoteAddr().String(), "max", s.cfg.MaxHandshakesPerSource)
 		return
 	}
+	var evict *sconn
+	if len(s.shaking) >= s.cfg.MaxHandshakes {
+		for sc := range s.shaking {
+			if evict == nil || sc.start.Before(evict.start) {
+				evict = sc
+			}
+		}
+		s.handshakeDoneLocked(evict)
+	}
 	sc := newSconn(s, c)
+	sc.src = src
 	s.conns[sc] = true
+	s.shaking[sc] = true
+	s.perSource[src]++
 	s.wg.Add(1)
 	s.mu.Unlock()
+	if evict != nil {
+		s.evicted.Add(1)
+		evict.close(errEvicted)
+	}
 	go func() {
 		defer s.wg.Done()
 		s.serveConn(sc)
 	}()
+}
+
+// errEvicted closes a handshake to make room for a newer connection.
+var errEvicted = errors.New("handshake closed to make room (too many handshakes)")
+
+// errFull closes a client that authenticated while MaxClients are connected.
+var errFull = errors.New("relay full")
+
+// handshakeDone stops counting sc as a handshake (idempotent).
+func (s *Server) handshakeDone(sc *sconn) {
+	s.mu.Lock()
+	s.handshakeDoneLocked(sc)
+	s.mu.Unlock()
+}
+
+func (s *Server) handshakeDoneLocked(sc *sconn) {
+	if !s.shaking[sc] {
+		return
+	}
+	delete(s.shaking, sc)
+	if s.perSource[sc.src]--; s.perSource[sc.src] <= 0 {
+		delete(s.perSource, sc.src)
+	}
+}
+
+// unauthWarn writes a WARN line caused by an unauthenticated connection, if
+// the rate allows, with the number of lines suppressed since the last one.
+func (s *Server) unauthWarn(msg string, args ...any) {
+	s.unauthLine(slog.LevelWarn, msg, args...)
+}
+
+func (s *Server) unauthLine(level slog.Level, msg string, args ...any) {
+	if !s.unauthLog.Allow(time.Now()) {
+		s.unauthN.Add(1)
+		return
+	}
+	if n := s.unauthN.Swap(0); n > 0 {
+		args = append(args, "suppressed", n)
+	}
+	s.log.Log(context.Background(), level, msg, args...)
+}
+
+// remoteIP is c's remote IP address (zero if it has none).
+func remoteIP(c net.Conn) netip.Addr {
+	if ta, ok := c.RemoteAddr().(*net.TCPAddr); ok {
+		if ip, ok := netip.AddrFromSlice(ta.IP); ok {
+			return ip.Unmap()
+		}
+	}
+	return netip.Addr{}
 }
 
 func (s *Server) isClosed() bool {
@@ -243,10 +356,13 @@ func (s *Server) Close() error {
 // Stats returns a snapshot of the server's counters.
 func (s *Server) Stats() ServerStats {
 	s.mu.RLock()
-	n := len(s.clients)
+	n, h := len(s.clients), len(s.shaking)
 	s.mu.RUnlock()
 	return ServerStats{
 		Clients:        n,
+		Handshakes:     h,
+		Refused:        s.refused.Load(),
+		Evicted:        s.evicted.Load(),
 		Accepted:       s.accepted.Load(),
 		AuthFailures:   s.authFailures.Load(),
 		Received:       s.received.Load(),
@@ -266,20 +382,25 @@ func (s *Server) lookup(k key.PublicKey) *sconn {
 }
 
 // register makes sc the route for its key, closing the connection it
-// replaces. It reports false when the server is closed.
-func (s *Server) register(sc *sconn) bool {
+// replaces. It fails when the server is closed (net.ErrClosed) or MaxClients
+// other keys are connected (errFull).
+func (s *Server) register(sc *sconn) error {
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
-		return false
+		return net.ErrClosed
 	}
 	old := s.clients[sc.key]
+	if old == nil && len(s.clients) >= s.cfg.MaxClients {
+		s.mu.Unlock()
+		return errFull
+	}
 	s.clients[sc.key] = sc
 	s.mu.Unlock()
 	if old != nil {
 		old.close(ErrReplaced)
 	}
-	return true
+	return nil
 }
 
 // unregister removes sc's route if it is still the current one for its key.
@@ -299,15 +420,22 @@ func (s *Server) serveConn(sc *sconn) {
 		delete(s.conns, sc)
 		s.mu.Unlock()
 	}()
-	if err := s.handshake(sc); err != nil {
+	err := s.handshake(sc)
+	s.handshakeDone(sc)
+	if err != nil {
 		sc.close(err)
 		s.logHandshakeFailure(sc, err)
 		return
 	}
 	// Register before serverOK so that the client is routable as soon as
 	// its Dial returns; packets for it wait in its queue meanwhile.
-	if !s.register(sc) {
-		sc.close(net.ErrClosed)
+	if err := s.register(sc); err != nil {
+		sc.close(err)
+		if errors.Is(err, errFull) {
+			s.refused.Add(1)
+			s.log.Warn("relay: too many clients; authenticated client refused", "remote", sc.remote,
+				"key", sc.key.ShortString(), "max", s.cfg.MaxClients)
+		}
 		return
 	}
 	if err := s.finishHandshake(sc); err != nil {
@@ -324,7 +452,7 @@ func (s *Server) serveConn(sc *sconn) {
 		defer close(writerDone)
 		sc.writeLoop()
 	}()
-	err := sc.readLoop()
+	err = sc.readLoop()
 	sc.close(err)
 	s.unregister(sc)
 	<-writerDone
@@ -382,7 +510,7 @@ func (s *Server) logHandshakeFailure(sc *sconn, err error) {
 	switch {
 	case errors.Is(err, errBadMAC):
 		s.authFailures.Add(1)
-		s.log.Warn("relay: client "+sc.remote+" failed authentication (wrong cluster key?)",
+		s.unauthWarn("relay: client "+sc.remote+" failed authentication (wrong cluster key?)",
 			"remote", sc.remote, "key", sc.key.ShortString())
 	case errors.Is(err, net.ErrClosed) && s.isClosed():
 		// Shutting down: not worth a line.
@@ -390,7 +518,10 @@ func (s *Server) logHandshakeFailure(sc *sconn, err error) {
 		if isTimeout(err) {
 			err = fmt.Errorf("handshake timeout (%v)", s.cfg.HandshakeTimeout)
 		}
-		s.log.Info("relay: handshake failed", "remote", sc.remote, "err", err)
+		if errors.Is(sc.reason, errEvicted) {
+			err = errEvicted
+		}
+		s.unauthLine(slog.LevelInfo, "relay: handshake failed", "remote", sc.remote, "err", err)
 	}
 }
 

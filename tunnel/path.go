@@ -86,6 +86,11 @@ type peerPath struct {
 	everDirect bool           // the direct path was confirmed at least once
 	learned    netip.AddrPort // source address seen in its probes, if not direct
 	changed    time.Time
+
+	// WireGuard bytes sent to and received from the peer on any path
+	// (not probes, not black-holed packets): atomic, so that metrics and
+	// status read them without the device's UAPI lock.
+	tx, rx atomic.Uint64
 }
 
 type relayPacket struct {
@@ -175,6 +180,18 @@ func (b *PathBind) DeliverRelay(from key.PublicKey, pkt []byte) {
 	}
 }
 
+// Bytes returns the WireGuard bytes sent to and received from peer on
+// any path since it was added; zero for an unknown peer.
+func (b *PathBind) Bytes(pub key.PublicKey) (tx, rx uint64) {
+	b.mu.Lock()
+	p := b.paths[pub]
+	b.mu.Unlock()
+	if p == nil {
+		return 0, 0
+	}
+	return p.tx.Load(), p.rx.Load()
+}
+
 // SetBlocked drops all packets to and from the given peers (a drill's
 // black hole), on every path; nil restores.
 func (b *PathBind) SetBlocked(peers map[key.PublicKey]bool) {
@@ -239,6 +256,7 @@ func (b *PathBind) Open(port uint16) ([]conn.ReceiveFunc, uint16, error) {
 		seg      int
 		from     netip.AddrPort
 		fromPeer key.PublicKey
+		fromPath *peerPath // fromPeer's byte counters; nil if unknown
 		lastEp   *Endpoint // immutable once handed out: reused while the sender stays the same
 	)
 	recvUDP := func(packets [][]byte, sizes []int, eps []conn.Endpoint) (int, error) {
@@ -256,12 +274,13 @@ func (b *PathBind) Open(port uint16) ([]conn.ReceiveFunc, uint16, error) {
 				b.mu.Lock()
 				pub, known := b.byAddr[from]
 				blocked := known && b.holes[pub]
+				pp := b.paths[pub]
 				b.mu.Unlock()
 				if blocked {
 					pending = nil
 					continue
 				}
-				fromPeer = pub
+				fromPeer, fromPath = pub, pp
 			}
 			var ep *Endpoint
 			count := 0
@@ -286,6 +305,13 @@ func (b *PathBind) Open(port uint16) ([]conn.ReceiveFunc, uint16, error) {
 				count++
 			}
 			if count > 0 {
+				if fromPath != nil {
+					var n int
+					for _, sz := range sizes[:count] {
+						n += sz
+					}
+					fromPath.rx.Add(uint64(n))
+				}
 				return count, nil
 			}
 		}
@@ -296,9 +322,13 @@ func (b *PathBind) Open(port uint16) ([]conn.ReceiveFunc, uint16, error) {
 			case rp := <-b.relayIn:
 				b.mu.Lock()
 				blocked := b.holes[rp.from]
+				pp := b.paths[rp.from]
 				b.mu.Unlock()
 				if blocked || len(rp.pkt) > len(packets[0]) {
 					continue
+				}
+				if pp != nil {
+					pp.rx.Add(uint64(len(rp.pkt)))
 				}
 				sizes[0] = copy(packets[0], rp.pkt)
 				eps[0] = &Endpoint{Peer: rp.from}
@@ -359,12 +389,14 @@ func (b *PathBind) Send(bufs [][]byte, ep conn.Endpoint) error {
 	c, u := b.conn, b.udp
 	dst := e.Addr
 	var r Relay
+	var pp *peerPath
 	if !e.Peer.IsZero() {
 		if b.holes[e.Peer] {
 			b.mu.Unlock()
 			return nil // dropped, as by a cut link
 		}
 		if p := b.paths[e.Peer]; p != nil {
+			pp = p
 			if p.useRelay && b.relay != nil {
 				r = b.relay
 			} else if p.direct.IsValid() {
@@ -375,6 +407,13 @@ func (b *PathBind) Send(bufs [][]byte, ep conn.Endpoint) error {
 	b.mu.Unlock()
 	if c == nil {
 		return net.ErrClosed
+	}
+	if pp != nil {
+		var n int
+		for _, buf := range bufs {
+			n += len(buf)
+		}
+		pp.tx.Add(uint64(n))
 	}
 	if r != nil {
 		for _, buf := range bufs {

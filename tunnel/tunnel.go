@@ -401,10 +401,10 @@ func runHandshake(ctx context.Context, c net.Conn, handshake func(net.Conn) erro
 	return nil
 }
 
-// Stats returns a snapshot of every peer's tunnel state.
 // SessionStats is the part of a peer's PeerStats that the data path
-// keeps (session, pings, path), without WireGuard's counters: cheap enough
-// for every new connection. ok is false for an unknown peer.
+// keeps (session, pings, path, the bind's byte counters), without
+// WireGuard's handshake time: cheap enough for every new connection and
+// every metrics scrape (no UAPI lock). ok is false for an unknown peer.
 func (t *Tunnel) SessionStats(pub key.PublicKey) (st PeerStats, ok bool) {
 	t.mu.Lock()
 	p := t.peers[pub]
@@ -414,13 +414,13 @@ func (t *Tunnel) SessionStats(pub key.PublicKey) (st PeerStats, ok bool) {
 	}
 	st = p.stats()
 	st.Path, st.RelayVia = t.bind.Path(pub)
+	st.TxBytes, st.RxBytes = t.bind.Bytes(pub)
 	return st, true
 }
 
-// Stats returns every peer's statistics, with WireGuard's handshake time
-// and byte counters (read through its UAPI dump: for status and metrics,
-// not per connection).
-func (t *Tunnel) Stats() map[key.PublicKey]PeerStats {
+// AllSessionStats returns SessionStats for every peer: what metrics
+// scrapes read, never taking WireGuard's UAPI lock.
+func (t *Tunnel) AllSessionStats() map[key.PublicKey]PeerStats {
 	t.mu.Lock()
 	pubs := make([]key.PublicKey, 0, len(t.peers))
 	for pub := range t.peers {
@@ -433,6 +433,14 @@ func (t *Tunnel) Stats() map[key.PublicKey]PeerStats {
 			out[pub] = st
 		}
 	}
+	return out
+}
+
+// Stats returns every peer's statistics, AllSessionStats plus WireGuard's
+// handshake time and endpoint (read through its UAPI dump, which takes
+// the device's locks: for status, not per connection or per scrape).
+func (t *Tunnel) Stats() map[key.PublicKey]PeerStats {
+	out := t.AllSessionStats()
 	t.ipcMu.Lock()
 	uapi, err := t.dev.IpcGet()
 	t.ipcMu.Unlock()
@@ -483,10 +491,6 @@ func parseUAPIStats(uapi string, out map[key.PublicKey]PeerStats) {
 			if ap, err := netip.ParseAddrPort(v); err == nil {
 				st.Endpoint = ap
 			}
-		case "tx_bytes":
-			st.TxBytes, _ = strconv.ParseUint(v, 10, 64)
-		case "rx_bytes":
-			st.RxBytes, _ = strconv.ParseUint(v, 10, 64)
 		case "last_handshake_time_sec":
 			sec, _ = strconv.ParseInt(v, 10, 64)
 		case "last_handshake_time_nsec":

@@ -3,128 +3,96 @@
 // Every node owns its own *prometheus.Registry (the global default registry
 // is never touched), so several nodes can run in one process, as they do in
 // tests and in the demo. The package does not import other meshd packages:
-// the node adapts its state into the plain Sample types below, which are
-// read through a callback at scrape time and exported as const metrics, and
-// it reports discrete events (failovers, peer transitions, drills) through
-// the event methods on Metrics.
+// the node adapts its state into the plain Sample types (sample.go), read
+// through a callback once per scrape and exported as const metrics
+// (state.go), and it reports discrete events (failovers, peer transitions,
+// connect latencies, drills) through the methods in events.go.
+//
+// Every counter exists from the first scrape at 0 (so increase() sees the
+// first event): counters keyed by an import, a site or an outcome are
+// created for every import and site in the scrape's sample before they are
+// collected. Per-peer series exist only for peers this node holds a session
+// with, so their number follows the peers a node talks to, not the mesh.
 //
 // Exposed series (all names prefixed meshd_):
 //
-//	meshd_node_info{node,site}                          1
-//	meshd_peers{state}                                  peers per state (alive, suspect, dead, left always present)
-//	meshd_peer_up{peer,site}                            1 if usable for endpoint selection, else 0
-//	meshd_peer_path{peer,path}                          1 for the current path (direct, relay, none)
-//	meshd_peer_rtt_seconds{peer}                        last RTT (omitted while unknown)
-//	meshd_peer_streams{peer}                            open streams
-//	meshd_peer_transmit_bytes_total{peer}               bytes sent
-//	meshd_peer_receive_bytes_total{peer}                bytes received
-//	meshd_import_connections_active{import}             open client connections
-//	meshd_import_connections_total{import,result}       accepted connections, result ok|failed
-//	meshd_export_healthy{export}                        1 if the backend check passes
-//	meshd_export_streams_active{export}                 streams being served
-//	meshd_export_streams_total{export}                  streams served
-//	meshd_failovers_total{service}                      connections served by a later candidate
-//	meshd_peer_transitions_total{peer,to}               endpoint-selection transitions, to down|up
-//	meshd_drills_total{site,service,result}             finished drills, result ok|failed
-//	meshd_drill_rto_seconds{site,service}               RTO of the last drill (absent if never recovered)
-//	meshd_drill_failback_seconds{site,service}          failback time of the last drill (absent if never)
+//	node_info{node,site,version}                      1
+//	gossip_members                                    alive members memberlist knows, this node included
+//	gossip_health_score                               memberlist awareness (0 healthy)
+//	gossip_broadcasts_queued                          catalog broadcasts waiting
+//	gossip_malformed_messages_total                   malformed gossip input ignored
+//	peers{state}                                      peers per state (alive, suspect, dead, left always present)
+//	peers_by_path{path}                               peers per current path (direct, relay, none always present)
+//	peer_up{peer,site}                                1 if usable for new connections, else 0    (peers with a session)
+//	peer_path{peer,site,path}                         1 for the current path, 0 for the others   (peers with a session)
+//	peer_rtt_seconds{peer,site}                       last RTT, omitted while unknown            (peers with a session)
+//	peer_streams{peer,site}                           open streams                               (peers with a session)
+//	peer_transmit_bytes_total{peer,site}              WireGuard bytes sent                       (peers with a session)
+//	peer_receive_bytes_total{peer,site}               WireGuard bytes received                   (peers with a session)
+//	peer_transitions_total{site,to}                   peers going down|up for endpoint selection
+//	import_connections_active{import}                 open client connections
+//	import_connections_total{import,result}           accepted connections, result ok|failed
+//	import_connect_seconds{import}                    histogram: accept to connected through the mesh
+//	failovers_total{service}                          connections served by a later candidate
+//	export_healthy{export}                            1 if the backend check passes
+//	export_streams_active{export}                     streams being served
+//	export_streams_total{export}                      streams served
+//	export_check_failures_total{export}               failed backend health checks
+//	relay_connected                                   1 while connected to a relay as a client
+//	relay_client_packets_total{kind}                  packets sent|received|dropped through the relay
+//	relay_server_clients                              clients connected to this node's relay
+//	relay_server_connections_total                    relay clients that authenticated
+//	relay_server_auth_failures_total                  relay handshakes rejected
+//	relay_server_packets_total{result}                packets forwarded|dropped|no_route
+//	relay_server_forwarded_bytes_total                bytes forwarded
+//	drills_total{site,result}                         finished drills, result ok|failed
+//	drill_rto_seconds{site,service}                   RTO of the last drill (absent if never recovered)
+//	drill_failback_seconds{site,service}              failback time of the last drill (absent if never)
 //
-// The Go runtime and process collectors are opt-in via WithRuntime.
+// Adding a series: a scrape-time value is a field in a Sample type, a
+// Desc in state.go and one emit line; an event is a vector in events.go,
+// registered in New's list, with a method (and a touch line when it must
+// exist from start). The Go runtime and process collectors are opt-in via
+// WithRuntime.
 package metrics
 
 import (
 	"net/http"
 	"sync"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
-// PeerSample is the state of one peer at scrape time.
-type PeerSample struct {
-	Name, Site, State, Path string
-	RTT                     time.Duration // <= 0 means unknown
-	Streams                 int
-	TxBytes, RxBytes        uint64
-	Usable                  bool // usable for endpoint selection
-}
-
-// ImportSample is the state of one import (local listener) at scrape time.
-type ImportSample struct {
-	Name          string
-	Active        int64
-	Total, Failed uint64
-}
-
-// ExportSample is the state of one local export at scrape time.
-type ExportSample struct {
-	Name    string
-	Healthy bool
-	Active  int64
-	Served  uint64
-}
-
-// Sample is the node state read at every scrape.
-type Sample struct {
-	Peers   []PeerSample
-	Imports []ImportSample
-	Exports []ExportSample
-}
-
-// Peer states that are always reported by meshd_peers, even when zero.
-var peerStates = []string{"alive", "suspect", "dead", "left"}
-
 const ns = "meshd"
+
+// Info identifies the node in meshd_node_info.
+type Info struct {
+	Node, Site, Version string
+}
 
 // Metrics is a node's metric set and registry. All methods are safe for
 // concurrent use.
 type Metrics struct {
-	reg *prometheus.Registry
-
-	failovers   *prometheus.CounterVec
-	transitions *prometheus.CounterVec
-	drills      *prometheus.CounterVec
-	drillRTO    *prometheus.GaugeVec
-	drillBack   *prometheus.GaugeVec
+	info   Info
+	sample func() Sample
+	reg    *prometheus.Registry
+	state  stateDescs
+	ev     events
 
 	runtimeOnce sync.Once
 }
 
-// New returns metrics for the node named node in site. Gauges and counters
-// derived from node state are read by calling sample at scrape time (it may
-// be called concurrently by simultaneous scrapes and must be safe for that;
-// nil means an empty sample). Event counters are incremented by the node
-// through the methods of Metrics.
-func New(node, site string, sample func() Sample) *Metrics {
-	m := &Metrics{
-		reg: prometheus.NewRegistry(),
-		failovers: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: ns, Name: "failovers_total",
-			Help: "Connections served by a later candidate endpoint than the first choice.",
-		}, []string{"service"}),
-		transitions: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: ns, Name: "peer_transitions_total",
-			Help: "Peer transitions for endpoint selection, by target state (down or up).",
-		}, []string{"peer", "to"}),
-		drills: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: ns, Name: "drills_total",
-			Help: "Finished failover drills per service, by result (ok or failed).",
-		}, []string{"site", "service", "result"}),
-		drillRTO: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Namespace: ns, Name: "drill_rto_seconds",
-			Help: "Recovery time of the last failover drill; absent if it never recovered.",
-		}, []string{"site", "service"}),
-		drillBack: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Namespace: ns, Name: "drill_failback_seconds",
-			Help: "Failback time of the last failover drill; absent if it never failed back.",
-		}, []string{"site", "service"}),
-	}
-	m.reg.MustRegister(
-		newStateCollector(node, site, sample),
-		m.failovers, m.transitions, m.drills, m.drillRTO, m.drillBack,
-	)
+// New returns metrics for the node described by info. Gauges and counters
+// derived from node state are read by calling sample once per scrape (it
+// may be called concurrently by simultaneous scrapes and must be safe for
+// that; nil means an empty sample). Events are counted through the methods
+// of Metrics.
+func New(info Info, sample func() Sample) *Metrics {
+	m := &Metrics{info: info, sample: sample, reg: prometheus.NewRegistry(),
+		state: newStateDescs(), ev: newEvents()}
+	m.reg.MustRegister(m)
 	return m
 }
 
@@ -145,176 +113,60 @@ func (m *Metrics) Registry() *prometheus.Registry { return m.reg }
 
 // Handler returns the HTTP handler serving the registry in the Prometheus
 // exposition format (for GET /metrics). A failing collector does not fail
-// the whole scrape.
+// the whole scrape; at most 4 scrapes are served at once.
 func (m *Metrics) Handler() http.Handler {
 	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{
-		ErrorHandling: promhttp.ContinueOnError,
+		ErrorHandling:       promhttp.ContinueOnError,
+		MaxRequestsInFlight: 4,
 	})
 }
 
-// Failover records that a connection to service was served by a later
-// candidate (toNode) than the first one (fromNode). Only the service is a
-// label; the node names are accepted for the caller's convenience.
-func (m *Metrics) Failover(service, fromNode, toNode string) {
-	inc(m.failovers, service)
-}
-
-// PeerTransition records peer becoming "down" or "up" for endpoint selection.
-func (m *Metrics) PeerTransition(peer, to string) {
-	inc(m.transitions, peer, to)
-}
-
-// Drill records one finished drill of service in site. failed is the number
-// of failed probes; rto and failback < 0 mean "never". The drill counts as
-// failed if failed > 0 or rto < 0. The RTO and failback gauges hold the last
-// drill's values and are removed when that drill never reached the state.
-func (m *Metrics) Drill(site, service string, failed int, rto, failback time.Duration) {
-	result := "ok"
-	if failed > 0 || rto < 0 {
-		result = "failed"
-	}
-	inc(m.drills, site, service, result)
-	setOrDelete(m.drillRTO, rto, site, service)
-	setOrDelete(m.drillBack, failback, site, service)
-}
-
-// inc and setOrDelete drop events whose label values are invalid (e.g. not
-// UTF-8) instead of panicking like WithLabelValues would.
-func inc(c *prometheus.CounterVec, lvs ...string) {
-	if ctr, err := c.GetMetricWithLabelValues(lvs...); err == nil {
-		ctr.Inc()
+// Describe implements prometheus.Collector.
+func (m *Metrics) Describe(ch chan<- *prometheus.Desc) {
+	m.state.describe(ch)
+	for _, c := range m.ev.collectors() {
+		c.Describe(ch)
 	}
 }
 
-func setOrDelete(g *prometheus.GaugeVec, d time.Duration, lvs ...string) {
-	if d < 0 {
-		g.DeleteLabelValues(lvs...)
-		return
-	}
-	if gg, err := g.GetMetricWithLabelValues(lvs...); err == nil {
-		gg.Set(d.Seconds())
-	}
-}
-
-// stateCollector turns a Sample taken at scrape time into const metrics.
-type stateCollector struct {
-	node, site string
-	sample     func() Sample
-
-	nodeInfo, peers, peerUp, peerPath, peerRTT, peerStreams, peerTx, peerRx *prometheus.Desc
-	impActive, impTotal, expHealthy, expActive, expTotal                    *prometheus.Desc
-}
-
-func newStateCollector(node, site string, sample func() Sample) *stateCollector {
-	d := func(name, help string, labels ...string) *prometheus.Desc {
-		return prometheus.NewDesc(prometheus.BuildFQName(ns, "", name), help, labels, nil)
-	}
-	return &stateCollector{
-		node: node, site: site, sample: sample,
-		nodeInfo:    d("node_info", "Identity of this node; always 1.", "node", "site"),
-		peers:       d("peers", "Number of known peers by membership state.", "state"),
-		peerUp:      d("peer_up", "Whether the peer is usable for endpoint selection (1) or not (0).", "peer", "site"),
-		peerPath:    d("peer_path", "Current path to the peer (direct, relay or none); always 1.", "peer", "path"),
-		peerRTT:     d("peer_rtt_seconds", "Last measured round-trip time to the peer.", "peer"),
-		peerStreams: d("peer_streams", "Open streams with the peer.", "peer"),
-		peerTx:      d("peer_transmit_bytes_total", "Bytes sent to the peer.", "peer"),
-		peerRx:      d("peer_receive_bytes_total", "Bytes received from the peer.", "peer"),
-		impActive:   d("import_connections_active", "Open client connections on the import.", "import"),
-		impTotal:    d("import_connections_total", "Client connections accepted by the import, by result (ok or failed).", "import", "result"),
-		expHealthy:  d("export_healthy", "Whether the export's backend check passes (1) or not (0).", "export"),
-		expActive:   d("export_streams_active", "Streams currently served by the export.", "export"),
-		expTotal:    d("export_streams_total", "Streams served by the export.", "export"),
-	}
-}
-
-func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{
-		c.nodeInfo, c.peers, c.peerUp, c.peerPath, c.peerRTT, c.peerStreams, c.peerTx, c.peerRx,
-		c.impActive, c.impTotal, c.expHealthy, c.expActive, c.expTotal,
-	} {
-		ch <- d
-	}
-}
-
-func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
-	// Invalid label values (e.g. non-UTF-8 names) must not panic the
-	// scrape; they surface as a collection error for that series only.
-	emit := func(d *prometheus.Desc, t prometheus.ValueType, v float64, lvs ...string) {
-		m, err := prometheus.NewConstMetric(d, t, v, lvs...)
-		if err != nil {
-			m = prometheus.NewInvalidMetric(d, err)
-		}
-		ch <- m
-	}
-	gauge := func(d *prometheus.Desc, v float64, lvs ...string) { emit(d, prometheus.GaugeValue, v, lvs...) }
-	counter := func(d *prometheus.Desc, v float64, lvs ...string) { emit(d, prometheus.CounterValue, v, lvs...) }
-
-	gauge(c.nodeInfo, 1, c.node, c.site)
-
+// Collect implements prometheus.Collector: one sample per scrape, the
+// state series from it, then the event series, after creating at 0 those
+// that the sample says must exist.
+func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 	var s Sample
-	if c.sample != nil {
-		s = c.sample()
+	if m.sample != nil {
+		s = m.sample()
 	}
+	m.state.collect(ch, m.info, &s)
+	m.ev.touch(m.info, &s)
+	for _, c := range m.ev.collectors() {
+		c.Collect(ch)
+	}
+}
 
-	// Duplicate names would make the registry reject the whole scrape;
-	// the first sample for a name wins.
-	states := make(map[string]int, len(peerStates))
-	for _, st := range peerStates {
-		states[st] = 0
-	}
-	seen := map[string]bool{}
-	for _, p := range s.Peers {
-		if seen[p.Name] {
-			continue
-		}
-		seen[p.Name] = true
-		state := p.State
-		if state == "" {
-			state = "unknown"
-		}
-		states[state]++
-		path := p.Path
-		if path == "" {
-			path = "none"
-		}
-		gauge(c.peerUp, b2f(p.Usable), p.Name, p.Site)
-		gauge(c.peerPath, 1, p.Name, path)
-		if p.RTT > 0 {
-			gauge(c.peerRTT, p.RTT.Seconds(), p.Name)
-		}
-		gauge(c.peerStreams, float64(p.Streams), p.Name)
-		counter(c.peerTx, float64(p.TxBytes), p.Name)
-		counter(c.peerRx, float64(p.RxBytes), p.Name)
-	}
-	for st, n := range states {
-		gauge(c.peers, float64(n), st)
-	}
+// emitter writes const metrics; invalid label values (e.g. non-UTF-8
+// names) do not panic the scrape but surface as a collection error for
+// that series only.
+type emitter chan<- prometheus.Metric
 
-	seen = map[string]bool{}
-	for _, im := range s.Imports {
-		if seen[im.Name] {
-			continue
-		}
-		seen[im.Name] = true
-		ok := uint64(0)
-		if im.Total > im.Failed {
-			ok = im.Total - im.Failed
-		}
-		gauge(c.impActive, float64(im.Active), im.Name)
-		counter(c.impTotal, float64(ok), im.Name, "ok")
-		counter(c.impTotal, float64(im.Failed), im.Name, "failed")
+func (e emitter) emit(d *prometheus.Desc, t prometheus.ValueType, v float64, lvs ...string) {
+	m, err := prometheus.NewConstMetric(d, t, v, lvs...)
+	if err != nil {
+		m = prometheus.NewInvalidMetric(d, err)
 	}
+	e <- m
+}
 
-	seen = map[string]bool{}
-	for _, ex := range s.Exports {
-		if seen[ex.Name] {
-			continue
-		}
-		seen[ex.Name] = true
-		gauge(c.expHealthy, b2f(ex.Healthy), ex.Name)
-		gauge(c.expActive, float64(ex.Active), ex.Name)
-		counter(c.expTotal, float64(ex.Served), ex.Name)
-	}
+func (e emitter) gauge(d *prometheus.Desc, v float64, lvs ...string) {
+	e.emit(d, prometheus.GaugeValue, v, lvs...)
+}
+
+func (e emitter) counter(d *prometheus.Desc, v float64, lvs ...string) {
+	e.emit(d, prometheus.CounterValue, v, lvs...)
+}
+
+func desc(name, help string, labels ...string) *prometheus.Desc {
+	return prometheus.NewDesc(prometheus.BuildFQName(ns, "", name), help, labels, nil)
 }
 
 func b2f(b bool) float64 {

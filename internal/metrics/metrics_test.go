@@ -19,13 +19,15 @@ import (
 func testSample() Sample {
 	return Sample{
 		Peers: []PeerSample{
-			{Name: "cloud-1", Site: "cloud", State: "alive", Path: "direct", RTT: 12500 * time.Microsecond,
+			{Name: "cloud-1", Site: "cloud", State: "alive", Path: "direct", Session: true, RTT: 12500 * time.Microsecond,
 				Streams: 3, TxBytes: 1000, RxBytes: 2000, Usable: true},
-			{Name: "cloud-2", Site: "cloud", State: "suspect", Path: "relay", RTT: 40 * time.Millisecond,
+			{Name: "cloud-2", Site: "cloud", State: "suspect", Path: "relay", Session: true, RTT: 40 * time.Millisecond,
 				Streams: 1, TxBytes: 10, RxBytes: 20, Usable: false},
-			{Name: "edge-1", Site: "edge", State: "dead", Path: "none"},
+			{Name: "edge-1", Site: "edge", State: "dead", Path: "none", Session: true},
+			// No session: counted in the aggregates, no per-peer series.
+			{Name: "edge-2", Site: "edge", State: "alive", Path: "none", Usable: true},
 			// Duplicate: ignored, first one wins.
-			{Name: "cloud-1", Site: "other", State: "dead", Path: "none", Streams: 99},
+			{Name: "cloud-1", Site: "other", State: "dead", Path: "none", Session: true, Streams: 99},
 		},
 		Imports: []ImportSample{
 			{Name: "postgres", Active: 2, Total: 10, Failed: 3},
@@ -33,10 +35,16 @@ func testSample() Sample {
 		},
 		Exports: []ExportSample{
 			{Name: "postgres", Healthy: true, Active: 4, Served: 42},
-			{Name: "redis", Healthy: false, Active: 0, Served: 7},
+			{Name: "redis", Healthy: false, Active: 0, Served: 7, CheckFailures: 3},
 		},
+		Gossip: GossipSample{Members: 5, HealthScore: 1, Queued: 2, Malformed: 4},
+		Relay: RelaySample{Connected: true, Sent: 11, Received: 12, Dropped: 1,
+			ServerClients: 3, ServerAccepted: 4, ServerAuthFailures: 5, ServerForwarded: 6,
+			ServerForwardedBytes: 700, ServerDropped: 8, ServerNoRoute: 9},
 	}
 }
+
+func info(node, site string) Info { return Info{Node: node, Site: site, Version: "v1.2.3"} }
 
 // scrape GETs /metrics from h and parses the text exposition.
 func scrape(t *testing.T, h http.Handler) map[string]*dto.MetricFamily {
@@ -159,35 +167,47 @@ func count(fams map[string]*dto.MetricFamily, name string) int {
 }
 
 func TestScrapeState(t *testing.T) {
-	m := New("onprem-1", "onprem", testSample)
+	m := New(info("onprem-1", "onprem"), testSample)
 	fams := scrape(t, m.Handler())
 
 	check(t, fams, []want{
-		{"meshd_node_info", l("node", "onprem-1", "site", "onprem"), gauge, 1},
+		{"meshd_node_info", l("node", "onprem-1", "site", "onprem", "version", "v1.2.3"), gauge, 1},
 
-		{"meshd_peers", l("state", "alive"), gauge, 1},
+		{"meshd_gossip_members", l(), gauge, 5},
+		{"meshd_gossip_health_score", l(), gauge, 1},
+		{"meshd_gossip_broadcasts_queued", l(), gauge, 2},
+		{"meshd_gossip_malformed_messages_total", l(), counter, 4},
+
+		{"meshd_peers", l("state", "alive"), gauge, 2},
 		{"meshd_peers", l("state", "suspect"), gauge, 1},
 		{"meshd_peers", l("state", "dead"), gauge, 1},
 		{"meshd_peers", l("state", "left"), gauge, 0},
+		{"meshd_peers_by_path", l("path", "direct"), gauge, 1},
+		{"meshd_peers_by_path", l("path", "relay"), gauge, 1},
+		{"meshd_peers_by_path", l("path", "none"), gauge, 2},
 
 		{"meshd_peer_up", l("peer", "cloud-1", "site", "cloud"), gauge, 1},
 		{"meshd_peer_up", l("peer", "cloud-2", "site", "cloud"), gauge, 0},
 		{"meshd_peer_up", l("peer", "edge-1", "site", "edge"), gauge, 0},
 
-		{"meshd_peer_path", l("peer", "cloud-1", "path", "direct"), gauge, 1},
-		{"meshd_peer_path", l("peer", "cloud-2", "path", "relay"), gauge, 1},
-		{"meshd_peer_path", l("peer", "edge-1", "path", "none"), gauge, 1},
+		// Every path 0/1 for every peer with a session.
+		{"meshd_peer_path", l("peer", "cloud-1", "site", "cloud", "path", "direct"), gauge, 1},
+		{"meshd_peer_path", l("peer", "cloud-1", "site", "cloud", "path", "relay"), gauge, 0},
+		{"meshd_peer_path", l("peer", "cloud-1", "site", "cloud", "path", "none"), gauge, 0},
+		{"meshd_peer_path", l("peer", "cloud-2", "site", "cloud", "path", "direct"), gauge, 0},
+		{"meshd_peer_path", l("peer", "cloud-2", "site", "cloud", "path", "relay"), gauge, 1},
+		{"meshd_peer_path", l("peer", "edge-1", "site", "edge", "path", "none"), gauge, 1},
 
-		{"meshd_peer_rtt_seconds", l("peer", "cloud-1"), gauge, 0.0125},
-		{"meshd_peer_rtt_seconds", l("peer", "cloud-2"), gauge, 0.04},
+		{"meshd_peer_rtt_seconds", l("peer", "cloud-1", "site", "cloud"), gauge, 0.0125},
+		{"meshd_peer_rtt_seconds", l("peer", "cloud-2", "site", "cloud"), gauge, 0.04},
 
-		{"meshd_peer_streams", l("peer", "cloud-1"), gauge, 3},
-		{"meshd_peer_streams", l("peer", "edge-1"), gauge, 0},
+		{"meshd_peer_streams", l("peer", "cloud-1", "site", "cloud"), gauge, 3},
+		{"meshd_peer_streams", l("peer", "edge-1", "site", "edge"), gauge, 0},
 
-		{"meshd_peer_transmit_bytes_total", l("peer", "cloud-1"), counter, 1000},
-		{"meshd_peer_receive_bytes_total", l("peer", "cloud-1"), counter, 2000},
-		{"meshd_peer_transmit_bytes_total", l("peer", "cloud-2"), counter, 10},
-		{"meshd_peer_receive_bytes_total", l("peer", "cloud-2"), counter, 20},
+		{"meshd_peer_transmit_bytes_total", l("peer", "cloud-1", "site", "cloud"), counter, 1000},
+		{"meshd_peer_receive_bytes_total", l("peer", "cloud-1", "site", "cloud"), counter, 2000},
+		{"meshd_peer_transmit_bytes_total", l("peer", "cloud-2", "site", "cloud"), counter, 10},
+		{"meshd_peer_receive_bytes_total", l("peer", "cloud-2", "site", "cloud"), counter, 20},
 
 		{"meshd_import_connections_active", l("import", "postgres"), gauge, 2},
 		{"meshd_import_connections_total", l("import", "postgres", "result", "ok"), counter, 7},
@@ -200,31 +220,63 @@ func TestScrapeState(t *testing.T) {
 		{"meshd_export_streams_active", l("export", "postgres"), gauge, 4},
 		{"meshd_export_streams_total", l("export", "postgres"), counter, 42},
 		{"meshd_export_streams_total", l("export", "redis"), counter, 7},
-	})
+		{"meshd_export_check_failures_total", l("export", "postgres"), counter, 0},
+		{"meshd_export_check_failures_total", l("export", "redis"), counter, 3},
 
-	// Exact series counts: the duplicate peer is dropped, unknown RTT omitted.
+		{"meshd_relay_connected", l(), gauge, 1},
+		{"meshd_relay_client_packets_total", l("kind", "sent"), counter, 11},
+		{"meshd_relay_client_packets_total", l("kind", "received"), counter, 12},
+		{"meshd_relay_client_packets_total", l("kind", "dropped"), counter, 1},
+		{"meshd_relay_server_clients", l(), gauge, 3},
+		{"meshd_relay_server_connections_total", l(), counter, 4},
+		{"meshd_relay_server_auth_failures_total", l(), counter, 5},
+		{"meshd_relay_server_packets_total", l("result", "forwarded"), counter, 6},
+		{"meshd_relay_server_packets_total", l("result", "dropped"), counter, 8},
+		{"meshd_relay_server_packets_total", l("result", "no_route"), counter, 9},
+		{"meshd_relay_server_forwarded_bytes_total", l(), counter, 700},
+
+		// Event counters exist at 0 before any event: per import, per site.
+		{"meshd_failovers_total", l("service", "postgres"), counter, 0},
+		{"meshd_failovers_total", l("service", "weird"), counter, 0},
+		{"meshd_peer_transitions_total", l("site", "onprem", "to", "down"), counter, 0},
+		{"meshd_peer_transitions_total", l("site", "cloud", "to", "up"), counter, 0},
+		{"meshd_peer_transitions_total", l("site", "edge", "to", "down"), counter, 0},
+		{"meshd_drills_total", l("site", "cloud", "result", "ok"), counter, 0},
+		{"meshd_drills_total", l("site", "edge", "result", "failed"), counter, 0},
+	})
+	if f, m := find(fams, "meshd_import_connect_seconds", l("import", "postgres")); m == nil || f.GetType() != dto.MetricType_HISTOGRAM ||
+		m.GetHistogram().GetSampleCount() != 0 {
+		t.Errorf("meshd_import_connect_seconds{import=postgres}: want an empty histogram, got %v", m)
+	}
+
+	// Exact series counts: the duplicate peer is dropped, the peer without
+	// a session has no per-peer series, unknown RTT omitted, no drills of
+	// this node's own site.
 	for name, n := range map[string]int{
 		"meshd_node_info":                 1,
 		"meshd_peers":                     4,
+		"meshd_peers_by_path":             3,
 		"meshd_peer_up":                   3,
-		"meshd_peer_path":                 3,
+		"meshd_peer_path":                 9,
 		"meshd_peer_rtt_seconds":          2,
 		"meshd_peer_streams":              3,
 		"meshd_peer_transmit_bytes_total": 3,
 		"meshd_import_connections_total":  4,
+		"meshd_import_connect_seconds":    2,
 		"meshd_export_streams_total":      2,
+		"meshd_peer_transitions_total":    6,
+		"meshd_drills_total":              4,
 	} {
 		if got := count(fams, name); got != n {
 			t.Errorf("%s: %d series, want %d", name, got, n)
 		}
 	}
-	absent(t, fams, "meshd_peer_rtt_seconds", l("peer", "edge-1"))
+	absent(t, fams, "meshd_peer_rtt_seconds", l("peer", "edge-1", "site", "edge"))
+	absent(t, fams, "meshd_peer_up", l("peer", "edge-2", "site", "edge"))
+	absent(t, fams, "meshd_drills_total", l("site", "onprem", "result", "ok"))
 
-	// No events yet, no runtime collectors.
-	for _, name := range []string{
-		"meshd_failovers_total", "meshd_peer_transitions_total", "meshd_drills_total",
-		"meshd_drill_rto_seconds", "meshd_drill_failback_seconds", "go_goroutines", "process_start_time_seconds",
-	} {
+	// No drill yet, no runtime collectors.
+	for _, name := range []string{"meshd_drill_rto_seconds", "meshd_drill_failback_seconds", "go_goroutines", "process_start_time_seconds"} {
 		absent(t, fams, name, nil)
 	}
 	for name := range fams {
@@ -234,12 +286,26 @@ func TestScrapeState(t *testing.T) {
 	}
 }
 
+// TestFreshNodeHasEveryCounter: a node with no peers, imports or exports
+// still serves every fixed family, counters at 0.
+func TestFreshNodeHasEveryCounter(t *testing.T) {
+	fams := scrape(t, New(info("n", "s"), nil).Handler())
+	check(t, fams, []want{
+		{"meshd_peer_transitions_total", l("site", "s", "to", "down"), counter, 0},
+		{"meshd_peer_transitions_total", l("site", "s", "to", "up"), counter, 0},
+		{"meshd_gossip_malformed_messages_total", l(), counter, 0},
+		{"meshd_relay_client_packets_total", l("kind", "dropped"), counter, 0},
+		{"meshd_relay_server_packets_total", l("result", "no_route"), counter, 0},
+		{"meshd_peers_by_path", l("path", "relay"), gauge, 0},
+	})
+}
+
 func TestEmptyAndNilSample(t *testing.T) {
 	for _, fn := range []func() Sample{nil, func() Sample { return Sample{} }} {
-		m := New("n", "s", fn)
+		m := New(info("n", "s"), fn)
 		fams := scrape(t, m.Handler())
 		check(t, fams, []want{
-			{"meshd_node_info", l("node", "n", "site", "s"), gauge, 1},
+			{"meshd_node_info", l("node", "n", "site", "s", "version", "v1.2.3"), gauge, 1},
 			{"meshd_peers", l("state", "alive"), gauge, 0},
 			{"meshd_peers", l("state", "suspect"), gauge, 0},
 			{"meshd_peers", l("state", "dead"), gauge, 0},
@@ -252,7 +318,7 @@ func TestEmptyAndNilSample(t *testing.T) {
 
 func TestSampleReadAtScrapeTime(t *testing.T) {
 	var calls atomic.Int64
-	m := New("n", "s", func() Sample {
+	m := New(info("n", "s"), func() Sample {
 		c := calls.Add(1)
 		return Sample{Exports: []ExportSample{{Name: "x", Healthy: c%2 == 1, Served: uint64(c * 10)}}}
 	})
@@ -270,40 +336,62 @@ func TestSampleReadAtScrapeTime(t *testing.T) {
 }
 
 func TestEvents(t *testing.T) {
-	m := New("n", "s", nil)
+	m := New(info("n", "s"), nil)
 	m.Failover("postgres", "a", "b")
 	m.Failover("postgres", "a", "c")
 	m.Failover("redis", "a", "b")
-	m.PeerTransition("cloud-1", "down")
-	m.PeerTransition("cloud-1", "up")
-	m.PeerTransition("cloud-1", "down")
+	m.PeerTransition("cloud-1", "cloud", "down")
+	m.PeerTransition("cloud-1", "cloud", "up")
+	m.PeerTransition("cloud-2", "cloud", "down")
+	m.ImportConnected("postgres", 3*time.Millisecond)
+	m.ImportConnected("postgres", 2*time.Second)
 
-	m.Drill("cloud", "postgres", 0, 1500*time.Millisecond, 4*time.Second)
-	m.Drill("cloud", "redis", 2, time.Second, 2*time.Second) // failed probes
+	m.Drill("cloud", []DrillService{
+		{Name: "postgres", RTO: 1500 * time.Millisecond, Failback: 4 * time.Second},
+		{Name: "redis", RTO: time.Second, Failback: 2 * time.Second},
+	})
+	m.Drill("edge", []DrillService{{Name: "postgres", Failed: 2, RTO: time.Second, Failback: time.Second}}) // failed probes
 	fams := scrape(t, m.Handler())
 	check(t, fams, []want{
 		{"meshd_failovers_total", l("service", "postgres"), counter, 2},
 		{"meshd_failovers_total", l("service", "redis"), counter, 1},
-		{"meshd_peer_transitions_total", l("peer", "cloud-1", "to", "down"), counter, 2},
-		{"meshd_peer_transitions_total", l("peer", "cloud-1", "to", "up"), counter, 1},
-		{"meshd_drills_total", l("site", "cloud", "service", "postgres", "result", "ok"), counter, 1},
-		{"meshd_drills_total", l("site", "cloud", "service", "redis", "result", "failed"), counter, 1},
+		{"meshd_peer_transitions_total", l("site", "cloud", "to", "down"), counter, 2},
+		{"meshd_peer_transitions_total", l("site", "cloud", "to", "up"), counter, 1},
+		{"meshd_drills_total", l("site", "cloud", "result", "ok"), counter, 1},
+		{"meshd_drills_total", l("site", "edge", "result", "failed"), counter, 1},
 		{"meshd_drill_rto_seconds", l("site", "cloud", "service", "postgres"), gauge, 1.5},
 		{"meshd_drill_failback_seconds", l("site", "cloud", "service", "postgres"), gauge, 4},
 		{"meshd_drill_rto_seconds", l("site", "cloud", "service", "redis"), gauge, 1},
 	})
-	absent(t, fams, "meshd_drills_total", l("site", "cloud", "service", "postgres", "result", "failed"))
+	absent(t, fams, "meshd_drills_total", l("site", "cloud", "result", "failed"))
+	_, h := find(fams, "meshd_import_connect_seconds", l("import", "postgres"))
+	if h == nil || h.GetHistogram().GetSampleCount() != 2 || h.GetHistogram().GetSampleSum() < 2.003-1e-9 {
+		t.Fatalf("connect histogram: %v", h)
+	}
+	for _, b := range h.GetHistogram().GetBucket() {
+		want := uint64(0)
+		switch {
+		case b.GetUpperBound() >= 2.5:
+			want = 2
+		case b.GetUpperBound() >= 0.005:
+			want = 1
+		}
+		if b.GetCumulativeCount() != want {
+			t.Errorf("bucket le=%v: %d, want %d", b.GetUpperBound(), b.GetCumulativeCount(), want)
+		}
+	}
 
-	// A drill that never recovered: failed, and the last-drill gauges are
-	// removed rather than left stale.
-	m.Drill("cloud", "postgres", 0, -1, -1)
-	// Recovered but never failed back: still ok, failback absent.
-	m.Drill("cloud", "redis", 0, 2*time.Second, -1)
+	// A drill where one service never recovered: failed, and its
+	// last-drill gauges are removed rather than left stale; a service that
+	// recovered but never failed back is fine, its failback absent.
+	m.Drill("cloud", []DrillService{
+		{Name: "postgres", RTO: -1, Failback: -1},
+		{Name: "redis", RTO: 2 * time.Second, Failback: -1},
+	})
 	fams = scrape(t, m.Handler())
 	check(t, fams, []want{
-		{"meshd_drills_total", l("site", "cloud", "service", "postgres", "result", "ok"), counter, 1},
-		{"meshd_drills_total", l("site", "cloud", "service", "postgres", "result", "failed"), counter, 1},
-		{"meshd_drills_total", l("site", "cloud", "service", "redis", "result", "ok"), counter, 1},
+		{"meshd_drills_total", l("site", "cloud", "result", "ok"), counter, 1},
+		{"meshd_drills_total", l("site", "cloud", "result", "failed"), counter, 1},
 		{"meshd_drill_rto_seconds", l("site", "cloud", "service", "redis"), gauge, 2},
 	})
 	absent(t, fams, "meshd_drill_rto_seconds", l("site", "cloud", "service", "postgres"))
@@ -312,11 +400,11 @@ func TestEvents(t *testing.T) {
 }
 
 func TestTwoInstances(t *testing.T) {
-	a := New("a", "onprem", func() Sample {
-		return Sample{Peers: []PeerSample{{Name: "b", Site: "cloud", State: "alive", Path: "direct", Usable: true}}}
+	a := New(info("a", "onprem"), func() Sample {
+		return Sample{Peers: []PeerSample{{Name: "b", Site: "cloud", State: "alive", Path: "direct", Session: true, Usable: true}}}
 	})
-	b := New("b", "cloud", func() Sample {
-		return Sample{Peers: []PeerSample{{Name: "a", Site: "onprem", State: "suspect", Path: "relay"}}}
+	b := New(info("b", "cloud"), func() Sample {
+		return Sample{Peers: []PeerSample{{Name: "a", Site: "onprem", State: "suspect", Path: "relay", Session: true}}}
 	})
 	if a.Registry() == b.Registry() {
 		t.Fatal("instances share a registry")
@@ -325,20 +413,21 @@ func TestTwoInstances(t *testing.T) {
 	a.WithRuntime().WithRuntime()
 	b.WithRuntime()
 	a.Failover("svc", "x", "y")
-	b.PeerTransition("a", "down")
+	b.PeerTransition("a", "onprem", "down")
 
 	fa, fb := scrape(t, a.Handler()), scrape(t, b.Handler())
 	check(t, fa, []want{
-		{"meshd_node_info", l("node", "a", "site", "onprem"), gauge, 1},
+		{"meshd_node_info", l("node", "a", "site", "onprem", "version", "v1.2.3"), gauge, 1},
 		{"meshd_peer_up", l("peer", "b", "site", "cloud"), gauge, 1},
 		{"meshd_peers", l("state", "alive"), gauge, 1},
 		{"meshd_failovers_total", l("service", "svc"), counter, 1},
+		{"meshd_peer_transitions_total", l("site", "cloud", "to", "down"), counter, 0},
 	})
 	check(t, fb, []want{
-		{"meshd_node_info", l("node", "b", "site", "cloud"), gauge, 1},
+		{"meshd_node_info", l("node", "b", "site", "cloud", "version", "v1.2.3"), gauge, 1},
 		{"meshd_peer_up", l("peer", "a", "site", "onprem"), gauge, 0},
 		{"meshd_peers", l("state", "suspect"), gauge, 1},
-		{"meshd_peer_transitions_total", l("peer", "a", "to", "down"), counter, 1},
+		{"meshd_peer_transitions_total", l("site", "onprem", "to", "down"), counter, 1},
 	})
 	for _, f := range []map[string]*dto.MetricFamily{fa, fb} {
 		if count(f, "meshd_node_info") != 1 || count(f, "meshd_peer_up") != 1 {
@@ -348,16 +437,15 @@ func TestTwoInstances(t *testing.T) {
 			t.Errorf("go collector missing after WithRuntime")
 		}
 	}
-	absent(t, fa, "meshd_peer_transitions_total", nil)
 	absent(t, fb, "meshd_failovers_total", nil)
 }
 
 func TestLint(t *testing.T) {
-	m := New("n", "s", testSample).WithRuntime()
+	m := New(info("n", "s"), testSample).WithRuntime()
 	m.Failover("svc", "a", "b")
-	m.PeerTransition("p", "down")
-	m.Drill("site", "svc", 0, time.Second, 2*time.Second)
-	m.Drill("site", "svc2", 1, -1, -1)
+	m.PeerTransition("p", "cloud", "down")
+	m.ImportConnected("postgres", time.Millisecond)
+	m.Drill("site", []DrillService{{Name: "svc", RTO: time.Second, Failback: 2 * time.Second}, {Name: "svc2", Failed: 1, RTO: -1, Failback: -1}})
 	problems, err := testutil.GatherAndLint(m.Registry())
 	if err != nil {
 		t.Fatal(err)
@@ -369,15 +457,17 @@ func TestLint(t *testing.T) {
 
 func TestInvalidLabelValuesDoNotPanic(t *testing.T) {
 	bad := string([]byte{0xff, 0xfe})
-	m := New("n", "s", func() Sample {
+	m := New(info("n", "s"), func() Sample {
 		return Sample{
-			Peers:   []PeerSample{{Name: bad, State: "alive"}, {Name: "good", State: "alive", Usable: true}},
+			Peers:   []PeerSample{{Name: bad, Site: bad, State: "alive", Session: true}, {Name: "good", State: "alive", Session: true, Usable: true}},
+			Imports: []ImportSample{{Name: bad}},
 			Exports: []ExportSample{{Name: bad}},
 		}
 	})
 	m.Failover(bad, "a", "b")
-	m.PeerTransition(bad, "down")
-	m.Drill(bad, "svc", 0, time.Second, time.Second)
+	m.PeerTransition(bad, bad, "down")
+	m.ImportConnected(bad, time.Second)
+	m.Drill(bad, []DrillService{{Name: "svc", RTO: time.Second, Failback: time.Second}})
 	// ContinueOnError: the scrape still serves the valid series.
 	fams := scrape(t, m.Handler())
 	check(t, fams, []want{
@@ -389,11 +479,11 @@ func TestInvalidLabelValuesDoNotPanic(t *testing.T) {
 func TestConcurrentScrapesAndEvents(t *testing.T) {
 	var mu sync.Mutex
 	served := uint64(0)
-	m := New("n", "s", func() Sample {
+	m := New(info("n", "s"), func() Sample {
 		mu.Lock()
 		defer mu.Unlock()
 		served++
-		return Sample{Exports: []ExportSample{{Name: "x", Served: served}}}
+		return Sample{Exports: []ExportSample{{Name: "x", Served: served}}, Imports: []ImportSample{{Name: "svc"}}}
 	})
 	srv := httptest.NewServer(m.Handler())
 	defer srv.Close()
@@ -416,15 +506,16 @@ func TestConcurrentScrapesAndEvents(t *testing.T) {
 			defer wg.Done()
 			for j := 0; j < 50; j++ {
 				m.Failover("svc", "a", "b")
-				m.PeerTransition("p", "up")
-				m.Drill("s", "svc", 0, time.Second, time.Second)
+				m.PeerTransition("p", "s", "up")
+				m.ImportConnected("svc", time.Millisecond)
+				m.Drill("t", []DrillService{{Name: "svc", RTO: time.Second, Failback: time.Second}})
 			}
 		}()
 	}
 	wg.Wait()
 	check(t, scrape(t, m.Handler()), []want{
 		{"meshd_failovers_total", l("service", "svc"), counter, 400},
-		{"meshd_peer_transitions_total", l("peer", "p", "to", "up"), counter, 400},
-		{"meshd_drills_total", l("site", "s", "service", "svc", "result", "ok"), counter, 400},
+		{"meshd_peer_transitions_total", l("site", "s", "to", "up"), counter, 400},
+		{"meshd_drills_total", l("site", "t", "result", "ok"), counter, 400},
 	})
 }

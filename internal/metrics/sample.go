@@ -1,0 +1,63 @@
+package metrics
+
+import "time"
+
+// Sample is the node state read once per scrape.
+type Sample struct {
+	Peers   []PeerSample
+	Imports []ImportSample
+	Exports []ExportSample
+	Gossip  GossipSample
+	Relay   RelaySample
+}
+
+// PeerSample is the state of one peer at scrape time. Per-peer series are
+// exported only for peers with Session set; the others count in the
+// aggregates (meshd_peers, meshd_peers_by_path) only.
+type PeerSample struct {
+	Name, Site, State, Path string
+	Session                 bool          // this node holds a session with the peer
+	RTT                     time.Duration // <= 0 means unknown
+	Streams                 int
+	TxBytes, RxBytes        uint64
+	Usable                  bool // usable for new connections
+}
+
+// ImportSample is the state of one import (local listener) at scrape time.
+type ImportSample struct {
+	Name          string
+	Active        int64
+	Total, Failed uint64
+}
+
+// ExportSample is the state of one local export at scrape time.
+type ExportSample struct {
+	Name          string
+	Healthy       bool
+	Active        int64
+	Served        uint64
+	CheckFailures uint64 // failed backend health checks
+}
+
+// GossipSample is the gossip layer's state at scrape time.
+type GossipSample struct {
+	Members     int
+	HealthScore int
+	Queued      int
+	Malformed   uint64
+}
+
+// RelaySample is this node's relay client and (when relay.enabled) relay
+// server state at scrape time; counters are cumulative over reconnects.
+type RelaySample struct {
+	Connected               bool // connected to a relay as a client
+	Sent, Received, Dropped uint64
+
+	ServerClients        int
+	ServerAccepted       uint64
+	ServerAuthFailures   uint64
+	ServerForwarded      uint64
+	ServerForwardedBytes uint64
+	ServerDropped        uint64
+	ServerNoRoute        uint64
+}

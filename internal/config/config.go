@@ -6,6 +6,8 @@ package config
 import (
 	"net/netip"
 	"time"
+
+	"github.com/meshd/meshd/internal/cert"
 )
 
 // Config is one node's configuration after defaults are applied.
@@ -29,6 +31,17 @@ type Config struct {
 	Control  Control
 	Metrics  Metrics
 	Log      Log
+	PKI      PKI // optional node identity (SPEC §8); zero when unset
+}
+
+// PKI configures node identities (SPEC §8). Set holds the loaded and
+// checked material; nil when pki is not configured.
+type PKI struct {
+	CA        string   // path of the CA certificate file (may hold several CAs)
+	Cert      string   // this node's certificate
+	Key       string   // its private keys (0600)
+	Blocklist []string // refused certificate fingerprints (hex)
+	Set       *cert.Bundle
 }
 
 // Cluster holds the shared secret and bootstrap addresses.
@@ -61,10 +74,11 @@ type Relay struct {
 // Export is a local TCP service offered to the mesh.
 type Export struct {
 	Name   string
-	Target string // host:port dialled by the exporter
-	Check  *Check // nil when no health check
-	Weight int    // default 1
-	Line   int    // line of the entry in the file, for messages
+	Target string   // host:port dialled by the exporter
+	Check  *Check   // nil when no health check
+	Weight int      // default 1
+	Line   int      // line of the entry in the file, for messages
+	Allow  []string // who may connect (SPEC §8): "*", site:S, group:G, node:N; nil = everyone
 }
 
 // Check is a TCP-connect health check of an export's target.

@@ -24,18 +24,19 @@ func (p *parser) errf(line int, key, format string, args ...any) *Error {
 
 // Allowed keys of each mapping, in the order SPEC §3 lists them.
 var (
-	topKeys      = []string{"name", "site", "data_dir", "cluster", "gossip", "tunnel", "relay", "exports", "imports", "failover", "control", "metrics", "log"}
+	topKeys      = []string{"name", "site", "data_dir", "cluster", "gossip", "tunnel", "relay", "exports", "imports", "failover", "control", "metrics", "log", "pki"}
 	clusterKeys  = []string{"key_file", "key", "join"}
 	gossipKeys   = []string{"bind", "advertise"}
 	tunnelKeys   = []string{"listen", "advertise", "mode"}
 	relayKeys    = []string{"enabled", "listen", "advertise"}
-	exportKeys   = []string{"name", "target", "check", "weight"}
+	exportKeys   = []string{"name", "target", "check", "weight", "allow"}
 	checkKeys    = []string{"interval", "timeout"}
 	importKeys   = []string{"name", "listen", "sites", "balance"}
 	controlKeys  = []string{"socket"}
 	metricsKeys  = []string{"listen"}
 	logKeys      = []string{"level", "format"}
 	failoverKeys = []string{"session_timeout", "hold_down", "drain_grace"}
+	pkiKeys      = []string{"ca", "cert", "key", "blocklist"}
 )
 
 var yamlLineRE = regexp.MustCompile(`^yaml: line (\d+): (.*)$`)
@@ -116,6 +117,9 @@ func (p *parser) parse(data []byte) (*Config, fileLines, error) {
 			err = p.log(f.val, f.path, cfg)
 		case "failover":
 			err = p.failover(f.val, f.path, cfg)
+		case "pki":
+			fl.pki = f.key.Line
+			err = p.pki(f.val, f.path, cfg, &fl)
 		}
 		if err != nil {
 			return nil, fl, err
@@ -278,6 +282,8 @@ func (p *parser) export(n *yaml.Node, path string) (parsedExport, error) {
 			e.Check, err = p.check(f.val, f.path)
 		case "weight":
 			e.Weight, err = p.weight(f.val, f.path)
+		case "allow":
+			e.Allow, err = p.allow(f.val, f.path)
 		}
 		if err != nil {
 			return e, err

@@ -60,6 +60,23 @@ func startControl(n *Node, path string) (*controlServer, error) {
 		}
 		writeJSON(w, rep)
 	})
+	mux.HandleFunc("POST /reload", func(w http.ResponseWriter, r *http.Request) {
+		if err := n.ReloadFile(); err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		writeJSON(w, ReloadResult{OK: true, File: n.Config().Path})
+	})
+	mux.HandleFunc("POST /maint", func(w http.ResponseWriter, r *http.Request) {
+		var req MaintRequest
+		if err := json.NewDecoder(io.LimitReader(r.Body, 1<<16)).Decode(&req); err != nil {
+			http.Error(w, "bad maint request: "+err.Error(), http.StatusBadRequest)
+			return
+		}
+		n.SetMaintenance(req.On, req.Reason)
+		on, reason, _ := n.Maintenance()
+		writeJSON(w, MaintRequest{On: on, Reason: reason})
+	})
 	// Go's profiler, for whoever can open the socket (the node's user):
 	// curl --unix-socket SOCK http://meshd/debug/pprof/heap > heap.pb.gz
 	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
@@ -107,6 +124,10 @@ func (n *Node) Status() Status {
 		Services: []ServiceStatus{},
 		Imports:  []ImportStatus{},
 	}
+	if on, reason, since := n.Maintenance(); on {
+		st.Node.Maintenance, st.Node.MaintenanceReason = true, reason
+		st.Node.MaintenanceSince = since.UTC().Format(time.RFC3339)
+	}
 	for _, m := range c.members {
 		ps := PeerStatus{Name: m.Name, Site: m.Meta.Site, State: m.State.String(), Path: PathNone, Version: m.Meta.Version}
 		if !m.Meta.PublicKey.IsZero() {
@@ -135,13 +156,13 @@ func (n *Node) Status() Status {
 		ss := ServiceStatus{Name: name, Endpoints: []EndpointStatus{}}
 		for _, e := range eps {
 			es := EndpointStatus{Node: e.node, Site: e.site, Healthy: e.healthy && e.alive}
-			for _, im := range n.imports {
-				if im.cfg.Name == name {
+			for _, im := range n.importList() {
+				if im.cfg().Name == name {
 					es.Active += im.activeTo(e.node)
 				}
 			}
 			if e.local {
-				if x := n.exports[name]; x != nil {
+				if x := n.exportMap()[name]; x != nil {
 					es.Active += x.active.Load()
 				}
 			}
@@ -150,9 +171,9 @@ func (n *Node) Status() Status {
 		st.Services = append(st.Services, ss)
 	}
 	sort.Slice(st.Services, func(i, j int) bool { return st.Services[i].Name < st.Services[j].Name })
-	for _, im := range n.imports {
+	for _, im := range n.importList() {
 		st.Imports = append(st.Imports, ImportStatus{
-			Name: im.cfg.Name, Listen: im.ln.Addr().String(),
+			Name: im.cfg().Name, Listen: im.ln.Addr().String(),
 			Active: im.active.Load(), Total: im.total.Load(), Failed: im.failed.Load(),
 			Endpoint: im.lastEndpoint(),
 		})

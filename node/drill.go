@@ -25,6 +25,10 @@ const (
 	drillHoleCheck       = 100 * time.Millisecond
 )
 
+// ErrDrillOwnSite: a drill of the drilling node's own site is refused
+// (SPEC §6): its imports could not watch the failover.
+var ErrDrillOwnSite = errors.New("drill of the own site refused")
+
 // DrillRequest asks this node to run a drill (POST /drill).
 type DrillRequest struct {
 	Site       string `json:"site"`
@@ -49,8 +53,11 @@ func (n *Node) Drill(ctx context.Context, req DrillRequest) (failover.Report, er
 	if req.Site == "" {
 		return failover.Report{}, errors.New("drill needs a site")
 	}
+	if req.Site == n.cfg.Site {
+		return failover.Report{}, fmt.Errorf("%w: %q is this node's site; run the drill from a node outside it", ErrDrillOwnSite, req.Site)
+	}
 	var imps []config.Import
-	for _, im := range n.cfg.Imports {
+	for _, im := range n.Config().Imports {
 		if req.Service == "" || im.Name == req.Service {
 			imps = append(imps, im)
 		}

@@ -22,32 +22,52 @@ const (
 // exporter is one of this node's exports.
 type exporter struct {
 	n             *Node
-	cfg           config.Export
-	healthy       atomic.Bool  // last health check result (true without a check)
-	active        atomic.Int64 // streams being served
+	conf          atomic.Pointer[config.Export] // replaced by a reload; read with cfg()
+	healthy       atomic.Bool                   // last health check result (true without a check)
+	active        atomic.Int64                  // streams being served
 	served        atomic.Uint64
 	checkFailures atomic.Uint64 // failed health checks, for metrics
+	kick          chan struct{} // cap 1: the config changed, re-read it and check now
+	gone          chan struct{} // closed when a reload removed the export: the check loop ends
 }
 
 func newExporter(n *Node, cfg config.Export) *exporter {
-	e := &exporter{n: n, cfg: cfg}
+	e := &exporter{n: n, kick: make(chan struct{}, 1), gone: make(chan struct{})}
+	e.conf.Store(&cfg)
 	e.healthy.Store(true)
 	return e
+}
+
+// cfg returns the export's current configuration (a reload may replace it;
+// a connection reads it once).
+func (e *exporter) cfg() *config.Export { return e.conf.Load() }
+
+// setConfig replaces the export's configuration and wakes its check loop.
+func (e *exporter) setConfig(c config.Export) {
+	e.conf.Store(&c)
+	if c.Check == nil {
+		e.healthy.Store(true) // check: false: never withdrawn for health
+	}
+	select {
+	case e.kick <- struct{}{}:
+	default:
+	}
 }
 
 // dialTarget dials the export's local target.
 func (e *exporter) dialTarget(ctx context.Context) (net.Conn, error) {
 	d := net.Dialer{KeepAliveConfig: net.KeepAliveConfig(clientKeepAlive)}
-	return d.DialContext(ctx, "tcp", e.cfg.Target)
+	return d.DialContext(ctx, "tcp", e.cfg().Target)
 }
 
 // checkOnce runs the health check once and records the result; it reports
 // whether the health changed.
 func (e *exporter) checkOnce() bool {
-	if e.cfg.Check == nil {
+	cfg := e.cfg()
+	if cfg.Check == nil {
 		return false
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), e.cfg.Check.Timeout)
+	ctx, cancel := context.WithTimeout(context.Background(), cfg.Check.Timeout)
 	c, err := e.dialTarget(ctx)
 	cancel()
 	ok := err == nil
@@ -60,22 +80,31 @@ func (e *exporter) checkOnce() bool {
 		return false
 	}
 	if ok {
-		e.n.log.Info("export healthy again", "export", e.cfg.Name, "target", e.cfg.Target)
+		e.n.log.Info("export healthy again", "export", cfg.Name, "target", cfg.Target)
 	} else {
-		e.n.log.Warn("export unhealthy; withdrawn from the catalog", "export", e.cfg.Name, "target", e.cfg.Target, "err", err)
+		e.n.log.Warn("export unhealthy; withdrawn from the catalog", "export", cfg.Name, "target", cfg.Target, "err", err)
 	}
 	return true
 }
 
-// checkLoop runs the health check every interval until the node stops.
+// checkLoop runs the health check every interval until the node stops or
+// a reload removes the export. A reload that changes the check kicks it: it
+// re-reads the config and checks at once; without a check it only waits.
 func (e *exporter) checkLoop() {
-	tick := time.NewTicker(e.cfg.Check.Interval)
-	defer tick.Stop()
+	t := time.NewTimer(time.Hour)
+	defer t.Stop()
 	for {
+		t.Stop()
+		if c := e.cfg().Check; c != nil {
+			t.Reset(c.Interval)
+		}
 		select {
 		case <-e.n.ctx.Done():
 			return
-		case <-tick.C:
+		case <-e.gone:
+			return
+		case <-e.kick:
+		case <-t.C:
 		}
 		if e.checkOnce() {
 			e.n.publishExports()
@@ -102,7 +131,12 @@ func (n *Node) handleStream(peer key.PublicKey, s net.Conn) {
 		s.Close()
 		return
 	}
-	e := n.exports[req.Service]
+	if n.maint.Load() {
+		wire.WriteResponse(s, wire.Response{Status: wire.StatusDenied, Node: n.cfg.Name, Message: MaintenanceMessage})
+		s.Close()
+		return
+	}
+	e := n.exportMap()[req.Service]
 	if e == nil {
 		wire.WriteResponse(s, wire.Response{Status: wire.StatusUnknownService, Node: n.cfg.Name,
 			Message: "no export named " + req.Service})

@@ -27,9 +27,9 @@ const (
 // importer is one of this node's imports: a local listener whose every
 // connection becomes one stream to an endpoint of the service.
 type importer struct {
-	n   *Node
-	cfg config.Import
-	ln  net.Listener
+	n    *Node
+	conf atomic.Pointer[config.Import] // replaced by a reload; read with cfg()
+	ln   net.Listener
 
 	rr     atomic.Uint64
 	active atomic.Int64
@@ -47,8 +47,14 @@ func newImporter(n *Node, cfg config.Import) (*importer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("node: import %s: listen %s: %w", cfg.Name, cfg.Listen, err)
 	}
-	return &importer{n: n, cfg: cfg, ln: ln, perNode: make(map[string]*atomic.Int64)}, nil
+	im := &importer{n: n, ln: ln, perNode: make(map[string]*atomic.Int64)}
+	im.conf.Store(&cfg)
+	return im, nil
 }
+
+// cfg returns the import's current configuration (a reload may replace
+// it; a connection reads it once).
+func (im *importer) cfg() *config.Import { return im.conf.Load() }
 
 // lastEndpoint is the node that served the last connection, "" before
 // the first.
@@ -78,7 +84,7 @@ func (im *importer) serve() {
 				return
 			}
 			// Out of file descriptors and the like: back off, keep serving.
-			im.n.log.Warn("import accept", "import", im.cfg.Name, "err", err)
+			im.n.log.Warn("import accept", "import", im.cfg().Name, "err", err)
 			select {
 			case <-im.n.ctx.Done():
 				return
@@ -121,15 +127,16 @@ func (im *importer) handle(client net.Conn, finished func()) {
 	im.total.Add(1)
 	im.active.Add(1)
 
+	cfg := *im.cfg()
 	start := time.Now()
-	conn, ep, err := im.n.connect(im.n.ctx, im.cfg, 0, im.rr.Add(1), im.activeTo)
+	conn, ep, err := im.n.connect(im.n.ctx, cfg, 0, im.rr.Add(1), im.activeTo)
 	if err == nil {
-		im.n.metrics.ImportConnected(im.cfg.Name, time.Since(start))
+		im.n.metrics.ImportConnected(cfg.Name, time.Since(start))
 	}
 	if err != nil {
 		im.failed.Add(1)
 		if !isClosedErr(err) {
-			im.n.log.Warn("import connection failed", "import", im.cfg.Name, "client", client.RemoteAddr(), "err", err)
+			im.n.log.Warn("import connection failed", "import", cfg.Name, "client", client.RemoteAddr(), "err", err)
 		}
 		client.Close()
 		im.active.Add(-1)
@@ -140,7 +147,7 @@ func (im *importer) handle(client net.Conn, finished func()) {
 	cnt := im.nodeCounter(ep.Node)
 	cnt.Add(1)
 	tunnel.StartProxy(im.n.ctx, client, conn, func(out, in int64, err error) {
-		im.n.broken.report("import", im.cfg.Name, ep.Node, out, in, err)
+		im.n.broken.report("import", cfg.Name, ep.Node, out, in, err)
 		cnt.Add(-1)
 		im.active.Add(-1)
 		finished()
@@ -250,7 +257,7 @@ func (n *Node) connect(ctx context.Context, imp config.Import, flags uint8, rr u
 // target for a local export, else a stream with the open handshake.
 func (n *Node) dialEndpoint(ctx context.Context, service string, ep failover.Endpoint, flags uint8) (net.Conn, error) {
 	if ep.Local {
-		e := n.exports[service]
+		e := n.exportMap()[service]
 		if e == nil {
 			return nil, fmt.Errorf("no local export %s", service)
 		}

@@ -101,10 +101,12 @@ func (n *Node) rebuildCatalogFrom(members []gossip.Member) {
 		byName:   make(map[string]gossip.Member, len(members)),
 		services: make(map[string][]catalogEndpoint),
 	}
-	for _, e := range n.exports {
-		c.services[e.cfg.Name] = append(c.services[e.cfg.Name], catalogEndpoint{
+	maint := n.maint.Load()
+	for _, e := range n.exportMap() {
+		ec := e.cfg()
+		c.services[ec.Name] = append(c.services[ec.Name], catalogEndpoint{
 			node: n.cfg.Name, site: n.cfg.Site, pub: n.pub, local: true,
-			healthy: e.healthy.Load(), alive: true, weight: e.cfg.Weight,
+			healthy: e.healthy.Load() && !maint, alive: true, weight: ec.Weight,
 		})
 	}
 	for _, m := range members {
@@ -125,12 +127,21 @@ func (n *Node) rebuildCatalogFrom(members []gossip.Member) {
 	n.catalog.Store(c)
 }
 
-// publishExports gossips this node's exports with their current health.
+// publishExports gossips this node's exports with their current health;
+// none while the node is in maintenance or draining.
 func (n *Node) publishExports() {
-	exps := make([]gossip.Export, 0, len(n.exports))
-	for _, e := range n.cfg.Exports {
-		x := n.exports[e.Name]
-		exps = append(exps, gossip.Export{Name: e.Name, Weight: e.Weight, Healthy: x.healthy.Load()})
+	n.pubMu.Lock()
+	defer n.pubMu.Unlock()
+	if n.maint.Load() || n.draining.Load() {
+		n.gsp.SetExports(nil)
+		return
+	}
+	m := n.exportMap()
+	exps := make([]gossip.Export, 0, len(m))
+	for _, e := range n.Config().Exports {
+		if x := m[e.Name]; x != nil {
+			exps = append(exps, gossip.Export{Name: e.Name, Weight: x.cfg().Weight, Healthy: x.healthy.Load()})
+		}
 	}
 	n.gsp.SetExports(exps)
 }

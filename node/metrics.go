@@ -158,12 +158,16 @@ func (n *Node) metricsSample() metrics.Sample {
 		}
 		s.Peers = append(s.Peers, p)
 	}
-	for _, im := range n.imports {
-		s.Imports = append(s.Imports, metrics.ImportSample{Name: im.cfg.Name,
+	for _, im := range n.importList() {
+		s.Imports = append(s.Imports, metrics.ImportSample{Name: im.cfg().Name,
 			Active: im.active.Load(), Total: im.total.Load(), Failed: im.failed.Load()})
 	}
-	for _, e := range n.cfg.Exports {
-		x := n.exports[e.Name]
+	m := n.exportMap()
+	for _, e := range n.Config().Exports {
+		x := m[e.Name]
+		if x == nil {
+			continue
+		}
 		s.Exports = append(s.Exports, metrics.ExportSample{Name: e.Name, Healthy: x.healthy.Load(),
 			Active: x.active.Load(), Served: x.served.Load(), CheckFailures: x.checkFailures.Load()})
 	}

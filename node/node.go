@@ -45,8 +45,6 @@ type Node struct {
 	pub        key.PublicKey
 	tun        *tunnel.Tunnel
 	gsp        *gossip.Gossip
-	exports    map[string]*exporter
-	imports    []*importer
 	ctl        *controlServer
 	mtr        *metricsServer      // nil unless metrics.listen is set
 	rly        *relayServer        // nil unless relay.enabled
@@ -61,12 +59,26 @@ type Node struct {
 
 	catalog  atomic.Pointer[catalog] // rebuilt on every gossip change
 	draining atomic.Bool             // Close has begun: exports refuse new streams
+	maint    atomic.Bool             // maintenance mode: exports withdrawn, new streams refused
+
+	// What a reload changes (reload.go). n.cfg stays the config the node
+	// started with, for what a reload may not change (name, site, addresses);
+	// Config() is the one in force.
+	live    atomic.Pointer[config.Config]
+	exports atomic.Pointer[map[string]*exporter] // copy on write; read with exportMap()
+	imports atomic.Pointer[[]*importer]          // copy on write; read with importList()
+	pubMu   sync.Mutex                           // serialises publishExports
+
+	reloadMu sync.Mutex   // serialises Reload and OnReload
+	hooks    []reloadHook // guarded by reloadMu
+	retired  []*importer  // guarded by reloadMu; removed by a reload, may still have active connections
 
 	mu         sync.Mutex
 	started    bool                    // guarded by mu
 	closed     bool                    // guarded by mu
 	states     map[string]gossip.State // guarded by mu; last logged state per peer
 	holeActive bool                    // guarded by mu; a drill's black hole is applied
+	maintInfo  maintState              // guarded by mu; why and since when maint is on
 }
 
 // New checks cfg and returns a node that is not running yet.
@@ -86,8 +98,22 @@ func New(cfg *config.Config, lg *slog.Logger) (*Node, error) {
 		holes:   &failover.Blackhole{},
 	}
 	n.metrics = metrics.New(metrics.Info{Node: cfg.Name, Site: cfg.Site, Version: version.Get().Short()}, n.metricsSample)
+	n.live.Store(cfg)
+	n.exports.Store(&map[string]*exporter{})
+	n.imports.Store(&[]*importer{})
 	return n, nil
 }
+
+// Config returns the configuration in force: the one the node started
+// with, or the last one a reload applied. Callers must not modify it.
+func (n *Node) Config() *config.Config { return n.live.Load() }
+
+// exportMap returns this node's exports by name; the map is never
+// modified (a reload stores a new one).
+func (n *Node) exportMap() map[string]*exporter { return *n.exports.Load() }
+
+// importList returns this node's imports; the slice is never modified.
+func (n *Node) importList() []*importer { return *n.imports.Load() }
 
 // Start brings the node up: node key, tunnel, gossip, exports, imports,
 // control socket, then joins the mesh. On error everything already started
@@ -131,13 +157,14 @@ func (n *Node) Start() (err error) {
 	}
 	undo = append(undo, func() { n.tun.Close() })
 
-	n.exports = make(map[string]*exporter, len(n.cfg.Exports))
+	exps := make(map[string]*exporter, len(n.cfg.Exports))
 	for _, e := range n.cfg.Exports {
-		n.exports[e.Name] = newExporter(n, e)
+		exps[e.Name] = newExporter(n, e)
 	}
-	for _, e := range n.exports {
+	for _, e := range exps {
 		e.checkOnce() // the first catalog we publish reflects real health
 	}
+	n.exports.Store(&exps)
 
 	if n.cfg.Relay.Enabled {
 		if n.rly, err = startRelayServer(n); err != nil {
@@ -162,14 +189,16 @@ func (n *Node) Start() (err error) {
 	n.publishExports()
 	n.rebuildCatalog()
 
+	var imps []*importer
 	for _, ic := range n.cfg.Imports {
 		im, err := newImporter(n, ic)
 		if err != nil {
 			return err
 		}
-		n.imports = append(n.imports, im)
+		imps = append(imps, im)
 		undo = append(undo, func() { im.close() })
 	}
+	n.imports.Store(&imps)
 
 	if n.cfg.Metrics.Listen != "" {
 		n.mtr, err = startMetrics(n, n.cfg.Metrics.Listen)
@@ -189,12 +218,10 @@ func (n *Node) Start() (err error) {
 	n.goFunc(n.watchHealth)
 	n.goFunc(n.receiveDrills)
 	n.goFunc(n.relayLoop)
-	for _, e := range n.exports {
-		if e.cfg.Check != nil {
-			n.goFunc(e.checkLoop)
-		}
+	for _, e := range exps {
+		n.goFunc(e.checkLoop)
 	}
-	for _, im := range n.imports {
+	for _, im := range imps {
 		n.goFunc(im.serve)
 	}
 	if len(n.cfg.Cluster.Join) > 0 {
@@ -202,7 +229,7 @@ func (n *Node) Start() (err error) {
 	}
 	n.log.Info("node started", "name", n.cfg.Name, "site", n.cfg.Site,
 		"gossip", n.gsp.LocalAddr(), "tunnel", n.tun.LocalAddr(), "mesh_ip", n.tun.MeshIP(),
-		"exports", len(n.exports), "imports", len(n.imports))
+		"exports", len(exps), "imports", len(imps))
 	return nil
 }
 
@@ -269,7 +296,7 @@ func (n *Node) Close() error {
 	n.closed = true
 	n.mu.Unlock()
 
-	n.drain(n.cfg.Failover.DrainGrace)
+	n.drain(n.Config().Failover.DrainGrace)
 	if err := n.gsp.Leave(leaveTimeout); err != nil {
 		n.log.Warn("leave mesh", "err", err)
 	}
@@ -295,21 +322,25 @@ const drainPropagation = 500 * time.Millisecond
 // drain withdraws the node from service and waits, up to grace, for its
 // active connections (served streams and import clients) to finish.
 func (n *Node) drain(grace time.Duration) {
+	n.reloadMu.Lock() // no reload from here on: the lists below stay as they are
 	n.draining.Store(true)
-	for _, im := range n.imports {
+	imps := append(n.importList(), n.retired...)
+	n.reloadMu.Unlock()
+	for _, im := range imps {
 		im.close()
 	}
 	start := time.Now()
-	withdrew := len(n.exports) > 0
+	exps := n.exportMap()
+	withdrew := len(exps) > 0 && !n.maint.Load()
 	if withdrew {
-		n.gsp.SetExports(nil)
+		n.publishExports()
 	}
 	active := func() int64 {
 		var a int64
-		for _, e := range n.exports {
+		for _, e := range exps {
 			a += e.active.Load()
 		}
-		for _, im := range n.imports {
+		for _, im := range imps {
 			a += im.active.Load()
 		}
 		return a
@@ -351,8 +382,8 @@ func (n *Node) GossipAddr() netip.AddrPort { return n.gossipAdvertise() }
 
 // ImportAddr returns the bound address of the named import ("" if none).
 func (n *Node) ImportAddr(name string) string {
-	for _, im := range n.imports {
-		if im.cfg.Name == name {
+	for _, im := range n.importList() {
+		if im.cfg().Name == name {
 			return im.ln.Addr().String()
 		}
 	}

@@ -20,6 +20,11 @@ type NodeStatus struct {
 	Mode      string `json:"mode"`
 	Relay     bool   `json:"relay"`
 	Version   string `json:"version"` // meshd build (version and commit)
+	// Maintenance is on after `meshd maint on` (SPEC §10): exports
+	// withdrawn, new streams refused.
+	Maintenance       bool   `json:"maintenance"`
+	MaintenanceReason string `json:"maintenance_reason,omitempty"`
+	MaintenanceSince  string `json:"maintenance_since,omitempty"` // RFC 3339
 }
 
 // PeerStatus describes one other node as this node sees it.
@@ -80,3 +85,15 @@ const (
 	PathRelay  = "relay"
 	PathNone   = "none"
 )
+
+// ReloadResult answers POST /reload.
+type ReloadResult struct {
+	OK   bool   `json:"ok"`
+	File string `json:"file"`
+}
+
+// MaintRequest is the body of POST /maint and its answer.
+type MaintRequest struct {
+	On     bool   `json:"on"`
+	Reason string `json:"reason,omitempty"`
+}

@@ -31,11 +31,29 @@ type Relay interface {
 // while most recent probes are answered; one that is up but loses most
 // packets (a gray failure) is abandoned for the relay like a dead one, and
 // taken back once probes pass again.
+//
+// Probe packet (version 2, 66 bytes):
+//
+//	magic 0xF0 | kind u8 | sender key [32] | seq u64 | stamp u64 | mac [16]
+//
+// mac is HMAC-SHA256, keyed from the cluster key, over the first 50 bytes
+// and the recipient's public key, so a probe captured on its way to one node
+// is worthless at another. stamp makes probes fresh: a sender numbers every
+// probe it sends from a counter that starts at its clock (ns) when the bind
+// is created, so it grows across restarts; a receiver takes a ping (or any
+// kind but pong) from a known peer only if its stamp is newer than the last
+// one it took from that peer. A pong echoes its ping's seq and stamp and is
+// taken only for the ping in flight with both, once. A replayed probe is
+// therefore never answered and never changes the peer's learned address.
+// (As with WireGuard's handshake, a receiver that restarted forgets the
+// stamps it saw: it may take one replayed ping per peer until the peer's
+// next real one, which restores the address.)
 const (
 	probeMagic    = 0xF0
 	probePing     = 1
 	probePong     = 2
-	probeLen      = 1 + 1 + key.Len + 8 + 16
+	probeHdrLen   = 1 + 1 + key.Len + 8 + 8
+	probeLen      = probeHdrLen + 16
 	probeEvery    = 200 * time.Millisecond
 	probeWindow   = 8               // probes judged
 	probeRing     = probeWindow + 1 // the judged ones plus the one in flight
@@ -71,6 +89,7 @@ type PathBind struct {
 	wg        sync.WaitGroup                   // probe loop
 	paths     map[key.PublicKey]*peerPath      // guarded by mu
 	byAddr    map[netip.AddrPort]key.PublicKey // guarded by mu
+	stamp     atomic.Uint64                    // last probe stamp sent (see probe format)
 	relay     Relay                            // guarded by mu; nil when none
 	relayBy   string                           // guarded by mu; name of the relay
 	holes     map[key.PublicKey]bool           // guarded by mu; black-holed peers
@@ -81,7 +100,9 @@ type peerPath struct {
 	direct     netip.AddrPort
 	seq        uint64
 	sent       [probeRing]uint64 // seq of recent probes, ring
+	stamps     [probeRing]uint64 // their stamps, which a pong must echo
 	acked      [probeRing]bool
+	lastStamp  uint64         // newest stamp taken from this peer's pings (freshness)
 	useRelay   bool           // send via the relay (when there is one)
 	everDirect bool           // the direct path was confirmed at least once
 	learned    netip.AddrPort // source address seen in its probes, if not direct
@@ -111,9 +132,10 @@ func NewPathBind(addr netip.AddrPort, self key.PublicKey, clusterKey []byte, lg 
 	}
 	if len(clusterKey) > 0 {
 		m := hmac.New(sha256.New, clusterKey)
-		m.Write([]byte("meshd path probe v1"))
+		m.Write([]byte("meshd path probe v2"))
 		b.probeKey = m.Sum(nil)
 	}
+	b.stamp.Store(uint64(time.Now().UnixNano()))
 	return b
 }
 
@@ -433,8 +455,9 @@ func (b *PathBind) probeLoop(c *net.UDPConn, done chan struct{}) {
 	tick := time.NewTicker(probeEvery)
 	defer tick.Stop()
 	type out struct {
-		to  netip.AddrPort
-		seq uint64
+		to         netip.AddrPort
+		pub        key.PublicKey
+		seq, stamp uint64
 	}
 	var sends []out
 	for {
@@ -453,12 +476,13 @@ func (b *PathBind) probeLoop(c *net.UDPConn, done chan struct{}) {
 			}
 			p.seq++
 			i := p.seq % probeRing
-			p.sent[i], p.acked[i] = p.seq, false
-			sends = append(sends, out{p.direct, p.seq})
+			st := b.stamp.Add(1)
+			p.sent[i], p.stamps[i], p.acked[i] = p.seq, st, false
+			sends = append(sends, out{p.direct, pub, p.seq, st})
 		}
 		b.mu.Unlock()
 		for _, s := range sends {
-			c.WriteToUDPAddrPort(b.probe(probePing, s.seq), s.to)
+			c.WriteToUDPAddrPort(b.probe(probePing, s.pub, s.seq, s.stamp), s.to)
 		}
 	}
 }
@@ -506,40 +530,55 @@ func (b *PathBind) judgeLocked(pub key.PublicKey, p *peerPath, now time.Time) {
 	}
 }
 
-// probe builds a probe packet: magic, kind, our key, seq, truncated MAC.
-func (b *PathBind) probe(kind byte, seq uint64) []byte {
-	pkt := make([]byte, 0, probeLen)
+// probe builds a probe packet for peer to (see the probe format): magic,
+// kind, our key, seq, stamp, truncated MAC. stamp 0 takes the next one.
+func (b *PathBind) probe(kind byte, to key.PublicKey, seq, stamp uint64) []byte {
+	if stamp == 0 {
+		stamp = b.stamp.Add(1)
+	}
+	pkt := make([]byte, 0, probeLen+key.Len)
 	pkt = append(pkt, probeMagic, kind)
 	pkt = append(pkt, b.self[:]...)
 	pkt = binary.BigEndian.AppendUint64(pkt, seq)
-	m := hmac.New(sha256.New, b.probeKey)
-	m.Write(pkt)
-	return m.Sum(pkt)[:probeLen]
+	pkt = binary.BigEndian.AppendUint64(pkt, stamp)
+	return append(pkt, probeMAC(b.probeKey, pkt, to)...)
 }
 
-// handleProbe answers pings and records pongs; unauthentic probes are
-// dropped silently.
+// probeMAC is the 16-byte MAC of a probe header addressed to to.
+func probeMAC(k, hdr []byte, to key.PublicKey) []byte {
+	m := hmac.New(sha256.New, k)
+	m.Write(hdr[:probeHdrLen])
+	m.Write(to[:])
+	return m.Sum(nil)[:16]
+}
+
+// handleProbe answers fresh pings and records pongs to pings in flight;
+// unauthentic, stale and replayed probes are dropped silently and change
+// nothing.
 func (b *PathBind) handleProbe(pkt []byte, from netip.AddrPort) {
 	if b.probeKey == nil || len(pkt) != probeLen {
 		return
 	}
-	m := hmac.New(sha256.New, b.probeKey)
-	m.Write(pkt[:probeLen-16])
-	if !hmac.Equal(m.Sum(nil)[:16], pkt[probeLen-16:]) {
+	if !hmac.Equal(probeMAC(b.probeKey, pkt, b.self), pkt[probeHdrLen:]) {
 		return
 	}
 	var pub key.PublicKey
 	copy(pub[:], pkt[2:2+key.Len])
 	seq := binary.BigEndian.Uint64(pkt[2+key.Len:])
+	stamp := binary.BigEndian.Uint64(pkt[2+key.Len+8:])
 	b.mu.Lock()
 	c := b.conn
 	blocked := b.holes[pub]
 	p := b.paths[pub]
+	if p != nil && !b.freshLocked(p, pkt[1], seq, stamp) {
+		b.mu.Unlock()
+		return
+	}
 	if p != nil {
-		// An authenticated probe names its sender: learn where its packets
-		// come from (behind NAT that may not be its advertised address).
-		// One learned address per peer: a peer whose port keeps changing
-		// cannot grow the map.
+		// A fresh authenticated probe names its sender: learn where its
+		// packets come from (behind NAT that may not be its advertised
+		// address). One learned address per peer: a peer whose port keeps
+		// changing cannot grow the map.
 		if from != p.direct && from != p.learned {
 			if p.learned.IsValid() && b.byAddr[p.learned] == pub {
 				delete(b.byAddr, p.learned)
@@ -549,14 +588,28 @@ func (b *PathBind) handleProbe(pkt []byte, from netip.AddrPort) {
 		}
 	}
 	if !blocked && pkt[1] == probePong && p != nil {
-		if i := seq % probeRing; p.sent[i] == seq {
-			p.acked[i] = true
-		}
+		p.acked[seq%probeRing] = true
 	}
 	b.mu.Unlock()
-	if !blocked && pkt[1] == probePing && c != nil {
-		c.WriteToUDPAddrPort(b.probe(probePong, seq), from)
+	if !blocked && pkt[1] == probePing && c != nil && p != nil {
+		c.WriteToUDPAddrPort(b.probe(probePong, pub, seq, stamp), from)
 	}
+}
+
+// freshLocked reports whether an authentic probe from peer p is new, and
+// if so records it: a pong must answer the ping in flight with its seq and
+// stamp, not yet answered; any other kind must carry a stamp newer than the
+// last one taken from p.
+func (b *PathBind) freshLocked(p *peerPath, kind byte, seq, stamp uint64) bool {
+	if kind == probePong {
+		i := seq % probeRing
+		return p.sent[i] == seq && p.stamps[i] == stamp && !p.acked[i]
+	}
+	if stamp <= p.lastStamp {
+		return false
+	}
+	p.lastStamp = stamp
+	return true
 }
 
 // Endpoint is a WireGuard endpoint: a peer (sent to on its current path)

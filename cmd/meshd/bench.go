@@ -22,6 +22,7 @@ import (
 
 	"github.com/meshd/meshd/internal/bench"
 	"github.com/meshd/meshd/internal/echo"
+	"github.com/meshd/meshd/internal/version"
 	"github.com/meshd/meshd/node"
 )
 
@@ -235,7 +236,7 @@ func runBench(c *cli.Context) error {
 
 	res := bench.NewResults()
 	res.Set("date", started.UTC().Format(time.RFC3339))
-	res.Set("meshd_version", version)
+	res.Set("meshd_version", version.Get().String())
 	res.Set("go_version", runtime.Version())
 	res.Set("os_arch", runtime.GOOS+"/"+runtime.GOARCH)
 	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {

@@ -43,6 +43,13 @@ func drillCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
+			var st node.Status
+			if err := controlGet(c.Context, sock, "/status", &st); err != nil {
+				return err
+			}
+			if st.Node.Site == c.String("site") {
+				return cli.Exit(fmt.Sprintf("--site %s is this node's own site: its imports could not watch the failover; run the drill from a node outside %s", st.Node.Site, st.Node.Site), 2)
+			}
 			req := node.DrillRequest{Site: c.String("site"), Service: c.String("service"), DurationMS: d.Milliseconds()}
 			// Ctrl-C ends the request; the node then cancels the drill everywhere.
 			ctx, stop := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM)

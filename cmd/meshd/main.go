@@ -6,13 +6,16 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 
 	"github.com/urfave/cli/v2"
+
+	"github.com/meshd/meshd/internal/version"
 )
 
 func main() {
 	app := newApp()
-	if err := app.Run(os.Args); err != nil {
+	if err := app.Run(interspersed(app, os.Args)); err != nil {
 		var ec cli.ExitCoder
 		code := 1
 		if errors.As(err, &ec) {
@@ -37,11 +40,20 @@ func newApp() *cli.App {
 		EnableBashCompletion: false,
 		ExitErrHandler:       func(*cli.Context, error) {}, // main prints errors
 		OnUsageError:         usageError,
+		Flags: []cli.Flag{
+			&cli.BoolFlag{Name: "version", Usage: "print the version (the first line of `meshd version`) and exit"},
+		},
+		Action: rootAction,
 		Commands: []*cli.Command{
 			keygenCommand(),
 			joinCommand(),
 			statusCommand(),
 			drillCommand(),
+			reloadCommand(),
+			maintCommand(),
+			pingCommand(),
+			configCommand(),
+			completionCommand(),
 			demoCommand(),
 			benchCommand(),
 			benchWorkerCommand(),
@@ -51,10 +63,28 @@ func newApp() *cli.App {
 			versionCommand(),
 		},
 	}
-	for _, c := range app.Commands {
-		c.OnUsageError = usageError
+	var setUsage func(cs []*cli.Command)
+	setUsage = func(cs []*cli.Command) {
+		for _, c := range cs {
+			c.OnUsageError = usageError
+			setUsage(c.Subcommands)
+		}
 	}
+	setUsage(app.Commands)
 	return app
+}
+
+// rootAction runs for `meshd` without a command: --version, an unknown
+// command (one line, exit 2), or the help.
+func rootAction(c *cli.Context) error {
+	if c.Bool("version") {
+		fmt.Fprintln(c.App.Writer, versionLine(version.Get()))
+		return nil
+	}
+	if c.NArg() > 0 {
+		return cli.Exit(fmt.Sprintf("unknown command %q (see meshd --help)", c.Args().First()), 2)
+	}
+	return cli.ShowAppHelp(c)
 }
 
 // usageError turns a bad flag into one line on stderr and exit code 2.
@@ -64,4 +94,54 @@ func usageError(c *cli.Context, err error, _ bool) error {
 		name = c.Command.HelpName
 	}
 	return cli.Exit(fmt.Sprintf("%v (see %s --help)", err, name), 2)
+}
+
+// interspersed moves a command's positional arguments after its flags, so
+// that `meshd maint on --reason x` and `meshd ping PEER --count 3` work:
+// urfave/cli stops parsing flags at the first argument.
+func interspersed(app *cli.App, args []string) []string {
+	if len(args) < 3 {
+		return args
+	}
+	var cmd *cli.Command
+	for _, c := range app.Commands {
+		if c.HasName(args[1]) {
+			cmd = c
+		}
+	}
+	if cmd == nil || len(cmd.Subcommands) > 0 {
+		return args
+	}
+	takesValue := map[string]bool{}
+	for _, f := range cmd.Flags {
+		if d, ok := f.(cli.DocGenerationFlag); ok && d.TakesValue() {
+			for _, n := range f.Names() {
+				takesValue[n] = true
+			}
+		}
+	}
+	flags, pos := []string{}, []string{}
+	rest := args[2:]
+	for i := 0; i < len(rest); i++ {
+		a := rest[i]
+		switch {
+		case a == "--":
+			pos = append(pos, rest[i:]...)
+			i = len(rest)
+		case strings.HasPrefix(a, "-") && a != "-":
+			flags = append(flags, a)
+			name := strings.TrimLeft(a, "-")
+			if !strings.Contains(name, "=") && takesValue[name] && i+1 < len(rest) {
+				i++
+				flags = append(flags, rest[i])
+			}
+		default:
+			pos = append(pos, a)
+		}
+	}
+	if len(pos) > 0 && pos[0] != "--" {
+		pos = append([]string{"--"}, pos...)
+	}
+	out := append([]string{args[0], args[1]}, flags...)
+	return append(out, pos...)
 }

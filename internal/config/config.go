@@ -16,6 +16,9 @@ import (
 type Config struct {
 	// Path is the file the config was read from ("" when built in code).
 	Path string
+	// Overrides are the command-line flags applied on top of the file; a
+	// reload reads Path again with the same overrides.
+	Overrides Overrides
 
 	Name    string // default: hostname
 	Site    string // required
@@ -74,11 +77,14 @@ type Relay struct {
 // Export is a local TCP service offered to the mesh.
 type Export struct {
 	Name   string
-	Target string   // host:port dialled by the exporter
-	Check  *Check   // nil when no health check
-	Weight int      // default 1
-	Line   int      // line of the entry in the file, for messages
-	Allow  []string // who may connect (SPEC §8): "*", site:S, group:G, node:N; nil = everyone
+	Target string // host:port dialled by the exporter
+	Check  *Check // on by default (2s/1s); nil after `check: false`
+	Weight int    // default 1
+	// ProxyProtocol is "", "v1" or "v2": send a PROXY protocol header with
+	// the client's address to the target before any payload.
+	ProxyProtocol string
+	Line          int      // line of the entry in the file, for messages
+	Allow         []string // who may connect (SPEC §8): "*", site:S, group:G, node:N; nil = everyone
 }
 
 // Check is a TCP-connect health check of an export's target.
@@ -92,8 +98,11 @@ type Import struct {
 	Name    string
 	Listen  netip.AddrPort
 	Sites   []string // preference order
-	Balance string   // "least_conn" (default) | "round_robin"
-	Line    int
+	Balance string   // "least_conn" (default) | "round_robin" | "source_hash"
+	// ConnectTimeout is how long a client connection may wait for a
+	// healthy endpoint (right after start, or while all are down). Default 5s.
+	ConnectTimeout time.Duration
+	Line           int
 }
 
 // Failover tunes failure handling (an extension of SPEC §3).
@@ -128,16 +137,24 @@ type Log struct {
 // Overrides are command-line flags that take precedence over the file.
 // Empty fields leave the file's value alone.
 type Overrides struct {
-	Name    string
-	Site    string
-	Join    []string
-	DataDir string
+	Name     string
+	Site     string
+	Join     []string
+	DataDir  string
+	LogLevel string // debug | info | warn | error
 }
 
 // Balance policies.
 const (
 	BalanceLeastConn  = "least_conn"
 	BalanceRoundRobin = "round_robin"
+	BalanceSourceHash = "source_hash"
+)
+
+// PROXY protocol versions of exports[].proxy_protocol.
+const (
+	ProxyV1 = "v1"
+	ProxyV2 = "v2"
 )
 
 // Tunnel modes.
@@ -158,6 +175,7 @@ const (
 	DefaultSessionTimeout = 15 * time.Second
 	DefaultHoldDown       = 2 * time.Second
 	DefaultDrainGrace     = 10 * time.Second
+	DefaultConnectTimeout = 5 * time.Second
 	DefaultSocketName     = "meshd.sock" // joined to data_dir when control.socket is unset
 	DefaultLogLevel       = "info"
 	DefaultLogFormat      = "text"

@@ -110,7 +110,7 @@ func TestSpecExample(t *testing.T) {
 		}},
 		Imports: []Import{{
 			Name: "postgres", Listen: netip.MustParseAddrPort("127.0.0.1:15432"),
-			Sites: []string{"onprem", "cloud"}, Balance: BalanceLeastConn, Line: 32,
+			Sites: []string{"onprem", "cloud"}, Balance: BalanceLeastConn, ConnectTimeout: DefaultConnectTimeout, Line: 32,
 		}},
 		Control:  Control{Socket: "/var/lib/meshd/meshd.sock"},
 		Log:      Log{Level: "info", Format: "text"},
@@ -154,8 +154,25 @@ func TestValid(t *testing.T) {
 		name, yaml string
 		check      func(*Config) bool
 	}{
-		{"no check means nil", "site: a\nexports:\n  - {name: x, target: 'db.internal:5432'}\n",
-			func(c *Config) bool { return c.Exports[0].Check == nil && c.Exports[0].Weight == 1 }},
+		{"no check means the default check", "site: a\nexports:\n  - {name: x, target: 'db.internal:5432'}\n",
+			func(c *Config) bool {
+				return *c.Exports[0].Check == Check{2 * time.Second, time.Second} && c.Exports[0].Weight == 1
+			}},
+		{"check false turns it off", "site: a\nexports:\n  - {name: x, target: 'h:1', check: false}\n  - {name: y, target: 'h:1', check: true}\n",
+			func(c *Config) bool {
+				return c.Exports[0].Check == nil && *c.Exports[1].Check == Check{2 * time.Second, time.Second}
+			}},
+		{"proxy protocol", "site: a\nexports:\n  - {name: x, target: 'h:1', proxy_protocol: v2}\n  - {name: y, target: 'h:1', proxy_protocol: v1}\n  - {name: z, target: 'h:1'}\n",
+			func(c *Config) bool {
+				return c.Exports[0].ProxyProtocol == ProxyV2 && c.Exports[1].ProxyProtocol == ProxyV1 && c.Exports[2].ProxyProtocol == ""
+			}},
+		{"source hash and connect timeout", "site: a\nimports:\n  - {name: x, listen: '127.0.0.1:1', balance: source_hash, connect_timeout: 250ms}\n  - {name: y, listen: '127.0.0.1:2'}\n",
+			func(c *Config) bool {
+				return c.Imports[0].Balance == BalanceSourceHash && c.Imports[0].ConnectTimeout == 250*time.Millisecond &&
+					c.Imports[1].ConnectTimeout == DefaultConnectTimeout
+			}},
+		{"log level override", "site: a\nlog: {level: warn}\n",
+			func(c *Config) bool { return c.Log.Level == "warn" }},
 		{"short interval caps default timeout", "site: a\nexports:\n  - name: x\n    target: '[::1]:80'\n    check: {interval: 500ms, timeout: ~}\n",
 			func(c *Config) bool {
 				return *c.Exports[0].Check == Check{500 * time.Millisecond, 500 * time.Millisecond}
@@ -220,7 +237,7 @@ func TestErrors(t *testing.T) {
 		{"top-level list", "- site: a\n", "", []string{path + ":1: got a list; want a mapping with keys name, site"}},
 		{"unknown top key", "site: a\nsitez: b\n", "", []string{path + ":2: sitez: unknown key at top level; allowed keys: name, site, data_dir, cluster"}},
 		{"unknown nested key", "site: a\ntunnel:\n  port: 1\n", "", []string{path + ":3: tunnel.port: unknown key in tunnel; allowed keys: listen, advertise, mode"}},
-		{"unknown export key", "site: a\nexports:\n  - name: x\n    target: h:1\n    port: 2\n", "", []string{path + ":5: exports[0].port: unknown key", "name, target, check, weight"}},
+		{"unknown export key", "site: a\nexports:\n  - name: x\n    target: h:1\n    port: 2\n", "", []string{path + ":5: exports[0].port: unknown key", "name, target, check, weight, proxy_protocol"}},
 		{"duplicate key", "site: a\nname: b\nsite: c\n", "", []string{path + ":3: site: duplicate key; already set at line 1"}},
 		{"map wanted", "site: a\ngossip: [1]\n", "", []string{path + ":2: gossip: got a list; want a mapping with keys bind, advertise"}},
 		{"list wanted", "site: a\nexports:\n  name: x\n", "", []string{path + ":3: exports: got a mapping; want a list of exports"}},
@@ -263,7 +280,10 @@ func TestErrors(t *testing.T) {
 		{"sites duplicate", "site: a\nimports:\n  - name: x\n    listen: 127.0.0.1:1\n    sites:\n      - a\n      - a\n", "", []string{path + ":7: imports[0].sites[1]: \"a\" is already listed at line 6"}},
 		{"sites bad", "site: a\nimports:\n  - {name: x, listen: '127.0.0.1:1', sites: ['a b']}\n", "", []string{path + ":3: imports[0].sites[0]: \"a b\" is not allowed"}},
 		{"sites string", "site: a\nimports:\n  - {name: x, listen: '127.0.0.1:1', sites: a}\n", "", []string{path + ":3: imports[0].sites: got the string \"a\"; want a list of site names"}},
-		{"balance", "site: a\nimports:\n  - {name: x, listen: '127.0.0.1:1', balance: random}\n", "", []string{path + ":3: imports[0].balance: \"random\" is not allowed; use least_conn or round_robin"}},
+		{"balance", "site: a\nimports:\n  - {name: x, listen: '127.0.0.1:1', balance: random}\n", "", []string{path + ":3: imports[0].balance: \"random\" is not allowed; use least_conn, round_robin or source_hash"}},
+		{"connect timeout", "site: a\nimports:\n  - {name: x, listen: '127.0.0.1:1', connect_timeout: 0s}\n", "", []string{path + ":3: imports[0].connect_timeout: \"0s\" is not allowed"}},
+		{"proxy protocol", "site: a\nexports:\n  - {name: x, target: 'h:1', proxy_protocol: v3}\n", "", []string{path + ":3: exports[0].proxy_protocol: \"v3\" is not allowed; use v1 or v2"}},
+		{"check string", "site: a\nexports:\n  - {name: x, target: 'h:1', check: off}\n", "", []string{path + ":3: exports[0].check: got the string \"off\""}},
 		{"log level", "site: a\nlog:\n  level: verbose\n", "", []string{path + ":3: log.level: \"verbose\" is not allowed; use debug, info, warn or error"}},
 		{"log format", "site: a\nlog:\n  format: xml\n", "", []string{path + ":3: log.format: \"xml\" is not allowed; use text or json"}},
 		{"metrics listen", "site: a\nmetrics:\n  listen: \"9469\"\n", "", []string{path + ":3: metrics.listen: \"9469\" is not allowed", "127.0.0.1:9469"}},
@@ -469,5 +489,21 @@ func TestFailoverSection(t *testing.T) {
 	_, err = Parse("f.yaml", []byte("site: a\nfailover:\n  holddown: 1s\n"), Overrides{})
 	if err == nil || !strings.Contains(err.Error(), "f.yaml:3") || !strings.Contains(err.Error(), "hold_down") {
 		t.Fatalf("unknown key: %v", err)
+	}
+}
+
+func TestLogLevelOverride(t *testing.T) {
+	t.Setenv(KeyEnv, key32)
+	ov := Overrides{Name: "n1", Site: "a", LogLevel: "debug"}
+	c, err := Parse("m.yaml", []byte("log: {level: warn}\n"), ov)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Log.Level != "debug" || !reflect.DeepEqual(c.Overrides, ov) {
+		t.Errorf("level %q overrides %+v; want debug and %+v", c.Log.Level, c.Overrides, ov)
+	}
+	_, err = Parse("m.yaml", []byte("site: a\n"), Overrides{Name: "n1", LogLevel: "loud"})
+	if err == nil || !strings.Contains(err.Error(), `log.level: "loud" (from --log-level) is not allowed`) {
+		t.Errorf("err = %v; want the --log-level named", err)
 	}
 }

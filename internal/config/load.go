@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+
+	"gopkg.in/yaml.v3"
 )
 
 // Error is a validation error in a config file. Error() formats it as
@@ -108,6 +110,15 @@ type fileLines struct {
 // finish applies overrides and the defaults that depend on them, and makes
 // the checks that span the file.
 func (p *parser) finish(cfg *Config, fl fileLines, ov Overrides) error {
+	cfg.Overrides = ov
+	if ov.LogLevel != "" {
+		switch ov.LogLevel {
+		case "debug", "info", "warn", "error":
+			cfg.Log.Level = ov.LogLevel
+		default:
+			return p.errf(0, "log.level", "%q (from --log-level) is not allowed; use debug, info, warn or error", ov.LogLevel)
+		}
+	}
 	if ov.Name != "" {
 		if !validName(ov.Name) {
 			return p.errf(0, "name", "%q (from --name) is not allowed; %s", ov.Name, nameHint)
@@ -202,4 +213,32 @@ func (p *parser) loadKey(cfg *Config, fl fileLines) error {
 		c.Key = key
 	}
 	return nil
+}
+
+// SocketHint finds the control socket of the config file at path even when
+// the file is not a valid config (a reload must reach the node to hear why):
+// control.socket, else <data_dir>/meshd.sock, from a lenient read. ok is
+// false when the file cannot be read or is not YAML.
+func SocketHint(path string) (sock string, ok bool) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return "", false
+	}
+	var loose struct {
+		DataDir string `yaml:"data_dir"`
+		Control struct {
+			Socket string `yaml:"socket"`
+		} `yaml:"control"`
+	}
+	if yaml.Unmarshal(data, &loose) != nil {
+		return "", false
+	}
+	if s, ok := loose.Control.Socket, true; s != "" {
+		return s, ok
+	}
+	dir := loose.DataDir
+	if dir == "" {
+		dir = DefaultDataDir
+	}
+	return filepath.Join(dir, DefaultSocketName), true
 }

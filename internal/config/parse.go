@@ -29,9 +29,9 @@ var (
 	gossipKeys   = []string{"bind", "advertise"}
 	tunnelKeys   = []string{"listen", "advertise", "mode"}
 	relayKeys    = []string{"enabled", "listen", "advertise"}
-	exportKeys   = []string{"name", "target", "check", "weight", "allow"}
+	exportKeys   = []string{"name", "target", "check", "weight", "allow", "proxy_protocol"}
 	checkKeys    = []string{"interval", "timeout"}
-	importKeys   = []string{"name", "listen", "sites", "balance"}
+	importKeys   = []string{"name", "listen", "sites", "balance", "connect_timeout"}
 	controlKeys  = []string{"socket"}
 	metricsKeys  = []string{"listen"}
 	logKeys      = []string{"level", "format"}
@@ -255,7 +255,8 @@ type parsedExport struct {
 }
 
 func (p *parser) export(n *yaml.Node, path string) (parsedExport, error) {
-	e := parsedExport{Export: Export{Weight: DefaultWeight, Line: n.Line}}
+	e := parsedExport{Export: Export{Weight: DefaultWeight, Line: n.Line,
+		Check: &Check{Interval: DefaultCheckInterval, Timeout: DefaultCheckTimeout}}}
 	fields, err := p.mapping(n, path, exportKeys)
 	if err != nil {
 		return e, err
@@ -284,6 +285,8 @@ func (p *parser) export(n *yaml.Node, path string) (parsedExport, error) {
 			e.Weight, err = p.weight(f.val, f.path)
 		case "allow":
 			e.Allow, err = p.allow(f.val, f.path)
+		case "proxy_protocol":
+			err = p.enum(f.val, f.path, &e.ProxyProtocol, ProxyV1, ProxyV2)
 		}
 		if err != nil {
 			return e, err
@@ -300,6 +303,17 @@ func (p *parser) export(n *yaml.Node, path string) (parsedExport, error) {
 
 func (p *parser) check(n *yaml.Node, path string) (*Check, error) {
 	c := &Check{Interval: DefaultCheckInterval}
+	if r := resolve(n); r != nil && r.Kind == yaml.ScalarNode && r.ShortTag() == "!!bool" {
+		// check: false turns the default check off; true keeps it.
+		var on bool
+		if err := r.Decode(&on); err != nil {
+			return nil, p.errf(n.Line, path, "got %s; want false or a mapping with keys interval, timeout", describe(r))
+		}
+		if !on {
+			return nil, nil
+		}
+		return &Check{Interval: DefaultCheckInterval, Timeout: DefaultCheckTimeout}, nil
+	}
 	fields, err := p.mapping(n, path, checkKeys)
 	if err != nil {
 		return nil, err
@@ -360,7 +374,7 @@ type parsedImport struct {
 }
 
 func (p *parser) importEntry(n *yaml.Node, path string) (parsedImport, error) {
-	im := parsedImport{Import: Import{Balance: BalanceLeastConn, Line: n.Line}}
+	im := parsedImport{Import: Import{Balance: BalanceLeastConn, ConnectTimeout: DefaultConnectTimeout, Line: n.Line}}
 	fields, err := p.mapping(n, path, importKeys)
 	if err != nil {
 		return im, err
@@ -379,7 +393,9 @@ func (p *parser) importEntry(n *yaml.Node, path string) (parsedImport, error) {
 		case "sites":
 			im.Sites, err = p.sites(f.val, f.path)
 		case "balance":
-			err = p.enum(f.val, f.path, &im.Balance, BalanceLeastConn, BalanceRoundRobin)
+			err = p.enum(f.val, f.path, &im.Balance, BalanceLeastConn, BalanceRoundRobin, BalanceSourceHash)
+		case "connect_timeout":
+			im.ConnectTimeout, err = p.duration(f.val, f.path, DefaultConnectTimeout)
 		}
 		if err != nil {
 			return im, err

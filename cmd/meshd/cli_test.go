@@ -1,0 +1,77 @@
+package main
+
+import (
+	"bytes"
+	"os/exec"
+	"reflect"
+	"strings"
+	"testing"
+
+	"github.com/meshd/meshd/internal/version"
+)
+
+func TestInterspersed(t *testing.T) {
+	app := newApp()
+	for _, tc := range []struct{ in, want []string }{
+		{[]string{"meshd", "maint", "on", "--reason", "x y", "--socket", "/s"}, []string{"meshd", "maint", "--reason", "x y", "--socket", "/s", "--", "on"}},
+		{[]string{"meshd", "ping", "n2", "--count=3", "--json"}, []string{"meshd", "ping", "--count=3", "--json", "--", "n2"}},
+		{[]string{"meshd", "maint", "--json", "off"}, []string{"meshd", "maint", "--json", "--", "off"}},
+		{[]string{"meshd", "status", "--json"}, []string{"meshd", "status", "--json"}},
+		{[]string{"meshd", "config", "check", "--config", "f"}, []string{"meshd", "config", "check", "--config", "f"}},
+		{[]string{"meshd", "nosuch", "a", "--b"}, []string{"meshd", "nosuch", "a", "--b"}},
+	} {
+		if got := interspersed(app, tc.in); !reflect.DeepEqual(got, tc.want) {
+			t.Errorf("interspersed(%q) = %q; want %q", tc.in, got, tc.want)
+		}
+	}
+}
+
+func TestVersionLine(t *testing.T) {
+	v := version.Info{Version: "dev", Go: "go1.26.8", Commit: "0123456789abcdef", Date: "2026-11-30T10:00:00Z", Modified: true}
+	if got, want := versionLine(v), "meshd dev (commit 0123456789ab, 2026-11-30T10:00:00Z, modified) go1.26.8"; got != want {
+		t.Errorf("versionLine = %q; want %q", got, want)
+	}
+	v.Commit, v.Date, v.Modified = "", "", false
+	if got, want := versionLine(v), "meshd dev go1.26.8"; got != want {
+		t.Errorf("versionLine without VCS = %q; want %q", got, want)
+	}
+}
+
+// TestCompletion: the scripts name every visible command and are valid
+// for the shells that are installed.
+func TestCompletion(t *testing.T) {
+	cmds := visibleCommands(newApp().Commands)
+	for _, sh := range []string{"bash", "zsh", "fish"} {
+		var b bytes.Buffer
+		switch sh {
+		case "bash":
+			writeBash(&b, cmds)
+		case "zsh":
+			writeZsh(&b, cmds)
+		case "fish":
+			writeFish(&b, cmds)
+		}
+		for _, c := range []string{"join", "reload", "maint", "ping", "config", "completion", "--config"} {
+			if !strings.Contains(b.String(), c) {
+				t.Errorf("%s script does not mention %s", sh, c)
+			}
+		}
+		if strings.Contains(b.String(), "bench-worker") {
+			t.Errorf("%s script lists a hidden command", sh)
+		}
+		path, err := exec.LookPath(sh)
+		if err != nil {
+			t.Logf("%s not installed: syntax not checked", sh)
+			continue
+		}
+		args := []string{"-n"}
+		if sh == "fish" {
+			args = []string{"--no-execute"}
+		}
+		cmd := exec.Command(path, args...)
+		cmd.Stdin = &b
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Errorf("%s -n: %v\n%s", sh, err, out)
+		}
+	}
+}

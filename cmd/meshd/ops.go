@@ -1,0 +1,154 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/meshd/meshd/internal/config"
+	"github.com/meshd/meshd/node"
+)
+
+func reloadCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "reload",
+		Usage: "re-read the running node's config file and apply what changed without a restart",
+		UsageText: "meshd reload [--config FILE | --socket PATH]\n\n" +
+			"The node re-reads the file it was started with (same command-line overrides) and\n" +
+			"applies exports, imports, checks, weights, site preferences and the log level live;\n" +
+			"connections through unchanged imports and exports are not touched. A change of\n" +
+			"name, site, data_dir, a listen or advertise address or tunnel.mode is refused (restart\n" +
+			"needed); an invalid file changes nothing. SIGHUP does the same.",
+		Flags: socketFlags(),
+		Action: func(c *cli.Context) error {
+			if c.NArg() > 0 {
+				return cli.Exit(fmt.Sprintf("reload takes no arguments, got %q", c.Args().First()), 2)
+			}
+			sock, err := socketPathNoLoad(c)
+			if err != nil {
+				return err
+			}
+			var res node.ReloadResult
+			if err := controlDo(c.Context, sock, http.MethodPost, "/reload", struct{}{}, &res, 30*time.Second); err != nil {
+				return fmt.Errorf("reload refused; nothing changed: %w", err)
+			}
+			fmt.Fprintf(c.App.Writer, "reloaded %s\n", res.File)
+			return nil
+		},
+	}
+}
+
+// socketPathNoLoad is socketPath for commands that must work while the
+// config file is broken (reload reports the file's error from the node):
+// with --config it falls back to the default socket of data_dir only if
+// the file cannot be read.
+func socketPathNoLoad(c *cli.Context) (string, error) {
+	if s := c.String("socket"); s != "" {
+		return s, nil
+	}
+	if f := c.String("config"); f != "" {
+		if cfg, err := config.Load(f, config.Overrides{}); err == nil {
+			return cfg.Control.Socket, nil
+		} else if sock, ok := config.SocketHint(f); ok {
+			return sock, nil
+		} else {
+			return "", err
+		}
+	}
+	return socketPath(c)
+}
+
+func maintCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "maint",
+		Usage: "maintenance mode: withdraw this node's exports and refuse new streams (on), or restore them (off)",
+		UsageText: "meshd maint on|off [--reason TEXT] [--json] [--config FILE | --socket PATH]\n\n" +
+			"On: the node's exports leave the mesh's catalog within a second and new streams are\n" +
+			"answered \"denied: maintenance\" (importers move on); active streams finish; the node\n" +
+			"stays in the mesh and keeps its imports. It survives `meshd reload`, not a restart.",
+		Flags: append(socketFlags(),
+			&cli.StringFlag{Name: "reason", Usage: "why (shown in status)"},
+			&cli.BoolFlag{Name: "json", Usage: "print JSON"}),
+		Action: func(c *cli.Context) error {
+			if c.NArg() != 1 || (c.Args().First() != "on" && c.Args().First() != "off") {
+				return cli.Exit("maint takes one argument, on or off (see meshd maint --help)", 2)
+			}
+			on := c.Args().First() == "on"
+			if !on && c.String("reason") != "" {
+				return cli.Exit("--reason goes with maint on", 2)
+			}
+			sock, err := socketPath(c)
+			if err != nil {
+				return err
+			}
+			var res node.MaintRequest
+			if err := controlDo(c.Context, sock, http.MethodPost, "/maint", node.MaintRequest{On: on, Reason: c.String("reason")}, &res, 10*time.Second); err != nil {
+				return err
+			}
+			if c.Bool("json") {
+				return json.NewEncoder(c.App.Writer).Encode(res)
+			}
+			if res.On {
+				fmt.Fprintf(c.App.Writer, "maintenance on%s: exports withdrawn, new streams refused\n", reasonSuffix(res.Reason))
+			} else {
+				fmt.Fprintln(c.App.Writer, "maintenance off: exports published")
+			}
+			return nil
+		},
+	}
+}
+
+func reasonSuffix(r string) string {
+	if r == "" {
+		return ""
+	}
+	return fmt.Sprintf(" (%s)", r)
+}
+
+func configCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "config",
+		Usage: "work with config files",
+		Subcommands: []*cli.Command{{
+			Name:  "check",
+			Usage: "validate a config file and the files it names, without starting anything",
+			UsageText: "meshd config check --config FILE\n\n" +
+				"Parses and validates FILE (SPEC §3), reads its cluster key, and checks the node key\n" +
+				"in data_dir when it exists. Exits 0, or 1 with the file:line error.",
+			Flags: []cli.Flag{
+				&cli.StringFlag{Name: "config", Aliases: []string{"c"}, Usage: "the configuration `FILE` to check"},
+				&cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "print nothing when the file is valid"},
+			},
+			Action: func(c *cli.Context) error {
+				if c.NArg() > 0 {
+					return cli.Exit(fmt.Sprintf("config check takes no arguments, got %q (use --config FILE)", c.Args().First()), 2)
+				}
+				f := c.String("config")
+				if f == "" {
+					return cli.Exit("config check needs --config FILE", 2)
+				}
+				cfg, err := config.Load(f, config.Overrides{})
+				if err != nil {
+					return err
+				}
+				if err := node.CheckConfig(cfg); err != nil {
+					return err
+				}
+				if !c.Bool("quiet") {
+					fmt.Fprintf(c.App.Writer, "%s: ok (node %s, site %s, %d exports, %d imports)\n",
+						f, cfg.Name, cfg.Site, len(cfg.Exports), len(cfg.Imports))
+				}
+				return nil
+			},
+		}},
+		Action: func(c *cli.Context) error {
+			if c.NArg() > 0 {
+				return cli.Exit(fmt.Sprintf("unknown config command %q (see meshd config --help)", c.Args().First()), 2)
+			}
+			return cli.ShowSubcommandHelp(c)
+		},
+	}
+}

@@ -1,0 +1,268 @@
+package e2e
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"os"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// writeConfig rewrites n's config file from spec (what a reload reads).
+func (c *cluster) writeConfig(n *meshNode, s nodeSpec, extra string) {
+	c.t.Helper()
+	for _, im := range s.Imports {
+		if _, ok := n.Imports[im.Name]; !ok {
+			l := im.Listen
+			if l == "" {
+				l = addr(freePort(c.t))
+			}
+			n.Imports[im.Name] = l
+		}
+	}
+	if err := os.WriteFile(n.Config, []byte(c.configYAML(n, s)+extra), 0o600); err != nil {
+		c.t.Fatal(err)
+	}
+}
+
+// pacedEcho sends size pseudo-random bytes through addr in chunks with a
+// pause after each (so that the transfer spans what the test does
+// meanwhile), half-closes, reads the echo to EOF and checks it. It returns
+// nil only if every byte came back intact.
+func pacedEcho(addr string, size, chunk int, pause, d time.Duration) error {
+	cn, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		return err
+	}
+	defer cn.Close()
+	cn.SetDeadline(time.Now().Add(d))
+	src := rand.NewChaCha8([32]byte{42})
+	hs := sha256.New()
+	werr := make(chan error, 1)
+	go func() {
+		buf := make([]byte, chunk)
+		for left := size; left > 0; left -= len(buf) {
+			buf = buf[:min(chunk, left)]
+			src.Read(buf)
+			hs.Write(buf)
+			if _, err := cn.Write(buf); err != nil {
+				werr <- err
+				return
+			}
+			time.Sleep(pause)
+		}
+		werr <- cn.(*net.TCPConn).CloseWrite()
+	}()
+	hr := sha256.New()
+	n, rerr := io.Copy(hr, cn)
+	if err := <-werr; err != nil {
+		return fmt.Errorf("write: %w", err)
+	}
+	if rerr != nil {
+		return fmt.Errorf("read echo: %w after %d bytes", rerr, n)
+	}
+	if n != int64(size) || !bytes.Equal(hs.Sum(nil), hr.Sum(nil)) {
+		return fmt.Errorf("echo differs: %d of %d bytes, checksum equal %v", n, size, bytes.Equal(hs.Sum(nil), hr.Sum(nil)))
+	}
+	return nil
+}
+
+// servedBy connects through an import and returns the name the backend
+// announced (foBackend), after a full echo round trip.
+func servedBy(address string) (string, error) {
+	name, _, err := foExchange(address, 1, 5*time.Second)
+	return name, err
+}
+
+// waitServedBy waits until a new connection through address is served by want.
+func waitServedBy(t *testing.T, d time.Duration, address, want string) time.Duration {
+	t.Helper()
+	start := time.Now()
+	waitFor(t, d, "connections through "+address+" served by "+want, func() (bool, string) {
+		got, err := servedBy(address)
+		return err == nil && got == want, fmt.Sprintf("served by %q, err %v", got, err)
+	})
+	return time.Since(start)
+}
+
+// TestReload (issue #12 problem 2, SPEC §10): a reload adds an import and
+// an export (SIGHUP on one node, `meshd reload` on another) and changes an
+// import's site order while a checksummed transfer through an unchanged
+// import continues intact; an invalid file and a restart-only change are
+// refused with a one-line file:line error and change nothing.
+func TestReload(t *testing.T) {
+	c := newCluster(t)
+	echo := startBackend(t, "127.0.0.1:0")
+	webX, webY, extraX := startFOBackend(t, "x"), startFOBackend(t, "y"), startFOBackend(t, "x-extra")
+
+	specX := nodeSpec{Name: "x", Site: "s1", Exports: []exportSpec{
+		{Name: "stream", Target: echo.Addr()}, {Name: "web", Target: webX.Addr()}}}
+	x := c.start(specX)
+	y := c.start(nodeSpec{Name: "y", Site: "s2", Exports: []exportSpec{{Name: "web", Target: webY.Addr()}}})
+	specZ := nodeSpec{Name: "z", Site: "s3", Imports: []importSpec{
+		{Name: "stream", Sites: []string{"s1"}}, {Name: "web", Sites: []string{"s1", "s2"}}}}
+	z := c.start(specZ)
+	waitMesh(t, 20*time.Second, x, y, z)
+	waitServedBy(t, 10*time.Second, z.Imports["web"], "x")
+
+	// A transfer through the unchanged import "stream" spans the reloads.
+	const size = 24 << 20
+	xfer := make(chan error, 1)
+	go func() { xfer <- pacedEcho(z.Imports["stream"], size, 64<<10, 25*time.Millisecond, 60*time.Second) }()
+	time.Sleep(500 * time.Millisecond)
+
+	// 1. An invalid file: a line the test knows is wrong.
+	good := c.configYAML(z, specZ)
+	badLine := strings.Count(good, "\n") + 1
+	if err := os.WriteFile(z.Config, []byte(good+"colour: blue\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, errOut, code := runMeshd(t, 20*time.Second, "reload", "--config", z.Config)
+	t.Logf("invalid reload: exit %d, stderr %s", code, strings.TrimSpace(errOut))
+	if code == 0 || !oneLine(errOut) || out != "" {
+		t.Errorf("invalid reload: exit %d, stdout %q, stderr %q; want non-zero and one line", code, out, errOut)
+	}
+	if want := fmt.Sprintf("%s:%d: colour: unknown key", z.Config, badLine); !strings.Contains(errOut, want) {
+		t.Errorf("invalid reload: stderr %q does not contain %q", errOut, want)
+	}
+	// 2. A restart-only key.
+	specZsite := specZ
+	specZsite.Site = "s9"
+	c.writeConfig(z, specZsite, "")
+	_, errOut, code = runMeshd(t, 20*time.Second, "reload", "--config", z.Config)
+	t.Logf("site change: exit %d, stderr %s", code, strings.TrimSpace(errOut))
+	if code == 0 || !oneLine(errOut) || !strings.Contains(errOut, "site: changed from \"s3\" to \"s9\"") {
+		t.Errorf("site change: exit %d, stderr %q; want non-zero, one line naming site", code, errOut)
+	}
+	// Nothing changed: same imports, same preference.
+	if st := status(t, z); len(st.Imports) != 2 || st.Node.Site != "s3" {
+		t.Errorf("after refused reloads: site %s, imports %+v", st.Node.Site, st.Imports)
+	}
+	if got, err := servedBy(z.Imports["web"]); err != nil || got != "x" {
+		t.Errorf("after refused reloads web served by %q (%v); want x", got, err)
+	}
+
+	// 3. A valid reload on x by SIGHUP: a new export.
+	specX.Exports = append(specX.Exports, exportSpec{Name: "extra", Target: extraX.Addr()})
+	c.writeConfig(x, specX, "")
+	x.signal(t, syscall.SIGHUP)
+	// 4. And on z by `meshd reload`: web prefers s2 now, and a new import.
+	specZ.Imports = []importSpec{{Name: "stream", Sites: []string{"s1"}}, {Name: "web", Sites: []string{"s2", "s1"}}, {Name: "extra"}}
+	c.writeConfig(z, specZ, "")
+	t0 := time.Now()
+	out, errOut, code = runMeshd(t, 20*time.Second, "reload", "--config", z.Config)
+	if code != 0 {
+		t.Fatalf("reload: exit %d: %s", code, errOut)
+	}
+	t.Logf("reload: %s", strings.TrimSpace(out))
+	if got, err := servedBy(z.Imports["web"]); err != nil || got != "y" {
+		t.Errorf("right after the reload web served by %q (%v); want y (sites [s2, s1])", got, err)
+	}
+	waitServedBy(t, 10*time.Second, z.Imports["extra"], "x-extra")
+	t.Logf("new import served by x's new export %s after the reload", time.Since(t0).Round(time.Millisecond))
+
+	if err := <-xfer; err != nil {
+		t.Errorf("transfer through the unchanged import across the reloads: %v", err)
+	}
+	st := status(t, z)
+	for _, im := range st.Imports {
+		if im.Name == "stream" && im.Failed != 0 {
+			t.Errorf("import stream: %d failed connections", im.Failed)
+		}
+	}
+	if len(st.Imports) != 3 {
+		t.Errorf("z imports after reload: %+v; want stream, web, extra", st.Imports)
+	}
+	for _, n := range []*meshNode{x, z} {
+		if !n.running() {
+			t.Fatalf("%s exited", n.Name)
+		}
+		if countLines(n.logText(), "config reloaded") != 1 {
+			t.Errorf("%s logged %d 'config reloaded' lines; want 1", n.Name, countLines(n.logText(), "config reloaded"))
+		}
+	}
+	if !strings.Contains(z.logText(), "reload refused") && countLines(z.logText(), "level=ERROR") > 0 {
+		t.Logf("z errors:\n%s", grepLines(z.logText(), "level=ERROR"))
+	}
+}
+
+// TestMaint (issue #12 problem 10, SPEC §10): `meshd maint on` moves an
+// importer's new connections to another site with 0 failed, status shows
+// it, it survives a reload, and `off` brings the connections back.
+func TestMaint(t *testing.T) {
+	c := newCluster(t)
+	webX, webY := startFOBackend(t, "x"), startFOBackend(t, "y")
+	specX := nodeSpec{Name: "x", Site: "s1", Exports: []exportSpec{{Name: "web", Target: webX.Addr()}}}
+	x := c.start(specX)
+	y := c.start(nodeSpec{Name: "y", Site: "s2", Exports: []exportSpec{{Name: "web", Target: webY.Addr()}}})
+	z := c.start(nodeSpec{Name: "z", Site: "s3", Imports: []importSpec{{Name: "web", Sites: []string{"s1", "s2"}}}})
+	waitMesh(t, 20*time.Second, x, y, z)
+	waitServedBy(t, 10*time.Second, z.Imports["web"], "x")
+
+	cl := startFOClient(t, z.Imports["web"])
+	time.Sleep(300 * time.Millisecond)
+	t0 := time.Now()
+	out, errOut, code := runMeshd(t, 10*time.Second, "maint", "on", "--reason", "kernel upgrade", "--config", x.Config)
+	if code != 0 {
+		t.Fatalf("maint on: exit %d: %s", code, errOut)
+	}
+	t.Logf("maint on: %s", strings.TrimSpace(out))
+	moved := cl.waitFirst(t, t0, foIn("y"), 5*time.Second, "a connection served by y after maint on")
+	t.Logf("first connection served by y %s after maint on", moved.Round(time.Millisecond))
+	if moved > 1500*time.Millisecond {
+		t.Errorf("maint on: new connections moved after %s; want within ~1 s", moved)
+	}
+	// Withdrawn mesh-wide: z's catalog has no x endpoint for web.
+	waitFor(t, 2*time.Second, "x's export withdrawn in z's catalog", func() (bool, string) {
+		s, _ := service(status(t, z), "web")
+		for _, e := range s.Endpoints {
+			if e.Node == "x" && e.Healthy {
+				return false, fmt.Sprintf("%+v", s.Endpoints)
+			}
+		}
+		return true, ""
+	})
+	st := status(t, x)
+	if !st.Node.Maintenance || st.Node.MaintenanceReason != "kernel upgrade" {
+		t.Errorf("x status node: maintenance %v reason %q; want true, kernel upgrade", st.Node.Maintenance, st.Node.MaintenanceReason)
+	}
+	// It survives a reload.
+	if _, errOut, code := runMeshd(t, 20*time.Second, "reload", "--config", x.Config); code != 0 {
+		t.Fatalf("reload: exit %d: %s", code, errOut)
+	}
+	time.Sleep(time.Second)
+	if st := status(t, x); !st.Node.Maintenance {
+		t.Errorf("maintenance off after a reload")
+	}
+	steady := time.Now()
+	time.Sleep(500 * time.Millisecond)
+	if r, ok := cl.first(steady, foIn("x")); ok {
+		t.Errorf("connection %d served by x during maintenance", r.ID)
+	}
+
+	t1 := time.Now()
+	if _, errOut, code := runMeshd(t, 10*time.Second, "maint", "off", "--config", x.Config); code != 0 {
+		t.Fatalf("maint off: exit %d: %s", code, errOut)
+	}
+	back := cl.waitFirst(t, t1, foIn("x"), 5*time.Second, "a connection served by x after maint off")
+	t.Logf("back on x %s after maint off", back.Round(time.Millisecond))
+	cl.Stop()
+	t.Logf("client: %s", cl.summary(t0, time.Time{}))
+	cl.checkNoFailures(t, "maint on/off", t0)
+	if st := status(t, x); st.Node.Maintenance {
+		t.Errorf("maintenance still on after off")
+	}
+	if _, errOut, code := runMeshd(t, 10*time.Second, "maint", "sideways", "--config", x.Config); code != 2 || !oneLine(errOut) {
+		t.Errorf("maint sideways: exit %d, stderr %q; want 2 and one line", code, errOut)
+	}
+	// Issue #12 problem 6: a drill of the drilling node's own site is refused.
+	if _, errOut, code := runMeshd(t, 10*time.Second, "drill", "--site", "s3", "--config", z.Config); code != 2 || !oneLine(errOut) || !strings.Contains(errOut, "own site") {
+		t.Errorf("drill of the own site: exit %d, stderr %q; want 2 and one line", code, errOut)
+	}
+}

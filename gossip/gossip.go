@@ -445,7 +445,9 @@ func (g *Gossip) Members() []Member {
 			m.Exports = slices.Clone(c.rec.exports)
 			m.Cert = c.rec.cert
 			if !c.rec.meta.PublicKey.IsZero() {
-				m.Meta, m.Signed = c.rec.meta, true
+				rm := c.rec.meta
+				rm.Version = p.meta.Version // informational, not signed
+				m.Meta, m.Signed = rm, true
 			}
 		}
 		out = append(out, m)

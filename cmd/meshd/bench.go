@@ -1,19 +1,11 @@
 package main
 
 import (
-	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/base64"
-	"errors"
 	"fmt"
-	"net"
 	"os"
-	"os/exec"
 	"os/signal"
-	"path/filepath"
 	"runtime"
-	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -22,8 +14,8 @@ import (
 
 	"github.com/meshd/meshd/internal/bench"
 	"github.com/meshd/meshd/internal/echo"
+	"github.com/meshd/meshd/internal/lab"
 	"github.com/meshd/meshd/internal/version"
-	"github.com/meshd/meshd/node"
 )
 
 var benchMeasurements = []string{"throughput", "latency", "connrate", "idle"}
@@ -384,69 +376,27 @@ func runLoopback(ctx context.Context, o benchOpts, res *bench.Results,
 	}
 
 	// Both nodes must still be running: a crash mid-run invalidates the figures.
-	for _, p := range []*benchProc{m.exporter, m.importer} {
-		if p.exited() {
-			addErrs("node_exits", 1, fmt.Errorf("node %s exited during the bench:\n%s", p.name, p.logTail()))
+	for _, p := range []*lab.Proc{m.exporter, m.importer} {
+		if p.Exited() {
+			addErrs("node_exits", 1, fmt.Errorf("node %s exited during the bench:\n%s", p.Name, p.LogTail()))
 		}
 	}
 	return nil
 }
 
-// benchProc is one `meshd join` child process.
-type benchProc struct {
-	name, sock, logPath string
-	cmd                 *exec.Cmd
-	done                chan struct{}
-	waitErr             error
-}
-
-func (p *benchProc) exited() bool {
-	select {
-	case <-p.done:
-		return true
-	default:
-		return false
-	}
-}
-
-// stop asks the node to leave (SIGTERM) and kills it if it takes longer than 5s.
-func (p *benchProc) stop() {
-	if p.exited() {
-		return
-	}
-	p.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-p.done:
-	case <-time.After(5 * time.Second):
-		p.cmd.Process.Kill()
-		<-p.done
-	}
-}
-
-func (p *benchProc) logTail() string {
-	b, err := os.ReadFile(p.logPath)
-	if err != nil {
-		return "(no log: " + err.Error() + ")"
-	}
-	if len(b) > 4000 {
-		b = b[len(b)-4000:]
-	}
-	return string(bytes.TrimSpace(b))
-}
-
 type benchMesh struct {
-	dir                    string
-	exporter, importer     *benchProc
+	env                    *lab.Env
+	exporter, importer     *lab.Proc
 	sinkImport, echoImport string
 }
 
 func (m *benchMesh) close() {
-	for _, p := range []*benchProc{m.importer, m.exporter} {
+	for _, p := range []*lab.Proc{m.importer, m.exporter} {
 		if p != nil {
-			p.stop()
+			p.Stop()
 		}
 	}
-	os.RemoveAll(m.dir)
+	m.env.Close()
 }
 
 // startBenchMesh writes configs for an exporter (site a: sink, echo) and an
@@ -454,235 +404,31 @@ func (m *benchMesh) close() {
 // importer's imports work. The returned mesh (non-nil whenever anything
 // was created) must be closed, also on error.
 func startBenchMesh(ctx context.Context, sinkAddr, echoAddr string, verbose bool, progress func(string, ...any)) (*benchMesh, error) {
-	exe, err := os.Executable()
-	if err != nil {
-		return nil, fmt.Errorf("find this executable: %w", err)
-	}
-	dir, err := os.MkdirTemp("", "meshd-bench-")
+	env, err := lab.NewEnv("", "meshd-bench-", verbose)
 	if err != nil {
 		return nil, err
 	}
-	m := &benchMesh{dir: dir}
-	k := make([]byte, 32)
-	rand.Read(k)
-	keyFile := filepath.Join(dir, "cluster.key")
-	if err := os.WriteFile(keyFile, []byte(base64.StdEncoding.EncodeToString(k)+"\n"), 0o600); err != nil {
-		return m, err
-	}
-	ports, err := freePorts(6)
+	m := &benchMesh{env: env}
+	ports, err := lab.FreePorts(6)
 	if err != nil {
 		return m, err
 	}
-	expGossip := fmt.Sprintf("127.0.0.1:%d", ports[0])
-	m.sinkImport = fmt.Sprintf("127.0.0.1:%d", ports[4])
-	m.echoImport = fmt.Sprintf("127.0.0.1:%d", ports[5])
-	level := "warn"
-	if verbose {
-		level = "info"
-	}
-	common := func(name, site string, gossip, tunnel int, join string) string {
-		return benchNodeYAML{name: name, site: site, dir: dir, keyFile: keyFile, join: join,
-			gossip: fmt.Sprintf("127.0.0.1:%d", gossip), tunnel: fmt.Sprintf("127.0.0.1:%d", tunnel), level: level}.String()
-	}
-	expCfg := common("bench-exporter", "a", ports[0], ports[1], "") +
-		fmt.Sprintf("exports:\n  - name: sink\n    target: %s\n  - name: echo\n    target: %s\n", sinkAddr, echoAddr)
-	impCfg := common("bench-importer", "b", ports[2], ports[3], strconv.Quote(expGossip)) +
-		fmt.Sprintf("imports:\n  - name: sink\n    listen: %s\n    sites: [a]\n  - name: echo\n    listen: %s\n    sites: [a]\n",
-			m.sinkImport, m.echoImport)
-
-	if m.exporter, err = startJoinProc(exe, dir, "bench-exporter", expCfg, nil, verbose); err != nil {
+	m.sinkImport, m.echoImport = lab.Loopback(ports[4]), lab.Loopback(ports[5])
+	exp := env.Node("bench-exporter", "a")
+	exp.GossipBind, exp.TunnelListen = lab.Loopback(ports[0]), lab.Loopback(ports[1])
+	exp.Exports = []lab.Export{{Name: "sink", Target: sinkAddr}, {Name: "echo", Target: echoAddr}}
+	imp := env.Node("bench-importer", "b")
+	imp.GossipBind, imp.TunnelListen = lab.Loopback(ports[2]), lab.Loopback(ports[3])
+	imp.Join = []string{exp.GossipBind}
+	imp.Imports = []lab.Import{{Name: "sink", Listen: m.sinkImport, Sites: []string{"a"}}, {Name: "echo", Listen: m.echoImport, Sites: []string{"a"}}}
+	if m.exporter, err = env.Start(exp); err != nil {
 		return m, err
 	}
-	if m.importer, err = startJoinProc(exe, dir, "bench-importer", impCfg, nil, verbose); err != nil {
+	if m.importer, err = env.Start(imp); err != nil {
 		return m, err
 	}
-	want := meshWant{peers: []string{"bench-exporter"}, services: []string{"sink", "echo"}, endpoints: 1, imports: 2}
-	err = waitMeshReady(ctx, 30*time.Second, m.importer, []*benchProc{m.exporter}, want,
-		func(ctx context.Context) error { return echoPing(ctx, m.echoImport) })
+	want := lab.Want{Peers: []string{"bench-exporter"}, Services: []string{"sink", "echo"}, Endpoints: 1, Imports: 2}
+	err = lab.WaitReady(ctx, 30*time.Second, m.importer, []*lab.Proc{m.exporter}, want,
+		func(ctx context.Context) error { return lab.EchoPing(ctx, m.echoImport) })
 	return m, err
-}
-
-// startJoinProc writes cfg to dir/name.yaml and starts `meshd join` with
-// it, behind the command prefix (e.g. ip netns exec NS) if any. Its log
-// goes to dir/name.log, or to stderr when verbose.
-func startJoinProc(exe, dir, name, cfg string, prefix []string, verbose bool) (*benchProc, error) {
-	cfgPath := filepath.Join(dir, name+".yaml")
-	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
-		return nil, err
-	}
-	p := &benchProc{name: name, sock: filepath.Join(dir, name+".sock"), logPath: filepath.Join(dir, name+".log"),
-		done: make(chan struct{})}
-	argv := append(append([]string(nil), prefix...), exe, "join", "--config", cfgPath)
-	p.cmd = exec.Command(argv[0], argv[1:]...)
-	// Own process group: a terminal's Ctrl-C reaches only the bench,
-	// which then stops the nodes in order. Pdeathsig kills them if the
-	// bench dies without cleaning up (ip netns exec execs in place, so
-	// the process is meshd itself).
-	p.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if verbose {
-		p.cmd.Stdout, p.cmd.Stderr = os.Stderr, os.Stderr
-	} else {
-		lf, err := os.Create(p.logPath)
-		if err != nil {
-			return nil, err
-		}
-		defer lf.Close()
-		p.cmd.Stdout, p.cmd.Stderr = lf, lf
-	}
-	if err := p.cmd.Start(); err != nil {
-		return nil, fmt.Errorf("start %s: %w", name, err)
-	}
-	go func() {
-		p.waitErr = p.cmd.Wait()
-		close(p.done)
-	}()
-	return p, nil
-}
-
-// meshWant is what an importer must see before a mesh is ready: every
-// peer named alive, up and direct; every service with at least endpoints
-// healthy endpoints; imports imports.
-type meshWant struct {
-	peers     []string
-	services  []string
-	endpoints int
-	imports   int
-}
-
-// waitMeshReady polls the importer's control socket until it sees want,
-// then proves it with ping (a round trip through an import), for at most
-// timeout. It fails early if any node exits.
-func waitMeshReady(ctx context.Context, timeout time.Duration, importer *benchProc, others []*benchProc,
-	want meshWant, ping func(context.Context) error) error {
-	wctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	var last string
-	for {
-		for _, p := range append([]*benchProc{importer}, others...) {
-			if p.exited() {
-				return fmt.Errorf("node %s exited (%v):\n%s", p.name, p.waitErr, p.logTail())
-			}
-		}
-		if why := meshNotReady(wctx, importer.sock, want); why != "" {
-			last = why
-		} else if err := ping(wctx); err != nil {
-			// The catalog says yes; but a round trip must prove it.
-			last = "echo through the import: " + err.Error()
-		} else {
-			return nil
-		}
-		select {
-		case <-wctx.Done():
-			if ctx.Err() != nil {
-				return ctx.Err()
-			}
-			msg := fmt.Sprintf("mesh not ready within %v on %s: %s\n%s log:\n%s", timeout, importer.name, last,
-				importer.name, importer.logTail())
-			for _, p := range others {
-				if len(others) <= 2 {
-					msg += fmt.Sprintf("\n%s log:\n%s", p.name, p.logTail())
-				}
-			}
-			return errors.New(msg)
-		case <-time.After(100 * time.Millisecond):
-		}
-	}
-}
-
-// meshNotReady asks the importer's control socket for its status and says
-// what is missing of want ("" when nothing is).
-func meshNotReady(ctx context.Context, sock string, want meshWant) string {
-	var st node.Status
-	if err := controlGet(ctx, sock, "/status", &st); err != nil {
-		return err.Error()
-	}
-	up := map[string]bool{}
-	for _, p := range st.Peers {
-		if p.State == "alive" && p.Up && p.Path == node.PathDirect {
-			up[p.Name] = true
-		}
-	}
-	for _, name := range want.peers {
-		if !up[name] {
-			return fmt.Sprintf("peer %s not up", name)
-		}
-	}
-	healthy := map[string]int{}
-	for _, s := range st.Services {
-		for _, e := range s.Endpoints {
-			if e.Healthy {
-				healthy[s.Name]++
-			}
-		}
-	}
-	for _, name := range want.services {
-		if healthy[name] < want.endpoints {
-			return fmt.Sprintf("service %s: %d healthy endpoints, want %d", name, healthy[name], want.endpoints)
-		}
-	}
-	if len(st.Imports) != want.imports {
-		return fmt.Sprintf("%d imports, want %d", len(st.Imports), want.imports)
-	}
-	return ""
-}
-
-func echoPing(ctx context.Context, addr string) error {
-	set, n, err := bench.OpenIdle(ctx, addr, 1, 1, nil)
-	set.Close()
-	if n > 0 {
-		if err == nil {
-			err = errors.New("failed")
-		}
-		return err
-	}
-	return nil
-}
-
-// freePorts finds n distinct loopback ports free for both TCP and UDP.
-func freePorts(n int) ([]int, error) {
-	var ports []int
-	seen := map[int]bool{}
-	for tries := 0; len(ports) < n && tries < 100*n; tries++ {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, err
-		}
-		p := ln.Addr().(*net.TCPAddr).Port
-		pc, err := net.ListenPacket("udp", fmt.Sprintf("127.0.0.1:%d", p))
-		ln.Close()
-		if err != nil {
-			continue
-		}
-		pc.Close()
-		if !seen[p] {
-			seen[p] = true
-			ports = append(ports, p)
-		}
-	}
-	if len(ports) < n {
-		return nil, errors.New("cannot find free loopback ports")
-	}
-	return ports, nil
-}
-
-// benchNodeYAML is the config of a node the bench starts, less its
-// exports and imports (appended by the caller).
-type benchNodeYAML struct {
-	name, site, dir, keyFile string
-	join                     string // seed addresses, quoted and comma-separated; "" for none
-	gossip, tunnel           string // bind addresses, host:port
-	mode                     string // tunnel.mode; "" for the default
-	level                    string // log level
-}
-
-func (n benchNodeYAML) String() string {
-	mode := ""
-	if n.mode != "" {
-		mode = "  mode: " + n.mode + "\n"
-	}
-	return fmt.Sprintf("name: %s\nsite: %s\ndata_dir: %s\ncluster:\n  key_file: %s\n  join: [%s]\n"+
-		"gossip:\n  bind: %s\ntunnel:\n  listen: %s\n%s"+
-		"failover:\n  drain_grace: 1s\ncontrol:\n  socket: %s\nlog:\n  level: %s\n",
-		n.name, n.site, filepath.Join(n.dir, n.name), n.keyFile, n.join, n.gossip, n.tunnel, mode,
-		filepath.Join(n.dir, n.name+".sock"), n.level)
 }

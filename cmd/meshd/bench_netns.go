@@ -18,13 +18,10 @@ package main
 import (
 	"bufio"
 	"context"
-	"crypto/rand"
-	"encoding/base64"
 	"fmt"
 	"io"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"regexp"
 	"strconv"
 	"syscall"
@@ -32,6 +29,7 @@ import (
 
 	"github.com/meshd/meshd/internal/bench"
 	"github.com/meshd/meshd/internal/key"
+	"github.com/meshd/meshd/internal/lab"
 	"github.com/meshd/meshd/internal/netns"
 )
 
@@ -79,14 +77,14 @@ func netnsPossible() string {
 // netnsLab is the namespaces and every process of the netns bench.
 type netnsLab struct {
 	nsA, nsB   string
-	dir        string
+	env        *lab.Env // the nodes' configs, keys and logs
 	exe        string
 	verbose    bool
 	progress   func(string, ...any)
 	namespaces []string // created, deleted by close
 	workers    []*bench.Worker
 	wgrefs     []*wgrefProc
-	nodes      []*benchProc
+	nodes      []*lab.Proc
 	client     *bench.Worker // in ns b
 	targets    map[string]netnsTarget
 }
@@ -105,7 +103,7 @@ func runCmd(ctx context.Context, name string, args ...string) error {
 // and TUN devices) and the temporary directory. Safe on a partial lab.
 func (l *netnsLab) close() {
 	for i := len(l.nodes) - 1; i >= 0; i-- {
-		l.nodes[i].stop()
+		l.nodes[i].Stop()
 	}
 	for _, w := range l.workers {
 		if err := w.Close(); err != nil {
@@ -122,9 +120,7 @@ func (l *netnsLab) close() {
 			l.progress("netns cleanup: %v", err)
 		}
 	}
-	if l.dir != "" {
-		os.RemoveAll(l.dir)
-	}
+	l.env.Close()
 }
 
 func (l *netnsLab) inNS(ns string, argv ...string) []string { return netns.Exec(ns, argv...) }
@@ -305,44 +301,37 @@ func (l *netnsLab) startWireGuard(ctx context.Context) error {
 // an importer (ns b, imports on its loopback) in tunnel mode mode, with
 // their own cluster key and ports, and waits until the imports work.
 func (l *netnsLab) startMeshd(ctx context.Context, variant, mode string, portBase int) error {
-	k := make([]byte, 32)
-	rand.Read(k)
-	keyFile := filepath.Join(l.dir, variant+".key")
-	if err := os.WriteFile(keyFile, []byte(base64.StdEncoding.EncodeToString(k)+"\n"), 0o600); err != nil {
+	keyFile, err := l.env.NewKey(variant)
+	if err != nil {
 		return err
 	}
-	gossip, tunnelPort := portBase, portBase+1
 	sinkImport := fmt.Sprintf("127.0.0.1:%d", portBase+2)
 	echoImport := fmt.Sprintf("127.0.0.1:%d", portBase+3)
-	level := "warn"
-	if l.verbose {
-		level = "info"
+	node := func(name, site, ip string) lab.Node {
+		n := l.env.Node(name, site)
+		n.KeyFile, n.TunnelMode = keyFile, mode
+		n.GossipBind, n.TunnelListen = fmt.Sprintf("%s:%d", ip, portBase), fmt.Sprintf("%s:%d", ip, portBase+1)
+		return n
 	}
-	cfg := func(name, site, ip, join string) string {
-		return benchNodeYAML{name: name, site: site, dir: l.dir, keyFile: keyFile, join: join,
-			gossip: fmt.Sprintf("%s:%d", ip, gossip), tunnel: fmt.Sprintf("%s:%d", ip, tunnelPort),
-			mode: mode, level: level}.String()
-	}
-	expName, impName := variant+"-exporter", variant+"-importer"
-	expCfg := cfg(expName, "a", netnsVethA, "") +
-		fmt.Sprintf("exports:\n  - name: sink\n    target: 127.0.0.1:%d\n  - name: echo\n    target: 127.0.0.1:%d\n",
-			netnsSinkPort, netnsEchoPort)
-	impCfg := cfg(impName, "b", netnsVethB, strconv.Quote(fmt.Sprintf("%s:%d", netnsVethA, gossip))) +
-		fmt.Sprintf("imports:\n  - name: sink\n    listen: %s\n    sites: [a]\n  - name: echo\n    listen: %s\n    sites: [a]\n",
-			sinkImport, echoImport)
-	exp, err := startJoinProc(l.exe, l.dir, expName, expCfg, []string{"ip", "netns", "exec", l.nsA}, l.verbose)
+	exp := node(variant+"-exporter", "a", netnsVethA)
+	exp.Exports = []lab.Export{{Name: "sink", Target: fmt.Sprintf("127.0.0.1:%d", netnsSinkPort)},
+		{Name: "echo", Target: fmt.Sprintf("127.0.0.1:%d", netnsEchoPort)}}
+	imp := node(variant+"-importer", "b", netnsVethB)
+	imp.Join = []string{exp.GossipBind}
+	imp.Imports = []lab.Import{{Name: "sink", Listen: sinkImport, Sites: []string{"a"}}, {Name: "echo", Listen: echoImport, Sites: []string{"a"}}}
+	expP, err := l.env.Start(exp, "ip", "netns", "exec", l.nsA)
 	if err != nil {
 		return err
 	}
-	l.nodes = append(l.nodes, exp)
-	imp, err := startJoinProc(l.exe, l.dir, impName, impCfg, []string{"ip", "netns", "exec", l.nsB}, l.verbose)
+	l.nodes = append(l.nodes, expP)
+	impP, err := l.env.Start(imp, "ip", "netns", "exec", l.nsB)
 	if err != nil {
 		return err
 	}
-	l.nodes = append(l.nodes, imp)
+	l.nodes = append(l.nodes, impP)
 	l.targets[variant] = netnsTarget{sink: sinkImport, echo: echoImport}
-	want := meshWant{peers: []string{expName}, services: []string{"sink", "echo"}, endpoints: 1, imports: 2}
-	return waitMeshReady(ctx, 30*time.Second, imp, []*benchProc{exp}, want,
+	want := lab.Want{Peers: []string{exp.Name}, Services: []string{"sink", "echo"}, Endpoints: 1, Imports: 2}
+	return lab.WaitReady(ctx, 30*time.Second, impP, []*lab.Proc{expP}, want,
 		func(ctx context.Context) error { return l.ping(ctx, variant, 0) })
 }
 
@@ -350,16 +339,12 @@ func (l *netnsLab) startMeshd(ctx context.Context, variant, mode string, portBas
 // variants in turn and records them under netns_* keys. It returns the
 // number of measurement errors; a setup failure is an error.
 func runNetns(ctx context.Context, o benchOpts, res *bench.Results, progress func(string, ...any)) (errs int, err error) {
-	exe, err := os.Executable()
-	if err != nil {
-		return 0, fmt.Errorf("find this executable: %w", err)
-	}
-	dir, err := os.MkdirTemp("", "meshd-bench-netns-")
+	env, err := lab.NewEnv("", "meshd-bench-netns-", o.verbose)
 	if err != nil {
 		return 0, err
 	}
 	l := &netnsLab{nsA: fmt.Sprintf("%s%d-a", benchNetnsPrefix, os.Getpid()), nsB: fmt.Sprintf("%s%d-b", benchNetnsPrefix, os.Getpid()),
-		dir: dir, exe: exe, verbose: o.verbose, progress: progress}
+		env: env, exe: env.Exe, verbose: o.verbose, progress: progress}
 	defer l.close()
 	t0 := time.Now()
 	progress("netns: namespaces %s (servers, exporters) and %s (clients, importers), veth %s <-> %s", l.nsA, l.nsB, netnsVethA, netnsVethB)
@@ -455,9 +440,9 @@ func runNetns(ctx context.Context, o benchOpts, res *bench.Results, progress fun
 		setNetns(res, "netns_conn_rate", "", vals)
 	}
 	for _, p := range l.nodes {
-		if p.exited() {
+		if p.Exited() {
 			errs++
-			progress("netns: node %s exited during the bench:\n%s", p.name, p.logTail())
+			progress("netns: node %s exited during the bench:\n%s", p.Name, p.LogTail())
 		}
 	}
 	res.Set("netns_errors", errs)

@@ -15,17 +15,15 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/base64"
 	"fmt"
+	"io"
 	"os"
-	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/meshd/meshd/internal/bench"
+	"github.com/meshd/meshd/internal/lab"
 )
 
 // idleConnsPerWorker caps the connections of one client worker, well under
@@ -42,9 +40,9 @@ const idleInFlight = 64
 
 // idleMesh is the nodes and workers of the idle measurement.
 type idleMesh struct {
-	dir       string
-	exporters []*benchProc
-	importers []*benchProc
+	env       *lab.Env
+	exporters []*lab.Proc
+	importers []*lab.Proc
 	backends  []*bench.Worker // one per exporter
 	imports   []string        // importer i's echo import listener
 	clients   []idleClient
@@ -70,10 +68,10 @@ func (m *idleMesh) close() {
 		}()
 	}
 	wg.Wait()
-	procs := append(append([]*benchProc(nil), m.importers...), m.exporters...)
+	procs := append(append([]*lab.Proc(nil), m.importers...), m.exporters...)
 	for _, p := range procs {
 		wg.Add(1)
-		go func() { defer wg.Done(); p.stop() }()
+		go func() { defer wg.Done(); p.Stop() }()
 	}
 	wg.Wait()
 	for _, b := range m.backends {
@@ -81,8 +79,8 @@ func (m *idleMesh) close() {
 			m.progress("idle: %v", err)
 		}
 	}
-	if m.dir != "" {
-		os.RemoveAll(m.dir)
+	if m.env != nil {
+		m.env.Close()
 	}
 }
 
@@ -91,32 +89,21 @@ func (m *idleMesh) close() {
 // (least_conn over the exporters), and waits until every importer sees
 // every exporter's echo and a round trip through its import works.
 func startIdleMesh(ctx context.Context, nodes int, verbose bool, progress func(string, ...any)) (*idleMesh, error) {
-	exe, err := os.Executable()
-	if err != nil {
-		return nil, fmt.Errorf("find this executable: %w", err)
-	}
-	dir, err := os.MkdirTemp("", "meshd-bench-idle-")
+	env, err := lab.NewEnv("", "meshd-bench-idle-", verbose)
 	if err != nil {
 		return nil, err
 	}
-	m := &idleMesh{dir: dir, progress: progress}
-	k := make([]byte, 32)
-	rand.Read(k)
-	keyFile := filepath.Join(dir, "cluster.key")
-	if err := os.WriteFile(keyFile, []byte(base64.StdEncoding.EncodeToString(k)+"\n"), 0o600); err != nil {
-		return m, err
-	}
-	ports, err := freePorts(5 * nodes)
+	m := &idleMesh{env: env, progress: progress}
+	ports, err := lab.FreePorts(5 * nodes)
 	if err != nil {
 		return m, err
 	}
-	var logTo *os.File
-	level := "warn"
+	var logTo io.Writer
 	if verbose {
-		logTo, level = os.Stderr, "info"
+		logTo = os.Stderr
 	}
 	for i := range nodes {
-		w, err := bench.StartWorker(fmt.Sprintf("idle-backend-%d", i+1), []string{exe, "bench-worker"}, optWriter(logTo))
+		w, err := bench.StartWorker(fmt.Sprintf("idle-backend-%d", i+1), []string{env.Exe, "bench-worker"}, logTo)
 		if err != nil {
 			return m, err
 		}
@@ -130,48 +117,44 @@ func startIdleMesh(ctx context.Context, nodes int, verbose bool, progress func(s
 		}
 		backendAddrs[i] = r.LeanEcho
 	}
-	seed := strconv.Quote(fmt.Sprintf("127.0.0.1:%d", ports[0]))
-	cfg := func(name, site string, gossip, tunnel int, join string) string {
-		return benchNodeYAML{name: name, site: site, dir: dir, keyFile: keyFile, join: join,
-			gossip: fmt.Sprintf("127.0.0.1:%d", gossip), tunnel: fmt.Sprintf("127.0.0.1:%d", tunnel), level: level}.String()
-	}
+	seed := lab.Loopback(ports[0])
 	var expNames []string
 	for i := range nodes {
-		name := fmt.Sprintf("idle-exporter-%d", i+1)
-		join := ""
+		n := env.Node(fmt.Sprintf("idle-exporter-%d", i+1), "a")
+		n.GossipBind, n.TunnelListen = lab.Loopback(ports[2*i]), lab.Loopback(ports[2*i+1])
 		if i > 0 {
-			join = seed
+			n.Join = []string{seed}
 		}
-		c := cfg(name, "a", ports[2*i], ports[2*i+1], join) +
-			fmt.Sprintf("exports:\n  - name: echo\n    target: %s\n", backendAddrs[i])
-		p, err := startJoinProc(exe, dir, name, c, nil, verbose)
+		n.Exports = []lab.Export{{Name: "echo", Target: backendAddrs[i]}}
+		p, err := env.Start(n)
 		if err != nil {
 			return m, err
 		}
 		m.exporters = append(m.exporters, p)
-		expNames = append(expNames, name)
+		expNames = append(expNames, n.Name)
 	}
 	for i := range nodes {
-		name := fmt.Sprintf("idle-importer-%d", i+1)
-		imp := fmt.Sprintf("127.0.0.1:%d", ports[4*nodes+i])
-		c := cfg(name, "b", ports[2*nodes+2*i], ports[2*nodes+2*i+1], seed) +
-			fmt.Sprintf("imports:\n  - name: echo\n    listen: %s\n    sites: [a]\n    balance: least_conn\n", imp)
-		p, err := startJoinProc(exe, dir, name, c, nil, verbose)
+		n := env.Node(fmt.Sprintf("idle-importer-%d", i+1), "b")
+		n.GossipBind, n.TunnelListen = lab.Loopback(ports[2*nodes+2*i]), lab.Loopback(ports[2*nodes+2*i+1])
+		n.Join = []string{seed}
+		imp := lab.Loopback(ports[4*nodes+i])
+		n.Imports = []lab.Import{{Name: "echo", Listen: imp, Sites: []string{"a"}, Balance: "least_conn"}}
+		p, err := env.Start(n)
 		if err != nil {
 			return m, err
 		}
 		m.importers = append(m.importers, p)
 		m.imports = append(m.imports, imp)
 	}
-	want := meshWant{peers: expNames, services: []string{"echo"}, endpoints: nodes, imports: 1}
+	want := lab.Want{Peers: expNames, Services: []string{"echo"}, Endpoints: nodes, Imports: 1}
 	errs := make([]error, nodes)
 	var wg sync.WaitGroup
 	for i, imp := range m.importers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			errs[i] = waitMeshReady(ctx, 60*time.Second, imp, m.exporters, want,
-				func(ctx context.Context) error { return echoPing(ctx, m.imports[i]) })
+			errs[i] = lab.WaitReady(ctx, 60*time.Second, imp, m.exporters, want,
+				func(ctx context.Context) error { return lab.EchoPing(ctx, m.imports[i]) })
 		}()
 	}
 	wg.Wait()
@@ -186,24 +169,16 @@ func startIdleMesh(ctx context.Context, nodes int, verbose bool, progress func(s
 // logTails prints the last lines of every node log that has any (the
 // nodes log at warn level: failed import connections), at most n nodes.
 func (m *idleMesh) logTails(n int) {
-	for _, p := range append(append([]*benchProc(nil), m.importers...), m.exporters...) {
+	for _, p := range append(append([]*lab.Proc(nil), m.importers...), m.exporters...) {
 		if n == 0 {
 			return
 		}
-		if t := p.logTail(); t != "" && !strings.HasPrefix(t, "(no log") {
+		if t := p.LogTail(); t != "" && !strings.HasPrefix(t, "(no log") {
 			n--
 			lines := strings.Split(t, "\n")
-			m.progress("idle: %s log (last lines):\n%s", p.name, strings.Join(lines[max(0, len(lines)-5):], "\n"))
+			m.progress("idle: %s log (last lines):\n%s", p.Name, strings.Join(lines[max(0, len(lines)-5):], "\n"))
 		}
 	}
-}
-
-// optWriter turns a nil *os.File into a nil interface.
-func optWriter(f *os.File) interface{ Write([]byte) (int, error) } {
-	if f == nil {
-		return nil
-	}
-	return f
 }
 
 // idleShares splits total connections over n parts as evenly as possible.
@@ -249,12 +224,12 @@ func runIdle(ctx context.Context, o benchOpts, res *bench.Results, addErrs func(
 		}
 	}
 
-	rss := func(procs []*benchProc) []int64 {
+	rss := func(procs []*lab.Proc) []int64 {
 		v := make([]int64, len(procs))
 		for i, p := range procs {
 			var err error
-			if v[i], err = bench.RSS(p.cmd.Process.Pid); err != nil {
-				progress("idle: rss of %s: %v", p.name, err)
+			if v[i], err = bench.RSS(p.Pid()); err != nil {
+				progress("idle: rss of %s: %v", p.Name, err)
 			}
 		}
 		return v
@@ -352,9 +327,9 @@ func runIdle(ctx context.Context, o benchOpts, res *bench.Results, addErrs func(
 		carriedExp[i] = int(r.Active)
 		backendSum += int(r.Active)
 	}
-	for _, p := range append(append([]*benchProc(nil), m.importers...), m.exporters...) {
-		if p.exited() {
-			addErrs("idle_node_exits", 1, fmt.Errorf("node %s exited: %v\n%s", p.name, p.waitErr, p.logTail()))
+	for _, p := range append(append([]*lab.Proc(nil), m.importers...), m.exporters...) {
+		if p.Exited() {
+			addErrs("idle_node_exits", 1, fmt.Errorf("node %s exited: %v\n%s", p.Name, p.WaitErr(), p.LogTail()))
 		}
 	}
 	if openErrs > 0 {

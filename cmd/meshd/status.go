@@ -1,21 +1,18 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
-	"net/http"
 	"path/filepath"
-	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/urfave/cli/v2"
 
 	"github.com/meshd/meshd/internal/config"
+	"github.com/meshd/meshd/internal/control"
 	"github.com/meshd/meshd/node"
 )
 
@@ -75,67 +72,13 @@ func socketPath(c *cli.Context) (string, error) {
 
 // controlGet fetches path from the node's control socket into v.
 func controlGet(ctx context.Context, sock, path string, v any) error {
-	return controlDo(ctx, sock, http.MethodGet, path, nil, v, 10*time.Second)
+	return control.Get(ctx, sock, path, v)
 }
 
 // controlDo sends a request (body as JSON when non-nil) to the node's
-// control socket, HTTP over unix, and decodes the JSON answer into v.
+// control socket and decodes the JSON answer into v.
 func controlDo(ctx context.Context, sock, method, path string, body, v any, timeout time.Duration) error {
-	var rd io.Reader
-	if body != nil {
-		b, err := json.Marshal(body)
-		if err != nil {
-			return err
-		}
-		rd = bytes.NewReader(b)
-	}
-	client := &http.Client{
-		Timeout: timeout,
-		Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, "unix", sock)
-		}},
-	}
-	req, err := http.NewRequestWithContext(ctx, method, "http://meshd"+path, rd)
-	if err != nil {
-		return err
-	}
-	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	resp, err := client.Do(req)
-	if err != nil {
-		return fmt.Errorf("cannot reach the node at %s (is `meshd join` running?): %w", sock, unwrapURLError(err))
-	}
-	defer resp.Body.Close()
-	rb, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
-	if err != nil {
-		return fmt.Errorf("read %s from %s: %w", path, sock, err)
-	}
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("%s", strings.TrimSpace(string(rb)))
-	}
-	if err := json.Unmarshal(rb, v); err != nil {
-		return fmt.Errorf("decode %s: %w", path, err)
-	}
-	return nil
-}
-
-func unwrapURLError(err error) error {
-	for {
-		u, ok := err.(interface{ Unwrap() error })
-		if !ok {
-			return err
-		}
-		if _, isOp := err.(*net.OpError); isOp {
-			return err
-		}
-		next := u.Unwrap()
-		if next == nil {
-			return err
-		}
-		err = next
-	}
+	return control.Do(ctx, sock, method, path, body, v, timeout)
 }
 
 // printStatus writes the human-readable form of st.

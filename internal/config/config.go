@@ -35,6 +35,7 @@ type Config struct {
 	Metrics  Metrics
 	Log      Log
 	PKI      PKI // optional node identity (SPEC §8); zero when unset
+	Limits   Limits
 }
 
 // PKI configures node identities (SPEC §8). Set holds the loaded and
@@ -45,6 +46,12 @@ type PKI struct {
 	Key       string   // its private keys (0600)
 	Blocklist []string // refused certificate fingerprints (hex)
 	Set       *cert.Bundle
+}
+
+// Limits are per-node caps on what authenticated peers may hold (SPEC §9).
+type Limits struct {
+	MaxStreamsPerPeer int // concurrent streams one peer may hold open to this node; default 4096
+	MaxPeers          int // members beyond this get no tunnel state; default 4096
 }
 
 // Cluster holds the shared secret and bootstrap addresses.
@@ -85,6 +92,8 @@ type Export struct {
 	ProxyProtocol string
 	Line          int      // line of the entry in the file, for messages
 	Allow         []string // who may connect (SPEC §8): "*", site:S, group:G, node:N; nil = everyone
+
+	MaxConns int // concurrent connections through this export; 0 = unlimited
 }
 
 // Check is a TCP-connect health check of an export's target.
@@ -103,6 +112,10 @@ type Import struct {
 	// healthy endpoint (right after start, or while all are down). Default 5s.
 	ConnectTimeout time.Duration
 	Line           int
+
+	MaxConns int     // concurrent client connections; 0 = unlimited
+	Rate     float64 // new connections per second (token bucket); 0 = unlimited
+	Burst    int     // bucket size; 0 = max(1, Rate)
 }
 
 // Failover tunes failure handling (an extension of SPEC §3).
@@ -186,4 +199,10 @@ const (
 
 	// MaxWeight is the largest allowed export weight.
 	MaxWeight = 1000
+
+	// Limits (SPEC §9): defaults, and the largest value a limit key takes.
+	DefaultMaxStreamsPerPeer = 4096
+	DefaultMaxPeers          = 4096
+	MaxConnsLimit            = 1 << 20
+	MaxRate                  = 1000000
 )

@@ -24,17 +24,18 @@ func (p *parser) errf(line int, key, format string, args ...any) *Error {
 
 // Allowed keys of each mapping, in the order SPEC §3 lists them.
 var (
-	topKeys      = []string{"name", "site", "data_dir", "cluster", "gossip", "tunnel", "relay", "exports", "imports", "failover", "control", "metrics", "log", "pki"}
+	topKeys      = []string{"name", "site", "data_dir", "cluster", "gossip", "tunnel", "relay", "exports", "imports", "failover", "pki", "limits", "control", "metrics", "log"}
 	clusterKeys  = []string{"key_file", "key", "join"}
 	gossipKeys   = []string{"bind", "advertise"}
 	tunnelKeys   = []string{"listen", "advertise", "mode"}
 	relayKeys    = []string{"enabled", "listen", "advertise"}
-	exportKeys   = []string{"name", "target", "check", "weight", "allow", "proxy_protocol"}
+	exportKeys   = []string{"name", "target", "check", "weight", "allow", "max_conns", "proxy_protocol"}
 	checkKeys    = []string{"interval", "timeout"}
-	importKeys   = []string{"name", "listen", "sites", "balance", "connect_timeout"}
+	importKeys   = []string{"name", "listen", "sites", "balance", "connect_timeout", "max_conns", "rate", "burst"}
 	controlKeys  = []string{"socket"}
 	metricsKeys  = []string{"listen"}
 	logKeys      = []string{"level", "format"}
+	limitsKeys   = []string{"max_streams_per_peer", "max_peers"}
 	failoverKeys = []string{"session_timeout", "hold_down", "drain_grace"}
 	pkiKeys      = []string{"ca", "cert", "key", "blocklist"}
 )
@@ -63,6 +64,7 @@ func (p *parser) parse(data []byte) (*Config, fileLines, error) {
 		Log:    Log{Level: DefaultLogLevel, Format: DefaultLogFormat},
 		Failover: Failover{SessionTimeout: DefaultSessionTimeout, HoldDown: DefaultHoldDown,
 			DrainGrace: DefaultDrainGrace},
+		Limits: Limits{MaxStreamsPerPeer: DefaultMaxStreamsPerPeer, MaxPeers: DefaultMaxPeers},
 	}
 
 	dec := yaml.NewDecoder(bytes.NewReader(data))
@@ -120,6 +122,8 @@ func (p *parser) parse(data []byte) (*Config, fileLines, error) {
 		case "pki":
 			fl.pki = f.key.Line
 			err = p.pki(f.val, f.path, cfg, &fl)
+		case "limits":
+			err = p.limits(f.val, f.path, cfg)
 		}
 		if err != nil {
 			return nil, fl, err
@@ -287,6 +291,8 @@ func (p *parser) export(n *yaml.Node, path string) (parsedExport, error) {
 			e.Allow, err = p.allow(f.val, f.path)
 		case "proxy_protocol":
 			err = p.enum(f.val, f.path, &e.ProxyProtocol, ProxyV1, ProxyV2)
+		case "max_conns":
+			e.MaxConns, err = p.count(f.val, f.path, "concurrent connections", MaxConnsLimit)
 		}
 		if err != nil {
 			return e, err
@@ -392,6 +398,12 @@ func (p *parser) importEntry(n *yaml.Node, path string) (parsedImport, error) {
 			err = p.addr(f.val, f.path, addrListen, "127.0.0.1:15432", &im.Listen)
 		case "sites":
 			im.Sites, err = p.sites(f.val, f.path)
+		case "max_conns":
+			im.MaxConns, err = p.count(f.val, f.path, "concurrent client connections", MaxConnsLimit)
+		case "rate":
+			im.Rate, err = p.rate(f.val, f.path)
+		case "burst":
+			im.Burst, err = p.count(f.val, f.path, "connections (the token bucket's size)", MaxConnsLimit)
 		case "balance":
 			err = p.enum(f.val, f.path, &im.Balance, BalanceLeastConn, BalanceRoundRobin, BalanceSourceHash)
 		case "connect_timeout":
@@ -536,4 +548,56 @@ func (p *parser) duration(n *yaml.Node, path string, def time.Duration) (time.Du
 		return 0, p.errf(n.Line, path, "%q is not allowed; want a Go duration > 0 like 2s or 500ms", r.Value)
 	}
 	return d, nil
+}
+
+func (p *parser) limits(n *yaml.Node, path string, cfg *Config) error {
+	fields, err := p.mapping(n, path, limitsKeys)
+	if err != nil {
+		return err
+	}
+	for _, f := range fields {
+		var v int
+		switch f.name {
+		case "max_streams_per_peer":
+			if v, err = p.count(f.val, f.path, "concurrent streams per peer", MaxConnsLimit); err == nil && v > 0 {
+				cfg.Limits.MaxStreamsPerPeer = v
+			}
+		case "max_peers":
+			if v, err = p.count(f.val, f.path, "peers given tunnel state", MaxConnsLimit); err == nil && v > 0 {
+				cfg.Limits.MaxPeers = v
+			}
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// count reads a limit: an integer 0..max, 0 meaning the default or none;
+// null means 0.
+func (p *parser) count(n *yaml.Node, path, what string, max int) (int, error) {
+	r := resolve(n)
+	if isNull(r) {
+		return 0, nil
+	}
+	var v int
+	if r.Kind != yaml.ScalarNode || r.Tag != "!!int" || r.Decode(&v) != nil || v < 0 || v > max {
+		return 0, p.errf(n.Line, path, "%s is not allowed; want a number of %s, an integer 0..%d (0: no limit or the default)", describe(r), what, max)
+	}
+	return v, nil
+}
+
+// rate reads a rate in events per second: a number 0..MaxRate, 0 meaning
+// unlimited; null means 0.
+func (p *parser) rate(n *yaml.Node, path string) (float64, error) {
+	r := resolve(n)
+	if isNull(r) {
+		return 0, nil
+	}
+	var v float64
+	if r.Kind != yaml.ScalarNode || (r.Tag != "!!int" && r.Tag != "!!float") || r.Decode(&v) != nil || !(v >= 0 && v <= MaxRate) {
+		return 0, p.errf(n.Line, path, "%s is not allowed; want new connections per second, a number 0..%d like 100 or 0.5 (0: unlimited)", describe(r), MaxRate)
+	}
+	return v, nil
 }

@@ -91,6 +91,7 @@ type Member struct {
 	Exports []Export      // latest catalog of this node (nil if unknown); a copy the caller may keep
 	Cert    []byte        // the certificate in its signed record (nil if none); do not modify
 	Signed  bool          // Meta comes from the node's signed record (not memberlist's unsigned meta)
+	SignKey []byte        // Ed25519 public key that signed its record (nil if none); do not modify
 }
 
 // Config configures a Gossip. The zero value of each optional field means
@@ -444,6 +445,7 @@ func (g *Gossip) Members() []Member {
 		if c := g.catalog[p.name]; c != nil {
 			m.Exports = slices.Clone(c.rec.exports)
 			m.Cert = c.rec.cert
+			m.SignKey = c.rec.signKey
 			if !c.rec.meta.PublicKey.IsZero() {
 				rm := c.rec.meta
 				rm.Version = p.meta.Version // informational, not signed

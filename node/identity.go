@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/meshd/meshd/failover"
 	"github.com/meshd/meshd/gossip"
 	"github.com/meshd/meshd/internal/cert"
 	"github.com/meshd/meshd/internal/config"
@@ -208,6 +209,36 @@ func (n *Node) mayConnect(peer key.PublicKey, allow []string) (bool, string) {
 		return false, who
 	}
 	return true, ""
+}
+
+// authorizeDrill accepts a drill order only if it is signed by the key of
+// its origin, an admitted member: with pki the signing key in the origin's
+// certificate, which must have the drill capability; without, the key that
+// signs the origin's gossip record.
+func (n *Node) authorizeDrill(o failover.DrillOrder, sealed, sig []byte) error {
+	if sig == nil {
+		return errors.New("unsigned drill order")
+	}
+	c := n.catalog.Load()
+	m, ok := c.byName[o.Origin]
+	if !ok {
+		return fmt.Errorf("origin %q is not an admitted member", o.Origin)
+	}
+	pub := ed25519.PublicKey(m.SignKey)
+	if n.pki.Load() != nil {
+		crt := c.certs[m.Meta.PublicKey]
+		if crt == nil {
+			return errors.New("the origin has no valid certificate")
+		}
+		if !crt.Drill {
+			return errors.New("the origin's certificate lacks the drill capability")
+		}
+		pub = crt.SigningKey
+	}
+	if !failover.VerifyDrillSignature(sealed, sig, pub) {
+		return errors.New("not signed by the origin's key")
+	}
+	return nil
 }
 
 // certCache keeps parsed certificates by their wire form, bounded.

@@ -223,6 +223,7 @@ func (n *Node) Start() (err error) {
 	}
 	undo = append(undo, func() { n.ctl.close() })
 
+	n.OnReload("pki", n.reloadPKI)
 	n.goFunc(n.watchGossip)
 	n.goFunc(n.watchHealth)
 	n.goFunc(n.receiveDrills)

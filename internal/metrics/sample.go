@@ -28,6 +28,7 @@ type ImportSample struct {
 	Name          string
 	Active        int64
 	Total, Failed uint64
+	Denied        uint64 // refused by an exporter's allow list (SPEC §8); counted in Total, not in Failed
 }
 
 // ExportSample is the state of one local export at scrape time.
@@ -37,6 +38,7 @@ type ExportSample struct {
 	Active        int64
 	Served        uint64
 	CheckFailures uint64 // failed backend health checks
+	Denied        uint64 // streams refused by the export's allow list (SPEC §8)
 }
 
 // GossipSample is the gossip layer's state at scrape time.

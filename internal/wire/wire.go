@@ -100,7 +100,7 @@ var statusNames = [...]string{
 	StatusBackendRefused: "backend refused",
 	StatusDenied:         "denied",
 	StatusBadRequest:     "bad request",
-	StatusNotAllowed:     "denied by the export's allow list",
+	StatusNotAllowed:     "not allowed",
 }
 
 func (s Status) String() string {

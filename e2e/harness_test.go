@@ -125,7 +125,8 @@ type cluster struct {
 type exportSpec struct {
 	Name   string
 	Target string
-	Check  string // check interval ("" = no check)
+	Check  string   // check interval ("" = no check)
+	Allow  []string // exports[].allow selectors (nil: key not written)
 }
 
 type importSpec struct {
@@ -143,6 +144,7 @@ type nodeSpec struct {
 	Join       []string // default: the first node's gossip address (none for the first node); empty non-nil: none
 	Flags      []string // extra flags after `meshd join --config FILE`
 	Socket     string   // the control socket if not the config's (a --data-dir flag moves it)
+	Extra      string   // YAML appended to the config (top-level keys such as pki:)
 }
 
 // meshNode is one `meshd join` process.
@@ -237,6 +239,9 @@ func (c *cluster) configYAML(n *meshNode, s nodeSpec) string {
 			if e.Check != "" {
 				fmt.Fprintf(&b, "    check:\n      interval: %s\n      timeout: %s\n", e.Check, e.Check)
 			}
+			if e.Allow != nil {
+				fmt.Fprintf(&b, "    allow: [%s]\n", quoteList(e.Allow))
+			}
 		}
 	}
 	if len(s.Imports) > 0 {
@@ -252,6 +257,7 @@ func (c *cluster) configYAML(n *meshNode, s nodeSpec) string {
 		}
 	}
 	b.WriteString("log:\n  level: info\n  format: text\n")
+	b.WriteString(s.Extra)
 	return b.String()
 }
 

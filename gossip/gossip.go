@@ -110,8 +110,9 @@ type Config struct {
 	Cert    []byte
 	// Identity, if set (pki), vets every other node's record before it is
 	// stored: the certificate cert must name the node and bind meta's site
-	// and WireGuard key and signKey. A record it refuses is dropped. It is
-	// called without locks held, possibly concurrently. Without it, the
+	// and WireGuard key and signKey. A record it refuses is dropped; the
+	// check logs the refusal. It is called without locks held, possibly
+	// concurrently. Without it, the
 	// first signing key seen for a name holds until that node leaves.
 	Identity func(name string, meta Meta, cert []byte, signKey ed25519.PublicKey) error
 

@@ -225,8 +225,7 @@ func (g *Gossip) mergeRecords(recs []*record, rebroadcast bool) {
 			g.refused(r.name, "record not signed, or its signature does not verify", now)
 		case r.name != g.name && g.identity != nil:
 			if err := g.identity(r.name, r.meta, r.cert, r.signKey); err != nil {
-				g.refused(r.name, err.Error(), now)
-				continue
+				continue // the check logs its refusals
 			}
 			valid = append(valid, r)
 		default:

@@ -175,7 +175,7 @@ func (n *Node) Status() Status {
 	for _, im := range n.importList() {
 		st.Imports = append(st.Imports, ImportStatus{
 			Name: im.cfg().Name, Listen: im.ln.Addr().String(),
-			Active: im.active.Load(), Total: im.total.Load(), Failed: im.failed.Load(),
+			Active: im.active.Load(), Total: im.total.Load(), Failed: im.failed.Load(), Denied: im.denied.Load(),
 			Endpoint: im.lastEndpoint(),
 		})
 	}

@@ -4,6 +4,7 @@ import (
 	"crypto/ed25519"
 	"errors"
 	"fmt"
+	"os"
 	"sync"
 	"time"
 
@@ -63,6 +64,9 @@ func (r *refusalLog) allow(key, reason string, now time.Time) bool {
 // certificate bundle.
 func (n *Node) loadKeys() error {
 	if set := n.cfg.PKI.Set; set != nil {
+		if err := os.MkdirAll(n.cfg.DataDir, 0o700); err != nil { // the control socket's default home
+			return fmt.Errorf("node: create data dir: %w", err)
+		}
 		n.priv, n.signKey = set.Key.WG, set.Key.Sign
 		n.pki.Store(set)
 		for _, e := range n.cfg.Exports {
@@ -137,7 +141,7 @@ func (n *Node) verifyPeer(name string, m gossip.Meta, raw []byte, now time.Time)
 
 func (n *Node) logRefusal(name string, err error, now time.Time) {
 	if n.refusals.allow("node:"+name, err.Error(), now) {
-		n.log.Warn("node refused: no tunnel, no catalog entry, no streams", "node", name, "reason", err.Error())
+		n.log.Warn("identity refused: no tunnel, no catalog entry, no streams from this record", "node", name, "reason", err.Error())
 	}
 }
 

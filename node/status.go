@@ -79,6 +79,8 @@ type ImportStatus struct {
 	Active int64  `json:"active"`
 	Total  uint64 `json:"total"`
 	Failed uint64 `json:"failed"`
+	// Denied counts connections an exporter's allow list refused (pki).
+	Denied uint64 `json:"denied"`
 	// Endpoint is the node that served the import's last connection; ""
 	// before the first.
 	Endpoint string `json:"endpoint"`

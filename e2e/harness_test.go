@@ -125,8 +125,11 @@ type cluster struct {
 type exportSpec struct {
 	Name   string
 	Target string
-	Check  string   // check interval ("" = no check)
-	Allow  []string // exports[].allow selectors (nil: key not written)
+	Check  string // check interval ("" = the default check, 2s/1s)
+	// NoCheck writes check: false; ProxyProtocol sets proxy_protocol.
+	NoCheck       bool
+	ProxyProtocol string
+	Allow         []string // exports[].allow selectors (nil: key not written)
 }
 
 type importSpec struct {
@@ -134,6 +137,8 @@ type importSpec struct {
 	Sites   []string
 	Balance string
 	Listen  string // default: a free port
+	// ConnectTimeout sets connect_timeout ("" = the default).
+	ConnectTimeout string
 }
 
 type nodeSpec struct {
@@ -145,6 +150,7 @@ type nodeSpec struct {
 	Flags      []string // extra flags after `meshd join --config FILE`
 	Socket     string   // the control socket if not the config's (a --data-dir flag moves it)
 	Extra      string   // YAML appended to the config (top-level keys such as pki:)
+	Metrics    bool     // serve metrics.listen on a free port (meshNode.Metrics)
 }
 
 // meshNode is one `meshd join` process.
@@ -158,6 +164,7 @@ type meshNode struct {
 	Imports    map[string]string // import name -> listen address
 	Flags      []string          // extra flags of `meshd join`
 	Socket     string            // control socket for status; "" = found from Config
+	Metrics    string            // metrics.listen address ("" = off): /metrics and the status page
 
 	cmd     *exec.Cmd
 	logFile *os.File
@@ -239,6 +246,12 @@ func (c *cluster) configYAML(n *meshNode, s nodeSpec) string {
 			if e.Check != "" {
 				fmt.Fprintf(&b, "    check:\n      interval: %s\n      timeout: %s\n", e.Check, e.Check)
 			}
+			if e.NoCheck {
+				b.WriteString("    check: false\n")
+			}
+			if e.ProxyProtocol != "" {
+				fmt.Fprintf(&b, "    proxy_protocol: %s\n", e.ProxyProtocol)
+			}
 			if e.Allow != nil {
 				fmt.Fprintf(&b, "    allow: [%s]\n", quoteList(e.Allow))
 			}
@@ -254,7 +267,13 @@ func (c *cluster) configYAML(n *meshNode, s nodeSpec) string {
 			if im.Balance != "" {
 				fmt.Fprintf(&b, "    balance: %s\n", im.Balance)
 			}
+			if im.ConnectTimeout != "" {
+				fmt.Fprintf(&b, "    connect_timeout: %s\n", im.ConnectTimeout)
+			}
 		}
+	}
+	if n.Metrics != "" {
+		fmt.Fprintf(&b, "metrics:\n  listen: %s\n", n.Metrics)
 	}
 	b.WriteString("log:\n  level: info\n  format: text\n")
 	b.WriteString(s.Extra)
@@ -282,6 +301,9 @@ func (c *cluster) start(s nodeSpec) *meshNode {
 		Imports:    map[string]string{},
 		Flags:      s.Flags,
 		Socket:     s.Socket,
+	}
+	if s.Metrics {
+		n.Metrics = addr(freePort(c.t))
 	}
 	for _, im := range s.Imports {
 		l := im.Listen

@@ -266,3 +266,185 @@ func TestMaint(t *testing.T) {
 		t.Errorf("drill of the own site: exit %d, stderr %q; want 2 and one line", code, errOut)
 	}
 }
+
+// TestSeedRestart (issue #12 problem 1, SPEC §10): the first node, with an
+// empty cluster.join, is restarted gracefully; it rejoins the members it
+// remembers within 10 s and its export is served again.
+func TestSeedRestart(t *testing.T) {
+	c := newCluster(t)
+	web := startFOBackend(t, "seed")
+	seedSpec := nodeSpec{Name: "seed", Site: "s1", Join: []string{}, Exports: []exportSpec{{Name: "web", Target: web.Addr()}}}
+	seed := c.start(seedSpec)
+	a := c.start(nodeSpec{Name: "a", Site: "s2"})
+	b := c.start(nodeSpec{Name: "b", Site: "s2", Imports: []importSpec{{Name: "web"}}})
+	waitMesh(t, 20*time.Second, seed, a, b)
+	waitServedBy(t, 10*time.Second, b.Imports["web"], "seed")
+	if !strings.Contains(seed.logText(), "this node is alone until another node joins it") {
+		t.Errorf("the seed's first start did not log that it is alone")
+	}
+	// members.json is written a moment after the mesh formed.
+	waitFor(t, 10*time.Second, "the seed to remember a and b", func() (bool, string) {
+		b, err := os.ReadFile(seed.Dir + "/members.json")
+		return err == nil && strings.Contains(string(b), `"a"`) && strings.Contains(string(b), `"b"`), string(b)
+	})
+
+	seed.signal(t, syscall.SIGTERM)
+	if code := seed.waitExit(t, 20*time.Second); code != 0 {
+		t.Fatalf("seed exit %d after SIGTERM", code)
+	}
+	waitFor(t, 10*time.Second, "b to see the seed left", func() (bool, string) {
+		p, _ := peer(status(t, b), "seed")
+		return p.State == "left", p.State
+	})
+	t0 := time.Now()
+	seed.startProcess(t)
+	waitFor(t, 10*time.Second, "a and b to see the restarted seed alive", func() (bool, string) {
+		for _, n := range []*meshNode{a, b} {
+			st, err := tryStatus(t, n)
+			if err != nil {
+				return false, err.Error()
+			}
+			if p, _ := peer(st, "seed"); p.State != "alive" {
+				return false, n.Name + " sees seed " + p.State
+			}
+		}
+		return true, ""
+	})
+	waitServedBy(t, 10*time.Second-time.Since(t0), b.Imports["web"], "seed")
+	t.Logf("seed rejoined and serves again %s after its restart", time.Since(t0).Round(time.Millisecond))
+	if !strings.Contains(seed.logText(), "rejoined a remembered member") {
+		t.Errorf("the restarted seed did not log its rejoin")
+	}
+}
+
+// TestNameConflict (issue #12 problem 4, SPEC §10): a second node with the
+// name of a live member exits non-zero at start with a clear error, and
+// the first is not disturbed.
+func TestNameConflict(t *testing.T) {
+	c := newCluster(t)
+	web := startFOBackend(t, "a")
+	a := c.start(nodeSpec{Name: "a", Site: "s1", Exports: []exportSpec{{Name: "web", Target: web.Addr()}}})
+	b := c.start(nodeSpec{Name: "b", Site: "s2", Imports: []importSpec{{Name: "web"}}})
+	waitMesh(t, 20*time.Second, a, b)
+	waitServedBy(t, 10*time.Second, b.Imports["web"], "a")
+	pubA := status(t, a).Node.PublicKey
+
+	cl := startFOClient(t, b.Imports["web"])
+	t0 := time.Now()
+	dup := c.start(nodeSpec{Name: "a-dup", Site: "s1", Join: []string{addr(b.GossipPort)}, Flags: []string{"--name", "a"},
+		Exports: []exportSpec{{Name: "other", Target: web.Addr()}}})
+	code := dup.waitExit(t, 15*time.Second)
+	t.Logf("duplicate exited %d after %s", code, time.Since(t0).Round(time.Millisecond))
+	if code == 0 {
+		t.Errorf("a second node named a exited 0")
+	}
+	if !strings.Contains(dup.logText(), `another live node already has the name "a"`) {
+		t.Errorf("the duplicate's log does not say why it stopped:\n%s", tail(dup.LogPath, 10))
+	}
+	time.Sleep(2 * time.Second)
+	cl.Stop()
+	t.Logf("client through b: %s", cl.summary(t0, time.Time{}))
+	cl.checkNoFailures(t, "while a duplicate of a started and stopped", t0)
+	st := status(t, b)
+	p, _ := peer(st, "a")
+	if p.State != "alive" || p.PublicKey != pubA || !p.Up {
+		t.Errorf("b sees a as %+v; want alive and up with a's key", p)
+	}
+	s, _ := service(st, "other")
+	if len(s.Endpoints) != 0 {
+		t.Errorf("the duplicate's export reached b's catalog: %+v", s)
+	}
+	if r, ok := cl.first(t0, func(n string) bool { return n != "a" }); ok {
+		t.Errorf("connection %d served by %q", r.ID, r.Node)
+	}
+}
+
+// TestImportWaitsAndLogs (issue #12 problems 3, 5 and 7): an export without
+// a check block is health-checked (2s/1s) and withdrawn when its backend
+// dies, while one with check: false is not; a connection that arrives
+// before any node exports the service waits (connect_timeout) and is served
+// once one does; a service nobody exports is logged once as such; logs name
+// peers by node name and print no empty relay.
+func TestImportWaitsAndLogs(t *testing.T) {
+	c := newCluster(t)
+	webX, webY := startFOBackend(t, "x"), startFOBackend(t, "y")
+	z := c.start(nodeSpec{Name: "z", Site: "s3", Join: []string{}, Imports: []importSpec{
+		{Name: "web", Sites: []string{"s1", "s2"}},
+		{Name: "ghost", ConnectTimeout: "300ms"},
+		{Name: "unchecked"}}})
+	waitUp(t, z, 15*time.Second)
+
+	// A client before anyone exports web: it waits instead of being closed.
+	early := make(chan error, 1)
+	go func() {
+		name, _, err := foExchange(z.Imports["web"], 1, 10*time.Second)
+		if err == nil && name != "x" {
+			err = fmt.Errorf("served by %q, want x", name)
+		}
+		early <- err
+	}()
+	time.Sleep(500 * time.Millisecond)
+	x := c.start(nodeSpec{Name: "x", Site: "s1", Join: []string{addr(z.GossipPort)}, Exports: []exportSpec{
+		{Name: "web", Target: webX.Addr()}, {Name: "unchecked", Target: webX.Addr(), NoCheck: true}}})
+	if err := <-early; err != nil {
+		t.Errorf("a connection made before web was exported: %v", err)
+	}
+	y := c.start(nodeSpec{Name: "y", Site: "s2", Join: []string{addr(z.GossipPort)}, Exports: []exportSpec{{Name: "web", Target: webY.Addr()}}})
+	waitMesh(t, 20*time.Second, x, y, z)
+
+	// ghost: nobody exports it. Each connection is closed after its
+	// connect_timeout; the log says so once.
+	for i := 0; i < 3; i++ {
+		start := time.Now()
+		cn, err := net.DialTimeout("tcp", z.Imports["ghost"], 2*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cn.SetDeadline(time.Now().Add(5 * time.Second))
+		k, err := cn.Read(make([]byte, 1))
+		cn.Close()
+		took := time.Since(start)
+		if k != 0 || err == nil || took < 250*time.Millisecond || took > 2*time.Second {
+			t.Errorf("ghost connection %d: read %d, %v after %s; want closed after ~300ms", i, k, err, took)
+		}
+	}
+	if n := countLines(z.logText(), `no node exports \"ghost\"`); n != 1 {
+		t.Errorf("%d lines say no node exports ghost; want 1:\n%s", n, grepLines(z.logText(), "ghost"))
+	}
+
+	// The default check withdraws web on x when its backend dies; with
+	// check: false, unchecked stays in the catalog.
+	waitServedBy(t, 10*time.Second, z.Imports["web"], "x")
+	cl := startFOClient(t, z.Imports["web"])
+	t0 := time.Now()
+	webX.Close()
+	waitFor(t, 5*time.Second, "x's web withdrawn as unhealthy", func() (bool, string) {
+		s, _ := service(status(t, z), "web")
+		for _, e := range s.Endpoints {
+			if e.Node == "x" && e.Healthy {
+				return false, fmt.Sprintf("%+v", s.Endpoints)
+			}
+		}
+		return true, ""
+	})
+	t.Logf("x's web withdrawn %s after its backend died", time.Since(t0).Round(time.Millisecond))
+	cl.waitOK(t, time.Now(), 5, foIn("y"), 5*time.Second, "connections served by y")
+	cl.Stop()
+	cl.checkNoFailures(t, "backend of x dead", t0)
+	s, _ := service(status(t, z), "unchecked")
+	if len(s.Endpoints) != 1 || !s.Endpoints[0].Healthy {
+		t.Errorf("unchecked (check: false) in z's catalog: %+v; want healthy", s.Endpoints)
+	}
+
+	for _, n := range []*meshNode{x, y, z} {
+		log := n.logText()
+		if strings.Contains(log, `relay=""`) {
+			t.Errorf("%s logs an empty relay:\n%s", n.Name, grepLines(log, `relay=""`))
+		}
+		for _, l := range strings.Split(log, "\n") {
+			if strings.Contains(l, "session up") && !strings.Contains(l, "peer=x") && !strings.Contains(l, "peer=y") && !strings.Contains(l, "peer=z") {
+				t.Errorf("%s: a session line that does not name the peer: %s", n.Name, l)
+			}
+		}
+	}
+}

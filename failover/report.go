@@ -74,6 +74,7 @@ const maxTimeline = 1000
 // change the node every probe; Nodes shows such spreading.
 type TimelineEvent struct {
 	AtMS  int64    `json:"at_ms"`           // offset of the run's first probe from the start; negative before it
+	EndMS int64    `json:"end_ms"`          // offset of the completion (At+Latency) of the run's last probe; 0 for EventTruncated
 	Kind  string   `json:"kind"`            // EventServed, EventFailed or EventTruncated (last, no other field)
 	Count int      `json:"count,omitempty"` // probes in the run
 	Node  string   `json:"node,omitempty"`  // served: the node that served the run's first probe
@@ -169,9 +170,11 @@ func timeline(ps []Probe, start time.Time) []TimelineEvent {
 	var evs []TimelineEvent
 	for i, p := range ps {
 		at := p.At.Sub(start).Milliseconds()
+		end := p.At.Add(p.Latency).Sub(start).Milliseconds()
 		if i > 0 && p.OK == ps[i-1].OK && (!p.OK || p.Site == ps[i-1].Site) {
 			e := &evs[len(evs)-1]
 			e.Count++
+			e.EndMS = max(e.EndMS, end)
 			if p.OK && !slices.Contains(e.Nodes, p.Node) {
 				e.Nodes = append(e.Nodes, p.Node)
 			}
@@ -181,9 +184,9 @@ func timeline(ps []Probe, start time.Time) []TimelineEvent {
 			return append(evs, TimelineEvent{AtMS: at, Kind: EventTruncated})
 		}
 		if p.OK {
-			evs = append(evs, TimelineEvent{AtMS: at, Kind: EventServed, Count: 1, Node: p.Node, Nodes: []string{p.Node}, Site: p.Site})
+			evs = append(evs, TimelineEvent{AtMS: at, EndMS: end, Kind: EventServed, Count: 1, Node: p.Node, Nodes: []string{p.Node}, Site: p.Site})
 		} else {
-			evs = append(evs, TimelineEvent{AtMS: at, Kind: EventFailed, Count: 1, Err: p.Err})
+			evs = append(evs, TimelineEvent{AtMS: at, EndMS: end, Kind: EventFailed, Count: 1, Err: p.Err})
 		}
 	}
 	for i := range evs {

@@ -121,11 +121,11 @@ func TestSummarizeTimelineAndLatency(t *testing.T) {
 	slices.Reverse(ps)        // input order does not matter
 	sr := Summarize("onprem", t0, t0.Add(time.Second), map[string][]Probe{"db": ps}).Services[0]
 	want := []TimelineEvent{
-		{AtMS: -200, Kind: EventServed, Count: 2, Node: "onprem-1", Site: "onprem"},
-		{AtMS: 0, Kind: EventFailed, Count: 3, Err: "first error"},
-		{AtMS: 300, Kind: EventServed, Count: 3, Node: "cloud-1", Nodes: []string{"cloud-1", "cloud-2"}, Site: "cloud"},
-		{AtMS: 600, Kind: EventFailed, Count: 1, Err: "dial: no answer"},
-		{AtMS: 700, Kind: EventServed, Count: 1, Node: "cloud-2", Site: "cloud"}, // recovered on the same node
+		{AtMS: -200, EndMS: -93, Kind: EventServed, Count: 2, Node: "onprem-1", Site: "onprem"},
+		{AtMS: 0, EndMS: 206, Kind: EventFailed, Count: 3, Err: "first error"},
+		{AtMS: 300, EndMS: 505, Kind: EventServed, Count: 3, Node: "cloud-1", Nodes: []string{"cloud-1", "cloud-2"}, Site: "cloud"},
+		{AtMS: 600, EndMS: 607, Kind: EventFailed, Count: 1, Err: "dial: no answer"},
+		{AtMS: 700, EndMS: 702, Kind: EventServed, Count: 1, Node: "cloud-2", Site: "cloud"}, // recovered on the same node
 	}
 	if !reflect.DeepEqual(sr.Timeline, want) {
 		t.Errorf("timeline\n%+v\nwant\n%+v", sr.Timeline, want)

@@ -407,10 +407,14 @@ func decodeState(b []byte) ([]*record, error) {
 func encodeState(own *record, others []*record) (b []byte, dropped int) {
 	encoded := make([][]byte, 0, 1+len(others))
 	size := 2 + binary.MaxVarintLen64
-	for i, r := range append([]*record{own}, others...) {
+	recs := others
+	if own != nil { // nil while the node holds its record back (Config.Quiet)
+		recs = append([]*record{own}, others...)
+	}
+	for i, r := range recs {
 		e := appendRecord(nil, r)
 		if size+len(e) > maxStateBytes || len(encoded) >= maxStateRecords {
-			dropped = len(others) + 1 - i
+			dropped = len(recs) - i
 			break
 		}
 		size += len(e)

@@ -87,6 +87,9 @@ func (d *delegate) NotifyLeave(n *memberlist.Node) {
 // NotifyConflict is called when two nodes claim the same name.
 func (d *delegate) NotifyConflict(existing, other *memberlist.Node) {
 	g := d.g
+	if existing.Name == g.name {
+		g.selfConflict(addrPort(other.Addr, other.Port))
+	}
 	if g.limit.allow("conflict:"+existing.Name, time.Now()) {
 		g.log.Error("gossip: node name conflict: two nodes claim the same name; names must be unique in the mesh",
 			"name", existing.Name,

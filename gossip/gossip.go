@@ -115,6 +115,10 @@ type Config struct {
 	// concurrently. Without it, the
 	// first signing key seen for a name holds until that node leaves.
 	Identity func(name string, meta Meta, cert []byte, signKey ed25519.PublicKey) error
+	// Quiet holds this node's catalog record back (not gossiped, not in
+	// push/pull) until Announce: a node that may turn out to carry the name
+	// of a live member (NameConflict) must not replace that member's record.
+	Quiet bool
 
 	RetainGone        time.Duration // how long dead/left members stay listed; default 10m
 	ReconnectInterval time.Duration // how often to retry dead members' addresses; default 5s
@@ -204,6 +208,8 @@ type Gossip struct {
 	numNodes  atomic.Int64  // alive+suspect members plus this node, for the broadcast queue
 	malformed atomic.Uint64 // malformed catalog input ignored (Stats)
 	closed    atomic.Bool
+	quiet     atomic.Bool                    // own catalog record held back until Announce (Config.Quiet)
+	conflict  atomic.Pointer[netip.AddrPort] // another node claiming our name, first seen (conflict.go)
 
 	lifeMu sync.Mutex // serialises Leave and Close (memberlist.Leave panics after Shutdown)
 
@@ -270,6 +276,7 @@ func New(cfg Config) (*Gossip, error) {
 		catalog:    make(map[string]*catalogEntry),
 	}
 	g.numNodes.Store(1)
+	g.quiet.Store(cfg.Quiet)
 
 	mc := memberlist.DefaultLANConfig()
 	mc.Name = cfg.Name

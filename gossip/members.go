@@ -175,6 +175,12 @@ func (g *Gossip) ownRecordLocked() *record {
 // is closed once it has gone out. Records too big for a UDP packet go to
 // every member over TCP instead.
 func (g *Gossip) announceOwnLocked(sent chan struct{}) {
+	if g.quiet.Load() {
+		if sent != nil {
+			close(sent)
+		}
+		return // Announce sends it
+	}
 	msg := encodeRecordMsg(g.ownRecordLocked())
 	g.queueLocked(g.name, msg, sent)
 	if len(msg) > maxBroadcastBytes {
@@ -332,6 +338,9 @@ func (g *Gossip) unknownLocked() int {
 func (g *Gossip) localState() []byte {
 	g.mu.Lock()
 	own := g.ownRecordLocked()
+	if g.quiet.Load() {
+		own = nil
+	}
 	others := make([]*record, 0, len(g.catalog))
 	for name, c := range g.catalog {
 		if g.peers[name] != nil {

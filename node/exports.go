@@ -3,6 +3,7 @@ package node
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"sync/atomic"
 	"time"
@@ -28,6 +29,7 @@ type exporter struct {
 	served        atomic.Uint64
 	denied        atomic.Uint64 // streams refused by the allow list
 	checkFailures atomic.Uint64 // failed health checks, for metrics
+	slots         atomic.Int64  // streams holding one of max_conns (limits.go)
 	kick          chan struct{} // cap 1: the config changed, re-read it and check now
 	gone          chan struct{} // closed when a reload removed the export: the check loop ends
 }
@@ -117,10 +119,20 @@ func (e *exporter) checkLoop() {
 // handleStream serves one stream a peer opened: read the open request,
 // dial the export's target, answer, then proxy.
 func (n *Node) handleStream(peer key.PublicKey, s net.Conn) {
+	release, ok := n.admitStream(peer, s)
+	if !ok {
+		return
+	}
+	proxied := false
+	defer func() {
+		if !proxied {
+			release()
+		}
+	}()
 	s.SetDeadline(time.Now().Add(headerTimeout))
 	req, err := wire.ReadRequest(s)
 	if err != nil {
-		n.log.Debug("bad stream open request", "peer", peer.ShortString(), "err", err)
+		n.log.Debug("bad stream open request", "peer", n.peerName(peer), "err", err)
 		if errors.Is(err, wire.ErrVersion) || errors.Is(err, wire.ErrKind) || errors.Is(err, wire.ErrMalformed) || errors.Is(err, wire.ErrTooLarge) {
 			wire.WriteResponse(s, wire.Response{Status: wire.StatusBadRequest, Node: n.cfg.Name, Message: err.Error()})
 		}
@@ -154,6 +166,18 @@ func (n *Node) handleStream(peer key.PublicKey, s net.Conn) {
 		s.Close()
 		return
 	}
+	slot, ok := e.exportSlot()
+	if !ok {
+		n.lim.exportRefused.Add(1)
+		wire.WriteResponse(s, wire.Response{Status: wire.StatusDenied, Node: n.cfg.Name,
+			Message: fmt.Sprintf("export %s has max_conns (%d) connections", req.Service, e.cfg().MaxConns)})
+		s.Close()
+		logLimited(n.log, n.lim.exportLog, "limits: stream refused: export at max_conns", "export", req.Service,
+			"max", e.cfg().MaxConns, "peer", n.peerName(peer))
+		return
+	}
+	stream := release
+	release = func() { slot(); stream() }
 	ctx, cancel := context.WithTimeout(n.ctx, backendDialTimeout)
 	backend, err := e.dialTarget(ctx)
 	cancel()
@@ -173,9 +197,11 @@ func (n *Node) handleStream(peer key.PublicKey, s net.Conn) {
 	// The node's WaitGroup owns the proxy: this goroutine runs inside the
 	// tunnel's stream handler, which Close waits for before n.wg.Wait.
 	n.wg.Add(1)
+	proxied = true
 	tunnel.StartProxy(n.ctx, s, backend, func(in, out int64, err error) {
-		n.broken.report("export", req.Service, peer.ShortString(), out, in, err)
+		n.broken.report("export", req.Service, n.peerName(peer), out, in, err)
 		e.active.Add(-1)
+		release()
 		n.wg.Done()
 	})
 }

@@ -41,8 +41,11 @@ type importer struct {
 	failed atomic.Uint64
 	denied atomic.Uint64          // refused by an exporter's allow list (SPEC §8)
 	last   atomic.Pointer[string] // node that served the last connection
+	gate   *importGate            // max_conns, rate, burst (limits.go)
 
-	mu      sync.Mutex
+	mu         sync.Mutex
+	noExporter atomic.Bool // "no node exports" was logged; cleared by the next connection served
+
 	perNode map[string]*atomic.Int64 // guarded by mu; active connections per endpoint node
 	closed  bool                     // guarded by mu
 }
@@ -52,7 +55,7 @@ func newImporter(n *Node, cfg config.Import) (*importer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("node: import %s: listen %s: %w", cfg.Name, cfg.Listen, err)
 	}
-	im := &importer{n: n, ln: ln, perNode: make(map[string]*atomic.Int64)}
+	im := &importer{n: n, ln: ln, perNode: make(map[string]*atomic.Int64), gate: newImportGate(cfg)}
 	im.conf.Store(&cfg)
 	return im, nil
 }
@@ -99,8 +102,14 @@ func (im *importer) serve() {
 			continue
 		}
 		backoff = 5 * time.Millisecond
+		if why := im.gate.admit(im.cfg(), time.Now()); why != "" {
+			c.Close() // at once, not queued (SPEC §9)
+			logLimited(im.n.log, im.gate.log, "limits: import connection refused: "+why, "import", im.cfg().Name,
+				"client", c.RemoteAddr().String())
+			continue
+		}
 		wg.Add(1)
-		go im.handle(c, wg.Done)
+		go im.handle(c, func() { im.gate.done(); wg.Done() })
 	}
 }
 
@@ -134,7 +143,7 @@ func (im *importer) handle(client net.Conn, finished func()) {
 
 	cfg := *im.cfg()
 	start := time.Now()
-	conn, ep, err := im.n.connect(im.n.ctx, cfg, 0, im.rr.Add(1), im.activeTo)
+	conn, ep, err := im.connectWaiting(cfg)
 	if err == nil {
 		im.n.metrics.ImportConnected(cfg.Name, time.Since(start))
 	}
@@ -150,7 +159,14 @@ func (im *importer) handle(client net.Conn, finished func()) {
 	}
 	if err != nil {
 		im.failed.Add(1)
-		if !isClosedErr(err) {
+		switch {
+		case isClosedErr(err):
+		case !im.n.exported(cfg.Name):
+			if !im.noExporter.Swap(true) {
+				im.n.log.Warn(fmt.Sprintf("no node exports %q: import connections are closed until one does", cfg.Name),
+					"import", cfg.Name, "waited", cfg.ConnectTimeout)
+			}
+		default:
 			im.n.log.Warn("import connection failed", "import", cfg.Name, "client", client.RemoteAddr(), "err", err)
 		}
 		client.Close()
@@ -159,6 +175,9 @@ func (im *importer) handle(client net.Conn, finished func()) {
 		return
 	}
 	im.last.Store(&ep.Node)
+	if im.noExporter.Swap(false) {
+		im.n.log.Info(fmt.Sprintf("%q is exported again", cfg.Name), "import", cfg.Name, "node", ep.Node)
+	}
 	cnt := im.nodeCounter(ep.Node)
 	cnt.Add(1)
 	tunnel.StartProxy(im.n.ctx, client, conn, func(out, in int64, err error) {
@@ -167,6 +186,73 @@ func (im *importer) handle(client net.Conn, finished func()) {
 		im.active.Add(-1)
 		finished()
 	})
+}
+
+// connectRetryEvery is how often a connection waiting for an endpoint
+// (connect_timeout) looks again.
+const connectRetryEvery = 100 * time.Millisecond
+
+// connectWaiting connects through the best endpoint (connect). While none
+// can serve (no node exports the service yet, as right after start, or
+// every endpoint is unhealthy or down) it looks again every
+// connectRetryEvery, up to the import's connect_timeout, instead of
+// failing the client at once. With a healthy endpoint known, a failed
+// round fails the client as before.
+func (im *importer) connectWaiting(cfg config.Import) (net.Conn, failover.Endpoint, error) {
+	wait := cfg.ConnectTimeout
+	if wait <= 0 {
+		wait = config.DefaultConnectTimeout
+	}
+	deadline := time.Now().Add(wait)
+	for {
+		conn, ep, err := im.n.connect(im.n.ctx, cfg, 0, im.rr.Add(1), im.activeTo)
+		left := time.Until(deadline)
+		if err == nil || isClosedErr(err) || im.n.hasUsableEndpoint(cfg.Name) || left <= 0 {
+			return conn, ep, err
+		}
+		select {
+		case <-im.n.ctx.Done():
+			return nil, failover.Endpoint{}, im.n.ctx.Err()
+		case <-time.After(min(connectRetryEvery, left)):
+		}
+		if im.closedNow() {
+			return nil, failover.Endpoint{}, err
+		}
+	}
+}
+
+// closedNow reports whether the import was closed (removed by a reload,
+// or the node is draining).
+func (im *importer) closedNow() bool {
+	im.mu.Lock()
+	defer im.mu.Unlock()
+	return im.closed
+}
+
+// exported reports whether any node (this one included) exports service.
+func (n *Node) exported(service string) bool {
+	return len(n.catalog.Load().services[service]) > 0
+}
+
+// hasUsableEndpoint reports whether service has an endpoint that is
+// healthy on a node that is alive and usable now: then a failed connect
+// round is a real failure, not a wait for the catalog.
+func (n *Node) hasUsableEndpoint(service string) bool {
+	c := n.catalog.Load()
+	now := time.Now()
+	for _, e := range c.services[service] {
+		if !e.healthy || !e.alive {
+			continue
+		}
+		if e.local {
+			return true
+		}
+		st, _ := n.tun.SessionStats(e.pub)
+		if n.peerUsable(c.byName[e.node], st, now) {
+			return true
+		}
+	}
+	return false
 }
 
 // candidates orders the endpoints of imp's service for one connection.

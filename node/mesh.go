@@ -17,6 +17,7 @@ type catalog struct {
 	members  []gossip.Member                     // admitted members only (identity.go)
 	certs    map[key.PublicKey]*cert.Certificate // identities of admitted members, by WireGuard key
 	byName   map[string]gossip.Member
+	byKey    map[key.PublicKey]string // member name by WireGuard key, for logs
 	services map[string][]catalogEndpoint
 }
 
@@ -60,6 +61,7 @@ func (n *Node) reconcile() {
 		}
 		peers = append(peers, tunnel.Peer{PublicKey: m.Meta.PublicKey, Endpoint: peerEndpoint(m)})
 	}
+	peers = n.capPeers(peers, members)
 	if err := n.tun.SetPeers(peers); err != nil && !isClosedErr(err) {
 		n.log.Warn("update tunnel peers", "err", err)
 	}
@@ -80,6 +82,24 @@ func (n *Node) reconcile() {
 	}
 	n.mu.Unlock()
 	n.rebuildCatalogFrom(members, certs)
+
+	now := time.Now()
+	n.checkConflict(now)
+	n.remember(members, now)
+	alive := 0
+	for _, m := range members {
+		if m.State == gossip.StateAlive || m.State == gossip.StateSuspect {
+			alive++
+		}
+	}
+	switch {
+	case alive == 0 && !n.alone && len(members) > 0:
+		n.alone = true
+		n.log.Warn("no other member alive: this node is alone in the mesh", "known", len(members))
+	case alive > 0 && n.alone:
+		n.alone = false
+		n.log.Info("not alone any more", "alive", alive)
+	}
 }
 
 // peerEndpoint is the member's advertised WireGuard endpoint, with an
@@ -102,6 +122,7 @@ func (n *Node) rebuildCatalogFrom(members []gossip.Member, certs map[key.PublicK
 		members:  members,
 		certs:    certs,
 		byName:   make(map[string]gossip.Member, len(members)),
+		byKey:    make(map[key.PublicKey]string, len(members)),
 		services: make(map[string][]catalogEndpoint),
 	}
 	maint := n.maint.Load()
@@ -114,6 +135,9 @@ func (n *Node) rebuildCatalogFrom(members []gossip.Member, certs map[key.PublicK
 	}
 	for _, m := range members {
 		c.byName[m.Name] = m
+		if !m.Meta.PublicKey.IsZero() {
+			c.byKey[m.Meta.PublicKey] = m.Name
+		}
 		if m.State == gossip.StateLeft || m.Meta.PublicKey.IsZero() {
 			continue
 		}
@@ -147,4 +171,15 @@ func (n *Node) publishExports() {
 		}
 	}
 	n.gsp.SetExports(exps)
+}
+
+// peerName names the peer with key pub in logs: its gossip name, else a
+// short form of the key. Lock-free; the tunnel calls it too.
+func (n *Node) peerName(pub key.PublicKey) string {
+	if c := n.catalog.Load(); c != nil {
+		if name := c.byKey[pub]; name != "" {
+			return name
+		}
+	}
+	return pub.ShortString()
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/meshd/meshd/gossip"
 	"github.com/meshd/meshd/internal/metrics"
+	"github.com/meshd/meshd/internal/statuspage"
 	"github.com/meshd/meshd/relay"
 )
 
@@ -33,7 +34,8 @@ const (
 // could otherwise fill the node's log.
 var discardLog = log.New(io.Discard, "", 0)
 
-// metricsServer serves Prometheus /metrics on metrics.listen.
+// metricsServer serves Prometheus /metrics and the status page
+// (internal/statuspage) on metrics.listen.
 type metricsServer struct {
 	srv   *http.Server
 	addr  string
@@ -56,6 +58,7 @@ func startMetrics(n *Node, addr string) (*metricsServer, error) {
 	}
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", n.metrics.WithRuntime().Handler())
+	mux.Handle("/", statuspage.Handler(statuspage.Source{Status: func() any { return n.Status() }, Drills: n.drills}))
 	ms := &metricsServer{done: make(chan struct{}), addr: ln.Addr().String()}
 	ms.srv = &http.Server{
 		Handler:           mux,
@@ -160,7 +163,7 @@ func (n *Node) metricsSample() metrics.Sample {
 	}
 	for _, im := range n.importList() {
 		s.Imports = append(s.Imports, metrics.ImportSample{Name: im.cfg().Name,
-			Active: im.active.Load(), Total: im.total.Load(), Failed: im.failed.Load(), Denied: im.denied.Load()})
+			Active: im.active.Load(), Total: im.total.Load(), Failed: im.failed.Load(), Limited: im.gate.limited.Load(), Denied: im.denied.Load()})
 	}
 	m := n.exportMap()
 	for _, e := range n.Config().Exports {

@@ -26,6 +26,7 @@ import (
 	"github.com/meshd/meshd/internal/config"
 	"github.com/meshd/meshd/internal/key"
 	"github.com/meshd/meshd/internal/metrics"
+	"github.com/meshd/meshd/internal/statuspage"
 	"github.com/meshd/meshd/internal/version"
 	"github.com/meshd/meshd/tunnel"
 )
@@ -52,6 +53,7 @@ type Node struct {
 	rly        *relayServer        // nil unless relay.enabled
 	metrics    *metrics.Metrics    // always set; served only with metrics.listen
 	relayStats relayClientStats    // the relay client's counters, for metrics
+	drills     *statuspage.Ring    // the last drills run from this node, for the status page
 	health     *failover.Health    // peer usability with failback hold-down
 	breaker    *failover.Breaker   // per service/node circuit breaker
 	holes      *failover.Blackhole // drill orders this node is executing
@@ -67,6 +69,7 @@ type Node struct {
 	catalog  atomic.Pointer[catalog] // rebuilt on every gossip change
 	draining atomic.Bool             // Close has begun: exports refuse new streams
 	maint    atomic.Bool             // maintenance mode: exports withdrawn, new streams refused
+	lim      *nodeLimits             // SPEC §9 limits (limits.go)
 
 	// What a reload changes (reload.go). n.cfg stays the config the node
 	// started with, for what a reload may not change (name, site, addresses);
@@ -86,6 +89,14 @@ type Node struct {
 	states     map[string]gossip.State // guarded by mu; last logged state per peer
 	holeActive bool                    // guarded by mu; a drill's black hole is applied
 	maintInfo  maintState              // guarded by mu; why and since when maint is on
+
+	// rejoin.go
+	fatal        chan error         // cap 1: the node must stop (name conflict)
+	conflicted   atomic.Bool        // another live node has our name: close without leaving
+	joinedAt     atomic.Int64       // unix ns of the first join (or of giving up on it)
+	remembered   []rememberedMember // owned by watchGossip: last saved members
+	rememberedAt time.Time          // owned by watchGossip
+	alone        bool               // owned by watchGossip: no other member alive, logged
 }
 
 // New checks cfg and returns a node that is not running yet.
@@ -103,9 +114,12 @@ func New(cfg *config.Config, lg *slog.Logger) (*Node, error) {
 		health:  failover.NewHealth(failover.HealthConfig{HoldDown: cfg.Failover.HoldDown}),
 		breaker: failover.NewBreaker(failover.DefaultBreakerConfig()),
 		holes:   &failover.Blackhole{},
+		drills:  statuspage.NewRing(statuspage.DefaultRingSize),
 	}
 	n.metrics = metrics.New(metrics.Info{Node: cfg.Name, Site: cfg.Site, Version: version.Get().Short()}, n.metricsSample)
+	n.fatal = make(chan error, 1)
 	n.live.Store(cfg)
+	n.lim = newNodeLimits()
 	n.exports.Store(&map[string]*exporter{})
 	n.imports.Store(&[]*importer{})
 	return n, nil
@@ -157,6 +171,7 @@ func (n *Node) Start() (err error) {
 		HandleStream:   n.handleStream,
 		SessionTimeout: n.cfg.Failover.SessionTimeout,
 		ClusterKey:     n.cfg.Cluster.Key,
+		PeerName:       n.peerName,
 	})
 	if err != nil {
 		return fmt.Errorf("node: %w", err)
@@ -187,6 +202,7 @@ func (n *Node) Start() (err error) {
 		Meta: gossip.Meta{Site: n.cfg.Site, PublicKey: n.pub, Tunnel: n.tunnelAdvertise(), Relay: n.relayAdvertise(),
 			Version: version.Get().Short()},
 		Logger:   n.log,
+		Quiet:    true, // until the join shows the name is ours (rejoin.go)
 		SignKey:  n.signKey,
 		Cert:     n.ownCert(),
 		Identity: n.identityCheck(),
@@ -234,9 +250,7 @@ func (n *Node) Start() (err error) {
 	for _, im := range imps {
 		n.goFunc(im.serve)
 	}
-	if len(n.cfg.Cluster.Join) > 0 {
-		n.goFunc(n.joinLoop)
-	}
+	n.goFunc(n.joinLoop)
 	n.log.Info("node started", "name", n.cfg.Name, "site", n.cfg.Site,
 		"gossip", n.gsp.LocalAddr(), "tunnel", n.tun.LocalAddr(), "mesh_ip", n.tun.MeshIP(),
 		"exports", len(exps), "imports", len(imps))
@@ -270,26 +284,6 @@ func (n *Node) goFunc(f func()) {
 	}()
 }
 
-// joinLoop joins the configured addresses, retrying with backoff until it
-// succeeds once or the node stops; afterwards gossip keeps membership.
-func (n *Node) joinLoop() {
-	backoff := time.Second
-	for {
-		cnt, err := n.gsp.Join(n.cfg.Cluster.Join)
-		if err == nil {
-			n.log.Info("joined mesh", "contacted", cnt)
-			return
-		}
-		n.log.Error("join failed; retrying", "in", backoff, "err", err)
-		select {
-		case <-n.ctx.Done():
-			return
-		case <-time.After(backoff):
-		}
-		backoff = min(backoff*2, 30*time.Second)
-	}
-}
-
 // Close shuts the node down gracefully: it stops accepting import
 // connections, withdraws its exports from the catalog and refuses new
 // streams (importers go to the next endpoint), lets active connections
@@ -306,9 +300,20 @@ func (n *Node) Close() error {
 	n.closed = true
 	n.mu.Unlock()
 
-	n.drain(n.Config().Failover.DrainGrace)
-	if err := n.gsp.Leave(leaveTimeout); err != nil {
-		n.log.Warn("leave mesh", "err", err)
+	if n.conflicted.Load() {
+		// Not our name: no drain, and no leave that would speak for the
+		// other node.
+		n.reloadMu.Lock()
+		n.draining.Store(true)
+		n.reloadMu.Unlock()
+		for _, im := range n.importList() {
+			im.close()
+		}
+	} else {
+		n.drain(n.Config().Failover.DrainGrace)
+		if err := n.gsp.Leave(leaveTimeout); err != nil {
+			n.log.Warn("leave mesh", "err", err)
+		}
 	}
 	n.ctl.close()
 	if n.mtr != nil {

@@ -80,6 +80,8 @@ type PathBind struct {
 
 	relayIn chan relayPacket // bounded; relayed packets for the receive func
 
+	namer atomic.Pointer[func(key.PublicKey) string] // names peers in logs; see SetPeerNamer
+
 	mu   sync.Mutex
 	conn *net.UDPConn // guarded by mu; nil when closed
 	udp  *udpConn     // guarded by mu; batched I/O on conn
@@ -510,7 +512,7 @@ func (b *PathBind) judgeLocked(pub key.PublicKey, p *peerPath, now time.Time) {
 		}
 		if judged >= need && answered == judged {
 			p.useRelay, p.everDirect, p.changed = false, true, now
-			b.log.Info("path: direct path confirmed", "peer", pub.ShortString())
+			b.log.Info("path: direct path confirmed", "peer", b.peerName(pub))
 		}
 		return
 	}
@@ -525,8 +527,13 @@ func (b *PathBind) judgeLocked(pub key.PublicKey, p *peerPath, now time.Time) {
 	}
 	if deadRun || (judged >= probeWindow && answered < probeKeepUp) {
 		p.useRelay, p.changed = true, now
-		b.log.Warn("path: direct path lost or lossy; using the relay", "peer", pub.ShortString(),
-			"answered", fmt.Sprintf("%d/%d", answered, probeWindow), "relay", b.relayBy)
+		if b.relayBy == "" {
+			b.log.Warn("path: direct path lost or lossy; no relay to fall back to", "peer", b.peerName(pub),
+				"answered", fmt.Sprintf("%d/%d", answered, probeWindow))
+		} else {
+			b.log.Warn("path: direct path lost or lossy; using the relay", "peer", b.peerName(pub),
+				"answered", fmt.Sprintf("%d/%d", answered, probeWindow), "relay", b.relayBy)
+		}
 	}
 }
 
@@ -638,4 +645,25 @@ func (e *Endpoint) DstToBytes() []byte {
 	}
 	b, _ := e.Addr.MarshalBinary()
 	return b
+}
+
+// SetPeerNamer sets the function that names peers in logs and errors (nil:
+// a short form of the key).
+func (b *PathBind) SetPeerNamer(f func(key.PublicKey) string) {
+	if f == nil {
+		b.namer.Store(nil)
+		return
+	}
+	b.namer.Store(&f)
+}
+
+// peerName names pub for logs: the namer's answer, else the key's short
+// form.
+func (b *PathBind) peerName(pub key.PublicKey) string {
+	if f := b.namer.Load(); f != nil {
+		if s := (*f)(pub); s != "" {
+			return s
+		}
+	}
+	return pub.ShortString()
 }

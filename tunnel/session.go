@@ -119,7 +119,7 @@ func (p *peer) stop() {
 }
 
 func (p *peer) logger() *slog.Logger {
-	return p.t.log.With("peer", p.pub.ShortString())
+	return p.t.log.With("peer", p.t.bind.peerName(p.pub))
 }
 
 // dialLoop keeps one session to the peer, redialling with backoff.
@@ -273,11 +273,11 @@ func (p *peer) openStream(ctx context.Context) (net.Conn, error) {
 				return st, nil
 			}
 			if !s.IsClosed() {
-				return nil, fmt.Errorf("tunnel: open stream to %s: %w", p.pub.ShortString(), err)
+				return nil, fmt.Errorf("tunnel: open stream to %s: %w", p.t.bind.peerName(p.pub), err)
 			}
 			select { // wait for serve to notice and uninstall it
 			case <-ctx.Done():
-				return nil, fmt.Errorf("tunnel: open stream to %s: %w", p.pub.ShortString(), ctx.Err())
+				return nil, fmt.Errorf("tunnel: open stream to %s: %w", p.t.bind.peerName(p.pub), ctx.Err())
 			case <-time.After(10 * time.Millisecond):
 			}
 			continue
@@ -285,7 +285,7 @@ func (p *peer) openStream(ctx context.Context) (net.Conn, error) {
 		select {
 		case <-ready:
 		case <-ctx.Done():
-			return nil, fmt.Errorf("tunnel: no session to %s: %w", p.pub.ShortString(), ctx.Err())
+			return nil, fmt.Errorf("tunnel: no session to %s: %w", p.t.bind.peerName(p.pub), ctx.Err())
 		case <-p.ctx.Done():
 			return nil, ErrClosed
 		}

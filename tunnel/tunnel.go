@@ -61,6 +61,10 @@ type Config struct {
 	// ClusterKey authenticates direct-path probes (see PathBind); without
 	// it the direct path is always used.
 	ClusterKey []byte
+	// PeerName names a peer in logs and errors (the node's gossip name);
+	// nil or "" falls back to a short form of the key. It must not block
+	// and is called from the tunnel's goroutines.
+	PeerName func(key.PublicKey) string
 
 	// HandleStream is called, in its own goroutine, for every stream a peer
 	// opens. It owns s and must close it.
@@ -155,6 +159,7 @@ func New(cfg Config) (*Tunnel, error) {
 	}
 	t.net = tdev
 	t.bind = NewPathBind(cfg.Listen, t.pub, cfg.ClusterKey, t.log)
+	t.bind.SetPeerNamer(cfg.PeerName)
 	t.bind.noOffload = !kn.udpOffload
 	wlog := t.log.With("component", "wireguard")
 	t.dev = device.NewDevice(tdev, t.bind, &device.Logger{
@@ -347,7 +352,7 @@ func (t *Tunnel) DialStream(ctx context.Context, pub key.PublicKey, handshake fu
 	case closed:
 		return nil, ErrClosed
 	case p == nil:
-		return nil, fmt.Errorf("%w %s", ErrUnknownPeer, pub.ShortString())
+		return nil, fmt.Errorf("%w %s", ErrUnknownPeer, t.bind.peerName(pub))
 	}
 	type result struct {
 		c   net.Conn
@@ -379,7 +384,7 @@ func (t *Tunnel) DialStream(ctx context.Context, pub key.PublicKey, handshake fu
 	case r := <-done:
 		return r.c, r.err
 	case <-ctx.Done():
-		return nil, fmt.Errorf("tunnel: open stream to %s: %w", pub.ShortString(), ctx.Err())
+		return nil, fmt.Errorf("tunnel: open stream to %s: %w", t.bind.peerName(pub), ctx.Err())
 	}
 }
 

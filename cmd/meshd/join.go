@@ -86,6 +86,9 @@ func runJoin(c *cli.Context) error {
 	for sig == nil {
 		select {
 		case sig = <-sigs:
+		case err := <-n.Fatal():
+			n.Close()
+			return cli.Exit(err.Error(), 1)
 		case <-hups:
 			sdnotify.Notify(sdnotify.Reloading, sdnotify.MonotonicUsec())
 			if err := n.ReloadFile(); err != nil {

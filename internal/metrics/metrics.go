@@ -31,7 +31,7 @@
 //	peer_receive_bytes_total{peer,site}               WireGuard bytes received                   (peers with a session)
 //	peer_transitions_total{site,to}                   peers going down|up for endpoint selection
 //	import_connections_active{import}                 open client connections
-//	import_connections_total{import,result}           accepted connections, result ok|failed|denied
+//	import_connections_total{import,result}           accepted connections, result ok|failed|denied|limited
 //	import_connect_seconds{import}                    histogram: accept to connected through the mesh
 //	failovers_total{service}                          connections served by a later candidate
 //	export_healthy{export}                            1 if the backend check passes

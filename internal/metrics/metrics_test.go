@@ -30,7 +30,7 @@ func testSample() Sample {
 			{Name: "cloud-1", Site: "other", State: "dead", Path: "none", Session: true, Streams: 99},
 		},
 		Imports: []ImportSample{
-			{Name: "postgres", Active: 2, Total: 10, Failed: 3},
+			{Name: "postgres", Active: 2, Total: 10, Failed: 3, Limited: 4},
 			{Name: "weird", Active: 0, Total: 1, Failed: 5}, // failed > total must not underflow
 		},
 		Exports: []ExportSample{
@@ -214,6 +214,8 @@ func TestScrapeState(t *testing.T) {
 		{"meshd_import_connections_total", l("import", "postgres", "result", "failed"), counter, 3},
 		{"meshd_import_connections_total", l("import", "weird", "result", "ok"), counter, 0},
 		{"meshd_import_connections_total", l("import", "weird", "result", "failed"), counter, 5},
+		{"meshd_import_connections_total", l("import", "postgres", "result", "limited"), counter, 4},
+		{"meshd_import_connections_total", l("import", "weird", "result", "limited"), counter, 0},
 
 		{"meshd_export_healthy", l("export", "postgres"), gauge, 1},
 		{"meshd_export_healthy", l("export", "redis"), gauge, 0},
@@ -261,7 +263,7 @@ func TestScrapeState(t *testing.T) {
 		"meshd_peer_rtt_seconds":          2,
 		"meshd_peer_streams":              3,
 		"meshd_peer_transmit_bytes_total": 3,
-		"meshd_import_connections_total":  6,
+		"meshd_import_connections_total":  8,
 		"meshd_import_connect_seconds":    2,
 		"meshd_export_streams_total":      2,
 		"meshd_peer_transitions_total":    6,

@@ -29,6 +29,7 @@ type ImportSample struct {
 	Active        int64
 	Total, Failed uint64
 	Denied        uint64 // refused by an exporter's allow list (SPEC §8); counted in Total, not in Failed
+	Limited       uint64 // closed at once: over max_conns or rate (not in Total)
 }
 
 // ExportSample is the state of one local export at scrape time.

@@ -149,6 +149,7 @@ func (d *stateDescs) collect(ch chan<- prometheus.Metric, info Info, s *Sample) 
 		e.counter(d.impTotal, float64(ok), im.Name, "ok")
 		e.counter(d.impTotal, float64(im.Failed), im.Name, "failed")
 		e.counter(d.impTotal, float64(im.Denied), im.Name, "denied")
+		e.counter(d.impTotal, float64(im.Limited), im.Name, "limited")
 	}
 
 	seen = map[string]bool{}

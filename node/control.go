@@ -20,7 +20,7 @@ import (
 // mode 0600, so only the node's user can read status or start drills.
 type controlServer struct {
 	path string
-	ln   net.Listener
+	ln   *ownerListener
 	srv  *http.Server
 	done chan struct{}
 }
@@ -35,14 +35,11 @@ func startControl(n *Node, path string) (*controlServer, error) {
 		}
 		os.Remove(path)
 	}
-	ln, err := net.Listen("unix", path)
+	uln, err := listenControl(path)
 	if err != nil {
 		return nil, fmt.Errorf("node: control socket: %w", err)
 	}
-	if err := os.Chmod(path, 0o600); err != nil {
-		ln.Close()
-		return nil, fmt.Errorf("node: control socket: %w", err)
-	}
+	ln := newOwnerListener(uln, n.log)
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /status", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, n.Status())

@@ -381,10 +381,7 @@ func TestKeySources(t *testing.T) {
 	dir := t.TempDir()
 	other := base64.StdEncoding.EncodeToString(bytes.Repeat([]byte{9}, 24))
 	write(t, dir, "rel.key", "\n  "+other+"  \n")
-	abs := write(t, dir, "abs.key", key32)
-	if err := os.Chmod(abs, 0o644); err != nil { // mode is not checked
-		t.Fatal(err)
-	}
+	abs := write(t, dir, "abs.key", key32) // 0600: other modes are refused (TestKeyFileMode)
 
 	t.Run("env", func(t *testing.T) {
 		t.Setenv(KeyEnv, " "+key32+"\n")

@@ -128,7 +128,8 @@ func (n *Node) Status() Status {
 			Name: n.cfg.Name, Site: n.cfg.Site, MeshIP: n.tun.MeshIP().String(),
 			PublicKey: n.pub.String(), Gossip: n.gossipAdvertise().String(),
 			Tunnel: n.tunnelAdvertise().String(), Mode: n.cfg.Tunnel.Mode, Relay: n.rly != nil,
-			Version: version.Get().Short(),
+			Version:  version.Get().Short(),
+			Identity: n.identityInfo(),
 		},
 		Peers:    []PeerStatus{},
 		Services: []ServiceStatus{},
@@ -184,7 +185,7 @@ func (n *Node) Status() Status {
 	for _, im := range n.importList() {
 		st.Imports = append(st.Imports, ImportStatus{
 			Name: im.cfg().Name, Listen: im.ln.Addr().String(),
-			Active: im.active.Load(), Total: im.total.Load(), Failed: im.failed.Load(),
+			Active: im.active.Load(), Total: im.total.Load(), Failed: im.failed.Load(), Denied: im.denied.Load(),
 			Endpoint: im.lastEndpoint(),
 		})
 	}

@@ -29,6 +29,7 @@ type exporter struct {
 	healthy       atomic.Bool                   // last health check result (true without a check)
 	active        atomic.Int64                  // streams being served
 	served        atomic.Uint64
+	denied        atomic.Uint64 // streams refused by the allow list
 	checkFailures atomic.Uint64 // failed health checks, for metrics
 	slots         atomic.Int64  // streams holding one of max_conns (limits.go)
 	kick          chan struct{} // cap 1: the config changed, re-read it and check now
@@ -181,6 +182,16 @@ func (n *Node) handleStream(peer key.PublicKey, s net.Conn) {
 	if e == nil {
 		wire.WriteResponse(s, wire.Response{Status: wire.StatusUnknownService, Node: n.cfg.Name,
 			Message: "no export named " + req.Service})
+		s.Close()
+		return
+	}
+	if ok, who := n.mayConnect(peer, e.cfg().Allow); !ok {
+		e.denied.Add(1)
+		if n.refusals.allow("deny:"+who+"/"+req.Service, "", time.Now()) {
+			n.log.Warn("stream denied by the export's allow list", "export", req.Service, "node", who)
+		}
+		wire.WriteResponse(s, wire.Response{Status: wire.StatusNotAllowed, Node: n.cfg.Name,
+			Message: who + " is not in the allow list of " + req.Service})
 		s.Close()
 		return
 	}

@@ -16,6 +16,10 @@ import (
 	"github.com/meshd/meshd/tunnel"
 )
 
+// errDenied is an exporter's refusal by its allow list: the client's
+// connection is closed without trying other endpoints.
+var errDenied = errors.New("denied")
+
 // Per-attempt deadlines: a multiple of the peer's RTT with a floor, longer
 // for last-resort candidates whose session may still be coming up.
 const (
@@ -36,6 +40,7 @@ type importer struct {
 	active atomic.Int64
 	total  atomic.Uint64
 	failed atomic.Uint64
+	denied atomic.Uint64          // refused by an exporter's allow list (SPEC §8)
 	last   atomic.Pointer[string] // node that served the last connection
 	gate   *importGate            // max_conns, rate, burst (limits.go)
 
@@ -142,6 +147,16 @@ func (im *importer) handle(client net.Conn, finished func()) {
 	conn, ep, err := im.connectWaiting(withClient(im.n.ctx, client), cfg)
 	if err == nil {
 		im.n.metrics.ImportConnected(cfg.Name, time.Since(start))
+	}
+	if err != nil && errors.Is(err, errDenied) {
+		im.denied.Add(1)
+		if im.n.refusals.allow("denied-import:"+cfg.Name, "", time.Now()) {
+			im.n.log.Warn("import connection denied by the exporter's allow list; closed", "import", cfg.Name, "err", err)
+		}
+		client.Close()
+		im.active.Add(-1)
+		finished()
+		return
 	}
 	if err != nil {
 		im.failed.Add(1)
@@ -318,7 +333,7 @@ func (n *Node) connect(ctx context.Context, imp config.Import, flags uint8, rr u
 	}
 	attempt := func(actx context.Context, ep failover.Endpoint) (net.Conn, error) {
 		c, err := n.dialEndpoint(actx, imp.Name, ep, flags)
-		if !ep.Local && ctx.Err() == nil { // the caller giving up says nothing of the endpoint
+		if !ep.Local && ctx.Err() == nil && !failover.IsFinal(err) { // the caller giving up says nothing of the endpoint
 			if err != nil {
 				n.breaker.Failure(breakerKey(imp.Name, ep.Node), time.Now())
 			} else {
@@ -372,6 +387,9 @@ func (n *Node) dialEndpoint(ctx context.Context, service string, ep failover.End
 		resp, err := wire.ReadResponse(s)
 		if err != nil {
 			return fmt.Errorf("read open response: %w", err)
+		}
+		if resp.Status == wire.StatusNotAllowed {
+			return failover.Final(fmt.Errorf("%w: %s", errDenied, resp.Message))
 		}
 		if resp.Status != wire.StatusOK {
 			return fmt.Errorf("%s: %s", resp.Status, resp.Message)

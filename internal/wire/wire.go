@@ -114,6 +114,9 @@ const (
 	StatusBackendRefused Status = 2 // export known but its target could not be dialled
 	StatusDenied         Status = 3 // the importer may not use this export
 	StatusBadRequest     Status = 4 // the request frame could not be parsed
+	// StatusNotAllowed: the export's allow list refuses the importing node
+	// (SPEC §8). Final: the importer tries no other endpoint.
+	StatusNotAllowed Status = 5
 )
 
 var statusNames = [...]string{
@@ -122,6 +125,7 @@ var statusNames = [...]string{
 	StatusBackendRefused: "backend refused",
 	StatusDenied:         "denied",
 	StatusBadRequest:     "bad request",
+	StatusNotAllowed:     "not allowed",
 }
 
 func (s Status) String() string {

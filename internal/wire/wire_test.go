@@ -281,7 +281,7 @@ func TestWriteShortWrite(t *testing.T) {
 func TestStatusString(t *testing.T) {
 	for s, want := range map[Status]string{
 		StatusOK: "ok", StatusUnknownService: "unknown service", StatusBackendRefused: "backend refused",
-		StatusDenied: "denied", StatusBadRequest: "bad request", 5: "status(5)", 255: "status(255)",
+		StatusDenied: "denied", StatusBadRequest: "bad request", StatusNotAllowed: "not allowed", 6: "status(6)", 255: "status(255)",
 	} {
 		if got := s.String(); got != want {
 			t.Errorf("Status(%d) = %q, want %q", uint8(s), got, want)

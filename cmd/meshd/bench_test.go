@@ -1,49 +1,58 @@
 package main
 
 import (
-	"strings"
 	"testing"
+	"time"
 
-	"github.com/meshd/meshd/internal/bench"
+	"github.com/urfave/cli/v2"
+
+	"github.com/meshd/meshd/internal/benchrun"
 )
 
-func TestIdleShares(t *testing.T) {
-	for _, tc := range []struct {
-		total, n int
-		want     string
-	}{{10, 3, "4 3 3"}, {100000, 6, "16667 16667 16667 16667 16666 16666"}, {5, 5, "1 1 1 1 1"}, {18000, 2, "9000 9000"}} {
-		var parts []string
-		sum := 0
-		for _, s := range idleShares(tc.total, tc.n) {
-			parts = append(parts, itoa(s))
-			sum += s
-		}
-		if got := strings.Join(parts, " "); got != tc.want || sum != tc.total {
-			t.Errorf("idleShares(%d, %d) = %s, want %s", tc.total, tc.n, got, tc.want)
-		}
+// benchFlags runs benchOptions on meshd bench args.
+func benchFlags(t *testing.T, args ...string) (o benchrun.Options, asJSON, asKV bool, err error) {
+	t.Helper()
+	cmd := benchCommand()
+	cmd.Action = func(c *cli.Context) error {
+		o, asJSON, asKV, err = benchOptions(c)
+		return nil
 	}
+	app := &cli.App{Commands: []*cli.Command{cmd}, ExitErrHandler: func(*cli.Context, error) {}}
+	if rerr := app.Run(append([]string{"meshd", "bench"}, args...)); rerr != nil {
+		t.Fatalf("meshd bench %v: %v", args, rerr)
+	}
+	return o, asJSON, asKV, err
 }
 
-func itoa(i int) string { return bench.FormatValue(int64(i)) }
-
-// TestSetNetnsKeys pins the documented netns key names and ratios.
-func TestSetNetnsKeys(t *testing.T) {
-	r := bench.NewResults()
-	setNetns(r, "netns_throughput_1", "_mbps", map[string]float64{"meshd": 50, "meshd_kernel": 90, "wireguard": 100, "direct": 1000})
-	setNetns(r, "netns_latency_1_p50", "_us", map[string]float64{"meshd": 300, "meshd_kernel": 200, "wireguard": 200, "direct": 20})
-	want := map[string]any{
-		"netns_throughput_1_mbps": 50.0, "netns_throughput_1_kernel_mbps": 90.0, "netns_throughput_1_wireguard_mbps": 100.0,
-		"netns_throughput_1_direct_mbps": 1000.0, "netns_throughput_1_vs_wireguard": 0.5, "netns_throughput_1_kernel_vs_wireguard": 0.9,
-		"netns_throughput_1_ratio": 0.05, "netns_throughput_1_kernel_ratio": 0.09, "netns_throughput_1_wireguard_ratio": 0.1,
-		"netns_latency_1_p50_us": 300.0, "netns_latency_1_p50_wireguard_us": 200.0, "netns_latency_1_p50_vs_wireguard": 1.5,
-		"netns_latency_1_p50_kernel_vs_wireguard": 1.0,
+// TestBenchOptions: the flags' defaults, --quick shortening only what is
+// not set, the output formats, and a bad value exiting 2.
+func TestBenchOptions(t *testing.T) {
+	o, j, k, err := benchFlags(t)
+	if err != nil || o.Duration != 10*time.Second || o.Idle != 2000 || o.IdleHold != 30*time.Second || o.IdleNodes != 1 ||
+		o.ConnWorkers != 32 || !o.Loopback || o.Netns || len(o.Only) != 4 || !j || k {
+		t.Errorf("defaults: %+v json %v kv %v err %v", o, j, k, err)
 	}
-	for k, v := range want {
-		if got, ok := r.Get(k); !ok || got != v {
-			t.Errorf("%s = %v (set %v), want %v", k, got, ok, v)
+	o, _, _, err = benchFlags(t, "--quick", "--idle", "50")
+	if err != nil || o.Duration != 300*time.Millisecond || o.Idle != 50 || o.IdleHold != 500*time.Millisecond {
+		t.Errorf("--quick --idle 50: %+v %v", o, err)
+	}
+	for _, tc := range []struct {
+		args     []string
+		json, kv bool
+	}{
+		{[]string{"--format", "kv"}, false, true},
+		{[]string{"--format", "both"}, true, true},
+		{[]string{"--json"}, true, false},
+		{[]string{"--json", "--format", "kv"}, true, true},
+	} {
+		if _, j, k, err := benchFlags(t, tc.args...); err != nil || j != tc.json || k != tc.kv {
+			t.Errorf("%v: json %v kv %v (%v), want %v %v", tc.args, j, k, err, tc.json, tc.kv)
 		}
 	}
-	if n := len(r.Keys()); n != 18 {
-		t.Errorf("%d keys, want 9 per figure: %v", n, r.Keys())
+	for _, args := range [][]string{{"--format", "xml"}, {"--only", "nope"}, {"--duration", "0s"}, {"--netns-loss", "1"}} {
+		_, _, _, err := benchFlags(t, args...)
+		if ec, ok := err.(cli.ExitCoder); !ok || ec.ExitCode() != 2 {
+			t.Errorf("%v: %v, want exit 2", args, err)
+		}
 	}
 }

@@ -12,19 +12,15 @@ import (
 	"io"
 	"net/netip"
 	"os"
-	"os/exec"
 	"os/signal"
-	"strings"
 	"syscall"
 	"time"
 
 	"github.com/urfave/cli/v2"
-	"golang.zx2c4.com/wireguard/conn"
-	"golang.zx2c4.com/wireguard/device"
-	"golang.zx2c4.com/wireguard/tun"
 
 	"github.com/meshd/meshd/internal/bench"
 	"github.com/meshd/meshd/internal/key"
+	"github.com/meshd/meshd/internal/lab"
 )
 
 // benchChildLifetime bounds the life of every bench helper process, even
@@ -75,78 +71,37 @@ func benchWGRefCommand() *cli.Command {
 	}
 }
 
-// runBenchWGRef creates the TUN device, runs a wireguard-go device with one
-// peer on it, gives the device its address, prints "ready" and runs until
-// stdin closes or SIGINT/SIGTERM; then it closes the device, which
-// removes the TUN device with its address.
+// runBenchWGRef maps the flags to a lab.WGRef and runs it until stdin
+// closes (the bench is done with it, or died) or SIGINT/SIGTERM; it
+// prints "ready" once the device is up.
 func runBenchWGRef(c *cli.Context) error {
-	priv, err := key.ParsePrivate(c.String("private"))
-	if err != nil {
-		return cli.Exit("--private: "+err.Error(), 2)
+	w := lab.WGRef{Dev: c.String("dev"), Port: c.Int("port"), MTU: c.Int("mtu"), Verbose: c.Bool("verbose")}
+	var err error
+	parse := []struct {
+		flag string
+		f    func(string) error
+	}{
+		{"private", func(s string) (err error) { w.Private, err = key.ParsePrivate(s); return }},
+		{"peer", func(s string) (err error) { w.Peer, err = key.ParsePublic(s); return }},
+		{"endpoint", func(s string) (err error) { w.Endpoint, err = netip.ParseAddrPort(s); return }},
+		{"addr", func(s string) (err error) { w.Addr, err = netip.ParsePrefix(s); return }},
+		{"allowed", func(s string) (err error) { w.Allowed, err = netip.ParsePrefix(s); return }},
 	}
-	peer, err := key.ParsePublic(c.String("peer"))
-	if err != nil {
-		return cli.Exit("--peer: "+err.Error(), 2)
-	}
-	ep, err := netip.ParseAddrPort(c.String("endpoint"))
-	if err != nil {
-		return cli.Exit("--endpoint: "+err.Error(), 2)
-	}
-	addr, err := netip.ParsePrefix(c.String("addr"))
-	if err != nil {
-		return cli.Exit("--addr: "+err.Error(), 2)
-	}
-	allowed, err := netip.ParsePrefix(c.String("allowed"))
-	if err != nil {
-		return cli.Exit("--allowed: "+err.Error(), 2)
-	}
-	port := c.Int("port")
-	if port < 1 || port > 65535 {
-		return cli.Exit(fmt.Sprintf("--port %d: must be 1-65535", port), 2)
-	}
-	name := c.String("dev")
-
-	tdev, err := tun.CreateTUN(name, c.Int("mtu"))
-	if err != nil {
-		return fmt.Errorf("bench-wgref: create TUN %s (needs root and /dev/net/tun): %w", name, err)
-	}
-	level := device.LogLevelError
-	if c.Bool("verbose") {
-		level = device.LogLevelVerbose
-	}
-	dev := device.NewDevice(tdev, conn.NewDefaultBind(), device.NewLogger(level, "wgref: "))
-	defer dev.Close() // closes the TUN: the kernel removes it with its address
-	uapi := fmt.Sprintf("private_key=%s\nlisten_port=%d\nreplace_peers=true\npublic_key=%s\nendpoint=%s\nreplace_allowed_ips=true\nallowed_ip=%s\n",
-		priv.Hex(), port, peer.Hex(), ep, allowed)
-	if err := dev.IpcSet(uapi); err != nil {
-		return fmt.Errorf("bench-wgref: configure wireguard-go: %w", err)
-	}
-	if err := dev.Up(); err != nil {
-		return fmt.Errorf("bench-wgref: device up: %w", err)
-	}
-	for _, args := range [][]string{
-		{"addr", "add", addr.String(), "dev", name},
-		{"link", "set", name, "up"},
-	} {
-		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
-			return fmt.Errorf("bench-wgref: ip %s: %v: %s", strings.Join(args, " "), err, strings.TrimSpace(string(out)))
+	for _, p := range parse {
+		if err = p.f(c.String(p.flag)); err != nil {
+			return cli.Exit("--"+p.flag+": "+err.Error(), 2)
 		}
 	}
-	fmt.Println("ready")
-
+	if err := w.Check(); err != nil {
+		return cli.Exit("bench-wgref: "+err.Error(), 2)
+	}
 	ctx, stop := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	stdinDone := make(chan struct{})
+	ctx, cancel := context.WithTimeout(ctx, benchChildLifetime)
+	defer cancel()
 	go func() { // ends when stdin closes: the bench is done with us or died
 		io.Copy(io.Discard, os.Stdin)
-		close(stdinDone)
+		cancel()
 	}()
-	select {
-	case <-ctx.Done():
-	case <-stdinDone:
-	case <-dev.Wait():
-		return fmt.Errorf("bench-wgref: wireguard-go device closed")
-	case <-time.After(benchChildLifetime):
-	}
-	return nil
+	return w.Run(ctx, func() { fmt.Println("ready") })
 }

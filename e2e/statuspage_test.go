@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"os"
 	"os/exec"
@@ -376,8 +377,8 @@ func runBrowser(t *testing.T, browser string, args ...string) (string, error) {
 	}
 }
 
-// scrapeFamilies returns the metric family names the node serves (and,
-// for histograms, marks them so _bucket/_sum/_count resolve).
+// scrapeFamilies returns the metric family names the node serves, and
+// logs how many meshd_ series it serves and how many of them are per peer.
 func scrapeFamilies(t *testing.T, url string) map[string]bool {
 	t.Helper()
 	req, _ := http.NewRequest(http.MethodGet, url, nil)
@@ -393,9 +394,30 @@ func scrapeFamilies(t *testing.T, url string) map[string]bool {
 		t.Fatal(err)
 	}
 	out := map[string]bool{}
-	for name := range fams {
+	series, perPeer := 0, 0
+	for name, f := range fams {
 		out[name] = true
+		if !strings.HasPrefix(name, "meshd_") {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			n := 1
+			if h := m.GetHistogram(); h != nil {
+				b := h.GetBucket()
+				n = len(b) + 2 // _bucket, _sum, _count
+				if len(b) == 0 || !math.IsInf(b[len(b)-1].GetUpperBound(), 1) {
+					n++ // the +Inf bucket
+				}
+			}
+			series += n
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "peer" {
+					perPeer += n
+				}
+			}
+		}
 	}
+	t.Logf("%s: %d meshd_ series, %d of them per peer", url, series, perPeer)
 	return out
 }
 

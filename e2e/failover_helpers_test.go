@@ -326,7 +326,9 @@ func (b *foBackend) handle(c net.Conn) {
 	if _, err := io.CopyBuffer(struct{ io.Writer }{c}, struct{ io.Reader }{c}, make([]byte, 32<<10)); err != nil {
 		return
 	}
-	c.(*net.TCPConn).CloseWrite()
+	if cw, ok := c.(interface{ CloseWrite() error }); ok {
+		cw.CloseWrite()
+	}
 	// Wait for the peer's close, so the FIN is not raced by an RST.
 	io.Copy(io.Discard, c)
 }

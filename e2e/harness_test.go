@@ -129,6 +129,7 @@ type exportSpec struct {
 	// NoCheck writes check: false; ProxyProtocol sets proxy_protocol.
 	NoCheck       bool
 	ProxyProtocol string
+	Allow         []string // exports[].allow selectors (nil: key not written)
 }
 
 type importSpec struct {
@@ -148,6 +149,7 @@ type nodeSpec struct {
 	Join       []string // default: the first node's gossip address (none for the first node); empty non-nil: none
 	Flags      []string // extra flags after `meshd join --config FILE`
 	Socket     string   // the control socket if not the config's (a --data-dir flag moves it)
+	Extra      string   // YAML appended to the config (top-level keys such as pki:)
 	Metrics    bool     // serve metrics.listen on a free port (meshNode.Metrics)
 }
 
@@ -250,6 +252,9 @@ func (c *cluster) configYAML(n *meshNode, s nodeSpec) string {
 			if e.ProxyProtocol != "" {
 				fmt.Fprintf(&b, "    proxy_protocol: %s\n", e.ProxyProtocol)
 			}
+			if e.Allow != nil {
+				fmt.Fprintf(&b, "    allow: [%s]\n", quoteList(e.Allow))
+			}
 		}
 	}
 	if len(s.Imports) > 0 {
@@ -271,6 +276,7 @@ func (c *cluster) configYAML(n *meshNode, s nodeSpec) string {
 		fmt.Fprintf(&b, "metrics:\n  listen: %s\n", n.Metrics)
 	}
 	b.WriteString("log:\n  level: info\n  format: text\n")
+	b.WriteString(s.Extra)
 	return b.String()
 }
 

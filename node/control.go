@@ -20,7 +20,7 @@ import (
 // mode 0600, so only the node's user can read status or start drills.
 type controlServer struct {
 	path string
-	ln   net.Listener
+	ln   *ownerListener
 	srv  *http.Server
 	done chan struct{}
 }
@@ -35,14 +35,11 @@ func startControl(n *Node, path string) (*controlServer, error) {
 		}
 		os.Remove(path)
 	}
-	ln, err := net.Listen("unix", path)
+	uln, err := listenControl(path)
 	if err != nil {
 		return nil, fmt.Errorf("node: control socket: %w", err)
 	}
-	if err := os.Chmod(path, 0o600); err != nil {
-		ln.Close()
-		return nil, fmt.Errorf("node: control socket: %w", err)
-	}
+	ln := newOwnerListener(uln, n.log)
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /status", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, n.Status())
@@ -66,6 +63,19 @@ func startControl(n *Node, path string) (*controlServer, error) {
 			return
 		}
 		writeJSON(w, ReloadResult{OK: true, File: n.Config().Path})
+	})
+	mux.HandleFunc("POST /ping", func(w http.ResponseWriter, r *http.Request) {
+		var req PingRequest
+		if err := json.NewDecoder(io.LimitReader(r.Body, 1<<16)).Decode(&req); err != nil {
+			http.Error(w, "bad ping request: "+err.Error(), http.StatusBadRequest)
+			return
+		}
+		res, err := n.Ping(r.Context(), req)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		writeJSON(w, res)
 	})
 	mux.HandleFunc("POST /maint", func(w http.ResponseWriter, r *http.Request) {
 		var req MaintRequest
@@ -118,7 +128,8 @@ func (n *Node) Status() Status {
 			Name: n.cfg.Name, Site: n.cfg.Site, MeshIP: n.tun.MeshIP().String(),
 			PublicKey: n.pub.String(), Gossip: n.gossipAdvertise().String(),
 			Tunnel: n.tunnelAdvertise().String(), Mode: n.cfg.Tunnel.Mode, Relay: n.rly != nil,
-			Version: version.Get().Short(),
+			Version:  version.Get().Short(),
+			Identity: n.identityInfo(),
 		},
 		Peers:    []PeerStatus{},
 		Services: []ServiceStatus{},
@@ -174,7 +185,7 @@ func (n *Node) Status() Status {
 	for _, im := range n.importList() {
 		st.Imports = append(st.Imports, ImportStatus{
 			Name: im.cfg().Name, Listen: im.ln.Addr().String(),
-			Active: im.active.Load(), Total: im.total.Load(), Failed: im.failed.Load(),
+			Active: im.active.Load(), Total: im.total.Load(), Failed: im.failed.Load(), Denied: im.denied.Load(),
 			Endpoint: im.lastEndpoint(),
 		})
 	}

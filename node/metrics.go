@@ -171,7 +171,7 @@ func (n *Node) metricsSample() metrics.Sample {
 	}
 	for _, im := range n.importList() {
 		s.Imports = append(s.Imports, metrics.ImportSample{Name: im.cfg().Name,
-			Active: im.active.Load(), Total: im.total.Load(), Failed: im.failed.Load(), Limited: im.gate.limited.Load()})
+			Active: im.active.Load(), Total: im.total.Load(), Failed: im.failed.Load(), Limited: im.gate.limited.Load(), Denied: im.denied.Load()})
 	}
 	m := n.exportMap()
 	for _, e := range n.Config().Exports {
@@ -180,7 +180,7 @@ func (n *Node) metricsSample() metrics.Sample {
 			continue
 		}
 		s.Exports = append(s.Exports, metrics.ExportSample{Name: e.Name, Healthy: x.healthy.Load(),
-			Active: x.active.Load(), Served: x.served.Load(), CheckFailures: x.checkFailures.Load()})
+			Active: x.active.Load(), Served: x.served.Load(), CheckFailures: x.checkFailures.Load(), Denied: x.denied.Load()})
 	}
 	if n.gsp != nil {
 		g := n.gsp.Stats()

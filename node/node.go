@@ -10,6 +10,7 @@ package node
 
 import (
 	"context"
+	"crypto/ed25519"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -21,6 +22,7 @@ import (
 
 	"github.com/meshd/meshd/failover"
 	"github.com/meshd/meshd/gossip"
+	"github.com/meshd/meshd/internal/cert"
 	"github.com/meshd/meshd/internal/config"
 	"github.com/meshd/meshd/internal/key"
 	"github.com/meshd/meshd/internal/metrics"
@@ -58,6 +60,11 @@ type Node struct {
 	ctx        context.Context     // cancelled by Close: ends every proxied connection
 	cancel     context.CancelFunc
 	wg         sync.WaitGroup // goroutines started by Start
+
+	signKey  ed25519.PrivateKey          // signs this node's gossip record and drill orders
+	pki      atomic.Pointer[cert.Bundle] // nil without pki; replaced by reload
+	refusals refusalLog                  // rate-limits the lines about refused nodes
+	certs    certCache                   // parsed peer certificates
 
 	catalog  atomic.Pointer[catalog] // rebuilt on every gossip change
 	draining atomic.Bool             // Close has begun: exports refuse new streams
@@ -152,10 +159,9 @@ func (n *Node) Start() (err error) {
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 	undo = append(undo, n.cancel)
 
-	if n.priv, err = key.LoadOrCreate(n.cfg.DataDir); err != nil {
-		return fmt.Errorf("node: %w", err)
+	if err = n.loadKeys(); err != nil {
+		return err
 	}
-	n.pub = n.priv.Public()
 
 	n.tun, err = tunnel.New(tunnel.Config{
 		PrivateKey:     n.priv,
@@ -195,8 +201,11 @@ func (n *Node) Start() (err error) {
 		Key:       n.cfg.Cluster.Key,
 		Meta: gossip.Meta{Site: n.cfg.Site, PublicKey: n.pub, Tunnel: n.tunnelAdvertise(), Relay: n.relayAdvertise(),
 			Version: version.Get().Short()},
-		Logger: n.log,
-		Quiet:  true, // until the join shows the name is ours (rejoin.go)
+		Logger:   n.log,
+		Quiet:    true, // until the join shows the name is ours (rejoin.go)
+		SignKey:  n.signKey,
+		Cert:     n.ownCert(),
+		Identity: n.identityCheck(),
 	})
 	if err != nil {
 		return fmt.Errorf("node: %w", err)
@@ -230,6 +239,7 @@ func (n *Node) Start() (err error) {
 	}
 	undo = append(undo, func() { n.ctl.close() })
 
+	n.OnReload("pki", n.reloadPKI)
 	n.goFunc(n.watchGossip)
 	n.goFunc(n.watchHealth)
 	n.goFunc(n.receiveDrills)

@@ -1,5 +1,7 @@
 package node
 
+import "github.com/meshd/meshd/internal/cert"
+
 // Status is the node's state as `meshd status --json` prints it
 // (../shared/SPEC.md §5). Fields may be added; none may be renamed.
 type Status struct {
@@ -25,6 +27,9 @@ type NodeStatus struct {
 	Maintenance       bool   `json:"maintenance"`
 	MaintenanceReason string `json:"maintenance_reason,omitempty"`
 	MaintenanceSince  string `json:"maintenance_since,omitempty"` // RFC 3339
+	// Identity is this node's certificate (fingerprint, groups, expiry…)
+	// when pki is set (SPEC §5, §8).
+	Identity *cert.Info `json:"identity,omitempty"`
 }
 
 // PeerStatus describes one other node as this node sees it.
@@ -74,6 +79,8 @@ type ImportStatus struct {
 	Active int64  `json:"active"`
 	Total  uint64 `json:"total"`
 	Failed uint64 `json:"failed"`
+	// Denied counts connections an exporter's allow list refused (pki).
+	Denied uint64 `json:"denied"`
 	// Endpoint is the node that served the import's last connection; ""
 	// before the first.
 	Endpoint string `json:"endpoint"`

@@ -103,6 +103,8 @@ type fileLines struct {
 	key      int // line of cluster.key
 	keyFile  int // line of cluster.key_file
 	keyValue string
+	pki      int            // line of "pki:", 0 when absent
+	pkiLines map[string]int // line of each pki key
 }
 
 // finish applies overrides and the defaults that depend on them, and makes
@@ -162,7 +164,10 @@ func (p *parser) finish(cfg *Config, fl fileLines, ov Overrides) error {
 	if cfg.Control.Socket == "" {
 		cfg.Control.Socket = filepath.Join(cfg.DataDir, DefaultSocketName)
 	}
-	return p.loadKey(cfg, fl)
+	if err := p.loadKey(cfg, fl); err != nil {
+		return err
+	}
+	return p.loadPKI(cfg, fl)
 }
 
 // loadKey fills cfg.Cluster.Key from exactly one of cluster.key,
@@ -181,6 +186,9 @@ func (p *parser) loadKey(cfg *Config, fl fileLines) error {
 	case c.KeyFile != "":
 		if !filepath.IsAbs(c.KeyFile) {
 			c.KeyFile = filepath.Join(filepath.Dir(p.file), c.KeyFile)
+		}
+		if err := keyFileMode(c.KeyFile); err != nil {
+			return p.errf(fl.keyFile, "cluster.key_file", "%v", err)
 		}
 		data, err := os.ReadFile(c.KeyFile)
 		if err != nil {
@@ -206,6 +214,20 @@ func (p *parser) loadKey(cfg *Config, fl fileLines) error {
 			return p.errf(0, KeyEnv, "%v", err)
 		}
 		c.Key = key
+	}
+	return nil
+}
+
+// keyFileMode refuses a cluster key file that group or others may read or
+// write (SPEC §3): the key admits anyone to the mesh. A missing file is
+// left to the read that follows, for its message.
+func keyFileMode(path string) error {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return nil
+	}
+	if m := fi.Mode().Perm(); m&0o077 != 0 {
+		return fmt.Errorf("%s is accessible by group or others (mode %04o); it holds the cluster key: chmod 600 %s", path, m, path)
 	}
 	return nil
 }

@@ -263,7 +263,7 @@ func TestScrapeState(t *testing.T) {
 		"meshd_peer_rtt_seconds":          2,
 		"meshd_peer_streams":              3,
 		"meshd_peer_transmit_bytes_total": 3,
-		"meshd_import_connections_total":  6,
+		"meshd_import_connections_total":  8,
 		"meshd_import_connect_seconds":    2,
 		"meshd_export_streams_total":      2,
 		"meshd_peer_transitions_total":    6,

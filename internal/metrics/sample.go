@@ -28,6 +28,7 @@ type ImportSample struct {
 	Name          string
 	Active        int64
 	Total, Failed uint64
+	Denied        uint64 // refused by an exporter's allow list (SPEC §8); counted in Total, not in Failed
 	Limited       uint64 // closed at once: over max_conns or rate (not in Total)
 }
 
@@ -38,6 +39,7 @@ type ExportSample struct {
 	Active        int64
 	Served        uint64
 	CheckFailures uint64 // failed backend health checks
+	Denied        uint64 // streams refused by the export's allow list (SPEC §8)
 }
 
 // GossipSample is the gossip layer's state at scrape time.

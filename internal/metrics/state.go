@@ -21,6 +21,7 @@ type stateDescs struct {
 	peerUp, peerPath, peerRTT, peerStreams, peerTx, peerRx            *prometheus.Desc
 	impActive, impTotal                                               *prometheus.Desc
 	expHealthy, expActive, expTotal, expCheckFailures                 *prometheus.Desc
+	expDenied                                                         *prometheus.Desc
 	relayConnected, relayPackets                                      *prometheus.Desc
 	relaySrvClients, relaySrvAccepted, relaySrvAuthFail, relaySrvPkts *prometheus.Desc
 	relaySrvBytes                                                     *prometheus.Desc
@@ -57,6 +58,7 @@ func newStateDescs() stateDescs {
 		expActive:        d("export_streams_active", "Streams currently served by the export.", "export"),
 		expTotal:         d("export_streams_total", "Streams served by the export.", "export"),
 		expCheckFailures: d("export_check_failures_total", "Failed health checks of the export's backend.", "export"),
+		expDenied:        d("export_denied_total", "Streams the export refused by its allow list (pki, SPEC §8).", "export"),
 
 		relayConnected:   d("relay_connected", "Whether this node is connected to a relay as a client (1) or not (0)."),
 		relayPackets:     d("relay_client_packets_total", "Packets through this node's relay client, by kind (sent, received, dropped).", "kind"),
@@ -140,12 +142,13 @@ func (d *stateDescs) collect(ch chan<- prometheus.Metric, info Info, s *Sample) 
 		}
 		seen[im.Name] = true
 		ok := uint64(0)
-		if im.Total > im.Failed {
-			ok = im.Total - im.Failed
+		if im.Total > im.Failed+im.Denied {
+			ok = im.Total - im.Failed - im.Denied
 		}
 		e.gauge(d.impActive, float64(im.Active), im.Name)
 		e.counter(d.impTotal, float64(ok), im.Name, "ok")
 		e.counter(d.impTotal, float64(im.Failed), im.Name, "failed")
+		e.counter(d.impTotal, float64(im.Denied), im.Name, "denied")
 		e.counter(d.impTotal, float64(im.Limited), im.Name, "limited")
 	}
 
@@ -159,6 +162,7 @@ func (d *stateDescs) collect(ch chan<- prometheus.Metric, info Info, s *Sample) 
 		e.gauge(d.expActive, float64(ex.Active), ex.Name)
 		e.counter(d.expTotal, float64(ex.Served), ex.Name)
 		e.counter(d.expCheckFailures, float64(ex.CheckFailures), ex.Name)
+		e.counter(d.expDenied, float64(ex.Denied), ex.Name)
 	}
 
 	r := s.Relay

@@ -30,7 +30,7 @@ func statusCommand() *cli.Command {
 		Usage:     "show this node, its peers and the service catalog",
 		UsageText: "meshd status [--json] [--config FILE | --socket PATH]",
 		Flags: append(socketFlags(),
-			&cli.BoolFlag{Name: "json", Usage: "print JSON (the format of SPEC §5)"}),
+			&cli.BoolFlag{Name: "json", Usage: "print JSON (the format is in docs/formats.md)"}),
 		Action: func(c *cli.Context) error {
 			if c.NArg() > 0 {
 				return cli.Exit(fmt.Sprintf("status takes no arguments, got %q", c.Args().First()), 2)

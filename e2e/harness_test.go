@@ -129,7 +129,8 @@ type exportSpec struct {
 	// NoCheck writes check: false; ProxyProtocol sets proxy_protocol.
 	NoCheck       bool
 	ProxyProtocol string
-	Extra         string // more keys of the entry, YAML indented by 4 spaces ("    max_conns: 5\n")
+	Allow         []string // exports[].allow selectors (nil: key not written)
+	Extra         string   // more keys of the entry, YAML indented by 4 spaces ("    max_conns: 5\n")
 }
 
 type importSpec struct {
@@ -150,8 +151,8 @@ type nodeSpec struct {
 	Join       []string // default: the first node's gossip address (none for the first node); empty non-nil: none
 	Flags      []string // extra flags after `meshd join --config FILE`
 	Socket     string   // the control socket if not the config's (a --data-dir flag moves it)
+	Extra      string   // YAML appended to the config (top-level keys such as pki:)
 	Metrics    bool     // serve metrics.listen on a free port (meshNode.Metrics)
-	Extra      string   // more top-level YAML (limits:, relay:), appended to the config
 }
 
 // meshNode is one `meshd join` process.
@@ -252,6 +253,9 @@ func (c *cluster) configYAML(n *meshNode, s nodeSpec) string {
 			}
 			if e.ProxyProtocol != "" {
 				fmt.Fprintf(&b, "    proxy_protocol: %s\n", e.ProxyProtocol)
+			}
+			if e.Allow != nil {
+				fmt.Fprintf(&b, "    allow: [%s]\n", quoteList(e.Allow))
 			}
 			b.WriteString(e.Extra)
 		}
@@ -542,7 +546,7 @@ func serviceEndpoint(s node.ServiceStatus, nodeName string) (node.EndpointStatus
 // path (a WireGuard session up).
 func waitMesh(t *testing.T, d time.Duration, nodes ...*meshNode) {
 	t.Helper()
-	waitFor(t, d, "full mesh alive and direct", func() (bool, string) {
+	waitFor(t, d, "full mesh alive, direct where a session is up", func() (bool, string) {
 		for _, a := range nodes {
 			st, err := tryStatus(t, a)
 			if err != nil {
@@ -556,8 +560,17 @@ func waitMesh(t *testing.T, d time.Duration, nodes ...*meshNode) {
 				if !ok {
 					return false, fmt.Sprintf("%s does not list %s", a.Name, b.Name)
 				}
-				if p.State != "alive" || p.Path != node.PathDirect {
-					return false, fmt.Sprintf("%s sees %s %s path %s", a.Name, b.Name, p.State, p.Path)
+				// Sessions are made on demand (SPEC §12): a pair without
+				// traffic holds none, and shows no path and no RTT.
+				switch {
+				case p.State != "alive":
+					return false, fmt.Sprintf("%s sees %s %s", a.Name, b.Name, p.State)
+				case p.Session == node.SessionUp && p.Path != node.PathDirect:
+					return false, fmt.Sprintf("%s sees %s session up, path %s", a.Name, b.Name, p.Path)
+				case p.Session == node.SessionIdle && (p.Path != node.PathNone || p.RTTMs != nil):
+					return false, fmt.Sprintf("%s sees %s idle yet path %s rtt %v", a.Name, b.Name, p.Path, p.RTT())
+				case p.Session != node.SessionUp && p.Session != node.SessionIdle:
+					return false, fmt.Sprintf("%s sees %s session %q", a.Name, b.Name, p.Session)
 				}
 			}
 		}

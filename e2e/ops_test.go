@@ -1,8 +1,10 @@
 package e2e
 
 import (
+	"bufio"
 	"bytes"
 	"crypto/sha256"
+	"encoding/json"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -12,6 +14,10 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/meshd/meshd/internal/proxyproto"
+	"github.com/meshd/meshd/internal/tcpserver"
+	"github.com/meshd/meshd/node"
 )
 
 // writeConfig rewrites n's config file from spec (what a reload reads).
@@ -447,4 +453,190 @@ func TestImportWaitsAndLogs(t *testing.T) {
 			}
 		}
 	}
+}
+
+// proxyBackend reads a PROXY protocol header, answers with the addresses
+// it carries ("v2 SRC DST\n"), then echoes.
+func startProxyBackend(t *testing.T) *tcpserver.Server {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := tcpserver.Serve(ln, func(c net.Conn) {
+		c.SetDeadline(time.Now().Add(time.Minute))
+		br := bufio.NewReader(c)
+		v, src, dst, err := proxyproto.Read(br)
+		if err != nil {
+			fmt.Fprintf(c, "error %v\n", err)
+			return
+		}
+		fmt.Fprintf(c, "%s %s %s\n", v, src, dst)
+		io.Copy(c, br)
+	})
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+// dialFrom connects to address from the local IP src (any port).
+func dialFrom(src, address string) (net.Conn, error) {
+	d := net.Dialer{Timeout: 5 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}}
+	return d.Dial("tcp", address)
+}
+
+// TestPingProxySourceHash (issue #12 problem 8 and SPEC §2/§3): meshd ping
+// reports RTT, path and endpoint; a PROXY v2 (and v1) header reaches the
+// backend with the client's address and port; balance: source_hash sends
+// one client IP to one endpoint while it is healthy and moves it when not.
+func TestPingProxySourceHash(t *testing.T) {
+	c := newCluster(t)
+	pp := startProxyBackend(t)
+	bx, by := startFOBackend(t, "x"), startFOBackend(t, "y")
+	x := c.start(nodeSpec{Name: "x", Site: "s1", Exports: []exportSpec{
+		{Name: "pp2", Target: pp.Addr(), ProxyProtocol: "v2"}, {Name: "pp1", Target: pp.Addr(), ProxyProtocol: "v1"},
+		{Name: "sticky", Target: bx.Addr()}}})
+	y := c.start(nodeSpec{Name: "y", Site: "s1", Exports: []exportSpec{{Name: "sticky", Target: by.Addr()}}})
+	z := c.start(nodeSpec{Name: "z", Site: "s2", Imports: []importSpec{
+		{Name: "pp2"}, {Name: "pp1"}, {Name: "sticky", Balance: "source_hash"}}})
+	waitMesh(t, 20*time.Second, x, y, z)
+
+	// ping
+	out, errOut, code := runMeshd(t, 20*time.Second, "ping", "x", "--count", "3", "--interval", "100ms", "--json", "--config", z.Config)
+	if code != 0 {
+		t.Fatalf("meshd ping: exit %d: %s", code, errOut)
+	}
+	var res node.PingResult
+	if err := json.Unmarshal([]byte(out), &res); err != nil {
+		t.Fatal(err)
+	}
+	if res.Sent != 3 || res.Received != 3 || len(res.Replies) != 3 {
+		t.Fatalf("ping: %+v", res)
+	}
+	for _, r := range res.Replies {
+		if !r.OK || r.RTTMs <= 0 || r.Path != "direct" || r.Endpoint != addr(x.TunnelPort) || r.Node != "x" {
+			t.Errorf("ping reply %+v; want ok, rtt > 0, direct, endpoint %s", r, addr(x.TunnelPort))
+		}
+	}
+	t.Logf("ping x: min/avg/max %.3f/%.3f/%.3f ms", res.MinMs, res.AvgMs, res.MaxMs)
+	out, _, code = runMeshd(t, 20*time.Second, "ping", "x", "-n", "1", "--config", z.Config)
+	if code != 0 || !strings.Contains(out, "seq=1 rtt=") || !strings.Contains(out, "path=direct") {
+		t.Errorf("meshd ping text: exit %d\n%s", code, out)
+	}
+	if _, errOut, code := runMeshd(t, 20*time.Second, "ping", "nobody", "--config", z.Config); code == 0 || !oneLine(errOut) {
+		t.Errorf("ping of an unknown peer: exit %d, %q", code, errOut)
+	}
+
+	// PROXY protocol: the backend sees the client's own address and port.
+	for _, v := range []string{"v2", "v1"} {
+		cn, err := dialFrom("127.0.0.9", z.Imports["pp"+v[1:]])
+		if err != nil {
+			t.Fatal(err)
+		}
+		cn.SetDeadline(time.Now().Add(10 * time.Second))
+		line, err := bufio.NewReader(cn).ReadString('\n')
+		want := fmt.Sprintf("%s %s %s\n", v, cn.LocalAddr(), z.Imports["pp"+v[1:]])
+		if err != nil || line != want {
+			t.Errorf("PROXY %s: backend saw %q (%v); want %q", v, line, err, want)
+		}
+		cn.Close()
+	}
+
+	// source_hash: per client IP always one endpoint.
+	byIP := map[string]string{}
+	sticky := z.Imports["sticky"]
+	for i := 2; i < 22; i++ {
+		ip := fmt.Sprintf("127.0.0.%d", i)
+		for k := 0; k < 3; k++ {
+			cn, err := dialFrom(ip, sticky)
+			if err != nil {
+				t.Fatal(err)
+			}
+			cn.SetDeadline(time.Now().Add(10 * time.Second))
+			name, err := bufio.NewReader(cn).ReadString('\n')
+			cn.Close()
+			if err != nil {
+				t.Fatalf("%s: %v", ip, err)
+			}
+			name = strings.TrimSpace(name)
+			if prev, ok := byIP[ip]; ok && prev != name {
+				t.Errorf("client %s served by %s then %s", ip, prev, name)
+			}
+			byIP[ip] = name
+		}
+	}
+	t.Logf("source_hash: %v", byIP)
+	served := func(ip string) string {
+		cn, err := dialFrom(ip, sticky)
+		if err != nil {
+			return "dial: " + err.Error()
+		}
+		defer cn.Close()
+		cn.SetDeadline(time.Now().Add(10 * time.Second))
+		name, err := bufio.NewReader(cn).ReadString('\n')
+		if err != nil {
+			return "read: " + err.Error()
+		}
+		return strings.TrimSpace(name)
+	}
+	onY := 0
+	for _, n := range byIP {
+		if n == "y" {
+			onY++
+		}
+	}
+	if onY == 0 || onY == len(byIP) {
+		t.Fatalf("all 20 client IPs on one endpoint: %v", byIP)
+	}
+	// y unhealthy (maintenance): its clients move to x, x's stay.
+	if _, errOut, code := runMeshd(t, 10*time.Second, "maint", "on", "--config", y.Config); code != 0 {
+		t.Fatal(errOut)
+	}
+	waitFor(t, 5*time.Second, "y's clients on x", func() (bool, string) {
+		for ip := range byIP {
+			if got := served(ip); got != "x" {
+				return false, ip + " served by " + got
+			}
+		}
+		return true, ""
+	})
+	if _, errOut, code := runMeshd(t, 10*time.Second, "maint", "off", "--config", y.Config); code != 0 {
+		t.Fatal(errOut)
+	}
+	waitFor(t, 5*time.Second, "every client back on its endpoint", func() (bool, string) {
+		for ip, want := range byIP {
+			if got := served(ip); got != want {
+				return false, fmt.Sprintf("%s served by %s, want %s", ip, got, want)
+			}
+		}
+		return true, ""
+	})
+}
+
+// TestCLIBasics (issue #12 problem 8): --version is the first line of
+// version; completion scripts; join without --config and unknown commands
+// are one line and exit 2; --log-level overrides the file.
+func TestCLIBasics(t *testing.T) {
+	v, _, code := runMeshd(t, 10*time.Second, "--version")
+	full, _, code2 := runMeshd(t, 10*time.Second, "version")
+	if code != 0 || code2 != 0 || !oneLine(v) || !strings.HasPrefix(full, v) || !strings.HasPrefix(v, "meshd ") {
+		t.Errorf("--version %q (exit %d) is not the first line of version %q (exit %d)", v, code, full, code2)
+	}
+	for _, sh := range []string{"bash", "zsh", "fish"} {
+		out, errOut, code := runMeshd(t, 10*time.Second, "completion", sh)
+		if code != 0 || !strings.Contains(out, "reload") || !strings.Contains(out, "maint") {
+			t.Errorf("completion %s: exit %d, %s", sh, code, errOut)
+		}
+	}
+	for _, args := range [][]string{{"join"}, {"nosuch"}, {"completion", "tcsh"}, {"ping"}, {"maint"}, {"status", "--bogus"}} {
+		out, errOut, code := runMeshd(t, 10*time.Second, args...)
+		if code != 2 || !oneLine(errOut) || out != "" {
+			t.Errorf("meshd %s: exit %d, stdout %q, stderr %q; want exit 2 and one line", strings.Join(args, " "), code, out, errOut)
+		}
+	}
+	c := newCluster(t)
+	n := c.start(nodeSpec{Name: "n1", Site: "s1", Flags: []string{"--log-level", "debug"}})
+	waitUp(t, n, 15*time.Second)
+	waitFor(t, 5*time.Second, "a debug line", func() (bool, string) {
+		return strings.Contains(n.logText(), "level=DEBUG"), ""
+	})
 }

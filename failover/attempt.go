@@ -96,6 +96,9 @@ func Attempt[T any](ctx context.Context, cands []Endpoint, timeout func(Endpoint
 			return v, ep, nil
 		}
 		fail.Failures = append(fail.Failures, Failure{Endpoint: ep, Err: err})
+		if IsFinal(err) {
+			break
+		}
 	}
 	return zero, Endpoint{}, fail
 }
@@ -136,4 +139,20 @@ func AttemptTimeout(rtt, floor time.Duration, mult int) time.Duration {
 		return math.MaxInt64
 	}
 	return max(floor, rtt*m)
+}
+
+// Final marks err as final: Attempt tries no further candidates after it
+// (an exporter's policy refused the importer; another endpoint would not
+// change that).
+func Final(err error) error { return &finalError{err: err} }
+
+type finalError struct{ err error }
+
+func (e *finalError) Error() string { return e.err.Error() }
+func (e *finalError) Unwrap() error { return e.err }
+
+// IsFinal reports whether err, or an error it wraps, was marked by Final.
+func IsFinal(err error) bool {
+	var f *finalError
+	return errors.As(err, &f)
 }

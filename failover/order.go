@@ -42,6 +42,12 @@ const (
 	// BalanceRoundRobin rotates through the endpoints in a smooth weighted
 	// order driven by the caller's per-import counter.
 	BalanceRoundRobin Balance = "round_robin"
+	// BalanceSourceHash sends the same client IP to the same endpoint
+	// while it is healthy (session affinity): the caller passes a hash of
+	// the client's IP as rr, and endpoints are ranked by weighted
+	// rendezvous hashing, so an endpoint going down moves only its own
+	// clients, and they come back when it recovers.
+	BalanceSourceHash Balance = "source_hash"
 )
 
 // ParseBalance validates a configured balance mode; "" means
@@ -52,8 +58,10 @@ func ParseBalance(s string) (Balance, error) {
 		return BalanceLeastConn, nil
 	case BalanceRoundRobin:
 		return BalanceRoundRobin, nil
+	case BalanceSourceHash:
+		return BalanceSourceHash, nil
 	}
-	return "", fmt.Errorf("failover: unknown balance %q (want %q or %q)", s, BalanceLeastConn, BalanceRoundRobin)
+	return "", fmt.Errorf("failover: unknown balance %q (want %q, %q or %q)", s, BalanceLeastConn, BalanceRoundRobin, BalanceSourceHash)
 }
 
 // maxExpandWeight caps a weight's share of the round-robin cycle so that a
@@ -118,7 +126,14 @@ func (e Endpoint) distance() time.Duration {
 // runs counted from rr = 0 stay within one of that share. Active is
 // ignored.
 //
-// rr is a per-import counter the caller increments once per connection.
+// BalanceSourceHash ranks the endpoints by weighted rendezvous hashing of
+// (rr, node name): rr is a hash of the client's IP (SourceKey), so one
+// client always gets the same first endpoint while the set of healthy
+// endpoints holds it, and an endpoint that goes down (to the Down group)
+// moves only the clients it had. Active is ignored.
+//
+// rr is a per-import counter the caller increments once per connection
+// (for BalanceSourceHash: SourceKey of the client's address).
 func Order(eps []Endpoint, sites []string, balance Balance, rr uint64) []Endpoint {
 	out := make([]Endpoint, 0, len(eps))
 	for _, down := range []bool{false, true} {
@@ -151,6 +166,8 @@ func appendOrdered(out, group []Endpoint, sites []string, balance Balance, rr ui
 		switch balance {
 		case BalanceRoundRobin:
 			orderRoundRobin(g.eps, rr)
+		case BalanceSourceHash:
+			orderSourceHash(g.eps, rr)
 		default:
 			orderLeastConn(g.eps, rr)
 		}
@@ -287,4 +304,48 @@ func gcd(a, b int) int {
 		a, b = b, a%b
 	}
 	return a
+}
+
+// SourceKey is the BalanceSourceHash key of a client IP address (its 16-byte
+// form, so an IPv4 client and its IPv4-mapped IPv6 form agree).
+func SourceKey(ip [16]byte) uint64 {
+	h := uint64(14695981039346656037) // FNV-1a
+	for _, b := range ip {
+		h ^= uint64(b)
+		h *= 1099511628211
+	}
+	return mix64(h)
+}
+
+// mix64 is SplitMix64's finaliser: a good avalanche for hash inputs.
+func mix64(z uint64) uint64 {
+	z ^= z >> 30
+	z *= 0xbf58476d1ce4e5b9
+	z ^= z >> 27
+	z *= 0x94d049bb133111eb
+	return z ^ z>>31
+}
+
+// rendezvousScore is the weighted rendezvous (highest random weight) score
+// of node for key: -weight / ln(u) with u uniform in (0, 1) from the hash.
+func rendezvousScore(key uint64, node string, weight int) float64 {
+	h := key
+	for i := 0; i < len(node); i++ {
+		h = mix64(h ^ uint64(node[i]))
+	}
+	h = mix64(h ^ uint64(len(node)))
+	u := (float64(h>>11) + 0.5) / (1 << 53)
+	return -float64(weight) / math.Log(u)
+}
+
+// orderSourceHash orders eps by descending rendezvous score for key; ties
+// (practically never) by name.
+func orderSourceHash(eps []Endpoint, key uint64) {
+	scores := make(map[string]float64, len(eps))
+	for _, ep := range eps {
+		scores[ep.Node] = rendezvousScore(key, ep.Node, ep.weight())
+	}
+	slices.SortFunc(eps, func(a, b Endpoint) int {
+		return cmp.Or(cmp.Compare(scores[b.Node], scores[a.Node]), compareNode(a, b))
+	})
 }

@@ -1,11 +1,14 @@
 package gossip
 
 import (
+	"crypto/ed25519"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"math"
 	"slices"
+
+	"github.com/meshd/meshd/internal/key"
 )
 
 // Export catalog wire format.
@@ -28,13 +31,24 @@ import (
 //	             flags   u8 (bit 0: the node is leaving the mesh)
 //	             count   uvarint
 //	             export × count
-//	             …       (unknown trailing bytes are ignored)
+//	             site    str           ┐ identity (since signed records):
+//	             wgkey   str (32)      │ the node's meta, which receivers
+//	             tunnel  addrport      │ prefer to memberlist's unsigned one
+//	             relay   addrport      │
+//	             signkey str (32)      │ Ed25519 public key of the node
+//	             cert    str           ┘ its certificate (empty without pki)
+//	             …       (unknown bytes up to the signature are ignored)
+//	             sig     64 bytes: Ed25519 by signkey over
+//	                     "meshd-record-v1\x00" ‖ everything above in this record
 //	export   = length uvarint, then length bytes:
 //	             name    str
 //	             weight  varint (zig-zag)
 //	             flags   u8 (bit 0: healthy)
 //	             …       (unknown trailing bytes are ignored)
 //	str      = length uvarint, then that many bytes
+//
+// A record that is not signed, or whose signature does not verify, is
+// dropped on receipt (see mergeRecords for which key must have signed it).
 //
 // Limits: a message is at most maxMessageBytes, a state at most
 // maxStateBytes, a record holds at most maxExports exports, a node or export
@@ -53,6 +67,11 @@ const (
 	maxExports      = 1024
 	maxNameLen      = 255
 	maxStateRecords = 4096
+	maxCertBytes    = 16 << 10
+
+	// MaxWeight is the largest export weight; remote weights are clamped
+	// to 1..MaxWeight.
+	MaxWeight = 1000
 
 	// maxBroadcastBytes is the largest record sent by UDP gossip. memberlist
 	// packs broadcasts into UDP packets of UDPBufferSize (1400) bytes minus
@@ -69,11 +88,52 @@ type record struct {
 	version uint64
 	leaving bool
 	exports []Export // never nil once decoded or set
+
+	meta    Meta // zero in an unsigned record
+	signKey ed25519.PublicKey
+	cert    []byte
+
+	signed []byte // the signed bytes (context excluded); nil if unsigned
+	sig    []byte
+	raw    []byte // the record's wire form as received or signed, re-sent as is
 }
 
-// appendRecord appends the wire form of r to b.
+// sigContext separates record signatures from any other use of the key.
+const sigContext = "meshd-record-v1\x00"
+
+// signRecord fills r's identity fields and signs it with k.
+func signRecord(r *record, m Meta, cert []byte, k ed25519.PrivateKey) {
+	r.meta, r.cert = m, cert
+	r.signKey = k.Public().(ed25519.PublicKey)
+	r.raw = nil
+	inner := appendInner(nil, r)
+	sig := ed25519.Sign(k, append([]byte(sigContext), inner...))
+	r.signed, r.sig = inner, sig
+	inner = append(inner, sig...)
+	r.raw = binary.AppendUvarint(make([]byte, 0, len(inner)+binary.MaxVarintLen64), uint64(len(inner)))
+	r.raw = append(r.raw, inner...)
+}
+
+// verifySig reports whether r carries a valid signature by r.signKey.
+func (r *record) verifySig() bool {
+	return len(r.signKey) == ed25519.PublicKeySize && len(r.sig) == ed25519.SignatureSize && r.signed != nil &&
+		ed25519.Verify(r.signKey, append([]byte(sigContext), r.signed...), r.sig)
+}
+
+// appendRecord appends the wire form of r to b: as received or signed if it
+// was, else the unsigned fields (tests, and the size estimate).
 func appendRecord(b []byte, r *record) []byte {
-	var inner []byte
+	if r.raw != nil {
+		return append(b, r.raw...)
+	}
+	inner := appendInner(nil, r)
+	b = binary.AppendUvarint(b, uint64(len(inner)))
+	return append(b, inner...)
+}
+
+// appendInner appends the fields of r, without length prefix or signature.
+// The identity fields are written only when r has a signing key.
+func appendInner(inner []byte, r *record) []byte {
 	inner = appendStr(inner, r.name)
 	inner = binary.AppendUvarint(inner, r.version)
 	var flags byte
@@ -95,8 +155,15 @@ func appendRecord(b []byte, r *record) []byte {
 		inner = binary.AppendUvarint(inner, uint64(len(ex)))
 		inner = append(inner, ex...)
 	}
-	b = binary.AppendUvarint(b, uint64(len(inner)))
-	return append(b, inner...)
+	if r.signKey == nil {
+		return inner
+	}
+	inner = appendStr(inner, r.meta.Site)
+	inner = appendStr(inner, string(r.meta.PublicKey[:]))
+	inner = appendAddrPort(inner, r.meta.Tunnel)
+	inner = appendAddrPort(inner, r.meta.Relay)
+	inner = appendStr(inner, string(r.signKey))
+	return appendStr(inner, string(r.cert))
 }
 
 func appendStr(b []byte, s string) []byte {
@@ -179,6 +246,7 @@ func (r *reader) bytes(what string, limit int) []byte {
 // readRecord decodes one record. name is set as soon as it is known, so that
 // errors can be attributed to a sender.
 func (r *reader) readRecord() (rec *record, name string) {
+	start := r.b
 	body := r.bytes("record", maxMessageBytes)
 	if r.err != nil {
 		return nil, ""
@@ -221,14 +289,60 @@ func (r *reader) readRecord() (rec *record, name string) {
 			in.err = er.err
 			break
 		}
-		e.Weight = int(w)
+		e.Weight = int(min(max(w, 1), MaxWeight))
 		rec.exports = append(rec.exports, e)
+	}
+	if in.err == nil && len(in.b) > 0 {
+		in.readIdentity(rec, body)
 	}
 	if in.err != nil {
 		r.err = in.err
 		return nil, rec.name
 	}
+	rec.raw = start[:len(start)-len(r.b)]
 	return rec, rec.name
+}
+
+// readIdentity decodes the identity fields and signature that follow the
+// exports of a signed record whose whole inner bytes are body.
+func (in *reader) readIdentity(rec *record, body []byte) {
+	if len(in.b) < ed25519.SignatureSize {
+		in.fail("truncated signature")
+		return
+	}
+	sigAt := len(body) - ed25519.SignatureSize
+	rec.sig = body[sigAt:]
+	rec.signed = body[:sigAt]
+	in.b = in.b[:len(in.b)-ed25519.SignatureSize]
+	rec.meta.Site = string(in.bytes("site", maxSiteLen))
+	if pk := in.bytes("wireguard key", key.Len); in.err == nil {
+		if len(pk) != key.Len {
+			in.fail("wireguard key of %d bytes", len(pk))
+			return
+		}
+		copy(rec.meta.PublicKey[:], pk)
+	}
+	if in.err != nil {
+		return
+	}
+	var err error
+	if rec.meta.Tunnel, in.b, err = readAddrPort(in.b); err == nil {
+		rec.meta.Relay, in.b, err = readAddrPort(in.b)
+	}
+	if err != nil {
+		in.fail("address: %v", err)
+		return
+	}
+	sk := in.bytes("signing key", ed25519.PublicKeySize)
+	if in.err == nil && len(sk) != ed25519.PublicKeySize {
+		in.fail("signing key of %d bytes", len(sk))
+	}
+	rec.signKey = ed25519.PublicKey(sk)
+	rec.cert = in.bytes("certificate", maxCertBytes)
+	if in.err == nil && len(rec.cert) == 0 {
+		rec.cert = nil
+	}
+	in.b = nil // unknown fields up to the signature are ignored
 }
 
 // decodeEnvelope checks the size, version and kind of a message or state.
@@ -245,7 +359,8 @@ func decodeEnvelope(b []byte, kind byte, limit int) (*reader, error) {
 	if b[1] != kind {
 		return nil, fmt.Errorf("%w: unexpected kind %d", errDecode, b[1])
 	}
-	return &reader{b: b[2:]}, nil
+	// Records keep slices of their wire form; memberlist reuses b.
+	return &reader{b: slices.Clone(b[2:])}, nil
 }
 
 // decodeRecordMsg decodes a kind 1 message. The returned name is the sender
@@ -317,9 +432,9 @@ func encodeState(own *record, others []*record) (b []byte, dropped int) {
 // sanitizeExports copies exps, keeping what the wire format can carry: at
 // most maxExports entries with non-empty names of at most maxNameLen bytes,
 // and no more than fits in one message. It reports how many were dropped.
-func sanitizeExports(name string, exps []Export) ([]Export, int) {
+func sanitizeExports(name string, exps []Export, certLen int) ([]Export, int) {
 	out := make([]Export, 0, min(len(exps), maxExports))
-	size := len(encodeRecordMsg(&record{name: name, version: math.MaxUint64, exports: nil}))
+	size := len(encodeRecordMsg(&record{name: name, version: math.MaxUint64, exports: nil})) + identityOverhead + certLen
 	for _, e := range exps {
 		if e.Name == "" || len(e.Name) > maxNameLen || len(out) >= maxExports {
 			continue
@@ -334,6 +449,10 @@ func sanitizeExports(name string, exps []Export) ([]Export, int) {
 	}
 	return out, len(exps) - len(out)
 }
+
+// identityOverhead bounds the identity fields and signature of a signed
+// record, certificate aside.
+const identityOverhead = 2 + maxSiteLen + 2 + key.Len + 2*19 + 2 + ed25519.PublicKeySize + 3 + ed25519.SignatureSize
 
 // equalExports reports whether two catalogs hold the same entries in order.
 func equalExports(a, b []Export) bool { return slices.Equal(a, b) }

@@ -15,10 +15,14 @@
 package gossip
 
 import (
+	"bytes"
+	"crypto/ed25519"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"log"
 	"log/slog"
+	"math"
 	"net"
 	"net/netip"
 	"slices"
@@ -85,6 +89,9 @@ type Member struct {
 	Since   time.Time     // when State last changed (local clock)
 	RTT     time.Duration // last gossip probe round trip; 0 if none yet
 	Exports []Export      // latest catalog of this node (nil if unknown); a copy the caller may keep
+	Cert    []byte        // the certificate in its signed record (nil if none); do not modify
+	Signed  bool          // Meta comes from the node's signed record (not memberlist's unsigned meta)
+	SignKey []byte        // Ed25519 public key that signed its record (nil if none); do not modify
 }
 
 // Config configures a Gossip. The zero value of each optional field means
@@ -97,6 +104,17 @@ type Config struct {
 	Meta      Meta
 	Logger    *slog.Logger // nil = slog.Default()
 
+	// SignKey signs this node's records (SPEC §8); nil = a random key for
+	// this run. Cert is this node's certificate (pki), carried in its record.
+	SignKey ed25519.PrivateKey
+	Cert    []byte
+	// Identity, if set (pki), vets every other node's record before it is
+	// stored: the certificate cert must name the node and bind meta's site
+	// and WireGuard key and signKey. A record it refuses is dropped; the
+	// check logs the refusal. It is called without locks held, possibly
+	// concurrently. Without it, the
+	// first signing key seen for a name holds until that node leaves.
+	Identity func(name string, meta Meta, cert []byte, signKey ed25519.PublicKey) error
 	// Quiet holds this node's catalog record back (not gossiped, not in
 	// push/pull) until Announce: a node that may turn out to carry the name
 	// of a live member (NameConflict) must not replace that member's record.
@@ -150,6 +168,12 @@ func (c *Config) Validate() error {
 	if _, err := encodeMeta(c.Meta); err != nil {
 		return err
 	}
+	if c.SignKey != nil && len(c.SignKey) != ed25519.PrivateKeySize {
+		return errors.New("gossip: config: signing key must be an Ed25519 private key")
+	}
+	if len(c.Cert) > maxCertBytes {
+		return fmt.Errorf("gossip: config: certificate of %d bytes exceeds %d", len(c.Cert), maxCertBytes)
+	}
 	return nil
 }
 
@@ -165,6 +189,9 @@ type Gossip struct {
 	probe      time.Duration // memberlist ProbeInterval
 	suspectMax time.Duration // longest memberlist keeps a node suspect (per member count 1)
 	started    time.Time
+	signKey    ed25519.PrivateKey
+	signPub    ed25519.PublicKey
+	identity   func(name string, meta Meta, cert []byte, signKey ed25519.PublicKey) error
 	ml         *memberlist.Memberlist
 	localAddr  netip.AddrPort
 	queue      *memberlist.TransmitLimitedQueue
@@ -192,6 +219,8 @@ type Gossip struct {
 	exports []Export // own catalog
 	leaving bool     // Leave was called
 	leftAt  time.Time
+	cert    []byte  // own certificate
+	own     *record // own record signed, for version/leaving; nil when stale
 	peers   map[string]*peer
 	catalog map[string]*catalogEntry // by node name; may hold names not (yet) in peers
 }
@@ -215,6 +244,13 @@ func New(cfg Config) (*Gossip, error) {
 		cfg.ReconnectInterval = DefaultReconnectInterval
 	}
 	metaBytes, _ := encodeMeta(cfg.Meta) // checked by Validate
+	if cfg.SignKey == nil {
+		_, k, err := ed25519.GenerateKey(rand.Reader)
+		if err != nil {
+			return nil, fmt.Errorf("gossip: signing key: %w", err)
+		}
+		cfg.SignKey = k
+	}
 
 	now := time.Now()
 	g := &Gossip{
@@ -225,6 +261,10 @@ func New(cfg Config) (*Gossip, error) {
 		retainGone: cfg.RetainGone,
 		reconnect:  cfg.ReconnectInterval,
 		started:    now,
+		signKey:    cfg.SignKey,
+		signPub:    cfg.SignKey.Public().(ed25519.PublicKey),
+		identity:   cfg.Identity,
+		cert:       slices.Clone(cfg.Cert),
 		limit:      newLimiter(limitEvery, limitKeys),
 		changes:    make(chan struct{}, 1),
 		bigKick:    make(chan struct{}, 1),
@@ -412,6 +452,13 @@ func (g *Gossip) Members() []Member {
 		m := Member{Name: p.name, Addr: p.addr, Meta: p.meta, State: p.state, Since: p.since, RTT: p.rtt}
 		if c := g.catalog[p.name]; c != nil {
 			m.Exports = slices.Clone(c.rec.exports)
+			m.Cert = c.rec.cert
+			m.SignKey = c.rec.signKey
+			if !c.rec.meta.PublicKey.IsZero() {
+				rm := c.rec.meta
+				rm.Version = p.meta.Version // informational, not signed
+				m.Meta, m.Signed = rm, true
+			}
 		}
 		out = append(out, m)
 	}
@@ -425,7 +472,10 @@ func (g *Gossip) Members() []Member {
 // entries, more than 64 KiB in all) are dropped with an error log. After
 // Leave the catalog is kept locally but no longer announced.
 func (g *Gossip) SetExports(exps []Export) {
-	clean, dropped := sanitizeExports(g.name, exps)
+	g.mu.Lock()
+	certLen := len(g.cert)
+	g.mu.Unlock()
+	clean, dropped := sanitizeExports(g.name, exps, certLen)
 	if dropped > 0 {
 		g.log.Error("gossip: exports dropped: empty or longer than 255 bytes, more than 1024, or more than 64 KiB in all",
 			"dropped", dropped, "kept", len(clean))
@@ -434,13 +484,40 @@ func (g *Gossip) SetExports(exps []Export) {
 	changed := !equalExports(g.exports, clean)
 	g.exports = clean
 	if changed && !g.leaving {
-		g.version++
+		g.bumpLocked()
 		g.announceOwnLocked(nil)
 	}
 	g.mu.Unlock()
 	if changed {
 		g.notify()
 	}
+}
+
+// SetCert replaces the certificate carried in this node's record (a renewed
+// certificate on reload) and spreads it promptly.
+func (g *Gossip) SetCert(cert []byte) error {
+	if len(cert) > maxCertBytes {
+		return fmt.Errorf("gossip: certificate of %d bytes exceeds %d", len(cert), maxCertBytes)
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if bytes.Equal(cert, g.cert) {
+		return nil
+	}
+	g.cert = slices.Clone(cert)
+	if !g.leaving {
+		g.bumpLocked()
+		g.announceOwnLocked(nil)
+	}
+	return nil
+}
+
+// bumpLocked advances this node's record version; it never wraps.
+func (g *Gossip) bumpLocked() {
+	if g.version < math.MaxUint64 {
+		g.version++
+	}
+	g.own = nil
 }
 
 // Changes returns a channel that receives a value after any member join,
@@ -472,7 +549,7 @@ func (g *Gossip) Leave(timeout time.Duration) error {
 	if first {
 		g.leaving = true
 		g.leftAt = time.Now()
-		g.version++
+		g.bumpLocked()
 		g.announceOwnLocked(sent)
 	}
 	g.mu.Unlock()

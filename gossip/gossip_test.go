@@ -2,6 +2,8 @@ package gossip
 
 import (
 	"bytes"
+	"crypto/ed25519"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -82,6 +84,7 @@ func newNode(t *testing.T, name string, opts ...option) *testNode {
 		Bind:              netip.MustParseAddrPort("127.0.0.1:0"),
 		Key:               testKey,
 		Meta:              testMeta(name),
+		SignKey:           testSignKey(name),
 		Logger:            slog.New(slog.NewTextHandler(n.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 		ReconnectInterval: 300 * time.Millisecond,
 	}
@@ -224,7 +227,7 @@ func TestExportsSpread(t *testing.T) {
 	// Too big for one UDP packet: goes by TCP.
 	var big []Export
 	for i := range 100 {
-		big = append(big, Export{Name: fmt.Sprintf("service-with-a-long-name-%03d", i), Weight: i, Healthy: i%2 == 0})
+		big = append(big, Export{Name: fmt.Sprintf("service-with-a-long-name-%03d", i), Weight: i + 1, Healthy: i%2 == 0})
 	}
 	a.SetExports(big)
 	waitFor(t, 5*time.Second, "big catalog", hasExports(big, b, c))
@@ -365,7 +368,7 @@ func TestJoinUnreachable(t *testing.T) {
 func TestMalformedInputIgnored(t *testing.T) {
 	n := newNode(t, "n")
 	d := &delegate{g: n.Gossip}
-	valid := encodeRecordMsg(&record{name: "peer", version: 7, exports: []Export{{Name: "s", Weight: 1}}})
+	valid := encodeRecordMsg(testSign(&record{name: "peer", version: 7, exports: []Export{{Name: "s", Weight: 1}}}))
 	tooMany := appendRecord([]byte{wireVersion, kindRecord}, &record{name: "peer", version: 8, exports: make([]Export, maxExports+1)})
 	inputs := [][]byte{
 		nil,
@@ -487,4 +490,19 @@ func TestSendToUserMessage(t *testing.T) {
 	if err := b.SendTo("nobody", []byte("x")); !errors.Is(err, ErrNoMember) {
 		t.Fatalf("unknown member: %v", err)
 	}
+}
+
+// testSignKey is the deterministic signing key newNode gives the node name.
+func testSignKey(name string) ed25519.PrivateKey {
+	seed := sha256.Sum256([]byte("test-sign-key:" + name))
+	return ed25519.NewKeyFromSeed(seed[:])
+}
+
+// testSign signs r as the node it names would (meta testMeta(name)).
+func testSign(r *record) *record {
+	if r.exports == nil {
+		r.exports = []Export{}
+	}
+	signRecord(r, testMeta(r.name), nil, testSignKey(r.name))
+	return r
 }

@@ -156,12 +156,18 @@ func (g *Gossip) countLocked() {
 	g.numNodes.Store(n)
 }
 
-// ownRecordLocked returns this node's current catalog record.
+// ownRecordLocked returns this node's current catalog record, signed. The
+// signed record is cached until the version or the leaving flag changes.
 func (g *Gossip) ownRecordLocked() *record {
+	if g.own != nil && g.own.version == g.version && g.own.leaving == g.leaving {
+		return g.own
+	}
 	r := &record{name: g.name, version: g.version, leaving: g.leaving, exports: g.exports}
 	if g.leaving {
 		r.exports = []Export{}
 	}
+	signRecord(r, g.meta, g.cert, g.signKey)
+	g.own = r
 	return r
 }
 
@@ -196,27 +202,82 @@ func (g *Gossip) queueLocked(node string, msg []byte, sent chan struct{}) {
 }
 
 // mergeRecords applies records received from peers: each replaces what we
-// hold for its node only if its version is newer. Records received by
-// gossip are passed on (rebroadcast) so they spread epidemically.
+// hold for its node only if it is signed by that node and its version is
+// newer. Records received by gossip are passed on (rebroadcast) so they
+// spread epidemically.
+//
+// Which key must have signed a record (SPEC §8): for our own name, ours.
+// With an Identity check (pki), a key bound to the name by a certificate
+// that the check accepts. Without, the key of the record held for the name
+// while that node is a member that has not left (first key seen holds).
 func (g *Gossip) mergeRecords(recs []*record, rebroadcast bool) {
 	now := time.Now()
-	changed, dropped, unknown := false, 0, -1
+	// Cheap filter first, under the lock: stale versions need no crypto.
 	g.mu.Lock()
+	fresh := recs[:0:0]
 	for _, r := range recs {
+		if old := g.catalog[r.name]; r.name != g.name && old != nil && r.version <= old.rec.version &&
+			old.rec.signKey.Equal(r.signKey) {
+			continue
+		}
+		fresh = append(fresh, r)
+	}
+	g.mu.Unlock()
+	// Signatures and certificates without the lock.
+	valid := fresh[:0]
+	for _, r := range fresh {
+		switch {
+		case !r.verifySig():
+			g.refused(r.name, "record not signed, or its signature does not verify", now)
+		case r.name != g.name && g.identity != nil:
+			if err := g.identity(r.name, r.meta, r.cert, r.signKey); err != nil {
+				continue // the check logs its refusals
+			}
+			valid = append(valid, r)
+		default:
+			valid = append(valid, r)
+		}
+	}
+
+	changed, dropped, unknown := false, 0, -1
+	var forged []string
+	g.mu.Lock()
+	for _, r := range valid {
 		if r.name == g.name {
+			if !r.signKey.Equal(g.signPub) {
+				forged = append(forged, r.name)
+				continue
+			}
 			// A record of ours newer than our own: an earlier run of this
-			// node, or another node using our name. Ours must win.
-			if r.version >= g.version {
-				g.version = r.version + 1
+			// node. Ours must win; versions never wrap.
+			if r.version >= g.version && g.version < math.MaxUint64 {
+				g.version = math.MaxUint64
+				if r.version < math.MaxUint64 {
+					g.version = r.version + 1
+				}
+				g.own = nil
 				g.announceOwnLocked(nil)
 			}
 			continue
 		}
 		old := g.catalog[r.name]
-		if old != nil && r.version <= old.rec.version {
+		p := g.peers[r.name]
+		if old != nil && !old.rec.signKey.Equal(r.signKey) {
+			// Another key for a known name: allowed when a certificate
+			// vouches for it (checked above), or when the holder of the old
+			// key is not a member or has left. A newer version is not
+			// needed then: the old key's versions mean nothing to the new.
+			pinned := g.identity == nil && p != nil && p.state != StateLeft && !old.rec.leaving
+			if pinned {
+				forged = append(forged, r.name)
+				continue
+			}
+			if g.identity != nil && r.version <= old.rec.version {
+				continue
+			}
+		} else if old != nil && r.version <= old.rec.version {
 			continue
 		}
-		p := g.peers[r.name]
 		if old == nil && p == nil {
 			if unknown < 0 {
 				unknown = g.unknownLocked()
@@ -238,16 +299,27 @@ func (g *Gossip) mergeRecords(recs []*record, rebroadcast bool) {
 			p.state, p.since = StateLeft, now
 			changed = true
 		}
-		if old == nil || old.rec.leaving != r.leaving || !equalExports(old.rec.exports, r.exports) {
+		if old == nil || old.rec.leaving != r.leaving || !equalExports(old.rec.exports, r.exports) ||
+			old.rec.meta != r.meta || !bytes.Equal(old.rec.cert, r.cert) {
 			changed = true
 		}
 	}
 	g.mu.Unlock()
+	for _, name := range forged {
+		g.refused(name, "record signed by another key than the node's", now)
+	}
 	if dropped > 0 && g.limit.allow("unknown-records", now) {
 		g.log.Warn("gossip: ignored catalog records of unknown nodes (too many)", "dropped", dropped)
 	}
 	if changed {
 		g.notify()
+	}
+}
+
+// refused logs a dropped record, once per node name per limitEvery.
+func (g *Gossip) refused(name, reason string, now time.Time) {
+	if g.limit.allow("refused:"+name, now) {
+		g.log.Warn("gossip: dropped a record", "node", name, "reason", reason)
 	}
 }
 

@@ -69,11 +69,14 @@ func TestRecordRoundTrip(t *testing.T) {
 	r := &record{name: "node-1", version: 1<<62 + 5, leaving: true, exports: []Export{
 		{Name: "a", Weight: -3, Healthy: true}, {Name: "b", Weight: 1 << 30}, {Name: "c"},
 	}}
+	testSign(r)
 	got, name, err := decodeRecordMsg(encodeRecordMsg(r))
 	if err != nil || name != "node-1" {
 		t.Fatal(name, err)
 	}
-	if got.name != r.name || got.version != r.version || !got.leaving || !slices.Equal(got.exports, r.exports) {
+	clamped := []Export{{Name: "a", Weight: 1, Healthy: true}, {Name: "b", Weight: MaxWeight}, {Name: "c", Weight: 1}}
+	if got.name != r.name || got.version != r.version || !got.leaving || !slices.Equal(got.exports, clamped) ||
+		got.meta != testMeta("node-1") || !got.signKey.Equal(r.signKey) || !got.verifySig() {
 		t.Fatalf("got %+v", got)
 	}
 
@@ -106,11 +109,11 @@ func TestSanitizeExports(t *testing.T) {
 	for i := range maxExports + 10 {
 		in = append(in, Export{Name: strings.Repeat("y", 200) + string(rune('a'+i%26))})
 	}
-	out, dropped := sanitizeExports("me", in)
+	out, dropped := sanitizeExports("me", in, 0)
 	if dropped == 0 || out[0].Name != "ok" || len(out) > maxExports {
 		t.Fatalf("kept %d, dropped %d", len(out), dropped)
 	}
-	if msg := encodeRecordMsg(&record{name: "me", version: 1 << 63, exports: out}); len(msg) > maxMessageBytes {
+	if msg := encodeRecordMsg(testSign(&record{name: "me", version: 1 << 63, exports: out})); len(msg) > maxMessageBytes {
 		t.Fatalf("sanitized record is %d bytes", len(msg))
 	}
 }
@@ -122,7 +125,7 @@ func TestMergeVersions(t *testing.T) {
 	d.NotifyJoin(&memberlist.Node{Name: "p", Meta: mustMeta(t, testMeta("p"))})
 
 	send := func(version uint64, exps ...Export) {
-		d.NotifyMsg(encodeRecordMsg(&record{name: "p", version: version, exports: exps}))
+		d.NotifyMsg(encodeRecordMsg(testSign(&record{name: "p", version: version, exports: exps})))
 	}
 	exports := func() []Export { m, _ := n.member("p"); return m.Exports }
 
@@ -144,7 +147,7 @@ func TestMergeVersions(t *testing.T) {
 	g.mu.Lock()
 	v := g.version
 	g.mu.Unlock()
-	d.NotifyMsg(encodeRecordMsg(&record{name: "me", version: v + 100}))
+	d.NotifyMsg(encodeRecordMsg(testSign(&record{name: "me", version: v + 100})))
 	g.mu.Lock()
 	if g.version <= v+100 {
 		t.Fatalf("own version %d not bumped past %d", g.version, v+100)
@@ -156,7 +159,7 @@ func TestMergeVersions(t *testing.T) {
 	if m, _ := n.member("p"); m.State != StateDead {
 		t.Fatalf("state %v", m.State)
 	}
-	d.NotifyMsg(encodeRecordMsg(&record{name: "p", version: 12, leaving: true}))
+	d.NotifyMsg(encodeRecordMsg(testSign(&record{name: "p", version: 12, leaving: true})))
 	if m, _ := n.member("p"); m.State != StateLeft {
 		t.Fatalf("state %v, want left", m.State)
 	}
@@ -270,7 +273,7 @@ func TestConfigValidate(t *testing.T) {
 }
 
 func FuzzDecodeRecordMsg(f *testing.F) {
-	f.Add(encodeRecordMsg(&record{name: "a", version: 3, exports: []Export{{Name: "s", Weight: 2, Healthy: true}}}))
+	f.Add(encodeRecordMsg(testSign(&record{name: "a", version: 3, exports: []Export{{Name: "s", Weight: 2, Healthy: true}}})))
 	f.Add([]byte{wireVersion, kindRecord, 0})
 	f.Fuzz(func(t *testing.T, b []byte) {
 		r, _, err := decodeRecordMsg(b)

@@ -64,6 +64,19 @@ func startControl(n *Node, path string) (*controlServer, error) {
 		}
 		writeJSON(w, ReloadResult{OK: true, File: n.Config().Path})
 	})
+	mux.HandleFunc("POST /ping", func(w http.ResponseWriter, r *http.Request) {
+		var req PingRequest
+		if err := json.NewDecoder(io.LimitReader(r.Body, 1<<16)).Decode(&req); err != nil {
+			http.Error(w, "bad ping request: "+err.Error(), http.StatusBadRequest)
+			return
+		}
+		res, err := n.Ping(r.Context(), req)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		writeJSON(w, res)
+	})
 	mux.HandleFunc("POST /maint", func(w http.ResponseWriter, r *http.Request) {
 		var req MaintRequest
 		if err := json.NewDecoder(io.LimitReader(r.Body, 1<<16)).Decode(&req); err != nil {
@@ -115,7 +128,8 @@ func (n *Node) Status() Status {
 			Name: n.cfg.Name, Site: n.cfg.Site, MeshIP: n.tun.MeshIP().String(),
 			PublicKey: n.pub.String(), Gossip: n.gossipAdvertise().String(),
 			Tunnel: n.tunnelAdvertise().String(), Mode: n.cfg.Tunnel.Mode, Relay: n.rly != nil,
-			Version: version.Get().Short(),
+			Version:  version.Get().Short(),
+			Identity: n.identityInfo(),
 		},
 		Peers:    []PeerStatus{},
 		Services: []ServiceStatus{},
@@ -132,19 +146,27 @@ func (n *Node) Status() Status {
 			ps.PublicKey = m.Meta.PublicKey.String()
 		}
 		ps.Up = n.peerUsable(m, stats[m.Meta.PublicKey], now)
+		ps.Session = SessionDown // not alive (or not a tunnel peer): no session state to show
 		if ts, ok := stats[m.Meta.PublicKey]; ok {
 			if ts.Endpoint.IsValid() {
 				ps.Endpoint = ts.Endpoint.String()
 			}
-			ps.RTTMs = float64(ts.RTT.Microseconds()) / 1000
 			if !ts.LastHandshake.IsZero() {
 				ps.LastHandshake = ts.LastHandshake.Format(time.RFC3339)
 			}
 			ps.Streams, ps.TxBytes, ps.RxBytes = ts.Streams, ts.TxBytes, ts.RxBytes
-			// The path is "direct" while the peer's session runs over it;
-			// a recent handshake alone proves nothing about the data path.
-			if ts.SessionUp && m.State != gossip.StateLeft {
-				ps.Path, ps.RelayVia = ts.Path, ts.RelayVia
+			// Path and RTT only for an alive peer whose session is up: a
+			// recent handshake alone proves nothing about the data path,
+			// and an idle or gone peer's last values would be stale.
+			if m.State == gossip.StateAlive {
+				ps.Session = ts.Session
+				if ts.SessionUp {
+					ps.Path, ps.RelayVia = ts.Path, ts.RelayVia
+					if ts.RTT > 0 {
+						rtt := float64(ts.RTT.Microseconds()) / 1000
+						ps.RTTMs = &rtt
+					}
+				}
 			}
 		}
 		st.Peers = append(st.Peers, ps)
@@ -171,7 +193,7 @@ func (n *Node) Status() Status {
 	for _, im := range n.importList() {
 		st.Imports = append(st.Imports, ImportStatus{
 			Name: im.cfg().Name, Listen: im.ln.Addr().String(),
-			Active: im.active.Load(), Total: im.total.Load(), Failed: im.failed.Load(),
+			Active: im.active.Load(), Total: im.total.Load(), Failed: im.failed.Load(), Denied: im.denied.Load(),
 			Endpoint: im.lastEndpoint(),
 		})
 	}

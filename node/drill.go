@@ -99,6 +99,9 @@ func (n *Node) Drill(ctx context.Context, req DrillRequest) (failover.Report, er
 	})
 	defer n.drills.Abort() // a no-op once Finish recorded it
 	n.log.Info("drill started", "site", req.Site, "duration", d, "nodes", len(targets))
+	if set := n.pki.Load(); set != nil && !set.Cert.Drill {
+		n.log.Warn("this node's certificate lacks the drill capability: other nodes refuse its drill orders")
+	}
 	if !sleepCtx(ctx, d) {
 		order.Cancel = true
 		n.sendDrillOrder(order, targets, inSite)
@@ -142,6 +145,7 @@ func (n *Node) sendDrillOrder(o failover.DrillOrder, targets []string, local boo
 	if err != nil {
 		return fmt.Errorf("seal drill order: %w", err)
 	}
+	sealed = failover.SignDrillOrder(sealed, n.signKey)
 	var wg sync.WaitGroup
 	errs := make([]error, len(targets))
 	for i, t := range targets {
@@ -181,9 +185,19 @@ func (n *Node) receiveDrills() {
 		case <-n.ctx.Done():
 			return
 		case msg := <-n.gsp.Messages():
-			o, err := failover.OpenDrillOrder(msg, n.cfg.Cluster.Key, time.Now())
+			sealed, sig, err := failover.SplitSignedDrillOrder(msg)
+			var o failover.DrillOrder
+			if err == nil {
+				o, err = failover.OpenDrillOrder(sealed, n.cfg.Cluster.Key, time.Now())
+			}
 			if err != nil {
 				n.log.Warn("drill order rejected", "err", err)
+				continue
+			}
+			if err := n.authorizeDrill(o, sealed, sig); err != nil {
+				if n.refusals.allow("drill:"+o.Origin, err.Error(), time.Now()) {
+					n.log.Warn("drill order refused: nothing cut", "origin", o.Origin, "site", o.Site, "reason", err.Error())
+				}
 				continue
 			}
 			n.applyDrillOrder(o)

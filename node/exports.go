@@ -5,11 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"sync/atomic"
 	"time"
 
 	"github.com/meshd/meshd/internal/config"
 	"github.com/meshd/meshd/internal/key"
+	"github.com/meshd/meshd/internal/proxyproto"
 	"github.com/meshd/meshd/internal/wire"
 	"github.com/meshd/meshd/tunnel"
 )
@@ -27,6 +29,7 @@ type exporter struct {
 	healthy       atomic.Bool                   // last health check result (true without a check)
 	active        atomic.Int64                  // streams being served
 	served        atomic.Uint64
+	denied        atomic.Uint64 // streams refused by the allow list
 	checkFailures atomic.Uint64 // failed health checks, for metrics
 	slots         atomic.Int64  // streams holding one of max_conns (limits.go)
 	kick          chan struct{} // cap 1: the config changed, re-read it and check now
@@ -60,6 +63,27 @@ func (e *exporter) setConfig(c config.Export) {
 func (e *exporter) dialTarget(ctx context.Context) (net.Conn, error) {
 	d := net.Dialer{KeepAliveConfig: net.KeepAliveConfig(clientKeepAlive)}
 	return d.DialContext(ctx, "tcp", e.cfg().Target)
+}
+
+// sendProxyHeader writes the PROXY protocol header of the export's
+// proxy_protocol (none when it is "") for a client at src that connected to
+// dst to the freshly dialled backend; on error it closes backend.
+func (e *exporter) sendProxyHeader(backend net.Conn, src, dst netip.AddrPort) error {
+	pp := e.cfg().ProxyProtocol
+	if pp == "" {
+		return nil
+	}
+	h, err := proxyproto.Header(pp, src, dst)
+	if err == nil {
+		backend.SetWriteDeadline(time.Now().Add(backendDialTimeout))
+		_, err = backend.Write(h)
+		backend.SetWriteDeadline(time.Time{})
+	}
+	if err != nil {
+		backend.Close()
+		return fmt.Errorf("send PROXY %s header: %w", pp, err)
+	}
+	return nil
 }
 
 // checkOnce runs the health check once and records the result; it reports
@@ -138,6 +162,12 @@ func (n *Node) handleStream(peer key.PublicKey, s net.Conn) {
 		s.Close()
 		return
 	}
+	if req.Ping() {
+		// meshd ping: a round trip through the tunnel, nothing dialled.
+		wire.WriteResponse(s, wire.Response{Status: wire.StatusOK, Node: n.cfg.Name})
+		s.Close()
+		return
+	}
 	if n.draining.Load() {
 		wire.WriteResponse(s, wire.Response{Status: wire.StatusDenied, Node: n.cfg.Name, Message: "draining: node is shutting down"})
 		s.Close()
@@ -152,6 +182,16 @@ func (n *Node) handleStream(peer key.PublicKey, s net.Conn) {
 	if e == nil {
 		wire.WriteResponse(s, wire.Response{Status: wire.StatusUnknownService, Node: n.cfg.Name,
 			Message: "no export named " + req.Service})
+		s.Close()
+		return
+	}
+	if ok, who := n.mayConnect(peer, e.cfg().Allow); !ok {
+		e.denied.Add(1)
+		if n.refusals.allow("deny:"+who+"/"+req.Service, "", time.Now()) {
+			n.log.Warn("stream denied by the export's allow list", "export", req.Service, "node", who)
+		}
+		wire.WriteResponse(s, wire.Response{Status: wire.StatusNotAllowed, Node: n.cfg.Name,
+			Message: who + " is not in the allow list of " + req.Service})
 		s.Close()
 		return
 	}
@@ -170,6 +210,9 @@ func (n *Node) handleStream(peer key.PublicKey, s net.Conn) {
 	ctx, cancel := context.WithTimeout(n.ctx, backendDialTimeout)
 	backend, err := e.dialTarget(ctx)
 	cancel()
+	if err == nil && req.Flags&wire.FlagProbe == 0 {
+		err = e.sendProxyHeader(backend, req.Source, req.Dest)
+	}
 	if err != nil {
 		wire.WriteResponse(s, wire.Response{Status: wire.StatusBackendRefused, Node: n.cfg.Name, Message: err.Error()})
 		s.Close()

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -14,6 +15,10 @@ import (
 	"github.com/meshd/meshd/internal/wire"
 	"github.com/meshd/meshd/tunnel"
 )
+
+// errDenied is an exporter's refusal by its allow list: the client's
+// connection is closed without trying other endpoints.
+var errDenied = errors.New("denied")
 
 // Per-attempt deadlines: a multiple of the peer's RTT with a floor, longer
 // for last-resort candidates whose session may still be coming up.
@@ -35,6 +40,7 @@ type importer struct {
 	active atomic.Int64
 	total  atomic.Uint64
 	failed atomic.Uint64
+	denied atomic.Uint64          // refused by an exporter's allow list (SPEC §8)
 	last   atomic.Pointer[string] // node that served the last connection
 	gate   *importGate            // max_conns, rate, burst (limits.go)
 
@@ -138,9 +144,19 @@ func (im *importer) handle(client net.Conn, finished func()) {
 
 	cfg := *im.cfg()
 	start := time.Now()
-	conn, ep, err := im.connectWaiting(cfg)
+	conn, ep, err := im.connectWaiting(withClient(im.n.ctx, client), cfg)
 	if err == nil {
 		im.n.metrics.ImportConnected(cfg.Name, time.Since(start))
+	}
+	if err != nil && errors.Is(err, errDenied) {
+		im.denied.Add(1)
+		if im.n.refusals.allow("denied-import:"+cfg.Name, "", time.Now()) {
+			im.n.log.Warn("import connection denied by the exporter's allow list; closed", "import", cfg.Name, "err", err)
+		}
+		client.Close()
+		im.active.Add(-1)
+		finished()
+		return
 	}
 	if err != nil {
 		im.failed.Add(1)
@@ -183,14 +199,19 @@ const connectRetryEvery = 100 * time.Millisecond
 // connectRetryEvery, up to the import's connect_timeout, instead of
 // failing the client at once. With a healthy endpoint known, a failed
 // round fails the client as before.
-func (im *importer) connectWaiting(cfg config.Import) (net.Conn, failover.Endpoint, error) {
+func (im *importer) connectWaiting(ctx context.Context, cfg config.Import) (net.Conn, failover.Endpoint, error) {
 	wait := cfg.ConnectTimeout
 	if wait <= 0 {
 		wait = config.DefaultConnectTimeout
 	}
 	deadline := time.Now().Add(wait)
+	rr := im.rr.Add(1)
+	if cfg.Balance == config.BalanceSourceHash {
+		src, _ := clientFrom(ctx)
+		rr = failover.SourceKey(src.Addr().Unmap().As16())
+	}
 	for {
-		conn, ep, err := im.n.connect(im.n.ctx, cfg, 0, im.rr.Add(1), im.activeTo)
+		conn, ep, err := im.n.connect(ctx, cfg, 0, rr, im.activeTo)
 		left := time.Until(deadline)
 		if err == nil || isClosedErr(err) || im.n.hasUsableEndpoint(cfg.Name) || left <= 0 {
 			return conn, ep, err
@@ -312,7 +333,7 @@ func (n *Node) connect(ctx context.Context, imp config.Import, flags uint8, rr u
 	}
 	attempt := func(actx context.Context, ep failover.Endpoint) (net.Conn, error) {
 		c, err := n.dialEndpoint(actx, imp.Name, ep, flags)
-		if !ep.Local && ctx.Err() == nil { // the caller giving up says nothing of the endpoint
+		if !ep.Local && ctx.Err() == nil && !failover.IsFinal(err) { // the caller giving up says nothing of the endpoint
 			if err != nil {
 				n.breaker.Failure(breakerKey(imp.Name, ep.Node), time.Now())
 			} else {
@@ -342,12 +363,17 @@ func (n *Node) connect(ctx context.Context, imp config.Import, flags uint8, rr u
 // dialEndpoint opens one connection to service on ep: directly to the
 // target for a local export, else a stream with the open handshake.
 func (n *Node) dialEndpoint(ctx context.Context, service string, ep failover.Endpoint, flags uint8) (net.Conn, error) {
+	src, dst := clientFrom(ctx)
 	if ep.Local {
 		e := n.exportMap()[service]
 		if e == nil {
 			return nil, fmt.Errorf("no local export %s", service)
 		}
-		return e.dialTarget(ctx)
+		c, err := e.dialTarget(ctx)
+		if err == nil && flags&wire.FlagProbe == 0 {
+			err = e.sendProxyHeader(c, src, dst)
+		}
+		return c, err
 	}
 	c := n.catalog.Load()
 	m, ok := c.byName[ep.Node]
@@ -355,16 +381,45 @@ func (n *Node) dialEndpoint(ctx context.Context, service string, ep failover.End
 		return nil, fmt.Errorf("node %s is not a member", ep.Node)
 	}
 	return n.tun.DialStream(ctx, m.Meta.PublicKey, func(s net.Conn) error {
-		if err := wire.WriteRequest(s, wire.Request{Service: service, Flags: flags}); err != nil {
+		if err := wire.WriteRequest(s, wire.Request{Service: service, Flags: flags, Source: src, Dest: dst}); err != nil {
 			return fmt.Errorf("send open request: %w", err)
 		}
 		resp, err := wire.ReadResponse(s)
 		if err != nil {
 			return fmt.Errorf("read open response: %w", err)
 		}
+		if resp.Status == wire.StatusNotAllowed {
+			return failover.Final(fmt.Errorf("%w: %s", errDenied, resp.Message))
+		}
 		if resp.Status != wire.StatusOK {
 			return fmt.Errorf("%s: %s", resp.Status, resp.Message)
 		}
 		return nil
 	})
+}
+
+// clientKey carries a client connection's addresses through connect to
+// dialEndpoint (the open request's options, the PROXY protocol header).
+type clientKey struct{}
+
+type clientAddrs struct{ src, dst netip.AddrPort }
+
+// withClient returns ctx carrying c's remote (source) and local
+// (destination) addresses.
+func withClient(ctx context.Context, c net.Conn) context.Context {
+	var a clientAddrs
+	if ta, ok := c.RemoteAddr().(*net.TCPAddr); ok {
+		a.src = ta.AddrPort()
+	}
+	if ta, ok := c.LocalAddr().(*net.TCPAddr); ok {
+		a.dst = ta.AddrPort()
+	}
+	return context.WithValue(ctx, clientKey{}, a)
+}
+
+// clientFrom returns the client addresses withClient put in ctx (zero
+// without a client, as for drill probes).
+func clientFrom(ctx context.Context) (src, dst netip.AddrPort) {
+	a, _ := ctx.Value(clientKey{}).(clientAddrs)
+	return a.src, a.dst
 }

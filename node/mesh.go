@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/meshd/meshd/gossip"
+	"github.com/meshd/meshd/internal/cert"
 	"github.com/meshd/meshd/internal/key"
 	"github.com/meshd/meshd/tunnel"
 )
@@ -13,7 +14,8 @@ import (
 // catalog is an immutable snapshot of the mesh: members and, per service,
 // the nodes that export it. Rebuilt on every gossip change, read lock-free.
 type catalog struct {
-	members  []gossip.Member
+	members  []gossip.Member                     // admitted members only (identity.go)
+	certs    map[key.PublicKey]*cert.Certificate // identities of admitted members, by WireGuard key
 	byName   map[string]gossip.Member
 	byKey    map[key.PublicKey]string // member name by WireGuard key, for logs
 	services map[string][]catalogEndpoint
@@ -51,7 +53,7 @@ func (n *Node) watchGossip() {
 // (dead members keep their WireGuard peer so that streams can ride out a
 // stall), logs state changes, and rebuilds the catalog.
 func (n *Node) reconcile() {
-	members := n.gsp.Members()
+	members, certs := n.admit(n.gsp.Members())
 	peers := make([]tunnel.Peer, 0, len(members))
 	for _, m := range members {
 		if m.State == gossip.StateLeft || m.Meta.PublicKey.IsZero() {
@@ -79,7 +81,7 @@ func (n *Node) reconcile() {
 		}
 	}
 	n.mu.Unlock()
-	n.rebuildCatalogFrom(members)
+	n.rebuildCatalogFrom(members, certs)
 
 	now := time.Now()
 	n.checkConflict(now)
@@ -113,11 +115,12 @@ func peerEndpoint(m gossip.Member) netip.AddrPort {
 	return ep
 }
 
-func (n *Node) rebuildCatalog() { n.rebuildCatalogFrom(n.gsp.Members()) }
+func (n *Node) rebuildCatalog() { n.rebuildCatalogFrom(n.admit(n.gsp.Members())) }
 
-func (n *Node) rebuildCatalogFrom(members []gossip.Member) {
+func (n *Node) rebuildCatalogFrom(members []gossip.Member, certs map[key.PublicKey]*cert.Certificate) {
 	c := &catalog{
 		members:  members,
+		certs:    certs,
 		byName:   make(map[string]gossip.Member, len(members)),
 		byKey:    make(map[key.PublicKey]string, len(members)),
 		services: make(map[string][]catalogEndpoint),
@@ -149,6 +152,7 @@ func (n *Node) rebuildCatalogFrom(members []gossip.Member) {
 		sort.Slice(eps, func(i, j int) bool { return eps[i].node < eps[j].node })
 	}
 	n.catalog.Store(c)
+	n.updateWarm(c)
 }
 
 // publishExports gossips this node's exports with their current health;

@@ -10,6 +10,7 @@ package node
 
 import (
 	"context"
+	"crypto/ed25519"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -21,6 +22,7 @@ import (
 
 	"github.com/meshd/meshd/failover"
 	"github.com/meshd/meshd/gossip"
+	"github.com/meshd/meshd/internal/cert"
 	"github.com/meshd/meshd/internal/config"
 	"github.com/meshd/meshd/internal/key"
 	"github.com/meshd/meshd/internal/metrics"
@@ -47,22 +49,30 @@ type Node struct {
 	tun        *tunnel.Tunnel
 	gsp        *gossip.Gossip
 	ctl        *controlServer
-	mtr        *metricsServer      // nil unless metrics.listen is set
-	rly        *relayServer        // nil unless relay.enabled
-	metrics    *metrics.Metrics    // always set; served only with metrics.listen
-	relayStats relayClientStats    // the relay client's counters, for metrics
-	drills     *statuspage.Ring    // the last drills run from this node, for the status page
-	health     *failover.Health    // peer usability with failback hold-down
-	breaker    *failover.Breaker   // per service/node circuit breaker
-	holes      *failover.Blackhole // drill orders this node is executing
-	ctx        context.Context     // cancelled by Close: ends every proxied connection
+	mtr        *metricsServer         // nil unless metrics.listen is set
+	rly        *relayServer           // nil unless relay.enabled
+	metrics    *metrics.Metrics       // always set; served only with metrics.listen
+	relayStats relayClientStats       // the relay client's counters, for metrics
+	drills     *statuspage.Ring       // the last drills run from this node, for the status page
+	health     *failover.Health       // peer usability with failback hold-down
+	breaker    *failover.Breaker      // per service/node circuit breaker
+	holes      *failover.Blackhole    // drill orders this node is executing
+	idle       *failover.IdleSessions // idle close of the sessions this node owns
+	warmLimit  int                    // warm-set cap per import
+	ctx        context.Context        // cancelled by Close: ends every proxied connection
 	cancel     context.CancelFunc
 	wg         sync.WaitGroup // goroutines started by Start
 
-	catalog  atomic.Pointer[catalog] // rebuilt on every gossip change
-	draining atomic.Bool             // Close has begun: exports refuse new streams
-	maint    atomic.Bool             // maintenance mode: exports withdrawn, new streams refused
-	lim      *nodeLimits             // SPEC §9 limits (limits.go)
+	signKey  ed25519.PrivateKey          // signs this node's gossip record and drill orders
+	pki      atomic.Pointer[cert.Bundle] // nil without pki; replaced by reload
+	refusals refusalLog                  // rate-limits the lines about refused nodes
+	certs    certCache                   // parsed peer certificates
+
+	catalog  atomic.Pointer[catalog]                // rebuilt on every gossip change
+	warm     atomic.Pointer[map[key.PublicKey]bool] // the imports' warm sets, with the catalog
+	draining atomic.Bool                            // Close has begun: exports refuse new streams
+	maint    atomic.Bool                            // maintenance mode: exports withdrawn, new streams refused
+	lim      *nodeLimits                            // SPEC §9 limits (limits.go)
 
 	// What a reload changes (reload.go). n.cfg stays the config the node
 	// started with, for what a reload may not change (name, site, addresses);
@@ -108,6 +118,7 @@ func New(cfg *config.Config, lg *slog.Logger) (*Node, error) {
 		breaker: failover.NewBreaker(failover.DefaultBreakerConfig()),
 		holes:   &failover.Blackhole{},
 		drills:  statuspage.NewRing(statuspage.DefaultRingSize),
+		idle:    failover.NewIdleSessions(sessionIdleTimeout()), warmLimit: warmLimit(),
 	}
 	n.metrics = metrics.New(metrics.Info{Node: cfg.Name, Site: cfg.Site, Version: version.Get().Short()}, n.metricsSample)
 	n.fatal = make(chan error, 1)
@@ -152,10 +163,9 @@ func (n *Node) Start() (err error) {
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 	undo = append(undo, n.cancel)
 
-	if n.priv, err = key.LoadOrCreate(n.cfg.DataDir); err != nil {
-		return fmt.Errorf("node: %w", err)
+	if err = n.loadKeys(); err != nil {
+		return err
 	}
-	n.pub = n.priv.Public()
 
 	n.tun, err = tunnel.New(tunnel.Config{
 		PrivateKey:     n.priv,
@@ -195,8 +205,11 @@ func (n *Node) Start() (err error) {
 		Key:       n.cfg.Cluster.Key,
 		Meta: gossip.Meta{Site: n.cfg.Site, PublicKey: n.pub, Tunnel: n.tunnelAdvertise(), Relay: n.relayAdvertise(),
 			Version: version.Get().Short()},
-		Logger: n.log,
-		Quiet:  true, // until the join shows the name is ours (rejoin.go)
+		Logger:   n.log,
+		Quiet:    true, // until the join shows the name is ours (rejoin.go)
+		SignKey:  n.signKey,
+		Cert:     n.ownCert(),
+		Identity: n.identityCheck(),
 	})
 	if err != nil {
 		return fmt.Errorf("node: %w", err)
@@ -230,8 +243,10 @@ func (n *Node) Start() (err error) {
 	}
 	undo = append(undo, func() { n.ctl.close() })
 
+	n.OnReload("pki", n.reloadPKI)
 	n.goFunc(n.watchGossip)
 	n.goFunc(n.watchHealth)
+	n.goFunc(n.watchSessions)
 	n.goFunc(n.receiveDrills)
 	n.goFunc(n.relayLoop)
 	for _, e := range exps {

@@ -293,3 +293,28 @@ func TestParseRejects(t *testing.T) {
 		}
 	}
 }
+
+func TestSignKeyFile(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "data")
+	k, err := LoadOrCreateSignKey(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, err := LoadOrCreateSignKey(dir)
+	if err != nil || !again.Equal(k) {
+		t.Fatalf("second load: %v, same key %v", err, again.Equal(k))
+	}
+	p := filepath.Join(dir, SignKeyFile)
+	if fi, _ := os.Stat(p); fi.Mode().Perm() != 0o600 {
+		t.Fatalf("mode %v", fi.Mode())
+	}
+	os.Chmod(p, 0o640)
+	if _, err := LoadOrCreateSignKey(dir); err == nil {
+		t.Fatal("group-readable signing key accepted")
+	}
+	os.Chmod(p, 0o600)
+	os.WriteFile(p, []byte("junk"), 0o600)
+	if _, err := LoadOrCreateSignKey(dir); err == nil {
+		t.Fatal("junk signing key accepted")
+	}
+}

@@ -6,6 +6,8 @@ package config
 import (
 	"net/netip"
 	"time"
+
+	"github.com/meshd/meshd/internal/cert"
 )
 
 // Config is one node's configuration after defaults are applied.
@@ -32,7 +34,18 @@ type Config struct {
 	Control  Control
 	Metrics  Metrics
 	Log      Log
+	PKI      PKI // optional node identity (SPEC §8); zero when unset
 	Limits   Limits
+}
+
+// PKI configures node identities (SPEC §8). Set holds the loaded and
+// checked material; nil when pki is not configured.
+type PKI struct {
+	CA        string   // path of the CA certificate file (may hold several CAs)
+	Cert      string   // this node's certificate
+	Key       string   // its private keys (0600)
+	Blocklist []string // refused certificate fingerprints (hex)
+	Set       *cert.Bundle
 }
 
 // Limits are per-node caps on what authenticated peers may hold (SPEC §9).
@@ -77,7 +90,8 @@ type Export struct {
 	// ProxyProtocol is "", "v1" or "v2": send a PROXY protocol header with
 	// the client's address to the target before any payload.
 	ProxyProtocol string
-	Line          int // line of the entry in the file, for messages
+	Line          int      // line of the entry in the file, for messages
+	Allow         []string // who may connect (SPEC §8): "*", site:S, group:G, node:N; nil = everyone
 
 	MaxConns int // concurrent connections through this export; 0 = unlimited
 }

@@ -239,7 +239,7 @@ func TestErrors(t *testing.T) {
 		{"top-level list", "- site: a\n", "", []string{path + ":1: got a list; want a mapping with keys name, site"}},
 		{"unknown top key", "site: a\nsitez: b\n", "", []string{path + ":2: sitez: unknown key at top level; allowed keys: name, site, data_dir, cluster"}},
 		{"unknown nested key", "site: a\ntunnel:\n  port: 1\n", "", []string{path + ":3: tunnel.port: unknown key in tunnel; allowed keys: listen, advertise, mode"}},
-		{"unknown export key", "site: a\nexports:\n  - name: x\n    target: h:1\n    port: 2\n", "", []string{path + ":5: exports[0].port: unknown key", "name, target, check, weight, proxy_protocol"}},
+		{"unknown export key", "site: a\nexports:\n  - name: x\n    target: h:1\n    port: 2\n", "", []string{path + ":5: exports[0].port: unknown key", "name, target, check, weight, allow, max_conns, proxy_protocol"}},
 		{"duplicate key", "site: a\nname: b\nsite: c\n", "", []string{path + ":3: site: duplicate key; already set at line 1"}},
 		{"map wanted", "site: a\ngossip: [1]\n", "", []string{path + ":2: gossip: got a list; want a mapping with keys bind, advertise"}},
 		{"list wanted", "site: a\nexports:\n  name: x\n", "", []string{path + ":3: exports: got a mapping; want a list of exports"}},

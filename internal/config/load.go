@@ -103,6 +103,8 @@ type fileLines struct {
 	key      int // line of cluster.key
 	keyFile  int // line of cluster.key_file
 	keyValue string
+	pki      int            // line of "pki:", 0 when absent
+	pkiLines map[string]int // line of each pki key
 }
 
 // finish applies overrides and the defaults that depend on them, and makes
@@ -162,7 +164,10 @@ func (p *parser) finish(cfg *Config, fl fileLines, ov Overrides) error {
 	if cfg.Control.Socket == "" {
 		cfg.Control.Socket = filepath.Join(cfg.DataDir, DefaultSocketName)
 	}
-	return p.loadKey(cfg, fl)
+	if err := p.loadKey(cfg, fl); err != nil {
+		return err
+	}
+	return p.loadPKI(cfg, fl)
 }
 
 // loadKey fills cfg.Cluster.Key from exactly one of cluster.key,

@@ -24,12 +24,12 @@ func (p *parser) errf(line int, key, format string, args ...any) *Error {
 
 // Allowed keys of each mapping, in the order SPEC §3 lists them.
 var (
-	topKeys      = []string{"name", "site", "data_dir", "cluster", "gossip", "tunnel", "relay", "exports", "imports", "failover", "control", "metrics", "log", "limits"}
+	topKeys      = []string{"name", "site", "data_dir", "cluster", "gossip", "tunnel", "relay", "exports", "imports", "failover", "pki", "limits", "control", "metrics", "log"}
 	clusterKeys  = []string{"key_file", "key", "join"}
 	gossipKeys   = []string{"bind", "advertise"}
 	tunnelKeys   = []string{"listen", "advertise", "mode"}
 	relayKeys    = []string{"enabled", "listen", "advertise"}
-	exportKeys   = []string{"name", "target", "check", "weight", "proxy_protocol", "max_conns"}
+	exportKeys   = []string{"name", "target", "check", "weight", "allow", "max_conns", "proxy_protocol"}
 	checkKeys    = []string{"interval", "timeout"}
 	importKeys   = []string{"name", "listen", "sites", "balance", "connect_timeout", "max_conns", "rate", "burst"}
 	controlKeys  = []string{"socket"}
@@ -37,6 +37,7 @@ var (
 	logKeys      = []string{"level", "format"}
 	limitsKeys   = []string{"max_streams_per_peer", "max_peers"}
 	failoverKeys = []string{"session_timeout", "hold_down", "drain_grace"}
+	pkiKeys      = []string{"ca", "cert", "key", "blocklist"}
 )
 
 var yamlLineRE = regexp.MustCompile(`^yaml: line (\d+): (.*)$`)
@@ -118,6 +119,9 @@ func (p *parser) parse(data []byte) (*Config, fileLines, error) {
 			err = p.log(f.val, f.path, cfg)
 		case "failover":
 			err = p.failover(f.val, f.path, cfg)
+		case "pki":
+			fl.pki = f.key.Line
+			err = p.pki(f.val, f.path, cfg, &fl)
 		case "limits":
 			err = p.limits(f.val, f.path, cfg)
 		}
@@ -283,6 +287,8 @@ func (p *parser) export(n *yaml.Node, path string) (parsedExport, error) {
 			e.Check, err = p.check(f.val, f.path)
 		case "weight":
 			e.Weight, err = p.weight(f.val, f.path)
+		case "allow":
+			e.Allow, err = p.allow(f.val, f.path)
 		case "proxy_protocol":
 			err = p.enum(f.val, f.path, &e.ProxyProtocol, ProxyV1, ProxyV2)
 		case "max_conns":

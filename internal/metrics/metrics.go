@@ -31,13 +31,14 @@
 //	peer_receive_bytes_total{peer,site}               WireGuard bytes received                   (peers with a session)
 //	peer_transitions_total{site,to}                   peers going down|up for endpoint selection
 //	import_connections_active{import}                 open client connections
-//	import_connections_total{import,result}           accepted connections, result ok|failed|limited
+//	import_connections_total{import,result}           accepted connections, result ok|failed|denied|limited
 //	import_connect_seconds{import}                    histogram: accept to connected through the mesh
 //	failovers_total{service}                          connections served by a later candidate
 //	export_healthy{export}                            1 if the backend check passes
 //	export_streams_active{export}                     streams being served
 //	export_streams_total{export}                      streams served
 //	export_check_failures_total{export}               failed backend health checks
+//	export_denied_total{export}                       streams refused by the export's allow list (pki)
 //	relay_connected                                   1 while connected to a relay as a client
 //	relay_client_packets_total{kind}                  packets sent|received|dropped through the relay
 //	relay_server_clients                              clients connected to this node's relay

@@ -21,6 +21,9 @@ type PeerSample struct {
 	Streams                 int
 	TxBytes, RxBytes        uint64
 	Usable                  bool // usable for new connections
+	// SessionState is "up", "idle" (no session; opened on demand) or
+	// "down" (needed, not up), counted by meshd_sessions.
+	SessionState string
 }
 
 // ImportSample is the state of one import (local listener) at scrape time.
@@ -28,6 +31,7 @@ type ImportSample struct {
 	Name          string
 	Active        int64
 	Total, Failed uint64
+	Denied        uint64 // refused by an exporter's allow list (SPEC §8); counted in Total, not in Failed
 	Limited       uint64 // closed at once: over max_conns or rate (not in Total)
 }
 
@@ -38,6 +42,7 @@ type ExportSample struct {
 	Active        int64
 	Served        uint64
 	CheckFailures uint64 // failed backend health checks
+	Denied        uint64 // streams refused by the export's allow list (SPEC §8)
 }
 
 // GossipSample is the gossip layer's state at scrape time.

@@ -6,6 +6,8 @@ import "github.com/prometheus/client_golang/prometheus"
 var (
 	peerStates = []string{"alive", "suspect", "dead", "left"}
 	peerPaths  = []string{"direct", "relay", "none"}
+	// sessionStates are the peers' session states (SPEC §5, §12).
+	sessionStates = []string{"up", "idle", "down"}
 )
 
 // stateDescs describe the series derived from a Sample; all lists every
@@ -18,9 +20,11 @@ type stateDescs struct {
 	gossipMembers, gossipHealth, gossipQueued, gossipMalformed *prometheus.Desc
 
 	peers, peersByPath                                                *prometheus.Desc
+	sessions                                                          *prometheus.Desc
 	peerUp, peerPath, peerRTT, peerStreams, peerTx, peerRx            *prometheus.Desc
 	impActive, impTotal                                               *prometheus.Desc
 	expHealthy, expActive, expTotal, expCheckFailures                 *prometheus.Desc
+	expDenied                                                         *prometheus.Desc
 	relayConnected, relayPackets                                      *prometheus.Desc
 	relaySrvClients, relaySrvAccepted, relaySrvAuthFail, relaySrvPkts *prometheus.Desc
 	relaySrvBytes                                                     *prometheus.Desc
@@ -43,6 +47,7 @@ func newStateDescs() stateDescs {
 
 		peers:       d("peers", "Known peers by membership state.", "state"),
 		peersByPath: d("peers_by_path", "Known peers by current path (direct, relay or none).", "path"),
+		sessions:    d("sessions", "Known peers by session state: up (a session is held), idle (none; opened on demand) or down (needed, not up).", "state"),
 		peerUp:      d("peer_up", "Whether the peer is usable for new connections (1) or not (0); peers with a session only.", "peer", "site"),
 		peerPath:    d("peer_path", "1 for the current path to the peer (direct, relay or none), 0 for the others; peers with a session only.", "peer", "site", "path"),
 		peerRTT:     d("peer_rtt_seconds", "Last measured round-trip time to the peer; peers with a session only.", "peer", "site"),
@@ -57,6 +62,7 @@ func newStateDescs() stateDescs {
 		expActive:        d("export_streams_active", "Streams currently served by the export.", "export"),
 		expTotal:         d("export_streams_total", "Streams served by the export.", "export"),
 		expCheckFailures: d("export_check_failures_total", "Failed health checks of the export's backend.", "export"),
+		expDenied:        d("export_denied_total", "Streams the export refused by its allow list (pki, SPEC §8).", "export"),
 
 		relayConnected:   d("relay_connected", "Whether this node is connected to a relay as a client (1) or not (0)."),
 		relayPackets:     d("relay_client_packets_total", "Packets through this node's relay client, by kind (sent, received, dropped).", "kind"),
@@ -92,6 +98,10 @@ func (d *stateDescs) collect(ch chan<- prometheus.Metric, info Info, s *Sample) 
 	for _, st := range peerStates {
 		states[st] = 0
 	}
+	sessions := make(map[string]int, len(sessionStates))
+	for _, st := range sessionStates {
+		sessions[st] = 0
+	}
 	paths := make(map[string]int, len(peerPaths))
 	for _, p := range peerPaths {
 		paths[p] = 0
@@ -112,6 +122,9 @@ func (d *stateDescs) collect(ch chan<- prometheus.Metric, info Info, s *Sample) 
 			path = "none"
 		}
 		paths[path]++
+		if p.SessionState != "" {
+			sessions[p.SessionState]++
+		}
 		if !p.Session {
 			continue
 		}
@@ -132,6 +145,9 @@ func (d *stateDescs) collect(ch chan<- prometheus.Metric, info Info, s *Sample) 
 	for p, n := range paths {
 		e.gauge(d.peersByPath, float64(n), p)
 	}
+	for st, n := range sessions {
+		e.gauge(d.sessions, float64(n), st)
+	}
 
 	seen = map[string]bool{}
 	for _, im := range s.Imports {
@@ -140,12 +156,13 @@ func (d *stateDescs) collect(ch chan<- prometheus.Metric, info Info, s *Sample) 
 		}
 		seen[im.Name] = true
 		ok := uint64(0)
-		if im.Total > im.Failed {
-			ok = im.Total - im.Failed
+		if im.Total > im.Failed+im.Denied {
+			ok = im.Total - im.Failed - im.Denied
 		}
 		e.gauge(d.impActive, float64(im.Active), im.Name)
 		e.counter(d.impTotal, float64(ok), im.Name, "ok")
 		e.counter(d.impTotal, float64(im.Failed), im.Name, "failed")
+		e.counter(d.impTotal, float64(im.Denied), im.Name, "denied")
 		e.counter(d.impTotal, float64(im.Limited), im.Name, "limited")
 	}
 
@@ -159,6 +176,7 @@ func (d *stateDescs) collect(ch chan<- prometheus.Metric, info Info, s *Sample) 
 		e.gauge(d.expActive, float64(ex.Active), ex.Name)
 		e.counter(d.expTotal, float64(ex.Served), ex.Name)
 		e.counter(d.expCheckFailures, float64(ex.CheckFailures), ex.Name)
+		e.counter(d.expDenied, float64(ex.Denied), ex.Name)
 	}
 
 	r := s.Relay

@@ -2,8 +2,10 @@ package wire
 
 import (
 	"encoding"
+	"encoding/binary"
 	"fmt"
 	"io"
+	"net/netip"
 	"unicode/utf8"
 )
 
@@ -14,8 +16,35 @@ var (
 
 // Request opens a stream to an export. The importer sends it first.
 type Request struct {
-	Service string // export name, 1..255 bytes
-	Flags   uint8  // FlagProbe, ...
+	Service string         // export name, 1..255 bytes
+	Flags   uint8          // FlagProbe, ...
+	Source  netip.AddrPort // the client's address (OptSource); zero when unknown
+	Dest    netip.AddrPort // the address the client connected to (OptDest); zero when unknown
+}
+
+// Ping reports whether FlagPing is set.
+func (r Request) Ping() bool { return r.Flags&FlagPing != 0 }
+
+// appendAddrOpt appends an address option; a zero address adds nothing.
+func appendAddrOpt(b []byte, tag byte, ap netip.AddrPort) []byte {
+	if !ap.IsValid() {
+		return b
+	}
+	a := ap.Addr().Unmap()
+	ip := a.AsSlice()
+	b = append(b, tag, byte(len(ip)+2))
+	b = append(b, ip...)
+	return binary.BigEndian.AppendUint16(b, ap.Port())
+}
+
+// parseAddrOpt decodes an address option's value; ok is false for a value
+// that is not 6 or 18 bytes.
+func parseAddrOpt(v []byte) (netip.AddrPort, bool) {
+	if len(v) != 6 && len(v) != 18 {
+		return netip.AddrPort{}, false
+	}
+	a, _ := netip.AddrFromSlice(v[:len(v)-2])
+	return netip.AddrPortFrom(a.Unmap(), binary.BigEndian.Uint16(v[len(v)-2:])), true
 }
 
 // Probe reports whether FlagProbe is set.
@@ -32,13 +61,15 @@ func (r Request) AppendBinary(b []byte) ([]byte, error) {
 	}
 	return appendFrame(b, KindRequest, func(b []byte) []byte {
 		b = append(b, r.Flags, byte(len(r.Service)))
-		return append(b, r.Service...)
+		b = append(b, r.Service...)
+		b = appendAddrOpt(b, OptSource, r.Source)
+		return appendAddrOpt(b, OptDest, r.Dest)
 	}), nil
 }
 
 // WriteRequest writes r's frame to w in one Write call.
 func WriteRequest(w io.Writer, r Request) error {
-	frame, err := r.AppendBinary(make([]byte, 0, HeaderLen+2+len(r.Service)))
+	frame, err := r.AppendBinary(make([]byte, 0, HeaderLen+2+len(r.Service)+40))
 	if err != nil {
 		return err
 	}
@@ -75,14 +106,33 @@ func parseRequestBody(body []byte) (Request, error) {
 	if len(body) < 1 {
 		return Request{}, fmt.Errorf("wire: request: empty body: %w", ErrMalformed)
 	}
-	name, _, err := field(body, 1, "request", "service name")
+	name, off, err := field(body, 1, "request", "service name")
 	if err != nil {
 		return Request{}, err
 	}
 	if name == "" {
 		return Request{}, fmt.Errorf("wire: request: empty service name: %w", ErrMalformed)
 	}
-	return Request{Service: name, Flags: body[0]}, nil
+	req := Request{Service: name, Flags: body[0]}
+	for off+2 <= len(body) {
+		tag, n := body[off], int(body[off+1])
+		if off+2+n > len(body) {
+			break // not an option of this format: ignored
+		}
+		v := body[off+2 : off+2+n]
+		off += 2 + n
+		switch tag {
+		case OptSource:
+			if ap, ok := parseAddrOpt(v); ok {
+				req.Source = ap
+			}
+		case OptDest:
+			if ap, ok := parseAddrOpt(v); ok {
+				req.Dest = ap
+			}
+		}
+	}
+	return req, nil
 }
 
 // Response is the exporter's answer to a Request.

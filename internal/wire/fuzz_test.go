@@ -3,6 +3,7 @@ package wire
 import (
 	"bytes"
 	"errors"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -15,7 +16,9 @@ import (
 // format changes.
 
 func FuzzParseRequest(f *testing.F) {
-	for _, r := range []Request{{Service: "postgres"}, {Service: "x", Flags: FlagProbe | 0x40}} {
+	for _, r := range []Request{{Service: "postgres"}, {Service: "x", Flags: FlagProbe | 0x40},
+		{Service: "web", Source: netip.MustParseAddrPort("192.0.2.7:40000"), Dest: netip.MustParseAddrPort("127.0.0.1:8080")},
+		{Service: "meshd.ping", Flags: FlagPing, Source: netip.MustParseAddrPort("[2001:db8::1]:1")}} {
 		b, err := r.AppendBinary(nil)
 		if err != nil {
 			f.Fatal(err)

@@ -16,10 +16,24 @@
 //
 // Request body (kind 1):
 //
-//	0       1        flags     FlagProbe = 1<<0; unknown bits are carried, not interpreted
+//	0       1        flags     FlagProbe = 1<<0, FlagPing = 1<<1; unknown bits are carried, not interpreted
 //	1       1        nameLen   1..255
 //	2       nameLen  name      service name, non-empty
-//	...              ignored   trailing bytes, reserved for later fields
+//	...              options   zero or more TLVs to the end of the body (below)
+//
+// Request options (added compatibly: version 1 readers that predate them
+// skip the trailing bytes), each:
+//
+//	0       1        tag       OptSource (1), OptDest (2); others are skipped
+//	1       1        len       length of value
+//	2       len      value
+//
+// OptSource is the client's address as the importer saw it, OptDest the
+// address the client connected to (the import's listener): an IP (4 or 16
+// bytes) followed by the port (2 bytes), so len is 6 or 18; an option with
+// another length is skipped. The exporter uses them for the PROXY protocol
+// header. A TLV that overruns the body ends the options (its bytes are
+// ignored), so trailing bytes of any later format are never an error.
 //
 // Response body (kind 2):
 //
@@ -69,6 +83,17 @@ const (
 	// FlagProbe marks a drill probe: the exporter dials the backend,
 	// answers, then closes the stream without copying payload.
 	FlagProbe uint8 = 1 << 0
+	// FlagPing marks a ping (meshd ping): the exporter answers StatusOK with
+	// its node name and closes the stream; the service name is not looked
+	// up and nothing is dialled. An exporter that predates it answers
+	// StatusUnknownService, which still measures the round trip.
+	FlagPing uint8 = 1 << 1
+)
+
+// Request option tags.
+const (
+	OptSource = 1
+	OptDest   = 2
 )
 
 // Errors, wrapped with context by every function of this package.
@@ -89,6 +114,9 @@ const (
 	StatusBackendRefused Status = 2 // export known but its target could not be dialled
 	StatusDenied         Status = 3 // the importer may not use this export
 	StatusBadRequest     Status = 4 // the request frame could not be parsed
+	// StatusNotAllowed: the export's allow list refuses the importing node
+	// (SPEC §8). Final: the importer tries no other endpoint.
+	StatusNotAllowed Status = 5
 )
 
 var statusNames = [...]string{
@@ -97,6 +125,7 @@ var statusNames = [...]string{
 	StatusBackendRefused: "backend refused",
 	StatusDenied:         "denied",
 	StatusBadRequest:     "bad request",
+	StatusNotAllowed:     "not allowed",
 }
 
 func (s Status) String() string {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"io"
+	"net/netip"
 	"strings"
 	"testing"
 	"unicode/utf8"
@@ -280,7 +281,7 @@ func TestWriteShortWrite(t *testing.T) {
 func TestStatusString(t *testing.T) {
 	for s, want := range map[Status]string{
 		StatusOK: "ok", StatusUnknownService: "unknown service", StatusBackendRefused: "backend refused",
-		StatusDenied: "denied", StatusBadRequest: "bad request", 5: "status(5)", 255: "status(255)",
+		StatusDenied: "denied", StatusBadRequest: "bad request", StatusNotAllowed: "not allowed", 6: "status(6)", 255: "status(255)",
 	} {
 		if got := s.String(); got != want {
 			t.Errorf("Status(%d) = %q, want %q", uint8(s), got, want)
@@ -356,5 +357,49 @@ func BenchmarkOpenHeader(b *testing.B) {
 		if _, err := ReadResponse(&buf); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// TestRequestOptions: the client's source and destination addresses travel
+// as options after the service name; frames without them (older
+// importers) parse as before, and option bytes a reader does not know are
+// skipped.
+func TestRequestOptions(t *testing.T) {
+	src, dst := netip.MustParseAddrPort("192.0.2.7:40000"), netip.MustParseAddrPort("[2001:db8::1]:8080")
+	for _, r := range []Request{
+		{Service: "web", Source: src, Dest: dst},
+		{Service: "web", Source: src},
+		{Service: "meshd.ping", Flags: FlagPing},
+		{Service: "web", Source: netip.AddrPortFrom(netip.MustParseAddr("::ffff:10.0.0.1"), 5)},
+	} {
+		b, err := r.AppendBinary(nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, n, err := ParseRequest(b)
+		want := r
+		want.Source = netip.AddrPortFrom(r.Source.Addr().Unmap(), r.Source.Port())
+		if !r.Source.IsValid() {
+			want.Source = netip.AddrPort{}
+		}
+		if err != nil || got != want || n != len(b) {
+			t.Errorf("round trip of %+v: %+v, %d, %v", r, got, n, err)
+		}
+		if r.Ping() != got.Ping() {
+			t.Errorf("Ping() lost")
+		}
+		// A reader of the old format sees the service and ignores the rest.
+		body := b[HeaderLen:]
+		if name := string(body[2 : 2+body[1]]); name != r.Service {
+			t.Errorf("old reader's view: %q", name)
+		}
+	}
+	// Unknown option, then a source: the source is found.
+	b, _ := Request{Service: "x"}.AppendBinary(nil)
+	b = append(b, 9, 2, 0xaa, 0xbb)
+	b = appendAddrOpt(b, OptSource, src)
+	b[3] = byte(len(b) - HeaderLen)
+	if got, _, err := ParseRequest(b); err != nil || got.Source != src {
+		t.Errorf("after an unknown option: %+v, %v", got, err)
 	}
 }

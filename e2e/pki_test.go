@@ -1,0 +1,342 @@
+package e2e
+
+import (
+	"bufio"
+	"crypto/ed25519"
+	"encoding/binary"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log"
+	"math"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/memberlist"
+
+	"github.com/meshd/meshd/failover"
+	"github.com/meshd/meshd/internal/config"
+	"github.com/meshd/meshd/internal/tcpserver"
+)
+
+// pkiEnv holds the CAs of a test and issues node identities with the real
+// `meshd ca` / `meshd cert` commands.
+type pkiEnv struct {
+	t   *testing.T
+	dir string
+}
+
+func newPKI(t *testing.T, dir string, cas ...string) *pkiEnv {
+	t.Helper()
+	p := &pkiEnv{t: t, dir: dir}
+	for _, ca := range cas {
+		if _, errOut, code := runMeshd(t, 20*time.Second, "ca", "init", "--out", filepath.Join(dir, ca), "--name", ca); code != 0 {
+			t.Fatalf("ca init %s: %s", ca, errOut)
+		}
+	}
+	return p
+}
+
+// issue signs a node identity with ca and returns the pki: YAML for it,
+// trusting trust (a CA name, or a path to a CA file).
+func (p *pkiEnv) issue(ca, trust, name, site string, args ...string) string {
+	p.t.Helper()
+	out := filepath.Join(p.dir, "certs-"+ca)
+	full := append([]string{"cert", "sign", "--ca", filepath.Join(p.dir, ca), "--name", name, "--site", site, "--out", out}, args...)
+	if _, errOut, code := runMeshd(p.t, 20*time.Second, full...); code != 0 {
+		p.t.Fatalf("cert sign %s: %s", name, errOut)
+	}
+	caFile := trust
+	if !strings.Contains(trust, "/") {
+		caFile = filepath.Join(p.dir, trust, "ca.crt")
+	}
+	return fmt.Sprintf("pki:\n  ca: %s\n  cert: %s\n  key: %s\n", caFile,
+		filepath.Join(out, name+".crt"), filepath.Join(out, name+".key"))
+}
+
+// countingBackend is a foBackend that counts the connections that sent it
+// data (health checks and drill probes connect and close without any).
+type countingBackend struct {
+	*tcpserver.Server
+	fo    *foBackend
+	conns atomic.Int64
+}
+
+// countingConn counts its conn once, at the first byte read.
+type countingConn struct {
+	net.Conn
+	n    *atomic.Int64
+	seen bool
+}
+
+func (c *countingConn) Read(p []byte) (int, error) {
+	k, err := c.Conn.Read(p)
+	if k > 0 && !c.seen {
+		c.seen = true
+		c.n.Add(1)
+	}
+	return k, err
+}
+
+func (c *countingConn) CloseWrite() error { return c.Conn.(*net.TCPConn).CloseWrite() }
+
+func startCountingBackend(t *testing.T, name string) *countingBackend {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := &countingBackend{fo: &foBackend{name: name}}
+	b.Server = tcpserver.Serve(ln, func(c net.Conn) { b.fo.handle(&countingConn{Conn: c, n: &b.conns}) })
+	t.Cleanup(func() { b.Close() })
+	return b
+}
+
+// scrape returns the value of the series name{labels} on a node's
+// /metrics (-1 if absent).
+func scrape(t *testing.T, addr, name string, labels ...string) float64 {
+	t.Helper()
+	resp, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		t.Fatalf("scrape %s: %v", addr, err)
+	}
+	defer resp.Body.Close()
+	var want []string
+	for i := 0; i+1 < len(labels); i += 2 {
+		want = append(want, labels[i]+`="`+labels[i+1]+`"`)
+	}
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		line := sc.Text()
+		if !strings.HasPrefix(line, name+"{") && !strings.HasPrefix(line, name+" ") {
+			continue
+		}
+		ok := true
+		for _, w := range want {
+			ok = ok && strings.Contains(line, w)
+		}
+		if !ok {
+			continue
+		}
+		v, err := strconv.ParseFloat(line[strings.LastIndexByte(line, ' ')+1:], 64)
+		if err == nil {
+			return v
+		}
+	}
+	return -1
+}
+
+// forgeRecordMsg hand-encodes a gossip catalog record message (gossip's
+// wire format, kind 1) for node name, signed by k, so that a test can
+// inject what an attacker holding the cluster key could send.
+func forgeRecordMsg(name string, version uint64, exports []string, k ed25519.PrivateKey) []byte {
+	str := func(b []byte, s string) []byte { return append(binary.AppendUvarint(b, uint64(len(s))), s...) }
+	var in []byte
+	in = str(in, name)
+	in = binary.AppendUvarint(in, version)
+	in = append(in, 0) // flags
+	in = binary.AppendUvarint(in, uint64(len(exports)))
+	for _, e := range exports {
+		ex := str(nil, e)
+		ex = binary.AppendVarint(ex, 1000)
+		ex = append(ex, 1) // healthy
+		in = binary.AppendUvarint(in, uint64(len(ex)))
+		in = append(in, ex...)
+	}
+	in = str(in, "a")                     // site
+	in = str(in, strings.Repeat("k", 32)) // WireGuard key
+	in = append(in, 0, 0)                 // tunnel, relay: none
+	in = str(in, string(k.Public().(ed25519.PublicKey)))
+	in = str(in, "") // no certificate
+	in = append(in, ed25519.Sign(k, append([]byte("meshd-record-v1\x00"), in...))...)
+	msg := []byte{1, 1}
+	msg = binary.AppendUvarint(msg, uint64(len(in)))
+	return append(msg, in...)
+}
+
+// TestPKI: a three-site mesh with certificates (SPEC §8). An intruder with
+// the cluster key but a certificate from another CA, and an impersonator
+// whose certificate does not allow the service it exports, get no
+// connection; an importer the export's allow list refuses is denied at
+// once, without trying the other endpoint, counted on both sides; a record
+// forged by a gossip client holding the cluster key is dropped; a drill
+// ordered by a node without the drill capability cuts nothing.
+func TestPKI(t *testing.T) {
+	c := newCluster(t)
+	p := newPKI(t, c.dir, "mesh", "other")
+	bA, bB := startCountingBackend(t, "a-1"), startCountingBackend(t, "b-1")
+	bX, bY := startCountingBackend(t, "x-imp"), startCountingBackend(t, "y-intr")
+	metricsA, metricsNo := addr(freePort(t)), addr(freePort(t))
+
+	a1 := c.start(nodeSpec{Name: "a-1", Site: "a",
+		Exports: []exportSpec{{Name: "svc", Target: bA.Addr(), Allow: []string{"group:ok", "node:b-1"}}},
+		Extra:   p.issue("mesh", "mesh", "a-1", "a", "--exports", "svc") + "metrics:\n  listen: " + metricsA + "\n"})
+	b1 := c.start(nodeSpec{Name: "b-1", Site: "b",
+		Exports: []exportSpec{{Name: "svc", Target: bB.Addr()}},
+		Extra:   p.issue("mesh", "mesh", "b-1", "b", "--exports", "sv*")})
+	cOK := c.start(nodeSpec{Name: "c-ok", Site: "c",
+		Imports: []importSpec{{Name: "svc", Sites: []string{"x", "y", "a", "b"}}},
+		Extra:   p.issue("mesh", "mesh", "c-ok", "c", "--groups", "ok")})
+	cNo := c.start(nodeSpec{Name: "c-no", Site: "c",
+		Imports: []importSpec{{Name: "svc", Sites: []string{"a", "b"}}},
+		Extra:   p.issue("mesh", "mesh", "c-no", "c", "--groups", "web") + "metrics:\n  listen: " + metricsNo + "\n"})
+	c.start(nodeSpec{Name: "x-imp", Site: "x", // its certificate allows "other", not "svc"
+		Exports: []exportSpec{{Name: "svc", Target: bX.Addr()}},
+		Extra:   p.issue("mesh", "mesh", "x-imp", "x", "--exports", "other")})
+	c.start(nodeSpec{Name: "y-intr", Site: "y", // cluster key, but a certificate from another CA
+		Exports: []exportSpec{{Name: "svc", Target: bY.Addr()}},
+		Extra:   p.issue("other", "other", "y-intr", "y", "--exports", "*")})
+
+	// c-ok lists the certified nodes and only the allowed exports.
+	waitFor(t, 20*time.Second, "c-ok's view of the mesh", func() (bool, string) {
+		st, err := tryStatus(t, cOK)
+		if err != nil {
+			return false, err.Error()
+		}
+		for _, name := range []string{"a-1", "b-1", "c-no", "x-imp"} {
+			if pe, ok := peer(st, name); !ok || pe.State != "alive" {
+				return false, name + " not alive yet"
+			}
+		}
+		sv, _ := service(st, "svc")
+		var eps []string
+		for _, e := range sv.Endpoints {
+			eps = append(eps, e.Node)
+		}
+		if strings.Join(eps, ",") != "a-1,b-1" {
+			return false, fmt.Sprintf("svc endpoints %v, want a-1,b-1", eps)
+		}
+		if !strings.Contains(a1.logText(), "node=y-intr") { // y-intr joins by a-1: push/pull
+			return false, "a-1 has not refused y-intr yet"
+		}
+		if ok, why := foSeesUp(t, cOK, "svc", "a-1"); !ok {
+			return false, why
+		}
+		return foSeesUp(t, cNo, "svc", "a-1")
+	})
+	st := status(t, cOK)
+	if _, ok := peer(st, "y-intr"); ok {
+		t.Errorf("c-ok lists the intruder y-intr as a peer")
+	}
+	if st.Node.Identity == nil || len(st.Node.Identity.Fingerprint) != 64 || st.Node.Identity.Groups[0] != "ok" {
+		t.Errorf("c-ok's status node.identity = %+v", st.Node.Identity)
+	}
+	// One line on the refusing nodes (a-1 got y-intr's record when it
+	// joined; the others only if gossip brought it: nobody passes it on).
+	for _, n := range []*meshNode{cOK, a1, b1} {
+		log := n.logText()
+		got := countLines(log, `identity refused: no tunnel, no catalog entry, no streams from this record" node=y-intr`)
+		if got > 1 || (n == a1 && got != 1) || (got == 1 && !strings.Contains(log, "certificate from an unknown CA")) {
+			t.Errorf("%s: %d refusal lines for y-intr (want one, naming the unknown CA)", n.Name, got)
+		}
+	}
+	if !strings.Contains(cOK.logText(), `export refused: the node's certificate does not allow it" node=x-imp export=svc`) {
+		t.Errorf("c-ok did not log refusing x-imp's svc")
+	}
+
+	// Every connection through c-ok lands on a-1, though it prefers the
+	// impostor's and the intruder's sites.
+	for i := range 5 {
+		name, _, err := foExchange(cOK.Imports["svc"], i, 10*time.Second)
+		if err != nil || name != "a-1" {
+			t.Fatalf("c-ok connection %d: served by %q, %v; want a-1", i, name, err)
+		}
+	}
+
+	// c-no is refused by a-1's allow list: closed at once, b-1 not tried.
+	for i := range 3 {
+		start := time.Now()
+		_, _, name, err := foDial(cNo.Imports["svc"], 10*time.Second)
+		if err == nil || name != "" {
+			t.Fatalf("c-no connection %d: served by %q; want it closed", i, name)
+		}
+		if d := time.Since(start); d > 3*time.Second {
+			t.Errorf("c-no connection %d took %v to be closed", i, d)
+		}
+	}
+	if got := scrape(t, metricsNo, "meshd_import_connections_total", "import", "svc", "result", "denied"); got != 3 {
+		t.Errorf("c-no import_connections_total{result=denied} = %v, want 3", got)
+	}
+	if got := scrape(t, metricsA, "meshd_export_denied_total", "export", "svc"); got != 3 {
+		t.Errorf("a-1 export_denied_total = %v, want 3", got)
+	}
+	if st := status(t, cNo); st.Imports[0].Denied != 3 {
+		t.Errorf("c-no status denied = %d, want 3", st.Imports[0].Denied)
+	}
+
+	// A gossip client with the cluster key forges a-1's record: withdrawn
+	// svc, highest version. c-ok drops it.
+	key, err := os.ReadFile(c.keyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ck, err := config.DecodeClusterKey(string(key))
+	if err != nil {
+		t.Fatal(err)
+	}
+	mc := memberlist.DefaultLocalConfig()
+	mc.Name, mc.BindAddr, mc.BindPort, mc.AdvertisePort = "forger", "127.0.0.1", 0, 0
+	mc.SecretKey = ck
+	mc.Logger = log.New(io.Discard, "", 0)
+	ml, err := memberlist.Create(mc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ml.Shutdown()
+	if _, err := ml.Join([]string{addr(cOK.GossipPort)}); err != nil {
+		t.Fatalf("forger join: %v", err)
+	}
+	_, forgerKey, _ := ed25519.GenerateKey(nil)
+	forged := forgeRecordMsg("a-1", math.MaxUint64, nil, forgerKey)
+	for _, m := range ml.Members() {
+		if m.Name == "c-ok" {
+			if err := ml.SendReliable(m, forged); err != nil {
+				t.Fatalf("send forged record: %v", err)
+			}
+		}
+	}
+	waitFor(t, 5*time.Second, "c-ok drops the forged record", func() (bool, string) {
+		return strings.Contains(cOK.logText(), `identity refused: no tunnel, no catalog entry, no streams from this record" node=a-1 reason="cert: no certificate"`), "no drop logged"
+	})
+	time.Sleep(500 * time.Millisecond)
+	sv, _ := service(status(t, cOK), "svc")
+	if ep, ok := serviceEndpoint(sv, "a-1"); !ok || !ep.Healthy {
+		t.Errorf("after the forgery c-ok lists a-1's svc as %+v, %v", ep, ok)
+	}
+	if name, _, err := foExchange(cOK.Imports["svc"], 99, 10*time.Second); err != nil || name != "a-1" {
+		t.Errorf("after the forgery: served by %q, %v", name, err)
+	}
+
+	// c-ok's certificate lacks the drill capability: a-1 refuses its order.
+	out, errOut, code := runMeshd(t, 30*time.Second, "drill", "--site", "a", "--duration", "1500ms", "--json", "--config", cOK.Config)
+	if code != 0 {
+		t.Fatalf("drill: exit %d: %s", code, errOut)
+	}
+	var rep failover.Report
+	if err := json.Unmarshal([]byte(out), &rep); err != nil {
+		t.Fatalf("drill report: %v: %s", err, out)
+	}
+	if len(rep.Services) != 1 || rep.Services[0].During != "a-1" || rep.Services[0].Failed != 0 {
+		t.Errorf("drill without capability changed something: %+v", rep.Services)
+	}
+	if !strings.Contains(a1.logText(), `drill order refused: nothing cut" origin=c-ok`) {
+		t.Errorf("a-1 did not log refusing c-ok's drill order")
+	}
+	if strings.Contains(a1.logText(), "drill: cutting") {
+		t.Errorf("a-1 cut its links on c-ok's order")
+	}
+
+	if n := bX.conns.Load() + bY.conns.Load(); n != 0 {
+		t.Errorf("%d connections reached the impostor's or the intruder's backend", n)
+	}
+	if n := bB.conns.Load(); n != 0 {
+		t.Errorf("%d connections reached b-1 (c-no must not fall back to it, c-ok prefers a)", n)
+	}
+}

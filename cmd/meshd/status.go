@@ -99,8 +99,8 @@ func printStatus(w io.Writer, st node.Status) {
 			ep += " via " + p.RelayVia
 		}
 		rtt := "-"
-		if p.RTTMs > 0 {
-			rtt = fmt.Sprintf("%.2fms", p.RTTMs)
+		if p.RTT() > 0 {
+			rtt = fmt.Sprintf("%.2fms", p.RTT())
 		}
 		hs := p.LastHandshake
 		if hs == "" {

@@ -159,7 +159,7 @@ func (n *Node) metricsSample() metrics.Sample {
 	for _, m := range c.members {
 		ts, ok := stats[m.Meta.PublicKey]
 		p := metrics.PeerSample{Name: m.Name, Site: m.Meta.Site, State: m.State.String(), Path: PathNone,
-			Usable: n.peerUsable(m, ts, now)}
+			Usable: n.peerUsable(m, ts, now), SessionState: ts.Session}
 		if ok && ts.SessionUp {
 			p.Session = true
 			if m.State != gossip.StateLeft {

@@ -124,13 +124,29 @@ func (m *Mesh) Close() {
 func (m *Mesh) Converged() bool {
 	for _, n := range m.Nodes {
 		st := n.Status()
-		up := 0
-		for _, p := range st.Peers {
-			if p.State == "alive" && p.Path == node.PathDirect && p.RTTMs > 0 {
-				up++
-			}
+		if len(st.Services) != 1 || len(st.Services[0].Endpoints) != 2 || !st.Services[0].Endpoints[0].Healthy {
+			return false
 		}
-		if up != len(m.Nodes)-1 || len(st.Services) != 1 || len(st.Services[0].Endpoints) != 2 || !st.Services[0].Endpoints[0].Healthy {
+		// Sessions are made on demand (SPEC §12): every peer alive, direct
+		// with an RTT where a session is up; an importer holds one with
+		// every exporter of its service.
+		exporter := map[string]bool{}
+		for _, e := range st.Services[0].Endpoints {
+			exporter[e.Node] = len(st.Imports) > 0
+		}
+		alive := 0
+		for _, p := range st.Peers {
+			switch {
+			case p.State != "alive":
+				return false
+			case p.Session == node.SessionUp && (p.Path != node.PathDirect || p.RTT() <= 0):
+				return false
+			case exporter[p.Name] && p.Session != node.SessionUp:
+				return false
+			}
+			alive++
+		}
+		if alive != len(m.Nodes)-1 {
 			return false
 		}
 	}

@@ -85,6 +85,7 @@ type Node struct {
 	reloadMu sync.Mutex   // serialises Reload and OnReload
 	hooks    []reloadHook // guarded by reloadMu
 	retired  []*importer  // guarded by reloadMu; removed by a reload, may still have active connections
+	retiredX []*exporter  // guarded by reloadMu; likewise for exports (their active streams)
 
 	mu         sync.Mutex
 	started    bool                    // guarded by mu
@@ -345,6 +346,7 @@ func (n *Node) drain(grace time.Duration) {
 	n.reloadMu.Lock() // no reload from here on: the lists below stay as they are
 	n.draining.Store(true)
 	imps := append(n.importList(), n.retired...)
+	retiredX := n.retiredX
 	n.reloadMu.Unlock()
 	for _, im := range imps {
 		im.close()
@@ -358,6 +360,9 @@ func (n *Node) drain(grace time.Duration) {
 	active := func() int64 {
 		var a int64
 		for _, e := range exps {
+			a += e.active.Load()
+		}
+		for _, e := range retiredX {
 			a += e.active.Load()
 		}
 		for _, im := range imps {

@@ -219,6 +219,10 @@ func (t *Tunnel) Close() error {
 	return nil
 }
 
+// SetClusterKeys replaces the keys direct-path probes are authenticated
+// with (cluster key rotation): the first signs, every one verifies.
+func (t *Tunnel) SetClusterKeys(keys [][]byte) { t.bind.SetClusterKeys(keys) }
+
 // SetPeers makes the device's peers exactly ps: new ones are added (and,
 // where this node has the smaller key, a session dialer started), changed
 // endpoints are updated, missing ones are removed with their sessions.

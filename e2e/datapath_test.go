@@ -66,7 +66,7 @@ func TestDataPath(t *testing.T) {
 			return false, err.Error()
 		}
 		for _, n := range []*meshNode{o2, c1} {
-			if p, _ := peer(st, n.Name); p.RTTMs <= 0 {
+			if p, _ := peer(st, n.Name); p.RTT() <= 0 {
 				return false, fmt.Sprintf("%s: %+v", n.Name, p)
 			}
 		}
@@ -424,8 +424,8 @@ func checkStatus(st node.Status, self *meshNode, peers []*meshNode, imp string, 
 		if k, err := base64.StdEncoding.DecodeString(p.PublicKey); err != nil || len(k) != 32 || p.PublicKey == n.PublicKey {
 			errf("peer %s public_key %q", p.Name, p.PublicKey)
 		}
-		if p.RTTMs <= 0 {
-			errf("peer %s rtt_ms %v, want > 0", p.Name, p.RTTMs)
+		if p.RTT() <= 0 {
+			errf("peer %s rtt_ms %v, want > 0", p.Name, p.RTT())
 		}
 		if hs, err := time.Parse(time.RFC3339, p.LastHandshake); err != nil || time.Since(hs) > 5*time.Minute || time.Until(hs) > time.Minute {
 			errf("peer %s last_handshake %q: not a recent RFC 3339 time (%v)", p.Name, p.LastHandshake, err)

@@ -32,7 +32,7 @@ func TestDrill(t *testing.T) {
 			return false, err.Error()
 		}
 		for _, n := range []string{"onprem-1", "cloud-2"} {
-			if p, _ := peer(st, n); p.RTTMs <= 0 {
+			if p, _ := peer(st, n); p.RTT() <= 0 {
 				return false, fmt.Sprintf("%s: %+v", n, p)
 			}
 		}

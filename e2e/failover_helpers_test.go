@@ -279,8 +279,8 @@ func foSeesUp(tb testing.TB, obs *meshNode, svc string, names ...string) (bool, 
 		if !ok {
 			return false, fmt.Sprintf("%s does not list %s", obs.Name, name)
 		}
-		if p.State != "alive" || p.Path != node.PathDirect || !p.Up || p.RTTMs <= 0 {
-			return false, fmt.Sprintf("%s sees %s: state %s path %s up %v rtt %.2fms", obs.Name, name, p.State, p.Path, p.Up, p.RTTMs)
+		if p.State != "alive" || p.Path != node.PathDirect || !p.Up || p.RTT() <= 0 {
+			return false, fmt.Sprintf("%s sees %s: state %s path %s up %v rtt %.2fms", obs.Name, name, p.State, p.Path, p.Up, p.RTT())
 		}
 		healthy := false
 		for _, ep := range sv.Endpoints {

@@ -130,6 +130,7 @@ type exportSpec struct {
 	NoCheck       bool
 	ProxyProtocol string
 	Allow         []string // exports[].allow selectors (nil: key not written)
+	Extra         string   // more keys of the entry, YAML indented by 4 spaces ("    max_conns: 5\n")
 }
 
 type importSpec struct {
@@ -139,6 +140,7 @@ type importSpec struct {
 	Listen  string // default: a free port
 	// ConnectTimeout sets connect_timeout ("" = the default).
 	ConnectTimeout string
+	Extra          string // more keys of the entry, YAML indented by 4 spaces ("    rate: 5\n")
 }
 
 type nodeSpec struct {
@@ -255,6 +257,7 @@ func (c *cluster) configYAML(n *meshNode, s nodeSpec) string {
 			if e.Allow != nil {
 				fmt.Fprintf(&b, "    allow: [%s]\n", quoteList(e.Allow))
 			}
+			b.WriteString(e.Extra)
 		}
 	}
 	if len(s.Imports) > 0 {
@@ -270,6 +273,7 @@ func (c *cluster) configYAML(n *meshNode, s nodeSpec) string {
 			if im.ConnectTimeout != "" {
 				fmt.Fprintf(&b, "    connect_timeout: %s\n", im.ConnectTimeout)
 			}
+			b.WriteString(im.Extra)
 		}
 	}
 	if n.Metrics != "" {
@@ -542,7 +546,7 @@ func serviceEndpoint(s node.ServiceStatus, nodeName string) (node.EndpointStatus
 // path (a WireGuard session up).
 func waitMesh(t *testing.T, d time.Duration, nodes ...*meshNode) {
 	t.Helper()
-	waitFor(t, d, "full mesh alive and direct", func() (bool, string) {
+	waitFor(t, d, "full mesh alive, direct where a session is up", func() (bool, string) {
 		for _, a := range nodes {
 			st, err := tryStatus(t, a)
 			if err != nil {
@@ -556,8 +560,17 @@ func waitMesh(t *testing.T, d time.Duration, nodes ...*meshNode) {
 				if !ok {
 					return false, fmt.Sprintf("%s does not list %s", a.Name, b.Name)
 				}
-				if p.State != "alive" || p.Path != node.PathDirect {
-					return false, fmt.Sprintf("%s sees %s %s path %s", a.Name, b.Name, p.State, p.Path)
+				// Sessions are made on demand (SPEC §12): a pair without
+				// traffic holds none, and shows no path and no RTT.
+				switch {
+				case p.State != "alive":
+					return false, fmt.Sprintf("%s sees %s %s", a.Name, b.Name, p.State)
+				case p.Session == node.SessionUp && p.Path != node.PathDirect:
+					return false, fmt.Sprintf("%s sees %s session up, path %s", a.Name, b.Name, p.Path)
+				case p.Session == node.SessionIdle && (p.Path != node.PathNone || p.RTTMs != nil):
+					return false, fmt.Sprintf("%s sees %s idle yet path %s rtt %v", a.Name, b.Name, p.Path, p.RTT())
+				case p.Session != node.SessionUp && p.Session != node.SessionIdle:
+					return false, fmt.Sprintf("%s sees %s session %q", a.Name, b.Name, p.Session)
 				}
 			}
 		}

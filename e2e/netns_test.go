@@ -175,7 +175,7 @@ func TestNetns(t *testing.T) {
 			}
 		}
 		for _, n := range []string{o1.Name, c1.Name} {
-			if p, _ := peer(st, n); p.RTTMs <= 0 || !p.Up {
+			if p, _ := peer(st, n); p.RTT() <= 0 || !p.Up {
 				return false, fmt.Sprintf("%s: %+v", n, p)
 			}
 		}

@@ -611,3 +611,32 @@ func TestPingProxySourceHash(t *testing.T) {
 		return true, ""
 	})
 }
+
+// TestCLIBasics (issue #12 problem 8): --version is the first line of
+// version; completion scripts; join without --config and unknown commands
+// are one line and exit 2; --log-level overrides the file.
+func TestCLIBasics(t *testing.T) {
+	v, _, code := runMeshd(t, 10*time.Second, "--version")
+	full, _, code2 := runMeshd(t, 10*time.Second, "version")
+	if code != 0 || code2 != 0 || !oneLine(v) || !strings.HasPrefix(full, v) || !strings.HasPrefix(v, "meshd ") {
+		t.Errorf("--version %q (exit %d) is not the first line of version %q (exit %d)", v, code, full, code2)
+	}
+	for _, sh := range []string{"bash", "zsh", "fish"} {
+		out, errOut, code := runMeshd(t, 10*time.Second, "completion", sh)
+		if code != 0 || !strings.Contains(out, "reload") || !strings.Contains(out, "maint") {
+			t.Errorf("completion %s: exit %d, %s", sh, code, errOut)
+		}
+	}
+	for _, args := range [][]string{{"join"}, {"nosuch"}, {"completion", "tcsh"}, {"ping"}, {"maint"}, {"status", "--bogus"}} {
+		out, errOut, code := runMeshd(t, 10*time.Second, args...)
+		if code != 2 || !oneLine(errOut) || out != "" {
+			t.Errorf("meshd %s: exit %d, stdout %q, stderr %q; want exit 2 and one line", strings.Join(args, " "), code, out, errOut)
+		}
+	}
+	c := newCluster(t)
+	n := c.start(nodeSpec{Name: "n1", Site: "s1", Flags: []string{"--log-level", "debug"}})
+	waitUp(t, n, 15*time.Second)
+	waitFor(t, 5*time.Second, "a debug line", func() (bool, string) {
+		return strings.Contains(n.logText(), "level=DEBUG"), ""
+	})
+}

@@ -279,7 +279,7 @@ func rnPeerCond(t *testing.T, obs *meshNode, name string, ok func(p node.PeerSta
 
 func rnPeerString(p node.PeerStatus) string {
 	return fmt.Sprintf("state %s path %s relay_via %q up %v rtt %.2fms streams %d endpoint %s",
-		p.State, p.Path, p.RelayVia, p.Up, p.RTTMs, p.Streams, p.Endpoint)
+		p.State, p.Path, p.RelayVia, p.Up, p.RTT(), p.Streams, p.Endpoint)
 }
 
 // rnServiceReady: obs lists echo with exporter healthy.

@@ -50,7 +50,7 @@ func TestStatusPage(t *testing.T) {
 			return false, err.Error()
 		}
 		for _, n := range all[1:] {
-			if p, ok := peer(st, n.Name); !ok || !p.Up || p.RTTMs <= 0 {
+			if p, ok := peer(st, n.Name); !ok || !p.Up || p.RTT() <= 0 {
 				return false, fmt.Sprintf("%s: %+v", n.Name, p)
 			}
 		}

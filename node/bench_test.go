@@ -43,7 +43,7 @@ func benchMesh(b *testing.B, target string) (importAddr string, stop func()) {
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		st := in.Status()
-		if len(st.Peers) == 1 && st.Peers[0].Path == PathDirect && st.Peers[0].RTTMs > 0 && len(st.Services) == 1 {
+		if len(st.Peers) == 1 && st.Peers[0].Path == PathDirect && st.Peers[0].RTT() > 0 && len(st.Services) == 1 {
 			break
 		}
 		if time.Now().After(deadline) {

@@ -146,19 +146,27 @@ func (n *Node) Status() Status {
 			ps.PublicKey = m.Meta.PublicKey.String()
 		}
 		ps.Up = n.peerUsable(m, stats[m.Meta.PublicKey], now)
+		ps.Session = SessionDown // not alive (or not a tunnel peer): no session state to show
 		if ts, ok := stats[m.Meta.PublicKey]; ok {
 			if ts.Endpoint.IsValid() {
 				ps.Endpoint = ts.Endpoint.String()
 			}
-			ps.RTTMs = float64(ts.RTT.Microseconds()) / 1000
 			if !ts.LastHandshake.IsZero() {
 				ps.LastHandshake = ts.LastHandshake.Format(time.RFC3339)
 			}
 			ps.Streams, ps.TxBytes, ps.RxBytes = ts.Streams, ts.TxBytes, ts.RxBytes
-			// The path is "direct" while the peer's session runs over it;
-			// a recent handshake alone proves nothing about the data path.
-			if ts.SessionUp && m.State != gossip.StateLeft {
-				ps.Path, ps.RelayVia = ts.Path, ts.RelayVia
+			// Path and RTT only for an alive peer whose session is up: a
+			// recent handshake alone proves nothing about the data path,
+			// and an idle or gone peer's last values would be stale.
+			if m.State == gossip.StateAlive {
+				ps.Session = ts.Session
+				if ts.SessionUp {
+					ps.Path, ps.RelayVia = ts.Path, ts.RelayVia
+					if ts.RTT > 0 {
+						rtt := float64(ts.RTT.Microseconds()) / 1000
+						ps.RTTMs = &rtt
+					}
+				}
 			}
 		}
 		st.Peers = append(st.Peers, ps)

@@ -5,6 +5,7 @@ import (
 
 	"github.com/meshd/meshd/failover"
 	"github.com/meshd/meshd/gossip"
+	"github.com/meshd/meshd/internal/key"
 	"github.com/meshd/meshd/tunnel"
 )
 
@@ -19,12 +20,14 @@ const (
 	silentMult  = 4
 )
 
-// watchHealth observes every peer's reachability each healthTick and logs
-// the transitions of its usability for endpoint selection.
+// watchHealth observes the reachability of the peers this node holds or
+// needs a session with, each healthTick, and logs the transitions of their
+// usability for endpoint selection. Peers without a session are judged by
+// gossip alone and cost nothing here (SPEC §12).
 func (n *Node) watchHealth() {
 	tick := time.NewTicker(healthTick)
 	defer tick.Stop()
-	everUp := make(map[string]bool) // owned by this goroutine
+	tracked := make(map[string]key.PublicKey) // owned by this goroutine: peers whose session has been up
 	for {
 		select {
 		case <-n.ctx.Done():
@@ -33,42 +36,59 @@ func (n *Node) watchHealth() {
 		}
 		now := time.Now()
 		c := n.catalog.Load()
-		for _, m := range c.members {
-			st, _ := n.tun.SessionStats(m.Meta.PublicKey)
-			if st.SessionUp {
-				everUp[m.Name] = true
+		for _, si := range n.tun.Sessions() {
+			if name, ok := c.byKey[si.PublicKey]; ok {
+				tracked[name] = si.PublicKey // a new peer is judged once its first session is up
 			}
-			if !everUp[m.Name] {
-				continue // a new peer is judged once its first session is up
+		}
+		for name, pub := range tracked {
+			m, ok := c.byName[name]
+			if !ok || m.Meta.PublicKey != pub {
+				delete(tracked, name)
+				n.health.Forget(name)
+				continue
+			}
+			st, _ := n.tun.SessionStats(pub)
+			if st.Session == tunnel.SessionStateIdle {
+				// Closed as idle, or broken with nobody needing it: from
+				// now on gossip speaks for it, and the next session starts
+				// afresh.
+				delete(tracked, name)
+				n.health.Forget(name)
+				continue
 			}
 			switch n.health.Observe(m.Name, peerReachable(m, st, now), now) {
 			case failover.TransitionDown:
 				n.log.Warn("peer down: new connections avoid it", "peer", m.Name, "site", m.Meta.Site,
-					"state", m.State.String(), "session", st.SessionUp)
+					"state", m.State.String(), "session", st.Session)
 				n.metrics.PeerTransition(m.Name, m.Meta.Site, "down")
 			case failover.TransitionUp:
 				n.log.Info("peer up again: new connections may use it", "peer", m.Name, "site", m.Meta.Site)
 				n.metrics.PeerTransition(m.Name, m.Meta.Site, "up")
 			}
 		}
-		for name := range everUp {
-			if _, ok := c.byName[name]; !ok {
-				delete(everUp, name)
-				n.health.Forget(name)
-			}
-		}
 	}
 }
 
-// peerReachable: session up and pings answered, and not gone by gossip.
-// Gossip's "dead" is believed unless the data path just proved otherwise
-// (a pong within deadOverride): after a partition heals, memberlist
-// spreads stale "dead" verdicts for a moment, and the node refutes them.
+// peerReachable: with a session, the session is up and its pings are
+// answered, and the peer is not gone by gossip; gossip's "dead" is
+// believed unless the data path just proved otherwise (a pong within
+// deadOverride): after a partition heals, memberlist spreads stale "dead"
+// verdicts for a moment, and the node refutes them. Without a session
+// (idle: opened on demand), gossip's "alive" alone. A session that is
+// needed but not up (down) is not reachable.
 func peerReachable(m gossip.Member, st tunnel.PeerStats, now time.Time) bool {
-	if m.State == gossip.StateLeft || !st.SessionUp {
+	if m.State == gossip.StateLeft {
 		return false
 	}
-	if failover.Silent(st.LastPong, st.PingPending, st.SRTT, silentFloor, silentMult, now) {
+	switch st.Session {
+	case tunnel.SessionStateIdle:
+		return m.State == gossip.StateAlive
+	case tunnel.SessionStateUp:
+	default:
+		return false
+	}
+	if !st.SessionUp || failover.Silent(st.LastPong, st.PingPending, st.SRTT, silentFloor, silentMult, now) {
 		return false
 	}
 	if m.State == gossip.StateDead {
@@ -80,7 +100,15 @@ func peerReachable(m gossip.Member, st tunnel.PeerStats, now time.Time) bool {
 // deadOverride is how fresh a pong must be to outweigh gossip's "dead".
 const deadOverride = 500 * time.Millisecond
 
-// peerUsable tells whether new connections may go to member m now.
+// peerUsable tells whether new connections may go to member m now: a peer
+// with a session by its health (pings, hold-down after a recovery), one
+// without by gossip.
 func (n *Node) peerUsable(m gossip.Member, st tunnel.PeerStats, now time.Time) bool {
-	return m.State != gossip.StateLeft && st.SessionUp && n.health.Usable(m.Name, now)
+	if m.State == gossip.StateLeft {
+		return false
+	}
+	if st.Session == tunnel.SessionStateIdle {
+		return m.State == gossip.StateAlive && n.health.Usable(m.Name, now)
+	}
+	return st.SessionUp && n.health.Usable(m.Name, now)
 }

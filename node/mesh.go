@@ -152,6 +152,7 @@ func (n *Node) rebuildCatalogFrom(members []gossip.Member, certs map[key.PublicK
 		sort.Slice(eps, func(i, j int) bool { return eps[i].node < eps[j].node })
 	}
 	n.catalog.Store(c)
+	n.updateWarm(c)
 }
 
 // publishExports gossips this node's exports with their current health;

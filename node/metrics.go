@@ -17,18 +17,20 @@ import (
 	"github.com/meshd/meshd/relay"
 )
 
-// The metrics.listen HTTP server is reachable by anyone who can reach the
-// address: every connection has deadlines, idle keep-alive connections are
-// closed soon, and beyond metricsMaxConns open connections new ones are
-// closed at once (SPEC §9).
-const (
-	metricsReadHeaderTimeout = 5 * time.Second
-	metricsReadTimeout       = 10 * time.Second
-	metricsWriteTimeout      = 30 * time.Second
-	metricsIdleTimeout       = 15 * time.Second
-	metricsMaxHeaderBytes    = 8 << 10
-	metricsMaxConns          = 64
-)
+// httpLimits bound what a client of the metrics.listen server can hold:
+// it is reachable by anyone who can reach the address, so every
+// connection has deadlines, idle keep-alive connections are closed soon,
+// and beyond maxConns open connections new ones are closed at once
+// (SPEC §9).
+type httpLimits struct {
+	readHeader, read, write, idle time.Duration
+	maxHeaderBytes, maxConns      int
+}
+
+var metricsLimits = httpLimits{
+	readHeader: 5 * time.Second, read: 10 * time.Second, write: 30 * time.Second, idle: 15 * time.Second,
+	maxHeaderBytes: 8 << 10, maxConns: 64,
+}
 
 // discardLog drops net/http's own error log: whoever reaches the address
 // could otherwise fill the node's log.
@@ -37,10 +39,11 @@ var discardLog = log.New(io.Discard, "", 0)
 // metricsServer serves Prometheus /metrics and the status page
 // (internal/statuspage) on metrics.listen.
 type metricsServer struct {
-	srv   *http.Server
-	addr  string
-	conns atomic.Int64 // open connections
-	done  chan struct{}
+	srv      *http.Server
+	addr     string
+	maxConns int64
+	conns    atomic.Int64 // open connections
+	done     chan struct{}
 }
 
 // MetricsAddr returns the bound metrics address ("" when disabled).
@@ -52,21 +55,26 @@ func (n *Node) MetricsAddr() string {
 }
 
 func startMetrics(n *Node, addr string) (*metricsServer, error) {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", n.metrics.WithRuntime().Handler())
+	mux.Handle("/", statuspage.Handler(statuspage.Source{Status: func() any { return n.Status() }, Drills: n.drills}))
+	return serveHTTP(n, addr, mux, metricsLimits)
+}
+
+// serveHTTP serves h on addr within lim until close.
+func serveHTTP(n *Node, addr string, h http.Handler, lim httpLimits) (*metricsServer, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("node: metrics.listen %s: %w", addr, err)
 	}
-	mux := http.NewServeMux()
-	mux.Handle("GET /metrics", n.metrics.WithRuntime().Handler())
-	mux.Handle("/", statuspage.Handler(statuspage.Source{Status: func() any { return n.Status() }, Drills: n.drills}))
-	ms := &metricsServer{done: make(chan struct{}), addr: ln.Addr().String()}
+	ms := &metricsServer{done: make(chan struct{}), addr: ln.Addr().String(), maxConns: int64(lim.maxConns)}
 	ms.srv = &http.Server{
-		Handler:           mux,
-		ReadHeaderTimeout: metricsReadHeaderTimeout,
-		ReadTimeout:       metricsReadTimeout,
-		WriteTimeout:      metricsWriteTimeout,
-		IdleTimeout:       metricsIdleTimeout,
-		MaxHeaderBytes:    metricsMaxHeaderBytes,
+		Handler:           h,
+		ReadHeaderTimeout: lim.readHeader,
+		ReadTimeout:       lim.read,
+		WriteTimeout:      lim.write,
+		IdleTimeout:       lim.idle,
+		MaxHeaderBytes:    lim.maxHeaderBytes,
 		ConnState:         ms.connState,
 		ErrorLog:          discardLog,
 	}
@@ -79,12 +87,12 @@ func startMetrics(n *Node, addr string) (*metricsServer, error) {
 	return ms, nil
 }
 
-// connState caps open connections: one beyond metricsMaxConns is closed
-// as soon as it is accepted.
+// connState caps open connections: one beyond maxConns is closed as soon
+// as it is accepted.
 func (ms *metricsServer) connState(c net.Conn, st http.ConnState) {
 	switch st {
 	case http.StateNew:
-		if ms.conns.Add(1) > metricsMaxConns {
+		if ms.conns.Add(1) > ms.maxConns {
 			c.Close()
 		}
 	case http.StateHijacked, http.StateClosed:
@@ -151,7 +159,7 @@ func (n *Node) metricsSample() metrics.Sample {
 	for _, m := range c.members {
 		ts, ok := stats[m.Meta.PublicKey]
 		p := metrics.PeerSample{Name: m.Name, Site: m.Meta.Site, State: m.State.String(), Path: PathNone,
-			Usable: n.peerUsable(m, ts, now)}
+			Usable: n.peerUsable(m, ts, now), SessionState: ts.Session}
 		if ok && ts.SessionUp {
 			p.Session = true
 			if m.State != gossip.StateLeft {

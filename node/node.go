@@ -49,15 +49,17 @@ type Node struct {
 	tun        *tunnel.Tunnel
 	gsp        *gossip.Gossip
 	ctl        *controlServer
-	mtr        *metricsServer      // nil unless metrics.listen is set
-	rly        *relayServer        // nil unless relay.enabled
-	metrics    *metrics.Metrics    // always set; served only with metrics.listen
-	relayStats relayClientStats    // the relay client's counters, for metrics
-	drills     *statuspage.Ring    // the last drills run from this node, for the status page
-	health     *failover.Health    // peer usability with failback hold-down
-	breaker    *failover.Breaker   // per service/node circuit breaker
-	holes      *failover.Blackhole // drill orders this node is executing
-	ctx        context.Context     // cancelled by Close: ends every proxied connection
+	mtr        *metricsServer         // nil unless metrics.listen is set
+	rly        *relayServer           // nil unless relay.enabled
+	metrics    *metrics.Metrics       // always set; served only with metrics.listen
+	relayStats relayClientStats       // the relay client's counters, for metrics
+	drills     *statuspage.Ring       // the last drills run from this node, for the status page
+	health     *failover.Health       // peer usability with failback hold-down
+	breaker    *failover.Breaker      // per service/node circuit breaker
+	holes      *failover.Blackhole    // drill orders this node is executing
+	idle       *failover.IdleSessions // idle close of the sessions this node owns
+	warmLimit  int                    // warm-set cap per import
+	ctx        context.Context        // cancelled by Close: ends every proxied connection
 	cancel     context.CancelFunc
 	wg         sync.WaitGroup // goroutines started by Start
 
@@ -66,10 +68,11 @@ type Node struct {
 	refusals refusalLog                  // rate-limits the lines about refused nodes
 	certs    certCache                   // parsed peer certificates
 
-	catalog  atomic.Pointer[catalog] // rebuilt on every gossip change
-	draining atomic.Bool             // Close has begun: exports refuse new streams
-	maint    atomic.Bool             // maintenance mode: exports withdrawn, new streams refused
-	lim      *nodeLimits             // SPEC §9 limits (limits.go)
+	catalog  atomic.Pointer[catalog]                // rebuilt on every gossip change
+	warm     atomic.Pointer[map[key.PublicKey]bool] // the imports' warm sets, with the catalog
+	draining atomic.Bool                            // Close has begun: exports refuse new streams
+	maint    atomic.Bool                            // maintenance mode: exports withdrawn, new streams refused
+	lim      *nodeLimits                            // SPEC §9 limits (limits.go)
 
 	// What a reload changes (reload.go). n.cfg stays the config the node
 	// started with, for what a reload may not change (name, site, addresses);
@@ -82,6 +85,7 @@ type Node struct {
 	reloadMu sync.Mutex   // serialises Reload and OnReload
 	hooks    []reloadHook // guarded by reloadMu
 	retired  []*importer  // guarded by reloadMu; removed by a reload, may still have active connections
+	retiredX []*exporter  // guarded by reloadMu; likewise for exports (their active streams)
 
 	mu         sync.Mutex
 	started    bool                    // guarded by mu
@@ -115,6 +119,7 @@ func New(cfg *config.Config, lg *slog.Logger) (*Node, error) {
 		breaker: failover.NewBreaker(failover.DefaultBreakerConfig()),
 		holes:   &failover.Blackhole{},
 		drills:  statuspage.NewRing(statuspage.DefaultRingSize),
+		idle:    failover.NewIdleSessions(sessionIdleTimeout()), warmLimit: warmLimit(),
 	}
 	n.metrics = metrics.New(metrics.Info{Node: cfg.Name, Site: cfg.Site, Version: version.Get().Short()}, n.metricsSample)
 	n.fatal = make(chan error, 1)
@@ -245,6 +250,7 @@ func (n *Node) Start() (err error) {
 	n.OnReload("pki", n.reloadPKI)
 	n.goFunc(n.watchGossip)
 	n.goFunc(n.watchHealth)
+	n.goFunc(n.watchSessions)
 	n.goFunc(n.receiveDrills)
 	n.goFunc(n.relayLoop)
 	for _, e := range exps {
@@ -343,6 +349,7 @@ func (n *Node) drain(grace time.Duration) {
 	n.reloadMu.Lock() // no reload from here on: the lists below stay as they are
 	n.draining.Store(true)
 	imps := append(n.importList(), n.retired...)
+	retiredX := n.retiredX
 	n.reloadMu.Unlock()
 	for _, im := range imps {
 		im.close()
@@ -356,6 +363,9 @@ func (n *Node) drain(grace time.Duration) {
 	active := func() int64 {
 		var a int64
 		for _, e := range exps {
+			a += e.active.Load()
+		}
+		for _, e := range retiredX {
 			a += e.active.Load()
 		}
 		for _, im := range imps {

@@ -102,7 +102,7 @@ func relayMesh(tb testing.TB, target string, lg *slog.Logger) (*Node, func()) {
 	for {
 		ok := false
 		for _, p := range a.Status().Peers {
-			if p.Name == "b" && p.Path == PathRelay && p.RelayVia == "r" && p.RTTMs > 0 {
+			if p.Name == "b" && p.Path == PathRelay && p.RelayVia == "r" && p.RTT() > 0 {
 				ok = true
 			}
 		}

@@ -214,7 +214,9 @@ func (n *Node) reloadExports(old, cfg *config.Config) (func(), func(), error) {
 			n.log.Info("reload: export changed", "export", changes[i].Name, "target", changes[i].Target)
 		}
 		n.exports.Store(&next)
+		n.retiredX = slices.DeleteFunc(n.retiredX, func(e *exporter) bool { return e.active.Load() == 0 })
 		for _, e := range removed {
+			n.retiredX = append(n.retiredX, e)
 			close(e.gone)
 			n.log.Info("reload: export removed; its active streams finish", "export", e.cfg().Name, "active", e.active.Load())
 		}

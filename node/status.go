@@ -34,19 +34,19 @@ type NodeStatus struct {
 
 // PeerStatus describes one other node as this node sees it.
 type PeerStatus struct {
-	Name          string  `json:"name"`
-	Site          string  `json:"site"`
-	State         string  `json:"state"` // alive | suspect | dead | left
-	MeshIP        string  `json:"mesh_ip"`
-	PublicKey     string  `json:"public_key"`
-	Path          string  `json:"path"` // direct | relay | none
-	Endpoint      string  `json:"endpoint"`
-	RelayVia      string  `json:"relay_via"`
-	RTTMs         float64 `json:"rtt_ms"`
-	LastHandshake string  `json:"last_handshake"` // RFC 3339, "" if never
-	Streams       int     `json:"streams"`
-	TxBytes       uint64  `json:"tx_bytes"`
-	RxBytes       uint64  `json:"rx_bytes"`
+	Name          string   `json:"name"`
+	Site          string   `json:"site"`
+	State         string   `json:"state"` // alive | suspect | dead | left
+	MeshIP        string   `json:"mesh_ip"`
+	PublicKey     string   `json:"public_key"`
+	Path          string   `json:"path"` // direct | relay | none
+	Endpoint      string   `json:"endpoint"`
+	RelayVia      string   `json:"relay_via"`
+	RTTMs         *float64 `json:"rtt_ms"`         // null unless alive with a session
+	LastHandshake string   `json:"last_handshake"` // RFC 3339, "" if never
+	Streams       int      `json:"streams"`
+	TxBytes       uint64   `json:"tx_bytes"`
+	RxBytes       uint64   `json:"rx_bytes"`
 	// Up tells whether new connections may use the peer now (extension):
 	// false while its pings go unanswered, its session is down, or during
 	// the hold-down after a recovery.
@@ -54,7 +54,26 @@ type PeerStatus struct {
 	// Version is the peer's meshd build as it gossips it; "" for nodes
 	// older than the field.
 	Version string `json:"version"`
+	// Session is "up" (a session is held), "idle" (none held; the first
+	// connection opens one) or "down" (one is needed and not up), per
+	// SPEC §5 and §12; "down" for a peer that is not alive.
+	Session string `json:"session"`
 }
+
+// RTT returns the peer's RTT in milliseconds, 0 when unknown.
+func (p PeerStatus) RTT() float64 {
+	if p.RTTMs == nil {
+		return 0
+	}
+	return *p.RTTMs
+}
+
+// Session values.
+const (
+	SessionUp   = "up"
+	SessionIdle = "idle"
+	SessionDown = "down"
+)
 
 // ServiceStatus is one service of the mesh catalog.
 type ServiceStatus struct {

@@ -141,7 +141,7 @@ type Server struct {
 	refused, evicted                 atomic.Uint64
 
 	// unauthLog gates the log lines unauthenticated connections cause
-	// (failed handshakes, refusals): a burst, then one a second.
+	// (failed handshakes, refusals): a burst of 5, then one per 10 s.
 	unauthLog *ratelimit.Bucket
 	unauthN   atomic.Uint64 // lines suppressed since the last one written
 
@@ -164,7 +164,7 @@ const defaultHandshakesPerSource = 16
 // Log rate for unauthenticated events.
 const (
 	unauthLogBurst = 5
-	unauthLogRate  = 1 // lines per second
+	unauthLogRate  = 0.1 // lines per second: one per 10 s, with the count suppressed
 )
 
 // NewServer returns a Server; call Serve to accept connections.

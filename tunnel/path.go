@@ -52,6 +52,7 @@ const (
 	probeMagic    = 0xF0
 	probePing     = 1
 	probePong     = 2
+	probeCall     = 3 // "dial me": see PathBind.Call
 	probeHdrLen   = 1 + 1 + key.Len + 8 + 8
 	probeLen      = probeHdrLen + 16
 	probeEvery    = 200 * time.Millisecond
@@ -64,6 +65,29 @@ const (
 	// its direct path.
 	probeFirstVerdict = 3
 	relayQueueLen     = 1024
+	// probeMaxEvery bounds the backoff of probes to a direct path that
+	// stopped answering: each further unanswered probe doubles the
+	// interval up to this; an answer restores probeEvery.
+	probeMaxEvery = 3200 * time.Millisecond
+)
+
+// Strangers: a WireGuard handshake initiation from an address no peer is
+// known at is dropped by WireGuard, which retries only after 5 s. The bind
+// remembers such addresses for a while, so that when a peer at one is
+// added the tunnel can answer with a handshake at once (TakeStranger).
+const (
+	strangerTTL      = 10 * time.Second
+	maxStrangers     = 64
+	wgInitiationType = 1
+	wgInitiationLen  = 148
+	wgResponseType   = 2
+	wgTransportType  = 4
+	// A peer that sends transport data although no handshake with it was
+	// seen since this node started (it restarted: the peer's keypair is
+	// for its previous run, and WireGuard would only notice after 15 s of
+	// silence) is answered with a handshake, at most once per stalePokeEvery.
+	stalePokeEvery = 2 * time.Second
+	staleQueueLen  = 16
 )
 
 // PathBind is the tunnel's conn.Bind. Its endpoints are peers, keyed by
@@ -99,6 +123,10 @@ type PathBind struct {
 	relay     Relay                            // guarded by mu; nil when none
 	relayBy   string                           // guarded by mu; name of the relay
 	holes     map[key.PublicKey]bool           // guarded by mu; black-holed peers
+	strangers map[netip.AddrPort]time.Time     // guarded by mu; unknown handshake sources, bounded
+	active    map[key.PublicKey]*peerPath      // guarded by mu; the peers probed (see SetActive)
+	onCall    func(key.PublicKey)              // set before Open; a peer asks us to dial it
+	stale     chan key.PublicKey               // bounded; peers to answer with a handshake (see stalePokeEvery)
 }
 
 // peerPath is what the bind knows of one peer's paths. Guarded by PathBind.mu.
@@ -113,11 +141,22 @@ type peerPath struct {
 	everDirect bool           // the direct path was confirmed at least once
 	learned    netip.AddrPort // source address seen in its probes, if not direct
 	changed    time.Time
+	// Probe scheduling: only active peers (a session held or being
+	// dialled) are probed, every `every` (probeEvery, backed off while the
+	// direct path does not answer), next at `next`. Probes sent before the
+	// peer became active again (seq <= base) are not judged.
+	active bool
+	base   uint64
+	every  time.Duration
+	next   time.Time
 
 	// WireGuard bytes sent to and received from the peer on any path
 	// (not probes, not black-holed packets): atomic, so that metrics and
 	// status read them without the device's UAPI lock.
 	tx, rx atomic.Uint64
+
+	handshook atomic.Bool  // a WireGuard handshake message was sent or received
+	pokedAt   atomic.Int64 // unix nanoseconds of the last stale-keypair poke
 }
 
 type relayPacket struct {
@@ -132,9 +171,12 @@ var _ conn.Bind = (*PathBind)(nil)
 func NewPathBind(addr netip.AddrPort, self key.PublicKey, clusterKey []byte, lg *slog.Logger) *PathBind {
 	b := &PathBind{
 		addr: addr, self: self, log: lg,
-		relayIn: make(chan relayPacket, relayQueueLen),
-		paths:   make(map[key.PublicKey]*peerPath),
-		byAddr:  make(map[netip.AddrPort]key.PublicKey),
+		relayIn:   make(chan relayPacket, relayQueueLen),
+		paths:     make(map[key.PublicKey]*peerPath),
+		byAddr:    make(map[netip.AddrPort]key.PublicKey),
+		strangers: make(map[netip.AddrPort]time.Time),
+		active:    make(map[key.PublicKey]*peerPath),
+		stale:     make(chan key.PublicKey, staleQueueLen),
 	}
 	if len(clusterKey) > 0 {
 		b.probeKey = probeKeyOf(clusterKey)
@@ -193,6 +235,56 @@ func (b *PathBind) SetPeer(pub key.PublicKey, direct netip.AddrPort) {
 	}
 }
 
+// SetActive starts (active) or stops probing peer's direct path. Only peers
+// with a session, or one being dialled, are probed: every other member
+// costs nothing here. A peer that becomes active again keeps its last
+// verdict and is judged afresh from its next probes.
+func (b *PathBind) SetActive(pub key.PublicKey, active bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	p := b.paths[pub]
+	if p == nil || p.active == active {
+		return
+	}
+	p.active = active
+	if active {
+		p.base, p.every, p.next = p.seq, probeEvery, time.Time{}
+		b.active[pub] = p
+	} else {
+		delete(b.active, pub)
+	}
+}
+
+// TakeStranger reports whether a WireGuard handshake initiation came from
+// addr, from no known peer, within strangerTTL, and forgets it.
+func (b *PathBind) TakeStranger(addr netip.AddrPort) bool {
+	if !addr.IsValid() {
+		return false
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	at, ok := b.strangers[addr]
+	delete(b.strangers, addr)
+	return ok && time.Since(at) < strangerTTL
+}
+
+// noteStrangerLocked remembers a handshake initiation from an unknown
+// address; the set is bounded (full: expired entries go, else the new one
+// is not kept).
+func (b *PathBind) noteStrangerLocked(addr netip.AddrPort, now time.Time) {
+	if _, ok := b.strangers[addr]; !ok && len(b.strangers) >= maxStrangers {
+		for a, at := range b.strangers {
+			if now.Sub(at) >= strangerTTL {
+				delete(b.strangers, a)
+			}
+		}
+		if len(b.strangers) >= maxStrangers {
+			return
+		}
+	}
+	b.strangers[addr] = now
+}
+
 // RemovePeer forgets peer.
 func (b *PathBind) RemovePeer(pub key.PublicKey) {
 	b.mu.Lock()
@@ -203,6 +295,7 @@ func (b *PathBind) RemovePeer(pub key.PublicKey) {
 			delete(b.byAddr, p.learned)
 		}
 		delete(b.paths, pub)
+		delete(b.active, pub)
 	}
 }
 
@@ -321,11 +414,17 @@ func (b *PathBind) Open(port uint16) ([]conn.ReceiveFunc, uint16, error) {
 				b.mu.Lock()
 				pub, known := b.byAddr[from]
 				blocked := known && b.holes[pub]
+				if !known && n == wgInitiationLen && scratch[0] == wgInitiationType {
+					b.noteStrangerLocked(from, time.Now())
+				}
 				pp := b.paths[pub]
 				b.mu.Unlock()
 				if blocked {
 					pending = nil
 					continue
+				}
+				if pp != nil {
+					b.noteHandshake(pp, pub, scratch[0])
 				}
 				fromPeer, fromPath = pub, pp
 			}
@@ -461,6 +560,9 @@ func (b *PathBind) Send(bufs [][]byte, ep conn.Endpoint) error {
 			n += len(buf)
 		}
 		pp.tx.Add(uint64(n))
+		if len(bufs) > 0 && len(bufs[0]) > 0 && (bufs[0][0] == wgInitiationType || bufs[0][0] == wgResponseType) {
+			pp.handshook.Store(true)
+		}
 	}
 	if r != nil {
 		for _, buf := range bufs {
@@ -494,11 +596,15 @@ func (b *PathBind) probeLoop(c *net.UDPConn, done chan struct{}) {
 		sends = sends[:0]
 		now := time.Now()
 		b.mu.Lock()
-		for pub, p := range b.paths {
+		for pub, p := range b.active {
+			if now.Before(p.next) {
+				continue
+			}
 			b.judgeLocked(pub, p, now)
 			if !p.direct.IsValid() || b.holes[pub] {
 				continue
 			}
+			p.next = now.Add(p.every - probeEvery/4) // due at the tick nearest every
 			p.seq++
 			i := p.seq % probeRing
 			st := b.stamp.Add(1)
@@ -520,7 +626,9 @@ func (b *PathBind) probeLoop(c *net.UDPConn, done chan struct{}) {
 // than probeKeepUp answered sends it back to the relay, and all of them
 // answered brings it back to direct.
 func (b *PathBind) judgeLocked(pub key.PublicKey, p *peerPath, now time.Time) {
-	judged := min(p.seq-min(p.seq, 1), probeWindow)
+	sent := p.seq - p.base
+	judged := min(sent-min(sent, 1), probeWindow)
+	defer b.scheduleLocked(p, judged)
 	answered := uint64(0)
 	for k := uint64(1); k <= judged; k++ {
 		s := p.seq - k
@@ -557,6 +665,29 @@ func (b *PathBind) judgeLocked(pub key.PublicKey, p *peerPath, now time.Time) {
 			b.log.Warn("path: direct path lost or lossy; using the relay", "peer", b.peerName(pub),
 				"answered", fmt.Sprintf("%d/%d", answered, probeWindow), "relay", b.relayBy)
 		}
+	}
+}
+
+// scheduleLocked sets the peer's probe interval: probeEvery while its
+// newest judged probe was answered (or nothing is judged yet), doubled up
+// to probeMaxEvery for each judgement that finds the newest two unanswered
+// while the direct path is out of use, so a dead endpoint is probed at a
+// bounded rate.
+func (b *PathBind) scheduleLocked(p *peerPath, judged uint64) {
+	if p.every == 0 {
+		p.every = probeEvery
+	}
+	if judged == 0 {
+		return
+	}
+	for _, s := range []uint64{p.seq, p.seq - 1} { // the one in flight may have been answered too
+		if i := s % probeRing; s > p.base && p.sent[i] == s && p.acked[i] {
+			p.every = probeEvery
+			return
+		}
+	}
+	if p.useRelay && judged >= probeDeadRun {
+		p.every = min(p.every*2, probeMaxEvery)
 	}
 }
 
@@ -624,9 +755,62 @@ func (b *PathBind) handleProbe(pkt []byte, from netip.AddrPort) {
 	if !blocked && pkt[1] == probePong && p != nil {
 		p.acked[seq%probeRing] = true
 	}
+	if p == nil && pkt[1] == probeCall {
+		b.noteStrangerLocked(from, time.Now()) // answered by a handshake once we learn of it
+	}
 	b.mu.Unlock()
+	if !blocked && pkt[1] == probeCall && p != nil && b.onCall != nil {
+		b.onCall(pub)
+	}
 	if !blocked && pkt[1] == probePing && c != nil && p != nil {
 		c.WriteToUDPAddrPort(b.probe(probePong, pub, seq, stamp), from)
+	}
+}
+
+// noteHandshake records a received WireGuard handshake message from the
+// peer, or queues a poke when it sends transport data with no handshake
+// seen since this node started (see stalePokeEvery).
+func (b *PathBind) noteHandshake(pp *peerPath, pub key.PublicKey, typ byte) {
+	switch typ {
+	case wgInitiationType, wgResponseType:
+		pp.handshook.Store(true)
+	case wgTransportType:
+		if pp.handshook.Load() {
+			return
+		}
+		now := time.Now().UnixNano()
+		if last := pp.pokedAt.Load(); now-last < int64(stalePokeEvery) || !pp.pokedAt.CompareAndSwap(last, now) {
+			return
+		}
+		select {
+		case b.stale <- pub:
+		default:
+		}
+	}
+}
+
+// Stale delivers peers whose packets show a keypair from before this node
+// started: the tunnel answers each with a handshake.
+func (b *PathBind) Stale() <-chan key.PublicKey { return b.stale }
+
+// Call asks peer, by an authenticated probe to its direct address, to dial a
+// session to this node. Of two peers that both want a session, only the
+// one with the smaller key initiates WireGuard's handshake: two
+// initiations crossing on the wire each overwrite the other's handshake
+// state and cost WireGuard's 5 s retry.
+func (b *PathBind) Call(pub key.PublicKey) {
+	if b.probeKey == nil {
+		return
+	}
+	b.mu.Lock()
+	c := b.conn
+	var to netip.AddrPort
+	if p := b.paths[pub]; p != nil && !b.holes[pub] {
+		to = p.direct
+	}
+	b.mu.Unlock()
+	if c != nil && to.IsValid() {
+		c.WriteToUDPAddrPort(b.probe(probeCall, pub, 0, 0), to)
 	}
 }
 

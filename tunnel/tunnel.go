@@ -8,8 +8,13 @@
 // cryptokey routing makes authentic: a TCP connection from a peer's mesh
 // address can only come from the holder of its private key.
 //
-// Of each pair of peers, the one with the smaller public key dials the
-// session and redials it with backoff when it breaks; the other accepts.
+// Sessions are made on demand (SPEC §12): every mesh member is a
+// WireGuard peer (an inactive entry costs no traffic), but a yamux session
+// — pings, path probes, goroutines, buffers — exists only while this node
+// wants one (SetWarm: the peers its imports may pick next), a stream needs
+// one (the first stream to a peer dials it: one WireGuard handshake and
+// one TCP handshake), or the peer dialled one. Either side may dial; the
+// node closes sessions it dialled once idle (CloseIdle).
 package tunnel
 
 import (
@@ -98,6 +103,14 @@ type PeerStats struct {
 	PingPending   time.Time     // when the unanswered ping was sent; zero if none
 	SessionUp     bool
 	Streams       int
+	// Session is SessionStateUp, SessionStateIdle or SessionStateDown.
+	Session string
+	// Owned: this node holds a session it needed (which it closes when
+	// idle; see CloseIdle).
+	Owned bool
+	// Redundant: both sides dialled a session and the one this node owns
+	// is not the one new streams use: close it once it carries no stream.
+	Redundant bool
 }
 
 // Tunnel is one node's WireGuard device and its peer sessions.
@@ -121,6 +134,7 @@ type Tunnel struct {
 	byIP   map[netip.Addr]*peer    // guarded by mu
 	closed bool                    // guarded by mu
 	holes  map[key.PublicKey]bool  // guarded by mu; black-holed peers
+	warm   map[key.PublicKey]bool  // guarded by mu; peers to keep a session with
 	ipcMu  sync.Mutex              // serialises IpcSet calls
 }
 
@@ -161,6 +175,7 @@ func New(cfg Config) (*Tunnel, error) {
 	t.bind = NewPathBind(cfg.Listen, t.pub, cfg.ClusterKey, t.log)
 	t.bind.SetPeerNamer(cfg.PeerName)
 	t.bind.noOffload = !kn.udpOffload
+	t.bind.onCall = t.called
 	wlog := t.log.With("component", "wireguard")
 	t.dev = device.NewDevice(tdev, t.bind, &device.Logger{
 		Verbosef: func(f string, a ...any) { wlog.Debug(fmt.Sprintf(f, a...)) },
@@ -181,8 +196,9 @@ func New(cfg Config) (*Tunnel, error) {
 	}
 	t.ln = ln
 	t.ctx, t.cancel = context.WithCancel(context.Background())
-	t.wg.Add(1)
+	t.wg.Add(2)
 	go t.acceptLoop()
+	go t.pokeStale()
 	return t, nil
 }
 
@@ -223,9 +239,10 @@ func (t *Tunnel) Close() error {
 // with (cluster key rotation): the first signs, every one verifies.
 func (t *Tunnel) SetClusterKeys(keys [][]byte) { t.bind.SetClusterKeys(keys) }
 
-// SetPeers makes the device's peers exactly ps: new ones are added (and,
-// where this node has the smaller key, a session dialer started), changed
-// endpoints are updated, missing ones are removed with their sessions.
+// SetPeers makes the device's peers exactly ps: new ones are added (as
+// inactive WireGuard peers; a session is dialled only if SetWarm named
+// them), changed endpoints are updated, missing ones are removed with
+// their sessions.
 func (t *Tunnel) SetPeers(ps []Peer) error {
 	t.mu.Lock()
 	if t.closed {
@@ -240,6 +257,7 @@ func (t *Tunnel) SetPeers(ps []Peer) error {
 	}
 	var uapi strings.Builder
 	var removed, added []*peer
+	var addedAt []netip.AddrPort
 	for pub, p := range t.peers {
 		if _, ok := want[pub]; !ok {
 			fmt.Fprintf(&uapi, "public_key=%s\nremove=true\n", pub.Hex())
@@ -260,19 +278,16 @@ func (t *Tunnel) SetPeers(ps []Peer) error {
 			continue // WireGuard's endpoint is the peer itself; the bind routes it
 		}
 		fmt.Fprintf(&uapi, "public_key=%s\nendpoint=%s\n", pub.Hex(), pub.Hex())
-		if !ok {
-			p = newPeer(t, pub)
-			t.peers[pub] = p
-			t.byIP[p.ip] = p
-			added = append(added, p)
-			fmt.Fprintf(&uapi, "replace_allowed_ips=true\nallowed_ip=%s/128\n", p.ip)
-			if p.dialer {
-				// Only the dialer initiates handshakes (a persistent
-				// keepalive sends one at once). Two initiations crossing
-				// on the wire cost a 5 s handshake retry. Session pings
-				// keep NAT mappings warm both ways afterwards.
-				uapi.WriteString("persistent_keepalive_interval=25\n")
-			}
+		// No persistent keepalive: a peer without a session gets nothing
+		// from us (session pings keep NAT mappings warm while one is up).
+		p = newPeer(t, pub)
+		t.peers[pub] = p
+		t.byIP[p.ip] = p
+		added = append(added, p)
+		addedAt = append(addedAt, w.Endpoint)
+		fmt.Fprintf(&uapi, "replace_allowed_ips=true\nallowed_ip=%s/128\n", p.ip)
+		if t.warm[pub] {
+			p.want = true
 		}
 		p.endpoint = w.Endpoint
 	}
@@ -291,10 +306,160 @@ func (t *Tunnel) SetPeers(ps []Peer) error {
 	for _, p := range removed {
 		p.stop()
 	}
-	for _, p := range added {
-		p.start()
+	for i, p := range added {
+		if t.bind.TakeStranger(addedAt[i]) {
+			// Its handshake reached us before we knew its key and was
+			// dropped; WireGuard would retry only after 5 s. Answer with
+			// a handshake of our own now.
+			t.poke(p)
+		}
+		p.mu.Lock()
+		p.ensureDialLocked()
+		p.mu.Unlock()
 	}
 	return err
+}
+
+// poke makes WireGuard initiate a handshake with p now (turning a
+// persistent keepalive on sends one at once; it is turned off again in
+// the same configuration).
+func (t *Tunnel) poke(p *peer) {
+	t.ipcMu.Lock()
+	err := t.dev.IpcSet("public_key=" + p.pub.Hex() + "\nupdate_only=true\npersistent_keepalive_interval=25\n" +
+		"public_key=" + p.pub.Hex() + "\nupdate_only=true\npersistent_keepalive_interval=0\n")
+	t.ipcMu.Unlock()
+	if err != nil && p.ctx.Err() == nil {
+		p.logger().Debug("tunnel: poke peer", "err", err)
+	}
+}
+
+// SetWarm makes pubs the peers this node keeps a session with (dialled now
+// and redialled when it breaks); peers no longer warm keep their session
+// until CloseIdle closes it. Unknown keys are remembered for when SetPeers
+// adds them.
+func (t *Tunnel) SetWarm(pubs []key.PublicKey) {
+	want := make(map[key.PublicKey]bool, len(pubs))
+	for _, pub := range pubs {
+		want[pub] = true
+	}
+	t.mu.Lock()
+	if t.closed {
+		t.mu.Unlock()
+		return
+	}
+	var changed []*peer
+	for pub := range t.warm {
+		if !want[pub] {
+			if p := t.peers[pub]; p != nil {
+				changed = append(changed, p)
+			}
+		}
+	}
+	for pub := range want {
+		if !t.warm[pub] {
+			if p := t.peers[pub]; p != nil {
+				changed = append(changed, p)
+			}
+		}
+	}
+	t.warm = want
+	t.mu.Unlock()
+	for _, p := range changed {
+		p.setWant(want[p.pub])
+	}
+}
+
+// pokeStale answers peers that still use a keypair of this node's previous
+// run with a fresh handshake (see PathBind.Stale).
+func (t *Tunnel) pokeStale() {
+	defer t.wg.Done()
+	for {
+		select {
+		case <-t.ctx.Done():
+			return
+		case pub := <-t.bind.Stale():
+			t.mu.Lock()
+			p := t.peers[pub]
+			t.mu.Unlock()
+			if p != nil {
+				p.logger().Debug("tunnel: peer uses a keypair from before our start; handshaking")
+				t.poke(p)
+			}
+		}
+	}
+}
+
+// called handles a peer's authenticated request to dial it.
+func (t *Tunnel) called(pub key.PublicKey) {
+	t.mu.Lock()
+	p := t.peers[pub]
+	t.mu.Unlock()
+	if p != nil {
+		p.calledBy()
+	}
+}
+
+// SessionInfo is one peer this node holds a session with.
+type SessionInfo struct {
+	PublicKey key.PublicKey
+	Streams   int
+	Owned     bool // this node needed it (and closes it when idle: CloseIdle)
+	// Redundant: two sessions are up and the one this node owns is not the
+	// one new streams use; SpareStreams is what it still carries.
+	Redundant    bool
+	SpareStreams int
+}
+
+// Sessions lists the peers this node holds a session with: the only peers
+// that cost more than gossip.
+func (t *Tunnel) Sessions() []SessionInfo {
+	t.mu.Lock()
+	peers := make([]*peer, 0, len(t.peers))
+	for _, p := range t.peers {
+		peers = append(peers, p)
+	}
+	t.mu.Unlock()
+	var out []SessionInfo
+	for _, p := range peers {
+		p.mu.Lock()
+		if p.out != nil || p.in != nil {
+			out = append(out, p.infoLocked())
+		}
+		p.mu.Unlock()
+	}
+	return out
+}
+
+// SessionCounts returns how many peers are in each session state
+// (SessionState*).
+func (t *Tunnel) SessionCounts() map[string]int {
+	t.mu.Lock()
+	peers := make([]*peer, 0, len(t.peers))
+	for _, p := range t.peers {
+		peers = append(peers, p)
+	}
+	t.mu.Unlock()
+	out := map[string]int{SessionStateUp: 0, SessionStateIdle: 0, SessionStateDown: 0}
+	for _, p := range peers {
+		p.mu.Lock()
+		out[p.stateLocked()]++
+		p.mu.Unlock()
+	}
+	return out
+}
+
+// CloseIdle closes the sessions this node owns with pub (see SessionInfo)
+// that carry no stream, if no stream is being opened, and reports whether
+// it closed any. A stream that needs the peer afterwards opens a new
+// session. Sessions the peer owns are the peer's to close.
+func (t *Tunnel) CloseIdle(pub key.PublicKey) bool {
+	t.mu.Lock()
+	p := t.peers[pub]
+	t.mu.Unlock()
+	if p == nil {
+		return false
+	}
+	return p.closeIdle()
 }
 
 // SetBlackhole drops all tunnel traffic to and from the given peers (none:
@@ -365,9 +530,23 @@ func (t *Tunnel) DialStream(ctx context.Context, pub key.PublicKey, handshake fu
 	done := make(chan result) // unbuffered: a result is taken by the caller or dropped by the goroutine
 	go func() {
 		defer t.wg.Done()
-		c, err := p.openStream(ctx)
-		if err == nil && handshake != nil {
-			err = runHandshake(ctx, c, handshake)
+		var c net.Conn
+		var err error
+		for try := 0; ; try++ {
+			var sess *yamux.Session
+			c, sess, err = p.openStream(ctx)
+			if err == nil && handshake != nil {
+				err = runHandshake(ctx, c, handshake)
+			}
+			// A session closed as idle by the peer just as this stream
+			// went out on it: the stream says nothing of the peer, so
+			// once more on a new session.
+			if err != nil && c != nil && try == 0 && ctx.Err() == nil && sess.IsClosed() {
+				c.Close()
+				c = nil
+				continue
+			}
+			break
 		}
 		r := result{err: err}
 		if err == nil {
@@ -510,8 +689,8 @@ func parseUAPIStats(uapi string, out map[key.PublicKey]PeerStats) {
 	flush()
 }
 
-// acceptLoop accepts session connections from peers that do not dial us
-// through the smaller-key rule and hands each to its peer.
+// acceptLoop accepts session connections from peers and hands each to its
+// peer.
 func (t *Tunnel) acceptLoop() {
 	defer t.wg.Done()
 	for {
@@ -526,7 +705,7 @@ func (t *Tunnel) acceptLoop() {
 		t.mu.Lock()
 		p := t.byIP[ra.Addr().Unmap()]
 		t.mu.Unlock()
-		if p == nil || !p.pub.Less(t.pub) {
+		if p == nil {
 			t.log.Warn("tunnel: refused session from unexpected address", "addr", ra)
 			c.Close()
 			continue

@@ -13,7 +13,7 @@ import (
 func caCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "ca",
-		Usage: "manage the mesh certificate authority (pki, SPEC §8)",
+		Usage: "manage the mesh certificate authority (pki; see README.md)",
 		Subcommands: []*cli.Command{{
 			Name:         "init",
 			OnUsageError: usageError,
@@ -43,7 +43,7 @@ func caCommand() *cli.Command {
 func certCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "cert",
-		Usage: "issue and inspect node certificates (pki, SPEC §8)",
+		Usage: "issue and inspect node certificates (pki; see README.md)",
 		Subcommands: []*cli.Command{{
 			Name:         "sign",
 			OnUsageError: usageError,

@@ -29,7 +29,7 @@ func drillCommand() *cli.Command {
 			&cli.StringFlag{Name: "site", Usage: "the site to cut off", Required: true},
 			&cli.StringFlag{Name: "service", Usage: "probe only this import (default: every import of this node)"},
 			&cli.DurationFlag{Name: "duration", Value: node.DefaultDrillDuration, Usage: "how long the site stays cut off (max 10m)"},
-			&cli.BoolFlag{Name: "json", Usage: "print the report as JSON (SPEC §6)"},
+			&cli.BoolFlag{Name: "json", Usage: "print the report as JSON (the format is in docs/formats.md)"},
 		),
 		Action: func(c *cli.Context) error {
 			if c.NArg() > 0 {

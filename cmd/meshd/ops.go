@@ -116,8 +116,9 @@ func configCommand() *cli.Command {
 			Name:  "check",
 			Usage: "validate a config file and the files it names, without starting anything",
 			UsageText: "meshd config check --config FILE\n\n" +
-				"Parses and validates FILE (SPEC §3), reads its cluster key, and checks the node key\n" +
-				"in data_dir when it exists. Exits 0, or 1 with the file:line error.",
+				"Parses and validates FILE (README.md, Configuration reference), reads its\n" +
+				"cluster key, and checks the node key in data_dir when it exists. Exits 0, or 1\n" +
+				"with the file:line error.",
 			Flags: []cli.Flag{
 				&cli.StringFlag{Name: "config", Aliases: []string{"c"}, Usage: "the configuration `FILE` to check"},
 				&cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "print nothing when the file is valid"},

@@ -30,7 +30,7 @@ func statusCommand() *cli.Command {
 		Usage:     "show this node, its peers and the service catalog",
 		UsageText: "meshd status [--json] [--config FILE | --socket PATH]",
 		Flags: append(socketFlags(),
-			&cli.BoolFlag{Name: "json", Usage: "print JSON (the format of SPEC §5)"}),
+			&cli.BoolFlag{Name: "json", Usage: "print JSON (the format is in docs/formats.md)"}),
 		Action: func(c *cli.Context) error {
 			if c.NArg() > 0 {
 				return cli.Exit(fmt.Sprintf("status takes no arguments, got %q", c.Args().First()), 2)
@@ -85,7 +85,11 @@ func controlDo(ctx context.Context, sock, method, path string, body, v any, time
 func printStatus(w io.Writer, st node.Status) {
 	n := st.Node
 	fmt.Fprintf(w, "node %s  site %s  mesh %s  mode %s\n", n.Name, n.Site, n.MeshIP, n.Mode)
-	fmt.Fprintf(w, "gossip %s  tunnel %s  relay %v\n\n", n.Gossip, n.Tunnel, n.Relay)
+	fmt.Fprintf(w, "gossip %s  tunnel %s  relay %v\n", n.Gossip, n.Tunnel, n.Relay)
+	if n.Maintenance {
+		fmt.Fprintf(w, "maintenance on%s since %s: exports withdrawn, new streams refused\n", reasonSuffix(n.MaintenanceReason), n.MaintenanceSince)
+	}
+	fmt.Fprintln(w)
 
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "PEER\tSITE\tSTATE\tUP\tPATH\tENDPOINT\tRTT\tSTREAMS\tTX\tRX\tHANDSHAKE")
@@ -95,8 +99,8 @@ func printStatus(w io.Writer, st node.Status) {
 			ep += " via " + p.RelayVia
 		}
 		rtt := "-"
-		if p.RTTMs > 0 {
-			rtt = fmt.Sprintf("%.2fms", p.RTTMs)
+		if p.RTT() > 0 {
+			rtt = fmt.Sprintf("%.2fms", p.RTT())
 		}
 		hs := p.LastHandshake
 		if hs == "" {

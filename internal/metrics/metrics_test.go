@@ -20,12 +20,12 @@ func testSample() Sample {
 	return Sample{
 		Peers: []PeerSample{
 			{Name: "cloud-1", Site: "cloud", State: "alive", Path: "direct", Session: true, RTT: 12500 * time.Microsecond,
-				Streams: 3, TxBytes: 1000, RxBytes: 2000, Usable: true},
+				Streams: 3, TxBytes: 1000, RxBytes: 2000, Usable: true, SessionState: "up"},
 			{Name: "cloud-2", Site: "cloud", State: "suspect", Path: "relay", Session: true, RTT: 40 * time.Millisecond,
-				Streams: 1, TxBytes: 10, RxBytes: 20, Usable: false},
-			{Name: "edge-1", Site: "edge", State: "dead", Path: "none", Session: true},
+				Streams: 1, TxBytes: 10, RxBytes: 20, Usable: false, SessionState: "up"},
+			{Name: "edge-1", Site: "edge", State: "dead", Path: "none", Session: true, SessionState: "down"},
 			// No session: counted in the aggregates, no per-peer series.
-			{Name: "edge-2", Site: "edge", State: "alive", Path: "none", Usable: true},
+			{Name: "edge-2", Site: "edge", State: "alive", Path: "none", Usable: true, SessionState: "idle"},
 			// Duplicate: ignored, first one wins.
 			{Name: "cloud-1", Site: "other", State: "dead", Path: "none", Session: true, Streams: 99},
 		},
@@ -185,6 +185,9 @@ func TestScrapeState(t *testing.T) {
 		{"meshd_peers_by_path", l("path", "direct"), gauge, 1},
 		{"meshd_peers_by_path", l("path", "relay"), gauge, 1},
 		{"meshd_peers_by_path", l("path", "none"), gauge, 2},
+		{"meshd_sessions", l("state", "up"), gauge, 2},
+		{"meshd_sessions", l("state", "idle"), gauge, 1},
+		{"meshd_sessions", l("state", "down"), gauge, 1},
 
 		{"meshd_peer_up", l("peer", "cloud-1", "site", "cloud"), gauge, 1},
 		{"meshd_peer_up", l("peer", "cloud-2", "site", "cloud"), gauge, 0},
@@ -258,6 +261,7 @@ func TestScrapeState(t *testing.T) {
 		"meshd_node_info":                 1,
 		"meshd_peers":                     4,
 		"meshd_peers_by_path":             3,
+		"meshd_sessions":                  3,
 		"meshd_peer_up":                   3,
 		"meshd_peer_path":                 9,
 		"meshd_peer_rtt_seconds":          2,

@@ -21,6 +21,9 @@ type PeerSample struct {
 	Streams                 int
 	TxBytes, RxBytes        uint64
 	Usable                  bool // usable for new connections
+	// SessionState is "up", "idle" (no session; opened on demand) or
+	// "down" (needed, not up), counted by meshd_sessions.
+	SessionState string
 }
 
 // ImportSample is the state of one import (local listener) at scrape time.

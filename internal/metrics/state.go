@@ -6,6 +6,8 @@ import "github.com/prometheus/client_golang/prometheus"
 var (
 	peerStates = []string{"alive", "suspect", "dead", "left"}
 	peerPaths  = []string{"direct", "relay", "none"}
+	// sessionStates are the peers' session states (SPEC §5, §12).
+	sessionStates = []string{"up", "idle", "down"}
 )
 
 // stateDescs describe the series derived from a Sample; all lists every
@@ -18,6 +20,7 @@ type stateDescs struct {
 	gossipMembers, gossipHealth, gossipQueued, gossipMalformed *prometheus.Desc
 
 	peers, peersByPath                                                *prometheus.Desc
+	sessions                                                          *prometheus.Desc
 	peerUp, peerPath, peerRTT, peerStreams, peerTx, peerRx            *prometheus.Desc
 	impActive, impTotal                                               *prometheus.Desc
 	expHealthy, expActive, expTotal, expCheckFailures                 *prometheus.Desc
@@ -44,6 +47,7 @@ func newStateDescs() stateDescs {
 
 		peers:       d("peers", "Known peers by membership state.", "state"),
 		peersByPath: d("peers_by_path", "Known peers by current path (direct, relay or none).", "path"),
+		sessions:    d("sessions", "Known peers by session state: up (a session is held), idle (none; opened on demand) or down (needed, not up).", "state"),
 		peerUp:      d("peer_up", "Whether the peer is usable for new connections (1) or not (0); peers with a session only.", "peer", "site"),
 		peerPath:    d("peer_path", "1 for the current path to the peer (direct, relay or none), 0 for the others; peers with a session only.", "peer", "site", "path"),
 		peerRTT:     d("peer_rtt_seconds", "Last measured round-trip time to the peer; peers with a session only.", "peer", "site"),
@@ -94,6 +98,10 @@ func (d *stateDescs) collect(ch chan<- prometheus.Metric, info Info, s *Sample) 
 	for _, st := range peerStates {
 		states[st] = 0
 	}
+	sessions := make(map[string]int, len(sessionStates))
+	for _, st := range sessionStates {
+		sessions[st] = 0
+	}
 	paths := make(map[string]int, len(peerPaths))
 	for _, p := range peerPaths {
 		paths[p] = 0
@@ -114,6 +122,9 @@ func (d *stateDescs) collect(ch chan<- prometheus.Metric, info Info, s *Sample) 
 			path = "none"
 		}
 		paths[path]++
+		if p.SessionState != "" {
+			sessions[p.SessionState]++
+		}
 		if !p.Session {
 			continue
 		}
@@ -133,6 +144,9 @@ func (d *stateDescs) collect(ch chan<- prometheus.Metric, info Info, s *Sample) 
 	}
 	for p, n := range paths {
 		e.gauge(d.peersByPath, float64(n), p)
+	}
+	for st, n := range sessions {
+		e.gauge(d.sessions, float64(n), st)
 	}
 
 	seen = map[string]bool{}

@@ -3,6 +3,7 @@ package node
 import (
 	"errors"
 	"fmt"
+	"net/netip"
 	"reflect"
 	"slices"
 	"strings"
@@ -139,8 +140,13 @@ func (e *RestartError) Error() string {
 // advertises.
 func restartOnly(old, cfg *config.Config) (func(), func(), error) {
 	str := func(v any) string {
-		if s, ok := v.(string); ok {
-			return fmt.Sprintf("%q", s)
+		switch x := v.(type) {
+		case string:
+			return fmt.Sprintf("%q", x)
+		case netip.AddrPort:
+			if !x.IsValid() {
+				return `""`
+			}
 		}
 		return fmt.Sprintf("%v", v)
 	}

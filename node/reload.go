@@ -3,6 +3,7 @@ package node
 import (
 	"errors"
 	"fmt"
+	"net/netip"
 	"reflect"
 	"slices"
 	"strings"
@@ -139,8 +140,13 @@ func (e *RestartError) Error() string {
 // advertises.
 func restartOnly(old, cfg *config.Config) (func(), func(), error) {
 	str := func(v any) string {
-		if s, ok := v.(string); ok {
-			return fmt.Sprintf("%q", s)
+		switch x := v.(type) {
+		case string:
+			return fmt.Sprintf("%q", x)
+		case netip.AddrPort:
+			if !x.IsValid() {
+				return `""`
+			}
 		}
 		return fmt.Sprintf("%v", v)
 	}
@@ -169,9 +175,7 @@ func restartOnly(old, cfg *config.Config) (func(), func(), error) {
 			return nil, nil, &RestartError{Key: k.key, Old: str(k.old), New: str(k.new)}
 		}
 	}
-	if !slices.Equal(old.Cluster.Key, cfg.Cluster.Key) {
-		return nil, nil, &RestartError{Key: "cluster.key", Old: "the running key", New: "another key"}
-	}
+	// Cluster keys change by reload (rotation): reloadClusterKeys.
 	return nil, nil, nil
 }
 

@@ -235,6 +235,10 @@ func (t *Tunnel) Close() error {
 	return nil
 }
 
+// SetClusterKeys replaces the keys direct-path probes are authenticated
+// with (cluster key rotation): the first signs, every one verifies.
+func (t *Tunnel) SetClusterKeys(keys [][]byte) { t.bind.SetClusterKeys(keys) }
+
 // SetPeers makes the device's peers exactly ps: new ones are added (as
 // inactive WireGuard peers; a session is dialled only if SetWarm named
 // them), changed endpoints are updated, missing ones are removed with

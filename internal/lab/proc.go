@@ -157,6 +157,23 @@ func (p *Proc) Stop() {
 	}
 }
 
+// Signal sends sig to the process (SIGSTOP and SIGCONT freeze and thaw a
+// node, as a hung host would).
+func (p *Proc) Signal(sig syscall.Signal) error {
+	if p.Exited() {
+		return fmt.Errorf("lab: %s has exited", p.Name)
+	}
+	return p.cmd.Process.Signal(sig)
+}
+
+// Kill kills the process (no leave, no drain: a crash) and waits for it.
+func (p *Proc) Kill() {
+	if !p.Exited() {
+		p.cmd.Process.Kill()
+	}
+	<-p.done
+}
+
 // LogTail is the last 4,000 bytes of the node's log.
 func (p *Proc) LogTail() string {
 	if p.LogPath == "" {

@@ -141,7 +141,7 @@ func msDuration(ms int64) time.Duration {
 // encrypted reliable channel (and applies it here when this node is in the
 // site). It fails only if no node could be told.
 func (n *Node) sendDrillOrder(o failover.DrillOrder, targets []string, local bool) error {
-	sealed, err := o.Seal(n.cfg.Cluster.Key)
+	sealed, err := o.Seal(n.Config().Cluster.Key)
 	if err != nil {
 		return fmt.Errorf("seal drill order: %w", err)
 	}
@@ -188,7 +188,7 @@ func (n *Node) receiveDrills() {
 			sealed, sig, err := failover.SplitSignedDrillOrder(msg)
 			var o failover.DrillOrder
 			if err == nil {
-				o, err = failover.OpenDrillOrder(sealed, n.cfg.Cluster.Key, time.Now())
+				o, err = n.openDrillOrder(sealed)
 			}
 			if err != nil {
 				n.log.Warn("drill order rejected", "err", err)

@@ -184,6 +184,7 @@ func (n *Node) Start() (err error) {
 		return fmt.Errorf("node: %w", err)
 	}
 	undo = append(undo, func() { n.tun.Close() })
+	n.tun.SetClusterKeys(n.cfg.Cluster.Keys) // every key of the file verifies (rotation)
 
 	exps := make(map[string]*exporter, len(n.cfg.Exports))
 	for _, e := range n.cfg.Exports {
@@ -206,6 +207,7 @@ func (n *Node) Start() (err error) {
 		Bind:      n.cfg.Gossip.Bind,
 		Advertise: n.cfg.Gossip.Advertise,
 		Key:       n.cfg.Cluster.Key,
+		Keys:      n.cfg.Cluster.Keys,
 		Meta: gossip.Meta{Site: n.cfg.Site, PublicKey: n.pub, Tunnel: n.tunnelAdvertise(), Relay: n.relayAdvertise(),
 			Version: version.Get().Short()},
 		Logger:   n.log,
@@ -246,6 +248,7 @@ func (n *Node) Start() (err error) {
 	}
 	undo = append(undo, func() { n.ctl.close() })
 
+	n.OnReload("cluster keys", n.reloadClusterKeys)
 	n.OnReload("pki", n.reloadPKI)
 	n.goFunc(n.watchGossip)
 	n.goFunc(n.watchHealth)

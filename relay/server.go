@@ -126,10 +126,13 @@ type ServerStats struct {
 // Server is a relay server. Its methods are safe for concurrent use.
 type Server struct {
 	// Immutable after NewServer.
-	cfg     ServerConfig
-	log     *slog.Logger
-	authKey []byte
-	rand    io.Reader // nonce source; tests make it deterministic
+	cfg  ServerConfig
+	log  *slog.Logger
+	rand io.Reader // nonce source; tests make it deterministic
+
+	// authKeys are the auth keys of every cluster key (rotation): a
+	// client's MAC may use any. Replaced whole by SetClusterKeys.
+	authKeys atomic.Pointer[[][]byte]
 
 	// Counters, atomic.
 	accepted, authFailures, received atomic.Uint64
@@ -170,10 +173,9 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		return nil, err
 	}
 	cfg = cfg.withDefaults()
-	return &Server{
+	srv := &Server{
 		cfg:       cfg,
 		log:       cfg.Logger,
-		authKey:   authKey(cfg.ClusterKey),
 		rand:      rand.Reader,
 		listeners: make(map[net.Listener]bool),
 		conns:     make(map[*sconn]bool),
@@ -181,7 +183,9 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		shaking:   make(map[*sconn]bool),
 		perSource: make(map[netip.Addr]int),
 		unauthLog: ratelimit.NewBucket(unauthLogRate, unauthLogBurst),
-	}, nil
+	}
+	srv.authKeys.Store(&[][]byte{authKey(cfg.ClusterKey)})
+	return srv, nil
 }
 
 // Serve accepts connections on ln until ln fails or the server is closed,
@@ -491,10 +495,28 @@ func (s *Server) handshake(sc *sconn) error {
 		return fmt.Errorf("%w: client speaks %d, server %d", ErrVersion, a.version, ProtocolVersion)
 	}
 	sc.key = a.pub
-	if !a.verify(s.authKey, &hello.nonce) {
+	ok := false
+	for _, k := range *s.authKeys.Load() {
+		ok = ok || a.verify(k, &hello.nonce)
+	}
+	if !ok {
 		return errBadMAC
 	}
 	return nil
+}
+
+// SetClusterKeys replaces the cluster keys clients may authenticate with
+// (rotation); clients already connected stay. Invalid keys are skipped.
+func (s *Server) SetClusterKeys(keys [][]byte) {
+	var ak [][]byte
+	for _, k := range keys {
+		if ValidateClusterKey(k) == nil {
+			ak = append(ak, authKey(k))
+		}
+	}
+	if len(ak) > 0 {
+		s.authKeys.Store(&ak)
+	}
 }
 
 // finishHandshake sends serverOK and lifts the handshake deadline.

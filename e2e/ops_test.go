@@ -175,6 +175,11 @@ func TestReload(t *testing.T) {
 		t.Fatalf("reload: exit %d: %s", code, errOut)
 	}
 	t.Logf("reload: %s", strings.TrimSpace(out))
+	for _, want := range []string{"import web changed", "import extra added", "import old removed"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("meshd reload printed %q; want it to list %q", out, want)
+		}
+	}
 	if got, err := servedBy(z.Imports["web"]); err != nil || got != "y" {
 		t.Errorf("right after the reload web served by %q (%v); want y (sites [s2, s1])", got, err)
 	}

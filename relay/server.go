@@ -431,6 +431,7 @@ func (s *Server) serveConn(sc *sconn) {
 		s.logHandshakeFailure(sc, err)
 		return
 	}
+	sc.grow()
 	// Register before serverOK so that the client is routable as soon as
 	// its Dial returns; packets for it wait in its queue meanwhile.
 	if err := s.register(sc); err != nil {

@@ -130,6 +130,7 @@ type exportSpec struct {
 	NoCheck       bool
 	ProxyProtocol string
 	Allow         []string // exports[].allow selectors (nil: key not written)
+	Extra         string   // more keys of the entry, YAML indented by 4 spaces ("    max_conns: 5\n")
 }
 
 type importSpec struct {
@@ -139,6 +140,7 @@ type importSpec struct {
 	Listen  string // default: a free port
 	// ConnectTimeout sets connect_timeout ("" = the default).
 	ConnectTimeout string
+	Extra          string // more keys of the entry, YAML indented by 4 spaces ("    rate: 5\n")
 }
 
 type nodeSpec struct {
@@ -255,6 +257,7 @@ func (c *cluster) configYAML(n *meshNode, s nodeSpec) string {
 			if e.Allow != nil {
 				fmt.Fprintf(&b, "    allow: [%s]\n", quoteList(e.Allow))
 			}
+			b.WriteString(e.Extra)
 		}
 	}
 	if len(s.Imports) > 0 {
@@ -270,6 +273,7 @@ func (c *cluster) configYAML(n *meshNode, s nodeSpec) string {
 			if im.ConnectTimeout != "" {
 				fmt.Fprintf(&b, "    connect_timeout: %s\n", im.ConnectTimeout)
 			}
+			b.WriteString(im.Extra)
 		}
 	}
 	if n.Metrics != "" {

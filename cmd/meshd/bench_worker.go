@@ -10,7 +10,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net/netip"
 	"os"
 	"os/signal"
 	"syscall"
@@ -19,7 +18,6 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/meshd/meshd/internal/bench"
-	"github.com/meshd/meshd/internal/key"
 	"github.com/meshd/meshd/internal/lab"
 )
 
@@ -53,46 +51,21 @@ func benchWorkerCommand() *cli.Command {
 
 func benchWGRefCommand() *cli.Command {
 	return &cli.Command{
-		Name:   "bench-wgref",
-		Usage:  "internal: plain wireguard-go on a kernel TUN device, the reference of meshd bench --netns",
-		Hidden: true,
-		Flags: []cli.Flag{
-			&cli.StringFlag{Name: "dev", Value: "mbwg0", Usage: "TUN device name"},
-			&cli.StringFlag{Name: "private", Usage: "private key, base64"},
-			&cli.IntFlag{Name: "port", Usage: "WireGuard UDP listen port"},
-			&cli.StringFlag{Name: "peer", Usage: "the peer's public key, base64"},
-			&cli.StringFlag{Name: "endpoint", Usage: "the peer's WireGuard address ip:port"},
-			&cli.StringFlag{Name: "addr", Usage: "this end's tunnel address with prefix, e.g. 10.214.0.1/24"},
-			&cli.StringFlag{Name: "allowed", Usage: "the peer's allowed IPs, e.g. 10.214.0.2/32"},
-			&cli.IntFlag{Name: "mtu", Value: 1420, Usage: "TUN MTU (meshd's tunnel MTU is 1420)"},
-			&cli.BoolFlag{Name: "verbose", Usage: "wireguard-go verbose log on stderr"},
-		},
-		Action: runBenchWGRef,
+		Name:            "bench-wgref",
+		Usage:           "internal: plain wireguard-go on a kernel TUN device, the reference of meshd bench --netns",
+		UsageText:       "meshd bench-wgref --dev DEV --private KEY --port N --peer KEY --endpoint IP:PORT --addr CIDR --allowed CIDR [--mtu N] [--verbose]",
+		Hidden:          true,
+		SkipFlagParsing: true, // lab.ParseWGRefFlags reads what lab.WGRef.Flags wrote
+		Action:          runBenchWGRef,
 	}
 }
 
-// runBenchWGRef maps the flags to a lab.WGRef and runs it until stdin
-// closes (the bench is done with it, or died) or SIGINT/SIGTERM; it
-// prints "ready" once the device is up.
+// runBenchWGRef runs the lab.WGRef its flags describe until stdin closes
+// (the bench is done with it, or died) or SIGINT/SIGTERM; it prints
+// "ready" once the device is up.
 func runBenchWGRef(c *cli.Context) error {
-	w := lab.WGRef{Dev: c.String("dev"), Port: c.Int("port"), MTU: c.Int("mtu"), Verbose: c.Bool("verbose")}
-	var err error
-	parse := []struct {
-		flag string
-		f    func(string) error
-	}{
-		{"private", func(s string) (err error) { w.Private, err = key.ParsePrivate(s); return }},
-		{"peer", func(s string) (err error) { w.Peer, err = key.ParsePublic(s); return }},
-		{"endpoint", func(s string) (err error) { w.Endpoint, err = netip.ParseAddrPort(s); return }},
-		{"addr", func(s string) (err error) { w.Addr, err = netip.ParsePrefix(s); return }},
-		{"allowed", func(s string) (err error) { w.Allowed, err = netip.ParsePrefix(s); return }},
-	}
-	for _, p := range parse {
-		if err = p.f(c.String(p.flag)); err != nil {
-			return cli.Exit("--"+p.flag+": "+err.Error(), 2)
-		}
-	}
-	if err := w.Check(); err != nil {
+	w, err := lab.ParseWGRefFlags(c.Args().Slice())
+	if err != nil {
 		return cli.Exit("bench-wgref: "+err.Error(), 2)
 	}
 	ctx, stop := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM)

@@ -19,6 +19,7 @@ func TestInterspersed(t *testing.T) {
 		{[]string{"meshd", "status", "--json"}, []string{"meshd", "status", "--json"}},
 		{[]string{"meshd", "config", "check", "--config", "f"}, []string{"meshd", "config", "check", "--config", "f"}},
 		{[]string{"meshd", "nosuch", "a", "--b"}, []string{"meshd", "nosuch", "a", "--b"}},
+		{[]string{"meshd", "bench-wgref", "--port", "1", "--dev", "d"}, []string{"meshd", "bench-wgref", "--port", "1", "--dev", "d"}},
 	} {
 		if got := interspersed(app, tc.in); !reflect.DeepEqual(got, tc.want) {
 			t.Errorf("interspersed(%q) = %q; want %q", tc.in, got, tc.want)

@@ -109,7 +109,7 @@ func interspersed(app *cli.App, args []string) []string {
 			cmd = c
 		}
 	}
-	if cmd == nil || len(cmd.Subcommands) > 0 {
+	if cmd == nil || len(cmd.Subcommands) > 0 || cmd.SkipFlagParsing {
 		return args
 	}
 	takesValue := map[string]bool{}

@@ -2,10 +2,8 @@ package lab
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"io"
-	"net/netip"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -16,7 +14,6 @@ import (
 	"time"
 
 	"github.com/meshd/meshd/internal/bench"
-	"github.com/meshd/meshd/internal/key"
 	"github.com/meshd/meshd/internal/netns"
 )
 
@@ -41,7 +38,7 @@ func runChild(args []string) int {
 		}
 		return 0
 	}
-	w, err := parseWGRefFlags(args[1:])
+	w, err := ParseWGRefFlags(args[1:])
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 2
@@ -53,40 +50,6 @@ func runChild(args []string) int {
 		return 1
 	}
 	return 0
-}
-
-// parseWGRefFlags reads WGRef.Flags back, as meshd bench-wgref does.
-func parseWGRefFlags(args []string) (WGRef, error) {
-	var w WGRef
-	fs := flag.NewFlagSet("bench-wgref", flag.ContinueOnError)
-	var priv, peer, ep, addr, allowed string
-	fs.StringVar(&w.Dev, "dev", "", "")
-	fs.StringVar(&priv, "private", "", "")
-	fs.IntVar(&w.Port, "port", 0, "")
-	fs.StringVar(&peer, "peer", "", "")
-	fs.StringVar(&ep, "endpoint", "", "")
-	fs.StringVar(&addr, "addr", "", "")
-	fs.StringVar(&allowed, "allowed", "", "")
-	fs.IntVar(&w.MTU, "mtu", 0, "")
-	fs.BoolVar(&w.Verbose, "verbose", false, "")
-	if err := fs.Parse(args); err != nil {
-		return w, err
-	}
-	var err error
-	if w.Private, err = key.ParsePrivate(priv); err != nil {
-		return w, err
-	}
-	if w.Peer, err = key.ParsePublic(peer); err != nil {
-		return w, err
-	}
-	if w.Endpoint, err = netip.ParseAddrPort(ep); err != nil {
-		return w, err
-	}
-	if w.Addr, err = netip.ParsePrefix(addr); err != nil {
-		return w, err
-	}
-	w.Allowed, err = netip.ParsePrefix(allowed)
-	return w, err
 }
 
 // TestWGRefConfig: the two ends mirror each other, and the flags and the
@@ -102,7 +65,7 @@ func TestWGRefConfig(t *testing.T) {
 		t.Fatalf("ends do not mirror:\n%+v\n%+v", a, b)
 	}
 	a.MTU, a.Verbose = 1280, true
-	back, err := parseWGRefFlags(a.Flags())
+	back, err := ParseWGRefFlags(a.Flags())
 	if err != nil || back != a {
 		t.Fatalf("flags %v read back as %+v (%v), want %+v", a.Flags(), back, err, a)
 	}
@@ -113,10 +76,26 @@ func TestWGRefConfig(t *testing.T) {
 			t.Errorf("UAPI lacks %q:\n%s", want, u)
 		}
 	}
-	for _, bad := range []WGRef{{}, {Dev: "x"}, {Dev: "x", Port: 70000}, {Dev: "x", Port: 1}, {Dev: "x", Port: 1, Endpoint: a.Endpoint}} {
+	keys := WGRef{Dev: "x", Private: a.Private, Peer: a.Peer}
+	noPort, bigPort, noEndpoint, noAddr := keys, keys, keys, keys
+	bigPort.Port, noEndpoint.Port, noAddr.Port, noAddr.Endpoint = 70000, 1, 1, a.Endpoint
+	for _, bad := range []WGRef{{}, {Dev: "x", Port: 1}, noPort, bigPort, noEndpoint, noAddr} {
 		if bad.Check() == nil {
 			t.Errorf("Check(%+v) = nil", bad)
 		}
+	}
+	for _, args := range [][]string{
+		{"--port", "x"},
+		{"--private", "nope"},
+		append(a.Flags(), "extra"),
+		{"--dev", "d"},
+	} {
+		if _, err := ParseWGRefFlags(args); err == nil {
+			t.Errorf("ParseWGRefFlags(%q) = nil error", args)
+		}
+	}
+	if _, err := ParseWGRefFlags([]string{"--private", "nope"}); err == nil || !strings.Contains(err.Error(), "-private") {
+		t.Errorf("bad --private: %v, want the flag named", err)
 	}
 	if err := a.Check(); err != nil {
 		t.Errorf("Check of a good end: %v", err)

@@ -3,6 +3,7 @@ package lab
 import (
 	"bufio"
 	"context"
+	"flag"
 	"fmt"
 	"io"
 	"net/netip"
@@ -56,11 +57,45 @@ func (w WGRef) Flags() []string {
 	return f
 }
 
+// ParseWGRefFlags reads the flags Flags writes: the command line of
+// `meshd bench-wgref`. The error names the flag.
+func ParseWGRefFlags(args []string) (WGRef, error) {
+	w := WGRef{}
+	fs := flag.NewFlagSet("bench-wgref", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	fs.StringVar(&w.Dev, "dev", WGDev, "TUN device name")
+	fs.IntVar(&w.Port, "port", 0, "WireGuard UDP listen port")
+	fs.IntVar(&w.MTU, "mtu", 0, "TUN MTU (0: 1420, meshd's tunnel MTU)")
+	fs.BoolVar(&w.Verbose, "verbose", false, "wireguard-go verbose log on stderr")
+	parsers := []struct {
+		name, usage string
+		parse       func(string) error
+	}{
+		{"private", "private key, base64", func(s string) (err error) { w.Private, err = key.ParsePrivate(s); return }},
+		{"peer", "the peer's public key, base64", func(s string) (err error) { w.Peer, err = key.ParsePublic(s); return }},
+		{"endpoint", "the peer's WireGuard address ip:port", func(s string) (err error) { w.Endpoint, err = netip.ParseAddrPort(s); return }},
+		{"addr", "this end's tunnel address with prefix", func(s string) (err error) { w.Addr, err = netip.ParsePrefix(s); return }},
+		{"allowed", "the peer's allowed IPs", func(s string) (err error) { w.Allowed, err = netip.ParsePrefix(s); return }},
+	}
+	for _, p := range parsers {
+		fs.Func(p.name, p.usage, p.parse)
+	}
+	if err := fs.Parse(args); err != nil {
+		return w, err
+	}
+	if fs.NArg() > 0 {
+		return w, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	return w, w.Check()
+}
+
 // Check says what is wrong with w, nil if nothing.
 func (w WGRef) Check() error {
 	switch {
 	case w.Dev == "":
 		return fmt.Errorf("no TUN device name")
+	case w.Private == (key.PrivateKey{}) || w.Peer.IsZero():
+		return fmt.Errorf("no private key or no peer key")
 	case w.Port < 1 || w.Port > 65535:
 		return fmt.Errorf("port %d: must be 1-65535", w.Port)
 	case !w.Endpoint.IsValid():

@@ -142,3 +142,41 @@ func TestStateAtFleetScale(t *testing.T) {
 		})
 	}
 }
+
+// TestOwnRecordEchoIsQuiet: a node's own record, echoed back by the peers
+// that rebroadcast it, does not bump its version (which would re-announce
+// it, forever): an idle mesh's catalog stays still, and its gossip costs
+// probes and acks only.
+func TestOwnRecordEchoIsQuiet(t *testing.T) {
+	var ns []*testNode
+	for _, name := range []string{"a", "b", "c", "d"} {
+		ns = append(ns, newNode(t, name))
+	}
+	for _, n := range ns[1:] {
+		n.join(t, ns[0])
+	}
+	version := func(n *testNode) uint64 {
+		n.mu.Lock()
+		defer n.mu.Unlock()
+		return n.version
+	}
+	waitFor(t, 10*time.Second, "the catalog to settle", func() string {
+		v := version(ns[0])
+		time.Sleep(500 * time.Millisecond)
+		if w := version(ns[0]); w != v {
+			return fmt.Sprintf("version %d -> %d", v, w)
+		}
+		return ""
+	})
+	v0, s0, at := version(ns[0]), ns[0].Stats(), time.Now()
+	time.Sleep(2 * time.Second)
+	s1 := ns[0].Stats()
+	rate := float64(s1.BytesSent-s0.BytesSent) / time.Since(at).Seconds()
+	t.Logf("idle gossip of one of 4 nodes: %.0f B/s sent", rate)
+	if v := version(ns[0]); v != v0 {
+		t.Fatalf("own record version moved %d -> %d in an idle mesh", v0, v)
+	}
+	if s1.BytesSent == s0.BytesSent || s1.BytesReceived == s0.BytesReceived {
+		t.Fatalf("no gossip counted in 2 s: %+v -> %+v", s0, s1)
+	}
+}

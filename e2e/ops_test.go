@@ -110,12 +110,19 @@ func TestReload(t *testing.T) {
 	specX := nodeSpec{Name: "x", Site: "s1", Exports: []exportSpec{
 		{Name: "stream", Target: echo.Addr()}, {Name: "web", Target: webX.Addr()}}}
 	x := c.start(specX)
-	y := c.start(nodeSpec{Name: "y", Site: "s2", Exports: []exportSpec{{Name: "web", Target: webY.Addr()}}})
+	y := c.start(nodeSpec{Name: "y", Site: "s2", Exports: []exportSpec{{Name: "web", Target: webY.Addr()}, {Name: "old", Target: webY.Addr()}}})
 	specZ := nodeSpec{Name: "z", Site: "s3", Imports: []importSpec{
-		{Name: "stream", Sites: []string{"s1"}}, {Name: "web", Sites: []string{"s1", "s2"}}}}
+		{Name: "stream", Sites: []string{"s1"}}, {Name: "web", Sites: []string{"s1", "s2"}}, {Name: "old", Sites: []string{"s2"}}}}
 	z := c.start(specZ)
 	waitMesh(t, 20*time.Second, x, y, z)
 	waitServedBy(t, 10*time.Second, z.Imports["web"], "x")
+	// A connection through the import "old" that the reload removes: it
+	// must go on working; its listener must close.
+	oldConn, oldBR, oldName, err := foDial(z.Imports["old"], 30*time.Second)
+	if err != nil || oldName != "y" {
+		t.Fatalf("import old: %q %v", oldName, err)
+	}
+	defer oldConn.Close()
 
 	// A transfer through the unchanged import "stream" spans the reloads.
 	const size = 24 << 20
@@ -147,7 +154,7 @@ func TestReload(t *testing.T) {
 		t.Errorf("site change: exit %d, stderr %q; want non-zero, one line naming site", code, errOut)
 	}
 	// Nothing changed: same imports, same preference.
-	if st := status(t, z); len(st.Imports) != 2 || st.Node.Site != "s3" {
+	if st := status(t, z); len(st.Imports) != 3 || st.Node.Site != "s3" {
 		t.Errorf("after refused reloads: site %s, imports %+v", st.Node.Site, st.Imports)
 	}
 	if got, err := servedBy(z.Imports["web"]); err != nil || got != "x" {
@@ -160,6 +167,7 @@ func TestReload(t *testing.T) {
 	x.signal(t, syscall.SIGHUP)
 	// 4. And on z by `meshd reload`: web prefers s2 now, and a new import.
 	specZ.Imports = []importSpec{{Name: "stream", Sites: []string{"s1"}}, {Name: "web", Sites: []string{"s2", "s1"}}, {Name: "extra"}}
+	oldAddr := z.Imports["old"]
 	c.writeConfig(z, specZ, "")
 	t0 := time.Now()
 	out, errOut, code = runMeshd(t, 20*time.Second, "reload", "--config", z.Config)
@@ -167,12 +175,26 @@ func TestReload(t *testing.T) {
 		t.Fatalf("reload: exit %d: %s", code, errOut)
 	}
 	t.Logf("reload: %s", strings.TrimSpace(out))
+	for _, want := range []string{"import web changed", "import extra added", "import old removed"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("meshd reload printed %q; want it to list %q", out, want)
+		}
+	}
 	if got, err := servedBy(z.Imports["web"]); err != nil || got != "y" {
 		t.Errorf("right after the reload web served by %q (%v); want y (sites [s2, s1])", got, err)
 	}
 	waitServedBy(t, 10*time.Second, z.Imports["extra"], "x-extra")
 	t.Logf("new import served by x's new export %s after the reload", time.Since(t0).Round(time.Millisecond))
 
+	if cn, err := net.DialTimeout("tcp", oldAddr, time.Second); err == nil {
+		cn.Close()
+		t.Errorf("the removed import still accepts on %s", oldAddr)
+	}
+	if err := foRoundTrip(oldConn, oldBR, []byte("still there after the reload")); err != nil {
+		t.Errorf("a connection through the removed import broke: %v", err)
+	} else if err := foFinish(oldConn, oldBR); err != nil {
+		t.Errorf("a connection through the removed import did not finish cleanly: %v", err)
+	}
 	if err := <-xfer; err != nil {
 		t.Errorf("transfer through the unchanged import across the reloads: %v", err)
 	}
@@ -638,5 +660,18 @@ func TestCLIBasics(t *testing.T) {
 	waitUp(t, n, 15*time.Second)
 	waitFor(t, 5*time.Second, "a debug line", func() (bool, string) {
 		return strings.Contains(n.logText(), "level=DEBUG"), ""
+	})
+
+	// log.level is applied by a reload (without the flag, which would win).
+	m := c.start(nodeSpec{Name: "n2", Site: "s1", Join: []string{addr(n.GossipPort)}})
+	waitUp(t, m, 15*time.Second)
+	if strings.Contains(m.logText(), "level=DEBUG") {
+		t.Fatal("debug lines at level info")
+	}
+	b, _ := os.ReadFile(m.Config)
+	os.WriteFile(m.Config, []byte(strings.Replace(string(b), "level: info", "level: debug", 1)), 0o600)
+	m.signal(t, syscall.SIGHUP)
+	waitFor(t, 5*time.Second, "n2's log level changed by the reload", func() (bool, string) {
+		return strings.Contains(m.logText(), "reload: log level changed\" level=debug"), ""
 	})
 }

@@ -61,6 +61,17 @@ func (p *pkiEnv) issue(ca, trust, name, site string, args ...string) string {
 		filepath.Join(out, name+".crt"), filepath.Join(out, name+".key"))
 }
 
+// issueInto re-issues name's certificate with ca into the directory of
+// the certificates of from, keeping its keys (renewal, or a CA rotation).
+func (p *pkiEnv) issueInto(ca, from, name, site string, args ...string) {
+	p.t.Helper()
+	out := filepath.Join(p.dir, "certs-"+from)
+	full := append([]string{"cert", "sign", "--ca", filepath.Join(p.dir, ca), "--name", name, "--site", site, "--out", out}, args...)
+	if stdout, errOut, code := runMeshd(p.t, 20*time.Second, full...); code != 0 || !strings.Contains(stdout, "renewed") {
+		p.t.Fatalf("cert sign %s with %s into %s: exit %d: %s %s", name, ca, out, code, stdout, errOut)
+	}
+}
+
 // countingBackend is a foBackend that counts the connections that sent it
 // data (health checks and drill probes connect and close without any).
 type countingBackend struct {

@@ -104,6 +104,9 @@ type Config struct {
 	Meta      Meta
 	Logger    *slog.Logger // nil = slog.Default()
 
+	// Keys, if set, are every cluster key (rotation): Keys[0] encrypts
+	// (and must equal Key), all decrypt. Change them with SetKeys.
+	Keys [][]byte
 	// SignKey signs this node's records (SPEC §8); nil = a random key for
 	// this run. Cert is this node's certificate (pki), carried in its record.
 	SignKey ed25519.PrivateKey
@@ -168,6 +171,16 @@ func (c *Config) Validate() error {
 	if _, err := encodeMeta(c.Meta); err != nil {
 		return err
 	}
+	for _, k := range c.Keys {
+		switch len(k) {
+		case 16, 24, 32:
+		default:
+			return fmt.Errorf("gossip: config: cluster key must be 16, 24 or 32 bytes, not %d", len(k))
+		}
+	}
+	if len(c.Keys) > 0 && !bytes.Equal(c.Keys[0], c.Key) {
+		return errors.New("gossip: config: the first of Keys must be Key")
+	}
 	if c.SignKey != nil && len(c.SignKey) != ed25519.PrivateKeySize {
 		return errors.New("gossip: config: signing key must be an Ed25519 private key")
 	}
@@ -192,6 +205,7 @@ type Gossip struct {
 	signKey    ed25519.PrivateKey
 	signPub    ed25519.PublicKey
 	identity   func(name string, meta Meta, cert []byte, signKey ed25519.PublicKey) error
+	keyring    *memberlist.Keyring
 	ml         *memberlist.Memberlist
 	localAddr  netip.AddrPort
 	queue      *memberlist.TransmitLimitedQueue
@@ -291,6 +305,16 @@ func New(cfg Config) (*Gossip, error) {
 		}
 	}
 	mc.SecretKey = slices.Clone(cfg.Key)
+	keys := cfg.Keys
+	if len(keys) == 0 {
+		keys = [][]byte{cfg.Key}
+	}
+	kr, err := memberlist.NewKeyring(keys, cfg.Key)
+	if err != nil {
+		return nil, fmt.Errorf("gossip: keyring: %w", err)
+	}
+	mc.Keyring = kr
+	g.keyring = kr
 	mc.GossipVerifyIncoming = true
 	mc.GossipVerifyOutgoing = true
 	mc.ProbeInterval = 500 * time.Millisecond
@@ -493,6 +517,38 @@ func (g *Gossip) SetExports(exps []Export) {
 	if changed {
 		g.notify()
 	}
+}
+
+// SetKeys replaces the cluster keys (rotation, SPEC §8): keys[0] encrypts
+// from now on, every one decrypts; keys no longer listed are dropped. Each
+// must be 16, 24 or 32 bytes.
+func (g *Gossip) SetKeys(keys [][]byte) error {
+	if len(keys) == 0 {
+		return errors.New("gossip: no cluster key")
+	}
+	for _, k := range keys {
+		switch len(k) {
+		case 16, 24, 32:
+		default:
+			return fmt.Errorf("gossip: cluster key of %d bytes", len(k))
+		}
+	}
+	for _, k := range keys {
+		if err := g.keyring.AddKey(k); err != nil {
+			return fmt.Errorf("gossip: add key: %w", err)
+		}
+	}
+	if err := g.keyring.UseKey(keys[0]); err != nil {
+		return fmt.Errorf("gossip: use key: %w", err)
+	}
+	for _, old := range g.keyring.GetKeys() {
+		if !slices.ContainsFunc(keys, func(k []byte) bool { return bytes.Equal(k, old) }) {
+			if err := g.keyring.RemoveKey(old); err != nil {
+				return fmt.Errorf("gossip: remove key: %w", err)
+			}
+		}
+	}
+	return nil
 }
 
 // SetCert replaces the certificate carried in this node's record (a renewed

@@ -3,6 +3,7 @@ package gossip
 import (
 	"crypto/ed25519"
 	"errors"
+	"fmt"
 	"math"
 	"slices"
 	"testing"
@@ -163,4 +164,43 @@ func TestSignedRecordsSpread(t *testing.T) {
 		}
 		return ""
 	})
+}
+
+// TestKeyRotation: the three steps of a cluster key rotation, one node at
+// a time, with a node that never changes in the middle: every step keeps
+// the members talking.
+func TestKeyRotation(t *testing.T) {
+	oldKey, newKey := testKey, []byte("fedcba9876543210fedcba9876543210")
+	a := newNode(t, "a")
+	b := newNode(t, "b")
+	b.join(t, a)
+	waitState(t, 5*time.Second, "b", StateAlive, a)
+	steps := [][][]byte{
+		{oldKey, newKey}, // 1: everyone can read the new key
+		{newKey, oldKey}, // 2: everyone writes with it
+		{newKey},         // 3: the old key is gone
+	}
+	for i, keys := range steps {
+		for _, n := range []*testNode{a, b} {
+			if err := n.SetKeys(keys); err != nil {
+				t.Fatalf("step %d: %s: %v", i+1, n.name, err)
+			}
+		}
+		a.SetExports([]Export{{Name: fmt.Sprintf("step-%d", i+1), Weight: 1}})
+		waitFor(t, 5*time.Second, fmt.Sprintf("step %d catalog", i+1), func() string {
+			m, _ := b.member("a")
+			if m.State != StateAlive || len(m.Exports) != 1 || m.Exports[0].Name != fmt.Sprintf("step-%d", i+1) {
+				return fmt.Sprintf("%+v", m)
+			}
+			return ""
+		})
+	}
+	// A node with only the old key cannot join any more.
+	c := newNode(t, "c")
+	if _, err := c.Join([]string{a.LocalAddr().String()}); err == nil {
+		t.Fatal("a node with the retired key joined")
+	}
+	if err := a.SetKeys([][]byte{[]byte("short")}); err == nil {
+		t.Fatal("a 5-byte key accepted")
+	}
 }

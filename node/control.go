@@ -62,7 +62,7 @@ func startControl(n *Node, path string) (*controlServer, error) {
 			http.Error(w, err.Error(), http.StatusBadRequest)
 			return
 		}
-		writeJSON(w, ReloadResult{OK: true, File: n.Config().Path})
+		writeJSON(w, ReloadResult{OK: true, File: n.Config().Path, Changes: n.LastReload()})
 	})
 	mux.HandleFunc("POST /ping", func(w http.ResponseWriter, r *http.Request) {
 		var req PingRequest

@@ -94,10 +94,10 @@ func (n *Node) Drill(ctx context.Context, req DrillRequest) (failover.Report, er
 	if err := n.sendDrillOrder(order, targets, inSite); err != nil {
 		return failover.Report{}, err
 	}
-	n.drills.Start(start, func() failover.Report {
+	live := n.drills.Start(start, func() failover.Report {
 		return failover.Summarize(req.Site, start, start.Add(d), pr.results())
 	})
-	defer n.drills.Abort() // a no-op once Finish recorded it
+	defer n.drills.Abort(live) // a no-op once Finish recorded it
 	n.log.Info("drill started", "site", req.Site, "duration", d, "nodes", len(targets))
 	if set := n.pki.Load(); set != nil && !set.Cert.Drill {
 		n.log.Warn("this node's certificate lacks the drill capability: other nodes refuse its drill orders")
@@ -121,7 +121,7 @@ func (n *Node) Drill(ctx context.Context, req DrillRequest) (failover.Report, er
 	stopProbes()
 	pr.wait()
 	rep := failover.Summarize(req.Site, start, restore, pr.results())
-	n.drills.Finish(start, rep)
+	n.drills.Finish(live, rep)
 	var ds []metrics.DrillService
 	for _, s := range rep.Services {
 		ds = append(ds, metrics.DrillService{Name: s.Name, Failed: s.Failed, RTO: msDuration(s.RTOMS), Failback: msDuration(s.FailbackMS)})
@@ -141,7 +141,7 @@ func msDuration(ms int64) time.Duration {
 // encrypted reliable channel (and applies it here when this node is in the
 // site). It fails only if no node could be told.
 func (n *Node) sendDrillOrder(o failover.DrillOrder, targets []string, local bool) error {
-	sealed, err := o.Seal(n.cfg.Cluster.Key)
+	sealed, err := o.Seal(n.Config().Cluster.Key)
 	if err != nil {
 		return fmt.Errorf("seal drill order: %w", err)
 	}
@@ -188,7 +188,7 @@ func (n *Node) receiveDrills() {
 			sealed, sig, err := failover.SplitSignedDrillOrder(msg)
 			var o failover.DrillOrder
 			if err == nil {
-				o, err = failover.OpenDrillOrder(sealed, n.cfg.Cluster.Key, time.Now())
+				o, err = n.openDrillOrder(sealed)
 			}
 			if err != nil {
 				n.log.Warn("drill order rejected", "err", err)

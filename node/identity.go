@@ -1,10 +1,12 @@
 package node
 
 import (
+	"bytes"
 	"crypto/ed25519"
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"sync"
 	"time"
 
@@ -243,6 +245,60 @@ func (n *Node) authorizeDrill(o failover.DrillOrder, sealed, sig []byte) error {
 		return errors.New("not signed by the origin's key")
 	}
 	return nil
+}
+
+// openDrillOrder opens a sealed order with any of the cluster keys in
+// force (rotation).
+func (n *Node) openDrillOrder(sealed []byte) (failover.DrillOrder, error) {
+	keys := n.Config().Cluster.Keys
+	if len(keys) == 0 {
+		keys = [][]byte{n.Config().Cluster.Key} // a config built in code (demo)
+	}
+	err := failover.ErrDrillAuth
+	for _, k := range keys {
+		var o failover.DrillOrder
+		if o, err = failover.OpenDrillOrder(sealed, k, time.Now()); !errors.Is(err, failover.ErrDrillAuth) {
+			return o, err
+		}
+	}
+	return failover.DrillOrder{}, err
+}
+
+// reloadClusterKeys applies a changed cluster key file (rotation, SPEC §8):
+// the first key encrypts gossip and signs probes, relay handshakes and
+// drill orders from now on; every listed key is accepted. A new set that
+// shares no key with the running one would cut this node off the mesh at
+// once, so it is refused: rotate in steps (README).
+func (n *Node) reloadClusterKeys(old, cfg *config.Config) (func(), func(), error) {
+	oldKeys, newKeys := old.Cluster.Keys, cfg.Cluster.Keys
+	if len(newKeys) == 0 {
+		newKeys = [][]byte{cfg.Cluster.Key}
+	}
+	if len(oldKeys) == 0 {
+		oldKeys = [][]byte{old.Cluster.Key}
+	}
+	if slices.EqualFunc(oldKeys, newKeys, bytes.Equal) {
+		return nil, nil, nil
+	}
+	shared := false
+	for _, k := range newKeys {
+		shared = shared || slices.ContainsFunc(oldKeys, func(o []byte) bool { return bytes.Equal(o, k) })
+	}
+	if !shared {
+		return nil, nil, errors.New("cluster.key_file: the new keys share none with the running ones, which would cut this node off; " +
+			"rotate in steps: add the new key as a second line, reload every node, move it first, reload, remove the old one, reload")
+	}
+	commit := func() {
+		if err := n.gsp.SetKeys(newKeys); err != nil {
+			n.log.Error("reload: gossip keys", "err", err)
+		}
+		n.tun.SetClusterKeys(newKeys)
+		if n.rly != nil {
+			n.rly.srv.SetClusterKeys(newKeys)
+		}
+		n.log.Info("cluster keys changed", "keys", len(newKeys))
+	}
+	return commit, nil, nil
 }
 
 // certCache keeps parsed certificates by their wire form, bounded.

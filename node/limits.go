@@ -2,6 +2,7 @@ package node
 
 import (
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"slices"
@@ -30,13 +31,15 @@ const limitLogEvery = time.Second
 
 // nodeLimits holds the node-wide limit state.
 type nodeLimits struct {
-	mu      sync.Mutex
-	streams map[key.PublicKey]int  // guarded by mu: streams each peer holds open to us
-	given   map[key.PublicKey]bool // guarded by mu: peers given tunnel state by the last reconcile
+	mu        sync.Mutex
+	streams   map[key.PublicKey]int  // guarded by mu: streams each peer holds open to us
+	given     map[key.PublicKey]bool // guarded by mu: peers given tunnel state by the last reconcile
+	lingering map[key.PublicKey]int  // guarded by mu: refused streams each peer has not closed yet
 
 	streamsRefused atomic.Uint64 // streams refused: max_streams_per_peer
 	exportRefused  atomic.Uint64 // streams refused: an export's max_conns
 	peersLeftOut   atomic.Int64  // members without tunnel state now: max_peers
+	sessionsReset  atomic.Uint64 // sessions reset for opening streams beyond the limit
 
 	streamLog, exportLog, peersLog *ratelimit.Every
 }
@@ -45,6 +48,7 @@ func newNodeLimits() *nodeLimits {
 	return &nodeLimits{
 		streams:   make(map[key.PublicKey]int),
 		given:     make(map[key.PublicKey]bool),
+		lingering: make(map[key.PublicKey]int),
 		streamLog: ratelimit.NewEvery(limitLogEvery),
 		exportLog: ratelimit.NewEvery(limitLogEvery),
 		peersLog:  ratelimit.NewEvery(limitLogEvery),
@@ -86,6 +90,41 @@ func (l *nodeLimits) releaseStream(peer key.PublicKey) {
 	}
 }
 
+// A refused stream is half-closed by us; yamux keeps it, able to receive,
+// until the peer closes its side too (a meshd importer does at once) or
+// yamux's close timeout (30 s). The refusing goroutine waits for that,
+// discarding what arrives, and counts the stream as lingering meanwhile. A
+// peer with more than lingerMax refused streams it does not close is not
+// a meshd behaving: its session is reset (every stream on it ends, it is
+// redialled), so refused streams cannot pile up.
+const (
+	lingerFor = 30 * time.Second
+	lingerMin = 256
+)
+
+// lingerMax is how many refused streams a peer may leave open.
+func lingerMax(streams int) int { return max(lingerMin, streams) }
+
+// lingerBegin counts a refused stream of peer as lingering, or reports
+// false when the peer already has max of them.
+func (l *nodeLimits) lingerBegin(peer key.PublicKey, max int) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.lingering[peer] >= max {
+		return false
+	}
+	l.lingering[peer]++
+	return true
+}
+
+func (l *nodeLimits) lingerEnd(peer key.PublicKey) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.lingering[peer]--; l.lingering[peer] <= 0 {
+		delete(l.lingering, peer)
+	}
+}
+
 // streamsOf returns the streams peer holds open to this node.
 func (l *nodeLimits) streamsOf(peer key.PublicKey) int {
 	l.mu.Lock()
@@ -116,6 +155,17 @@ func (n *Node) admitStream(peer key.PublicKey, s net.Conn) (release func(), ok b
 		s.Close()
 		logLimited(n.log, n.lim.streamLog, "limits: stream refused: peer holds max_streams_per_peer streams",
 			"peer", n.peerName(peer), "max", max)
+		if !n.lim.lingerBegin(peer, lingerMax(max)) {
+			if n.tun.ResetSession(peer) {
+				n.lim.sessionsReset.Add(1)
+				n.log.Warn("limits: session reset: peer leaves its refused streams open",
+					"peer", n.peerName(peer), "max_streams_per_peer", max, "refused_open", lingerMax(max))
+			}
+			return nil, false
+		}
+		s.SetReadDeadline(time.Now().Add(lingerFor))
+		io.Copy(io.Discard, s) // until the peer closes its side too
+		n.lim.lingerEnd(peer)
 		return nil, false
 	}
 	return func() { n.lim.releaseStream(peer) }, true
@@ -202,16 +252,17 @@ type importGate struct {
 	open    atomic.Int64  // connections admitted and not finished
 	limited atomic.Uint64 // connections closed at once: over max_conns or rate
 
-	mu     sync.Mutex
-	bucket *ratelimit.Bucket // guarded by mu
-	rate   float64           // guarded by mu: what bucket was set to
-	burst  int               // guarded by mu
-	log    *ratelimit.Every
+	mu      sync.Mutex
+	bucket  *ratelimit.Bucket // guarded by mu
+	rate    float64           // guarded by mu: what bucket was set to
+	burst   int               // guarded by mu
+	log     *ratelimit.Every  // refusals
+	failLog *ratelimit.Every  // connections that found no endpoint (imports.go)
 }
 
 func newImportGate(c config.Import) *importGate {
 	return &importGate{bucket: ratelimit.NewBucket(c.Rate, c.Burst), rate: c.Rate, burst: c.Burst,
-		log: ratelimit.NewEvery(limitLogEvery)}
+		log: ratelimit.NewEvery(limitLogEvery), failLog: ratelimit.NewEvery(limitLogEvery)}
 }
 
 // set changes the token bucket's rate and burst (a reload); the tokens

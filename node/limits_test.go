@@ -242,6 +242,52 @@ func TestLimitsThroughMesh(t *testing.T) {
 	held = nil
 	testutil.Until(t, 5*time.Second, "streams released", func() bool { return e.lim.streamsOf(i.tun.PublicKey()) == 0 })
 
+	// The importer closes its refused streams at once: none lingers.
+	testutil.Until(t, 5*time.Second, "refused streams closed", func() bool {
+		e.lim.mu.Lock()
+		defer e.lim.mu.Unlock()
+		return e.lim.lingering[i.tun.PublicKey()] == 0
+	})
+
+	// A peer that leaves its refused streams open (as if it had lingerMax of
+	// them) has its session reset at the next refusal: the held streams
+	// end, and the mesh recovers.
+	for range 4 {
+		c := open(freeImp.ln.Addr().String())
+		if c == nil {
+			t.Fatal("stream within max_streams_per_peer failed")
+		}
+		held = append(held, c)
+	}
+	e.lim.mu.Lock()
+	e.lim.lingering[i.tun.PublicKey()] = lingerMax(4)
+	e.lim.mu.Unlock()
+	if c := open(freeImp.ln.Addr().String()); c != nil {
+		c.Close()
+	}
+	if e.lim.sessionsReset.Load() == 0 {
+		t.Fatalf("session not reset (%d refusals)", e.lim.streamsRefused.Load())
+	}
+	for _, c := range held {
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if _, err := c.Read(make([]byte, 1)); err == nil || isTimeout(err) {
+			t.Fatalf("a stream of the reset session is still open: %v", err)
+		}
+		c.Close()
+	}
+	held = nil
+	e.lim.mu.Lock()
+	delete(e.lim.lingering, i.tun.PublicKey())
+	e.lim.mu.Unlock()
+	testutil.Until(t, 10*time.Second, "the mesh to recover", func() bool {
+		c := open(freeImp.ln.Addr().String())
+		if c != nil {
+			c.Close()
+		}
+		return c != nil
+	})
+	testutil.Until(t, 5*time.Second, "streams released", func() bool { return e.lim.streamsOf(i.tun.PublicKey()) == 0 })
+
 	// Export b has max_conns 1.
 	c1 := open(bAddr)
 	if c1 == nil {
@@ -256,9 +302,42 @@ func TestLimitsThroughMesh(t *testing.T) {
 	}
 	c1.Close()
 	testutil.Until(t, 5*time.Second, "export slot released", func() bool { return e.exportMap()["b"].slots.Load() == 0 })
-	if c := open(bAddr); c == nil {
-		t.Fatal("export b refused after its connection ended")
-	} else {
-		c.Close()
+	// (The refusals opened the importer's breaker for b: allow its retry.)
+	testutil.Until(t, 10*time.Second, "export b to serve again after its connection ended", func() bool {
+		c := open(bAddr)
+		if c != nil {
+			c.Close()
+		}
+		return c != nil
+	})
+}
+
+func TestLingerCount(t *testing.T) {
+	l := newNodeLimits()
+	p, q := key.PublicKey{1}, key.PublicKey{2}
+	for i := range 3 {
+		if !l.lingerBegin(p, 3) {
+			t.Fatalf("refused stream %d of 3 not counted", i)
+		}
+	}
+	if l.lingerBegin(p, 3) {
+		t.Fatal("a 4th lingering refused stream allowed with max 3")
+	}
+	if !l.lingerBegin(q, 3) {
+		t.Fatal("another peer counted with the first")
+	}
+	l.lingerEnd(p)
+	if !l.lingerBegin(p, 3) {
+		t.Fatal("a closed refused stream did not free its place")
+	}
+	for range 3 {
+		l.lingerEnd(p)
+	}
+	l.lingerEnd(q)
+	if len(l.lingering) != 0 {
+		t.Fatalf("entries left: %v", l.lingering)
+	}
+	if lingerMax(4) != lingerMin || lingerMax(4096) != 4096 {
+		t.Fatalf("lingerMax: %d, %d", lingerMax(4), lingerMax(4096))
 	}
 }

@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	promtestutil "github.com/prometheus/client_golang/prometheus/testutil"
+
 	"github.com/meshd/meshd/internal/config"
 	"github.com/meshd/meshd/internal/version"
 )
@@ -53,6 +55,14 @@ func TestMetricsEndpoint(t *testing.T) {
 		if !strings.Contains(string(body), want) {
 			t.Errorf("metrics lack %q", want)
 		}
+	}
+	// The live node's registry is promlint-clean.
+	problems, err := promtestutil.GatherAndLint(n.metrics.Registry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range problems {
+		t.Errorf("promlint: %s: %s", p.Metric, p.Text)
 	}
 }
 

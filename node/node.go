@@ -82,9 +82,12 @@ type Node struct {
 	imports atomic.Pointer[[]*importer]          // copy on write; read with importList()
 	pubMu   sync.Mutex                           // serialises publishExports
 
-	reloadMu sync.Mutex   // serialises Reload and OnReload
-	hooks    []reloadHook // guarded by reloadMu
-	retired  []*importer  // guarded by reloadMu; removed by a reload, may still have active connections
+	reloadMu    sync.Mutex   // serialises Reload and OnReload
+	hooks       []reloadHook // guarded by reloadMu
+	retired     []*importer  // guarded by reloadMu; removed by a reload, may still have active connections
+	retiredX    []*exporter  // guarded by reloadMu; likewise for exports (their active streams)
+	reloadNotes []string     // guarded by reloadMu; changes of the reload in progress
+	lastNotes   []string     // guarded by reloadMu; changes of the last successful reload
 
 	mu         sync.Mutex
 	started    bool                    // guarded by mu
@@ -181,6 +184,7 @@ func (n *Node) Start() (err error) {
 		return fmt.Errorf("node: %w", err)
 	}
 	undo = append(undo, func() { n.tun.Close() })
+	n.tun.SetClusterKeys(n.cfg.Cluster.Keys) // every key of the file verifies (rotation)
 
 	exps := make(map[string]*exporter, len(n.cfg.Exports))
 	for _, e := range n.cfg.Exports {
@@ -203,6 +207,7 @@ func (n *Node) Start() (err error) {
 		Bind:      n.cfg.Gossip.Bind,
 		Advertise: n.cfg.Gossip.Advertise,
 		Key:       n.cfg.Cluster.Key,
+		Keys:      n.cfg.Cluster.Keys,
 		Meta: gossip.Meta{Site: n.cfg.Site, PublicKey: n.pub, Tunnel: n.tunnelAdvertise(), Relay: n.relayAdvertise(),
 			Version: version.Get().Short()},
 		Logger:   n.log,
@@ -243,6 +248,7 @@ func (n *Node) Start() (err error) {
 	}
 	undo = append(undo, func() { n.ctl.close() })
 
+	n.OnReload("cluster keys", n.reloadClusterKeys)
 	n.OnReload("pki", n.reloadPKI)
 	n.goFunc(n.watchGossip)
 	n.goFunc(n.watchHealth)
@@ -345,6 +351,7 @@ func (n *Node) drain(grace time.Duration) {
 	n.reloadMu.Lock() // no reload from here on: the lists below stay as they are
 	n.draining.Store(true)
 	imps := append(n.importList(), n.retired...)
+	retiredX := n.retiredX
 	n.reloadMu.Unlock()
 	for _, im := range imps {
 		im.close()
@@ -358,6 +365,9 @@ func (n *Node) drain(grace time.Duration) {
 	active := func() int64 {
 		var a int64
 		for _, e := range exps {
+			a += e.active.Load()
+		}
+		for _, e := range retiredX {
 			a += e.active.Load()
 		}
 		for _, im := range imps {

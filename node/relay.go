@@ -32,6 +32,7 @@ func startRelayServer(n *Node) (*relayServer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("node: relay: %w", err)
 	}
+	srv.SetClusterKeys(n.cfg.Cluster.Keys) // every key of the file is accepted (rotation)
 	ln, err := net.Listen("tcp", n.cfg.Relay.Listen.String())
 	if err != nil {
 		srv.Close()
@@ -114,7 +115,7 @@ func (n *Node) relayLoop() {
 			}
 			ctx, cancel := context.WithTimeout(n.ctx, relayDialWait)
 			cl, err := relay.Dial(ctx, rc.addr.String(), relay.ClientConfig{
-				ClusterKey: n.cfg.Cluster.Key, PublicKey: n.pub,
+				ClusterKey: n.Config().Cluster.Key, PublicKey: n.pub, // the key in force (rotation)
 				Logger: n.log.With("component", "relay-client"), OnPacket: n.tun.DeliverRelay,
 			})
 			cancel()

@@ -3,6 +3,7 @@ package node
 import (
 	"errors"
 	"fmt"
+	"net/netip"
 	"reflect"
 	"slices"
 	"strings"
@@ -50,6 +51,25 @@ func (n *Node) OnReload(name string, f ReloadFunc) {
 	n.hooks = append(n.hooks, reloadHook{name: name, f: f})
 }
 
+// noteChange records one change of the reload in progress for its report
+// (ReloadResult). Called from commits, under reloadMu.
+func (n *Node) noteChange(format string, args ...any) {
+	n.reloadNotes = append(n.reloadNotes, fmt.Sprintf(format, args...))
+}
+
+// ReloadNote adds a short phrase ("log level debug") to the report of the
+// reload in progress (`meshd reload` prints it). Call it only from a
+// ReloadFunc's commit.
+func (n *Node) ReloadNote(format string, args ...any) { n.noteChange(format, args...) }
+
+// LastReload returns what the last successful reload changed, one short
+// phrase per change (empty when nothing did).
+func (n *Node) LastReload() []string {
+	n.reloadMu.Lock()
+	defer n.reloadMu.Unlock()
+	return slices.Clone(n.lastNotes)
+}
+
 // ReloadFile reads the config file the node runs from again, with the same
 // command-line overrides, and applies it (Reload). A file that does not
 // parse changes nothing; the error is the file:line one.
@@ -88,6 +108,7 @@ func (n *Node) Reload(cfg *config.Config) error {
 		{"failover", reloadFailover},
 	}, n.hooks...)
 	var commits, aborts []func()
+	n.reloadNotes = nil
 	for _, st := range steps {
 		commit, abort, err := st.f(old, cfg)
 		if err != nil {
@@ -107,6 +128,7 @@ func (n *Node) Reload(cfg *config.Config) error {
 		c()
 	}
 	n.live.Store(cfg)
+	n.lastNotes = append([]string{}, n.reloadNotes...)
 	n.publishExports()
 	n.rebuildCatalog()
 	n.log.Info("config reloaded", "file", cfg.Path, "exports", len(cfg.Exports), "imports", len(cfg.Imports))
@@ -139,8 +161,13 @@ func (e *RestartError) Error() string {
 // advertises.
 func restartOnly(old, cfg *config.Config) (func(), func(), error) {
 	str := func(v any) string {
-		if s, ok := v.(string); ok {
-			return fmt.Sprintf("%q", s)
+		switch x := v.(type) {
+		case string:
+			return fmt.Sprintf("%q", x)
+		case netip.AddrPort:
+			if !x.IsValid() {
+				return `""`
+			}
 		}
 		return fmt.Sprintf("%v", v)
 	}
@@ -169,9 +196,7 @@ func restartOnly(old, cfg *config.Config) (func(), func(), error) {
 			return nil, nil, &RestartError{Key: k.key, Old: str(k.old), New: str(k.new)}
 		}
 	}
-	if !slices.Equal(old.Cluster.Key, cfg.Cluster.Key) {
-		return nil, nil, &RestartError{Key: "cluster.key", Old: "the running key", New: "another key"}
-	}
+	// Cluster keys change by reload (rotation): reloadClusterKeys.
 	return nil, nil, nil
 }
 
@@ -214,15 +239,20 @@ func (n *Node) reloadExports(old, cfg *config.Config) (func(), func(), error) {
 		for i, e := range changed {
 			e.setConfig(changes[i])
 			n.log.Info("reload: export changed", "export", changes[i].Name, "target", changes[i].Target)
+			n.noteChange("export %s changed", changes[i].Name)
 		}
 		n.exports.Store(&next)
+		n.retiredX = slices.DeleteFunc(n.retiredX, func(e *exporter) bool { return e.active.Load() == 0 })
 		for _, e := range removed {
+			n.retiredX = append(n.retiredX, e)
 			close(e.gone)
 			n.log.Info("reload: export removed; its active streams finish", "export", e.cfg().Name, "active", e.active.Load())
+			n.noteChange("export %s removed", e.cfg().Name)
 		}
 		for _, e := range added {
 			n.goFunc(e.checkLoop)
 			n.log.Info("reload: export added", "export", e.cfg().Name, "target", e.cfg().Target, "healthy", e.healthy.Load())
+			n.noteChange("export %s added", e.cfg().Name)
 		}
 	}
 	return commit, nil, nil
@@ -290,17 +320,20 @@ func (n *Node) reloadImports(old, cfg *config.Config) (func(), func(), error) {
 		for _, c := range changed {
 			c.im.conf.Store(&c.cfg)
 			n.log.Info("reload: import changed", "import", c.cfg.Name, "sites", strings.Join(c.cfg.Sites, ","), "balance", c.cfg.Balance)
+			n.noteChange("import %s changed", c.cfg.Name)
 		}
 		n.imports.Store(&next)
 		for _, im := range removed {
 			im.close()
 			n.retired = append(n.retired, im)
+			n.noteChange("import %s removed", im.cfg().Name)
 			n.log.Info("reload: import removed; listener closed, active connections finish", "import", im.cfg().Name,
 				"listen", im.cfg().Listen.String(), "active", im.active.Load())
 		}
 		for _, im := range added {
 			n.goFunc(im.serve)
 			n.log.Info("reload: import added", "import", im.cfg().Name, "listen", im.ln.Addr().String())
+			n.noteChange("import %s added", im.cfg().Name)
 		}
 		// Forget retired imports whose connections have all finished.
 		n.retired = slices.DeleteFunc(n.retired, func(im *importer) bool { return im.active.Load() == 0 })

@@ -118,8 +118,9 @@ const (
 
 // ReloadResult answers POST /reload.
 type ReloadResult struct {
-	OK   bool   `json:"ok"`
-	File string `json:"file"`
+	OK      bool     `json:"ok"`
+	File    string   `json:"file"`
+	Changes []string `json:"changes"` // what the node's own steps changed, e.g. "import web changed"
 }
 
 // MaintRequest is the body of POST /maint and its answer.

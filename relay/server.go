@@ -126,10 +126,13 @@ type ServerStats struct {
 // Server is a relay server. Its methods are safe for concurrent use.
 type Server struct {
 	// Immutable after NewServer.
-	cfg     ServerConfig
-	log     *slog.Logger
-	authKey []byte
-	rand    io.Reader // nonce source; tests make it deterministic
+	cfg  ServerConfig
+	log  *slog.Logger
+	rand io.Reader // nonce source; tests make it deterministic
+
+	// authKeys are the auth keys of every cluster key (rotation): a
+	// client's MAC may use any. Replaced whole by SetClusterKeys.
+	authKeys atomic.Pointer[[][]byte]
 
 	// Counters, atomic.
 	accepted, authFailures, received atomic.Uint64
@@ -138,7 +141,7 @@ type Server struct {
 	refused, evicted                 atomic.Uint64
 
 	// unauthLog gates the log lines unauthenticated connections cause
-	// (failed handshakes, refusals): a burst, then one a second.
+	// (failed handshakes, refusals): a burst of 5, then one per 10 s.
 	unauthLog *ratelimit.Bucket
 	unauthN   atomic.Uint64 // lines suppressed since the last one written
 
@@ -161,7 +164,7 @@ const defaultHandshakesPerSource = 16
 // Log rate for unauthenticated events.
 const (
 	unauthLogBurst = 5
-	unauthLogRate  = 1 // lines per second
+	unauthLogRate  = 0.1 // lines per second: one per 10 s, with the count suppressed
 )
 
 // NewServer returns a Server; call Serve to accept connections.
@@ -170,10 +173,9 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		return nil, err
 	}
 	cfg = cfg.withDefaults()
-	return &Server{
+	srv := &Server{
 		cfg:       cfg,
 		log:       cfg.Logger,
-		authKey:   authKey(cfg.ClusterKey),
 		rand:      rand.Reader,
 		listeners: make(map[net.Listener]bool),
 		conns:     make(map[*sconn]bool),
@@ -181,7 +183,9 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		shaking:   make(map[*sconn]bool),
 		perSource: make(map[netip.Addr]int),
 		unauthLog: ratelimit.NewBucket(unauthLogRate, unauthLogBurst),
-	}, nil
+	}
+	srv.authKeys.Store(&[][]byte{authKey(cfg.ClusterKey)})
+	return srv, nil
 }
 
 // Serve accepts connections on ln until ln fails or the server is closed,
@@ -427,6 +431,7 @@ func (s *Server) serveConn(sc *sconn) {
 		s.logHandshakeFailure(sc, err)
 		return
 	}
+	sc.grow()
 	// Register before serverOK so that the client is routable as soon as
 	// its Dial returns; packets for it wait in its queue meanwhile.
 	if err := s.register(sc); err != nil {
@@ -491,10 +496,28 @@ func (s *Server) handshake(sc *sconn) error {
 		return fmt.Errorf("%w: client speaks %d, server %d", ErrVersion, a.version, ProtocolVersion)
 	}
 	sc.key = a.pub
-	if !a.verify(s.authKey, &hello.nonce) {
+	ok := false
+	for _, k := range *s.authKeys.Load() {
+		ok = ok || a.verify(k, &hello.nonce)
+	}
+	if !ok {
 		return errBadMAC
 	}
 	return nil
+}
+
+// SetClusterKeys replaces the cluster keys clients may authenticate with
+// (rotation); clients already connected stay. Invalid keys are skipped.
+func (s *Server) SetClusterKeys(keys [][]byte) {
+	var ak [][]byte
+	for _, k := range keys {
+		if ValidateClusterKey(k) == nil {
+			ak = append(ak, authKey(k))
+		}
+	}
+	if len(ak) > 0 {
+		s.authKeys.Store(&ak)
+	}
 }
 
 // finishHandshake sends serverOK and lifts the handshake deadline.

@@ -102,8 +102,12 @@ type PathBind struct {
 	// immutable
 	addr     netip.AddrPort
 	self     key.PublicKey
-	probeKey []byte // nil: no probing, direct is always used
+	probeKey []byte // nil: no probing, direct is always used; else the first of probeKeys at start
 	log      *slog.Logger
+
+	// probeKeys are the probe MAC keys of every cluster key (rotation): the
+	// first signs, any verifies. Replaced whole by SetClusterKeys.
+	probeKeys atomic.Pointer[[][]byte]
 
 	relayIn chan relayPacket // bounded; relayed packets for the receive func
 
@@ -179,12 +183,31 @@ func NewPathBind(addr netip.AddrPort, self key.PublicKey, clusterKey []byte, lg 
 		stale:     make(chan key.PublicKey, staleQueueLen),
 	}
 	if len(clusterKey) > 0 {
-		m := hmac.New(sha256.New, clusterKey)
-		m.Write([]byte("meshd path probe v2"))
-		b.probeKey = m.Sum(nil)
+		b.probeKey = probeKeyOf(clusterKey)
+		b.probeKeys.Store(&[][]byte{b.probeKey})
 	}
 	b.stamp.Store(uint64(time.Now().UnixNano()))
 	return b
+}
+
+func probeKeyOf(clusterKey []byte) []byte {
+	m := hmac.New(sha256.New, clusterKey)
+	m.Write([]byte("meshd path probe v2"))
+	return m.Sum(nil)
+}
+
+// SetClusterKeys replaces the cluster keys probes are authenticated with:
+// the first signs, every one verifies (cluster key rotation). It does
+// nothing on a bind made without a cluster key (probing off).
+func (b *PathBind) SetClusterKeys(keys [][]byte) {
+	if b.probeKey == nil || len(keys) == 0 {
+		return
+	}
+	pk := make([][]byte, 0, len(keys))
+	for _, k := range keys {
+		pk = append(pk, probeKeyOf(k))
+	}
+	b.probeKeys.Store(&pk)
 }
 
 // LocalAddr returns the bound address, or the configured one when closed.
@@ -701,7 +724,7 @@ func (b *PathBind) probe(kind byte, to key.PublicKey, seq, stamp uint64) []byte 
 	pkt = append(pkt, b.self[:]...)
 	pkt = binary.BigEndian.AppendUint64(pkt, seq)
 	pkt = binary.BigEndian.AppendUint64(pkt, stamp)
-	return append(pkt, probeMAC(b.probeKey, pkt, to)...)
+	return append(pkt, probeMAC((*b.probeKeys.Load())[0], pkt, to)...)
 }
 
 // probeMAC is the 16-byte MAC of a probe header addressed to to.
@@ -719,7 +742,11 @@ func (b *PathBind) handleProbe(pkt []byte, from netip.AddrPort) {
 	if b.probeKey == nil || len(pkt) != probeLen {
 		return
 	}
-	if !hmac.Equal(probeMAC(b.probeKey, pkt, b.self), pkt[probeHdrLen:]) {
+	authentic := false
+	for _, k := range *b.probeKeys.Load() {
+		authentic = authentic || hmac.Equal(probeMAC(k, pkt, b.self), pkt[probeHdrLen:])
+	}
+	if !authentic {
 		return
 	}
 	var pub key.PublicKey

@@ -243,6 +243,10 @@ func (t *Tunnel) Close() error {
 	return nil
 }
 
+// SetClusterKeys replaces the keys direct-path probes are authenticated
+// with (cluster key rotation): the first signs, every one verifies.
+func (t *Tunnel) SetClusterKeys(keys [][]byte) { t.bind.SetClusterKeys(keys) }
+
 // SetPeers makes the device's peers exactly ps: new ones are added (as
 // inactive WireGuard peers; a session is dialled only if SetWarm named
 // them), changed endpoints are updated, missing ones are removed with
@@ -716,4 +720,25 @@ func (t *Tunnel) acceptLoop() {
 		}
 		p.acceptSession(c)
 	}
+}
+
+// ResetSession closes every session with pub, and so every stream on them,
+// at once; the peer is redialled as usual. It is for a peer that abuses its
+// session (limits); it reports whether there was a session.
+func (t *Tunnel) ResetSession(pub key.PublicKey) bool {
+	t.mu.Lock()
+	p := t.peers[pub]
+	t.mu.Unlock()
+	if p == nil {
+		return false
+	}
+	p.mu.Lock()
+	in, out := p.in, p.out
+	p.mu.Unlock()
+	for _, s := range []*yamux.Session{in, out} {
+		if s != nil {
+			s.Close() // the serve loop sees it end and cleans up
+		}
+	}
+	return in != nil || out != nil
 }

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/meshd/meshd/internal/completion"
 	"github.com/meshd/meshd/internal/version"
 )
 
@@ -46,11 +47,11 @@ func TestCompletion(t *testing.T) {
 		var b bytes.Buffer
 		switch sh {
 		case "bash":
-			writeBash(&b, cmds)
+			completion.WriteBash(&b, cmds)
 		case "zsh":
-			writeZsh(&b, cmds)
+			completion.WriteZsh(&b, cmds)
 		case "fish":
-			writeFish(&b, cmds)
+			completion.WriteFish(&b, cmds)
 		}
 		for _, c := range []string{"join", "reload", "maint", "ping", "config", "completion", "--config"} {
 			if !strings.Contains(b.String(), c) {

@@ -2,8 +2,8 @@
 // request/response latency, connection rate and idle connections against
 // plain TCP addresses (an import's listener, or the target itself for the
 // direct baseline), and the result formatting (one JSON object, or
-// key=value lines). It knows nothing about meshd processes; cmd/meshd
-// starts those and hands the addresses in.
+// key=value lines). It knows nothing about meshd processes: internal/lab
+// starts those and internal/benchrun hands their addresses in.
 package bench
 
 import (

@@ -110,8 +110,8 @@ func FirstLine(s string) string {
 	return s
 }
 
-// exited reports a node that exited during a measurement: it
-// invalidates the figures.
+// exitedErr is the error of a node that exited during a measurement,
+// which invalidates the figures.
 func exitedErr(name, tail string) error {
 	return fmt.Errorf("node %s exited during the bench:\n%s", name, tail)
 }

@@ -56,9 +56,13 @@ type Limits struct {
 
 // Cluster holds the shared secret and bootstrap addresses.
 type Cluster struct {
-	KeyFile string   // path to a file holding the base64 key
-	Key     []byte   // the decoded key (16, 24 or 32 bytes), from key, key_file or MESHD_CLUSTER_KEY
-	Join    []string // gossip host:port of existing nodes
+	KeyFile string // path to a file holding the base64 key
+	Key     []byte // the decoded key (16, 24 or 32 bytes), from key, key_file or MESHD_CLUSTER_KEY
+	// Keys are every key of key_file, one per line (rotation, SPEC §8):
+	// Keys[0] == Key encrypts and signs, all decrypt and verify. With key or
+	// MESHD_CLUSTER_KEY it holds Key alone.
+	Keys [][]byte
+	Join []string // gossip host:port of existing nodes
 }
 
 // Gossip configures memberlist.

@@ -98,6 +98,7 @@ func TestSpecExample(t *testing.T) {
 		Cluster: Cluster{
 			KeyFile: filepath.Join(dir, "keys/cluster.key"),
 			Key:     rawKey,
+			Keys:    [][]byte{rawKey},
 			Join:    []string{"10.0.1.5:7946"},
 		},
 		Gossip: Gossip{Bind: netip.MustParseAddrPort("0.0.0.0:7946")},
@@ -134,7 +135,7 @@ func TestDefaults(t *testing.T) {
 	}
 	want := &Config{
 		Path: "m.yaml", Name: host, Site: "cloud", DataDir: DefaultDataDir,
-		Cluster: Cluster{Key: rawKey},
+		Cluster: Cluster{Key: rawKey, Keys: [][]byte{rawKey}},
 		Gossip:  Gossip{Bind: netip.MustParseAddrPort(DefaultGossipBind)},
 		Tunnel:  Tunnel{Listen: netip.MustParseAddrPort(DefaultTunnelListen), Mode: ModeUserspace},
 		Relay:   Relay{Listen: netip.MustParseAddrPort(DefaultRelayListen)},

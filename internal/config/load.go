@@ -198,11 +198,11 @@ func (p *parser) loadKey(cfg *Config, fl fileLines) error {
 			}
 			return p.errf(fl.keyFile, "cluster.key_file", "cannot read %s: %v", c.KeyFile, err)
 		}
-		key, err := DecodeClusterKey(string(data))
+		keys, err := DecodeClusterKeys(string(data))
 		if err != nil {
 			return p.errf(fl.keyFile, "cluster.key_file", "%s: %v", c.KeyFile, err)
 		}
-		c.Key = key
+		c.Key, c.Keys = keys[0], keys
 	default:
 		env := os.Getenv(KeyEnv)
 		if strings.TrimSpace(env) == "" {
@@ -214,6 +214,9 @@ func (p *parser) loadKey(cfg *Config, fl fileLines) error {
 			return p.errf(0, KeyEnv, "%v", err)
 		}
 		c.Key = key
+	}
+	if c.Keys == nil {
+		c.Keys = [][]byte{c.Key}
 	}
 	return nil
 }

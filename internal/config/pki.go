@@ -1,8 +1,10 @@
 package config
 
 import (
+	"errors"
 	"fmt"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"gopkg.in/yaml.v3"
@@ -120,4 +122,37 @@ func (p *parser) loadPKI(cfg *Config, fl fileLines) error {
 	}
 	k.Set = set
 	return nil
+}
+
+// maxClusterKeys bounds the keys of a key file.
+const maxClusterKeys = 8
+
+// DecodeClusterKeys decodes a key file: one key per line (blank lines and
+// lines starting with # are skipped), at least one, at most 8, no repeats.
+// The first encrypts; all decrypt (rotation, SPEC §8).
+func DecodeClusterKeys(s string) ([][]byte, error) {
+	var keys [][]byte
+	for i, line := range strings.Split(s, "\n") {
+		line = strings.TrimSpace(line)
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		k, err := DecodeClusterKey(line)
+		if err != nil {
+			return nil, fmt.Errorf("line %d: %v", i+1, err)
+		}
+		for _, o := range keys {
+			if string(o) == string(k) {
+				return nil, fmt.Errorf("line %d: the same key twice", i+1)
+			}
+		}
+		keys = append(keys, k)
+	}
+	switch {
+	case len(keys) == 0:
+		return nil, errors.New("empty key; " + keyHint)
+	case len(keys) > maxClusterKeys:
+		return nil, fmt.Errorf("%d keys; at most %d (one per line, the first encrypts)", len(keys), maxClusterKeys)
+	}
+	return keys, nil
 }

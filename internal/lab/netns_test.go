@@ -4,10 +4,13 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"os/exec"
 	"os/signal"
+	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -102,6 +105,17 @@ func TestWGRefConfig(t *testing.T) {
 	}
 }
 
+// lossRule reports whether iptables -S output has the UDP drop rule with
+// probability p (iptables prints it as a float32: 0.00999999978).
+func lossRule(out string, p float64) bool {
+	m := regexp.MustCompile(`-A OUTPUT -p udp -m statistic --mode random --probability ([0-9.]+) -j DROP`).FindStringSubmatch(out)
+	if m == nil {
+		return false
+	}
+	got, err := strconv.ParseFloat(m[1], 64)
+	return err == nil && math.Abs(got-p) < 1e-6
+}
+
 // TestNetns builds the lab for real (root, ip, /dev/net/tun): the veth
 // carries a round trip, the plain wireguard-go tunnel does too, the loss
 // rule is installed, a stale namespace of a dead owner is removed, and
@@ -170,8 +184,8 @@ func TestNetns(t *testing.T) {
 		t.Log("no iptables here: the loss rule (bench --netns-loss) is not checked")
 	} else if err := n.DropUDP(ctx, 1); err != nil {
 		t.Error(err)
-	} else if out, err := netns.Run(ctx, "ip", "netns", "exec", n.A, "iptables", "-S", "OUTPUT"); err != nil || !strings.Contains(out, "--probability 0.01") {
-		t.Errorf("loss rule: %v\n%s", err, out)
+	} else if out, err := netns.Run(ctx, "ip", "netns", "exec", n.A, "iptables", "-S", "OUTPUT"); err != nil || !lossRule(out, 0.01) {
+		t.Errorf("loss rule of 1%%: %v\n%s", err, out)
 	}
 	client.Close()
 	srv.Close()

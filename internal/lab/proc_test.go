@@ -4,12 +4,14 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -85,6 +87,81 @@ func TestEnvStartStop(t *testing.T) {
 	e.Close()
 	if _, err := os.Stat(e.Dir); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("Close left %s: %v", e.Dir, err)
+	}
+}
+
+// TestSignalKill: SIGSTOP freezes the node, SIGCONT thaws it, Kill ends
+// it without the SIGTERM handler.
+func TestSignalKill(t *testing.T) {
+	e := newTestEnv(t)
+	p, err := e.Start(e.Node("n2", "a"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Stop()
+	waitLog(t, p, "trapped")
+	state := func() string {
+		b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p.Pid()))
+		if f := strings.Fields(string(b)); len(f) > 2 {
+			return f[2]
+		}
+		return ""
+	}
+	waitState := func(want string) {
+		t.Helper()
+		for end := time.Now().Add(5 * time.Second); time.Now().Before(end); time.Sleep(10 * time.Millisecond) {
+			if state() == want {
+				return
+			}
+		}
+		t.Fatalf("process state %q, want %q", state(), want)
+	}
+	if err := p.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	waitState("T")
+	if err := p.Signal(syscall.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+	for end := time.Now().Add(5 * time.Second); state() == "T" && time.Now().Before(end); time.Sleep(10 * time.Millisecond) {
+	}
+	if state() == "T" {
+		t.Fatal("still stopped after SIGCONT")
+	}
+	p.Kill()
+	if !p.Exited() || p.WaitErr() == nil || strings.Contains(p.LogTail(), "bye") {
+		t.Errorf("Kill: exited %v, err %v, log %q", p.Exited(), p.WaitErr(), p.LogTail())
+	}
+	if err := p.Signal(syscall.SIGCONT); err == nil {
+		t.Errorf("Signal after exit: no error")
+	}
+}
+
+// TestRestartFlags: extra join flags reach the process, and Restart runs
+// it again with the same arguments, appending to its log.
+func TestRestartFlags(t *testing.T) {
+	e := newTestEnv(t)
+	p, err := e.StartWith(e.Node("n3", "a"), nil, []string{"--log-level", "debug"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Stop()
+	if err := p.Restart(); err == nil {
+		t.Fatal("Restart of a running node: no error")
+	}
+	waitLog(t, p, "args: join --config "+p.Config+" --log-level debug\ntrapped")
+	p.Stop()
+	pid := p.Pid()
+	if err := p.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	if p.Exited() || p.Pid() == pid {
+		t.Fatalf("after Restart: exited %v, pid %d (was %d)", p.Exited(), p.Pid(), pid)
+	}
+	waitLog(t, p, "trapped\nbye\nargs: join --config "+p.Config+" --log-level debug\ntrapped")
+	p.Stop()
+	if !p.Exited() || p.WaitErr() != nil {
+		t.Errorf("second Stop: exited %v, %v", p.Exited(), p.WaitErr())
 	}
 }
 

@@ -23,6 +23,7 @@
 //	gossip_malformed_messages_total                   malformed gossip input ignored
 //	peers{state}                                      peers per state (alive, suspect, dead, left always present)
 //	peers_by_path{path}                               peers per current path (direct, relay, none always present)
+//	sessions{state}                                   peers per session state (up, idle, down always present)
 //	peer_up{peer,site}                                1 if usable for new connections, else 0    (peers with a session)
 //	peer_path{peer,site,path}                         1 for the current path, 0 for the others   (peers with a session)
 //	peer_rtt_seconds{peer,site}                       last RTT, omitted while unknown            (peers with a session)

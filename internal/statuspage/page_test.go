@@ -104,17 +104,18 @@ func TestRing(t *testing.T) {
 		t.Fatalf("empty ring: %+v", d)
 	}
 	for i := range 5 {
-		var live atomic.Int64
-		r.Start(t0.Add(time.Duration(i)*time.Minute), func() failover.Report { live.Add(1); return report("s", int64(i)) })
+		var calls atomic.Int64
+		l := r.Start(t0.Add(time.Duration(i)*time.Minute), func() failover.Report { calls.Add(1); return report("s", int64(i)) })
 		d := r.Snapshot()
-		if d.Running == nil || !d.Running.Running || d.Running.DurationMS != int64(i) || live.Load() != 1 {
+		if d.Running == nil || !d.Running.Running || d.Running.DurationMS != int64(i) || calls.Load() != 1 {
 			t.Fatalf("running drill %d: %+v", i, d.Running)
 		}
 		if i == 3 {
-			r.Abort() // an interrupted drill is not recorded
+			r.Abort(l) // an interrupted drill is not recorded
 			continue
 		}
-		r.Finish(t0.Add(time.Duration(i)*time.Minute), report("s", int64(i)))
+		r.Finish(l, report("s", int64(i)))
+		r.Abort(l) // after Finish: nothing
 	}
 	d := r.Snapshot()
 	if d.Running != nil || len(d.Drills) != 3 {
@@ -125,6 +126,18 @@ func TestRing(t *testing.T) {
 			t.Errorf("drill %d: %+v, want the one of duration %d", i, d.Drills[i], want)
 		}
 	}
+	// Two drills at once: the later one is shown; the earlier one ending
+	// does not hide it.
+	a := r.Start(t0, func() failover.Report { return report("a", 1) })
+	b := r.Start(t0, func() failover.Report { return report("b", 2) })
+	r.Finish(a, report("a", 1))
+	if d := r.Snapshot(); d.Running == nil || d.Running.Site != "b" || d.Drills[0].Site != "a" {
+		t.Fatalf("overlapping drills: %+v", d)
+	}
+	r.Abort(b)
+	if d := r.Snapshot(); d.Running != nil {
+		t.Fatalf("aborted drill still running: %+v", d.Running)
+	}
 	if r := NewRing(0); r.max != DefaultRingSize {
 		t.Errorf("NewRing(0) keeps %d", r.max)
 	}
@@ -134,7 +147,7 @@ func TestRing(t *testing.T) {
 // fields at the top level of each drill (SPEC §6 names).
 func TestDrillsJSON(t *testing.T) {
 	r := NewRing(2)
-	r.Finish(time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC), report("onprem", 3000))
+	r.Finish(r.Start(time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC), nil), report("onprem", 3000))
 	srv := httptest.NewServer(Handler(Source{Drills: r}))
 	defer srv.Close()
 	resp, body := get(t, srv, "GET", "/api/drills")

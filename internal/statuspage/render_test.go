@@ -76,7 +76,7 @@ func fakeRing() *Ring {
 			RTOMS: 120, FailbackMS: 80, Before: "aws-eu-central-1-node-01", During: "gcp-europe-west4-node-02", After: "aws-eu-central-1-node-01", Timeline: tl})
 	}
 	r := NewRing(3)
-	r.Finish(t0, rep)
+	r.Finish(r.Start(t0, nil), rep)
 	r.Start(t0.Add(time.Minute), func() failover.Report { return rep })
 	return r
 }

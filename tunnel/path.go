@@ -74,6 +74,9 @@ const (
 	// stopped answering: each further unanswered probe doubles the
 	// interval up to this; an answer restores probeEvery.
 	probeMaxEvery = 3200 * time.Millisecond
+	// probeIdleEvery is the probe interval of a peer whose session carries
+	// no stream (see SetBusy).
+	probeIdleEvery = time.Second
 )
 
 // Strangers: a WireGuard handshake initiation from an address no peer is
@@ -153,6 +156,7 @@ type peerPath struct {
 	// direct path does not answer), next at `next`. Probes sent before the
 	// peer became active again (seq <= base) are not judged.
 	active bool
+	idle   bool // the session carries nothing: probed every probeIdleEvery
 	base   uint64
 	every  time.Duration
 	next   time.Time
@@ -255,10 +259,26 @@ func (b *PathBind) SetActive(pub key.PublicKey, active bool) {
 	}
 	p.active = active
 	if active {
-		p.base, p.every, p.next = p.seq, probeEvery, time.Time{}
+		p.base, p.every, p.next, p.idle = p.seq, probeEvery, time.Time{}, false
 		b.active[pub] = p
 	} else {
 		delete(b.active, pub)
+	}
+}
+
+// SetBusy sets how often peer's direct path is probed: every probeEvery
+// while its session carries streams (busy), every probeIdleEvery when not.
+// Turning busy probes at the next tick.
+func (b *PathBind) SetBusy(pub key.PublicKey, busy bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	p := b.paths[pub]
+	if p == nil || p.idle == !busy {
+		return
+	}
+	p.idle = !busy
+	if busy {
+		p.every, p.next = probeEvery, time.Time{}
 	}
 }
 
@@ -681,20 +701,22 @@ func (b *PathBind) judgeLocked(pub key.PublicKey, p *peerPath, now time.Time) {
 // while the direct path is out of use, so a dead endpoint is probed at a
 // bounded rate.
 func (b *PathBind) scheduleLocked(p *peerPath, judged uint64) {
-	if p.every == 0 {
-		p.every = probeEvery
+	base := probeEvery
+	if p.idle {
+		base = probeIdleEvery
 	}
+	p.every = max(p.every, base)
 	if judged == 0 {
 		return
 	}
 	for _, s := range []uint64{p.seq, p.seq - 1} { // the one in flight may have been answered too
 		if i := s % probeRing; s > p.base && p.sent[i] == s && p.acked[i] {
-			p.every = probeEvery
+			p.every = base
 			return
 		}
 	}
 	if p.useRelay && judged >= probeDeadRun {
-		p.every = min(p.every*2, probeMaxEvery)
+		p.every = min(p.every*2, max(probeMaxEvery, base))
 	}
 }
 

@@ -197,5 +197,9 @@ func (n *Node) Status() Status {
 			Endpoint: im.lastEndpoint(),
 		})
 	}
+	if n.gsp != nil {
+		gs := n.gsp.Stats()
+		st.Node.GossipSentBytes, st.Node.GossipReceivedBytes = gs.BytesSent, gs.BytesReceived
+	}
 	return st
 }

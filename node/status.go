@@ -30,6 +30,10 @@ type NodeStatus struct {
 	// Identity is this node's certificate (fingerprint, groups, expiry…)
 	// when pki is set (SPEC §5, §8).
 	Identity *cert.Info `json:"identity,omitempty"`
+	// GossipSentBytes and GossipReceivedBytes count this node's gossip on
+	// the wire since it started (UDP and TCP, encrypted).
+	GossipSentBytes     uint64 `json:"gossip_sent_bytes"`
+	GossipReceivedBytes uint64 `json:"gossip_received_bytes"`
 }
 
 // PeerStatus describes one other node as this node sees it.

@@ -10,6 +10,10 @@ type Stats struct {
 	// BytesSent and BytesReceived count gossip on the wire (UDP and TCP,
 	// encrypted; without IP and transport headers).
 	BytesSent, BytesReceived uint64
+	// Refused unauthenticated input (guard.go): TCP streams closed at
+	// accept or before memberlist read them (caps, size, deadline), UDP
+	// packets dropped as unreadable.
+	StreamsRefused, PacketsDropped uint64
 }
 
 // Stats returns the current gossip stats.
@@ -21,5 +25,8 @@ func (g *Gossip) Stats() Stats {
 		Malformed:     g.malformed.Load(),
 		BytesSent:     g.count.sent.Load(),
 		BytesReceived: g.count.recv.Load(),
+
+		StreamsRefused: g.guard.stats.StreamsRefused.Load(),
+		PacketsDropped: g.guard.stats.PacketsDropped.Load(),
 	}
 }

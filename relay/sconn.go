@@ -49,11 +49,14 @@ type sconn struct {
 	src    netip.Addr // remote IP, for the per-source handshake count
 	start  time.Time
 	key    key.PublicKey
-	br     *bufio.Reader // reader goroutine only
-	bw     *bufio.Writer // handshake, then writeLoop only
-	queue  chan spkt     // packets to write; never closed, senders never block
-	ctrl   chan uint64   // pongs to write; never closed, senders never block
-	done   chan struct{} // closed by close
+	// proved: the client proved it owns key; serverProof answers its nonce.
+	proved      bool
+	serverProof [macLen]byte
+	br          *bufio.Reader // reader goroutine only
+	bw          *bufio.Writer // handshake, then writeLoop only
+	queue       chan spkt     // packets to write; never closed, senders never block
+	ctrl        chan uint64   // pongs to write; never closed, senders never block
+	done        chan struct{} // closed by close
 
 	// Counters, atomic.
 	rx, tx, dropped atomic.Uint64

@@ -181,6 +181,7 @@ func New(cfg Config) (*Tunnel, error) {
 	}
 	t.net = tdev
 	t.bind = NewPathBind(cfg.Listen, t.pub, cfg.ClusterKey, t.log)
+	t.bind.SetPrivateKey(cfg.PrivateKey)
 	t.bind.SetPeerNamer(cfg.PeerName)
 	t.bind.noOffload = !kn.udpOffload
 	t.bind.onCall = t.called

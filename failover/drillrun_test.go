@@ -322,11 +322,12 @@ func TestDrillRunSnapshot(t *testing.T) {
 			_, inCut = run.Snapshot()
 			return cut(start)
 		}
-		var mid Report
-		time.AfterFunc(10*time.Second, func() { mid, _ = run.Snapshot() })
+		snap := make(chan Report, 1)
+		time.AfterFunc(10*time.Second, func() { rep, _ := run.Snapshot(); snap <- rep })
 		if _, err := run.Run(t.Context()); err != nil {
 			t.Fatal(err)
 		}
+		mid := <-snap
 		if !inCut {
 			t.Error("Snapshot from within Cut reports no drill")
 		}

@@ -62,6 +62,9 @@ func TestHostile(t *testing.T) {
 	waitFor(t, 15*time.Second, "imp-1 on exp-1's relay", func() (bool, string) {
 		return countLines(exp.logText(), "relay: client connected") > 0, "no relay client yet"
 	})
+	// Let the mesh settle (paths confirmed, relay clients connected), so
+	// that the lines counted during each flood are the flood's.
+	time.Sleep(2 * time.Second)
 
 	var rows []hostileRow
 	run := func(name, attack string, target *meshNode, flood func(t *testing.T) string) {

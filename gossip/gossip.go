@@ -212,6 +212,7 @@ type Gossip struct {
 	limit      *limiter
 	gate       *logGate        // log lines unauthenticated senders can cause
 	guard      *guardTransport // caps unauthenticated gossip input
+	count      *countTransport // counts gossip bytes on the wire
 	changes    chan struct{}   // cap 1, never closed
 	bigKick    chan struct{}   // cap 1: own record too big for UDP, send by TCP
 	userMsgs   chan []byte     // bounded; user messages for Messages()
@@ -346,7 +347,8 @@ func New(cfg Config) (*Gossip, error) {
 			mc.AdvertisePort = mc.BindPort
 		}
 	}
-	g.guard = newGuardTransport(inner, g.gate.warn, cfg.guardTune)
+	g.count = newCountTransport(inner)
+	g.guard = newGuardTransport(g.count, g.gate.warn, cfg.guardTune)
 	mc.Transport = g.guard
 
 	g.probe = mc.ProbeInterval

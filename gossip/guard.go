@@ -405,7 +405,7 @@ type logGate struct {
 }
 
 const (
-	unauthBurst = 10
+	unauthBurst = 5
 	unauthRate  = 0.2 // lines per second once the burst is spent
 )
 

@@ -58,8 +58,8 @@ func TestGuardRefusesOversizedStreams(t *testing.T) {
 			t.Fatalf("connection %d still open 3s after declaring 20 MiB", i)
 		}
 	}
-	if n := a.guard.stats.StreamsRefused.Load(); n != conns {
-		t.Errorf("refused %d streams, want %d", n, conns)
+	if n := a.Stats().StreamsRefused; n != conns {
+		t.Errorf("Stats().StreamsRefused = %d, want %d", n, conns)
 	}
 	if w := warnLines(a.logs); w > 2 {
 		t.Errorf("%d WARN lines for %d refused streams from one source:\n%s", w, conns, a.logs.String())

@@ -249,8 +249,11 @@ func (g *Gossip) mergeRecords(recs []*record, rebroadcast bool) {
 				continue
 			}
 			// A record of ours newer than our own: an earlier run of this
-			// node. Ours must win; versions never wrap.
-			if r.version >= g.version && g.version < math.MaxUint64 {
+			// node. Ours must win; versions never wrap. (Our own record
+			// echoed back by a peer has our version: not newer. Taking it
+			// for newer re-announced on every echo, a broadcast storm that
+			// cost every node several KB/s.)
+			if r.version > g.version && g.version < math.MaxUint64 {
 				g.version = math.MaxUint64
 				if r.version < math.MaxUint64 {
 					g.version = r.version + 1

@@ -1,6 +1,7 @@
 package gossip
 
 import (
+	"bytes"
 	"log/slog"
 	"net/netip"
 	"slices"
@@ -275,10 +276,18 @@ func TestConfigValidate(t *testing.T) {
 func FuzzDecodeRecordMsg(f *testing.F) {
 	f.Add(encodeRecordMsg(testSign(&record{name: "a", version: 3, exports: []Export{{Name: "s", Weight: 2, Healthy: true}}})))
 	f.Add([]byte{wireVersion, kindRecord, 0})
+	signed := testSign(&record{name: "n", version: 9, exports: []Export{{Name: "e", Weight: 3, Healthy: true}}})
+	signed.cert = []byte("certificate bytes")
+	signRecord(signed, testMeta("n"), signed.cert, testSignKey("n"))
+	f.Add(encodeRecordMsg(signed))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		r, _, err := decodeRecordMsg(b)
 		if err != nil {
 			return
+		}
+		_ = r.verifySig() // never panics, whatever the fields
+		if r.signed != nil && !bytes.HasSuffix(r.raw, r.sig) {
+			t.Fatalf("signature is not the record's last 64 bytes")
 		}
 		again, _, err := decodeRecordMsg(encodeRecordMsg(r))
 		if err != nil || again.name != r.name || again.version != r.version || !slices.Equal(again.exports, r.exports) {

@@ -62,7 +62,7 @@ func startControl(n *Node, path string) (*controlServer, error) {
 			http.Error(w, err.Error(), http.StatusBadRequest)
 			return
 		}
-		writeJSON(w, ReloadResult{OK: true, File: n.Config().Path})
+		writeJSON(w, ReloadResult{OK: true, File: n.Config().Path, Changes: n.LastReload()})
 	})
 	mux.HandleFunc("POST /ping", func(w http.ResponseWriter, r *http.Request) {
 		var req PingRequest
@@ -196,6 +196,10 @@ func (n *Node) Status() Status {
 			Active: im.active.Load(), Total: im.total.Load(), Failed: im.failed.Load(), Denied: im.denied.Load(),
 			Endpoint: im.lastEndpoint(),
 		})
+	}
+	if n.gsp != nil {
+		gs := n.gsp.Stats()
+		st.Node.GossipSentBytes, st.Node.GossipReceivedBytes = gs.BytesSent, gs.BytesReceived
 	}
 	return st
 }

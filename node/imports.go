@@ -168,7 +168,9 @@ func (im *importer) handle(client net.Conn, finished func()) {
 					"import", cfg.Name, "waited", cfg.ConnectTimeout)
 			}
 		default:
-			im.n.log.Warn("import connection failed", "import", cfg.Name, "client", client.RemoteAddr(), "err", err)
+			// At most once a second: a flood of clients while every
+			// endpoint fails must not flood the log.
+			logLimited(im.n.log, im.gate.failLog, "import connection failed", "import", cfg.Name, "client", client.RemoteAddr().String(), "err", err)
 		}
 		client.Close()
 		im.active.Add(-1)

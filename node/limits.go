@@ -252,16 +252,17 @@ type importGate struct {
 	open    atomic.Int64  // connections admitted and not finished
 	limited atomic.Uint64 // connections closed at once: over max_conns or rate
 
-	mu     sync.Mutex
-	bucket *ratelimit.Bucket // guarded by mu
-	rate   float64           // guarded by mu: what bucket was set to
-	burst  int               // guarded by mu
-	log    *ratelimit.Every
+	mu      sync.Mutex
+	bucket  *ratelimit.Bucket // guarded by mu
+	rate    float64           // guarded by mu: what bucket was set to
+	burst   int               // guarded by mu
+	log     *ratelimit.Every  // refusals
+	failLog *ratelimit.Every  // connections that found no endpoint (imports.go)
 }
 
 func newImportGate(c config.Import) *importGate {
 	return &importGate{bucket: ratelimit.NewBucket(c.Rate, c.Burst), rate: c.Rate, burst: c.Burst,
-		log: ratelimit.NewEvery(limitLogEvery)}
+		log: ratelimit.NewEvery(limitLogEvery), failLog: ratelimit.NewEvery(limitLogEvery)}
 }
 
 // set changes the token bucket's rate and burst (a reload); the tokens

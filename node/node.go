@@ -82,10 +82,12 @@ type Node struct {
 	imports atomic.Pointer[[]*importer]          // copy on write; read with importList()
 	pubMu   sync.Mutex                           // serialises publishExports
 
-	reloadMu sync.Mutex   // serialises Reload and OnReload
-	hooks    []reloadHook // guarded by reloadMu
-	retired  []*importer  // guarded by reloadMu; removed by a reload, may still have active connections
-	retiredX []*exporter  // guarded by reloadMu; likewise for exports (their active streams)
+	reloadMu    sync.Mutex   // serialises Reload and OnReload
+	hooks       []reloadHook // guarded by reloadMu
+	retired     []*importer  // guarded by reloadMu; removed by a reload, may still have active connections
+	retiredX    []*exporter  // guarded by reloadMu; likewise for exports (their active streams)
+	reloadNotes []string     // guarded by reloadMu; changes of the reload in progress
+	lastNotes   []string     // guarded by reloadMu; changes of the last successful reload
 
 	mu         sync.Mutex
 	started    bool                    // guarded by mu

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/meshd/meshd/gossip"
+	"github.com/meshd/meshd/internal/key"
 	"github.com/meshd/meshd/relay"
 )
 
@@ -28,7 +29,7 @@ type relayServer struct {
 }
 
 func startRelayServer(n *Node) (*relayServer, error) {
-	srv, err := relay.NewServer(relay.ServerConfig{ClusterKey: n.cfg.Cluster.Key, Logger: n.log.With("component", "relay")})
+	srv, err := relay.NewServer(relay.ServerConfig{ClusterKey: n.cfg.Cluster.Key, PrivateKey: n.priv, Logger: n.log.With("component", "relay")})
 	if err != nil {
 		return nil, fmt.Errorf("node: relay: %w", err)
 	}
@@ -72,6 +73,7 @@ func (n *Node) relayAdvertise() netip.AddrPort {
 type relayCandidate struct {
 	name string
 	addr netip.AddrPort
+	pub  key.PublicKey // the relay node's WireGuard key (from its signed record): it must prove it
 }
 
 // relayCandidates lists the relays known by gossip (and this node's own)
@@ -79,7 +81,7 @@ type relayCandidate struct {
 func (n *Node) relayCandidates() []relayCandidate {
 	var out []relayCandidate
 	if n.rly != nil {
-		out = append(out, relayCandidate{name: n.cfg.Name, addr: n.relayAdvertise()})
+		out = append(out, relayCandidate{name: n.cfg.Name, addr: n.relayAdvertise(), pub: n.pub})
 	}
 	for _, m := range n.catalog.Load().members {
 		if m.State != gossip.StateAlive || !m.Meta.Relay.IsValid() {
@@ -89,7 +91,7 @@ func (n *Node) relayCandidates() []relayCandidate {
 		if addr.Addr().IsUnspecified() && m.Addr.IsValid() {
 			addr = netip.AddrPortFrom(m.Addr.Addr(), addr.Port())
 		}
-		out = append(out, relayCandidate{name: m.Name, addr: addr})
+		out = append(out, relayCandidate{name: m.Name, addr: addr, pub: m.Meta.PublicKey})
 	}
 	// A relay forwards only between its own clients, so every node must
 	// pick the same one: the first alive relay by name, for everyone.
@@ -116,6 +118,7 @@ func (n *Node) relayLoop() {
 			ctx, cancel := context.WithTimeout(n.ctx, relayDialWait)
 			cl, err := relay.Dial(ctx, rc.addr.String(), relay.ClientConfig{
 				ClusterKey: n.Config().Cluster.Key, PublicKey: n.pub, // the key in force (rotation)
+				PrivateKey: n.priv, RelayKey: rc.pub, // both prove their WireGuard keys (SPEC §8)
 				Logger: n.log.With("component", "relay-client"), OnPacket: n.tun.DeliverRelay,
 			})
 			cancel()

@@ -51,6 +51,25 @@ func (n *Node) OnReload(name string, f ReloadFunc) {
 	n.hooks = append(n.hooks, reloadHook{name: name, f: f})
 }
 
+// noteChange records one change of the reload in progress for its report
+// (ReloadResult). Called from commits, under reloadMu.
+func (n *Node) noteChange(format string, args ...any) {
+	n.reloadNotes = append(n.reloadNotes, fmt.Sprintf(format, args...))
+}
+
+// ReloadNote adds a short phrase ("log level debug") to the report of the
+// reload in progress (`meshd reload` prints it). Call it only from a
+// ReloadFunc's commit.
+func (n *Node) ReloadNote(format string, args ...any) { n.noteChange(format, args...) }
+
+// LastReload returns what the last successful reload changed, one short
+// phrase per change (empty when nothing did).
+func (n *Node) LastReload() []string {
+	n.reloadMu.Lock()
+	defer n.reloadMu.Unlock()
+	return slices.Clone(n.lastNotes)
+}
+
 // ReloadFile reads the config file the node runs from again, with the same
 // command-line overrides, and applies it (Reload). A file that does not
 // parse changes nothing; the error is the file:line one.
@@ -89,6 +108,7 @@ func (n *Node) Reload(cfg *config.Config) error {
 		{"failover", reloadFailover},
 	}, n.hooks...)
 	var commits, aborts []func()
+	n.reloadNotes = nil
 	for _, st := range steps {
 		commit, abort, err := st.f(old, cfg)
 		if err != nil {
@@ -108,6 +128,7 @@ func (n *Node) Reload(cfg *config.Config) error {
 		c()
 	}
 	n.live.Store(cfg)
+	n.lastNotes = append([]string{}, n.reloadNotes...)
 	n.publishExports()
 	n.rebuildCatalog()
 	n.log.Info("config reloaded", "file", cfg.Path, "exports", len(cfg.Exports), "imports", len(cfg.Imports))
@@ -218,6 +239,7 @@ func (n *Node) reloadExports(old, cfg *config.Config) (func(), func(), error) {
 		for i, e := range changed {
 			e.setConfig(changes[i])
 			n.log.Info("reload: export changed", "export", changes[i].Name, "target", changes[i].Target)
+			n.noteChange("export %s changed", changes[i].Name)
 		}
 		n.exports.Store(&next)
 		n.retiredX = slices.DeleteFunc(n.retiredX, func(e *exporter) bool { return e.active.Load() == 0 })
@@ -225,10 +247,12 @@ func (n *Node) reloadExports(old, cfg *config.Config) (func(), func(), error) {
 			n.retiredX = append(n.retiredX, e)
 			close(e.gone)
 			n.log.Info("reload: export removed; its active streams finish", "export", e.cfg().Name, "active", e.active.Load())
+			n.noteChange("export %s removed", e.cfg().Name)
 		}
 		for _, e := range added {
 			n.goFunc(e.checkLoop)
 			n.log.Info("reload: export added", "export", e.cfg().Name, "target", e.cfg().Target, "healthy", e.healthy.Load())
+			n.noteChange("export %s added", e.cfg().Name)
 		}
 	}
 	return commit, nil, nil
@@ -296,17 +320,20 @@ func (n *Node) reloadImports(old, cfg *config.Config) (func(), func(), error) {
 		for _, c := range changed {
 			c.im.conf.Store(&c.cfg)
 			n.log.Info("reload: import changed", "import", c.cfg.Name, "sites", strings.Join(c.cfg.Sites, ","), "balance", c.cfg.Balance)
+			n.noteChange("import %s changed", c.cfg.Name)
 		}
 		n.imports.Store(&next)
 		for _, im := range removed {
 			im.close()
 			n.retired = append(n.retired, im)
+			n.noteChange("import %s removed", im.cfg().Name)
 			n.log.Info("reload: import removed; listener closed, active connections finish", "import", im.cfg().Name,
 				"listen", im.cfg().Listen.String(), "active", im.active.Load())
 		}
 		for _, im := range added {
 			n.goFunc(im.serve)
 			n.log.Info("reload: import added", "import", im.cfg().Name, "listen", im.ln.Addr().String())
+			n.noteChange("import %s added", im.cfg().Name)
 		}
 		// Forget retired imports whose connections have all finished.
 		n.retired = slices.DeleteFunc(n.retired, func(im *importer) bool { return im.active.Load() == 0 })

@@ -30,6 +30,10 @@ type NodeStatus struct {
 	// Identity is this node's certificate (fingerprint, groups, expiry…)
 	// when pki is set (SPEC §5, §8).
 	Identity *cert.Info `json:"identity,omitempty"`
+	// GossipSentBytes and GossipReceivedBytes count this node's gossip on
+	// the wire since it started (UDP and TCP, encrypted).
+	GossipSentBytes     uint64 `json:"gossip_sent_bytes"`
+	GossipReceivedBytes uint64 `json:"gossip_received_bytes"`
 }
 
 // PeerStatus describes one other node as this node sees it.
@@ -114,8 +118,9 @@ const (
 
 // ReloadResult answers POST /reload.
 type ReloadResult struct {
-	OK   bool   `json:"ok"`
-	File string `json:"file"`
+	OK      bool     `json:"ok"`
+	File    string   `json:"file"`
+	Changes []string `json:"changes"` // what the node's own steps changed, e.g. "import web changed"
 }
 
 // MaintRequest is the body of POST /maint and its answer.

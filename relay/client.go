@@ -3,6 +3,8 @@ package relay
 import (
 	"bufio"
 	"context"
+	"crypto/hmac"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"io"
@@ -22,6 +24,15 @@ type ClientConfig struct {
 	// PublicKey is this node's WireGuard public key: its address on the
 	// relay. Required.
 	PublicKey key.PublicKey
+	// PrivateKey, if set, is the private key of PublicKey: the client then
+	// proves it owns the key it registers (required by a relay that has
+	// its own key). Its public key must be PublicKey.
+	PrivateKey key.PrivateKey
+	// RelayKey, if set, is the WireGuard public key the relay node must
+	// prove it holds (from its gossip record); a relay that announces
+	// another key or cannot prove it is refused (ErrRelayIdentity).
+	// Needs PrivateKey.
+	RelayKey key.PublicKey
 	// Logger receives connection events (default: discard).
 	Logger *slog.Logger
 	// QueueLen bounds the outbound queue, in packets (default 512).
@@ -46,6 +57,13 @@ func (c *ClientConfig) Validate() error {
 	}
 	if c.QueueLen < 0 || c.PingInterval < 0 {
 		return errors.New("relay: client config: negative limit")
+	}
+	hasPriv := c.PrivateKey != key.PrivateKey{}
+	if hasPriv && c.PrivateKey.Public() != c.PublicKey {
+		return errors.New("relay: client config: the private key is not the public key's")
+	}
+	if !c.RelayKey.IsZero() && !hasPriv {
+		return errors.New("relay: client config: authenticating the relay needs the private key")
 	}
 	return nil
 }
@@ -179,11 +197,26 @@ func (c *Client) handshake(ctx context.Context) error {
 	}
 	a := clientAuth{version: ProtocolVersion, pub: c.cfg.PublicKey}
 	a.mac = authMAC(authKey(c.cfg.ClusterKey), &h.nonce, a.pub)
+	hasPriv := c.cfg.PrivateKey != key.PrivateKey{}
+	var d []byte
+	switch {
+	case !c.cfg.RelayKey.IsZero() && h.server != c.cfg.RelayKey:
+		return fmt.Errorf("%w: %s announces key %s, want %s", ErrRelayIdentity, c.addr, h.server.ShortString(), c.cfg.RelayKey.ShortString())
+	case hasPriv && !h.server.IsZero():
+		if d = sharedKey(c.cfg.PrivateKey, h.server); d == nil {
+			return fmt.Errorf("%w: %s announces an unusable key", ErrRelayIdentity, c.addr)
+		}
+		a.hasProof = true
+		if _, err := rand.Read(a.nonce[:]); err != nil {
+			return fmt.Errorf("relay: nonce: %w", err)
+		}
+		a.owner = proofMAC(d, ownerLabel, &h.nonce, a.pub)
+	}
 	writeFrame(c.bw, frameClientAuth, a.marshal())
 	if err := c.bw.Flush(); err != nil {
 		return fail("write clientAuth", err)
 	}
-	t, _, err = readFrame(c.br, buf[:])
+	t, okp, err := readFrame(c.br, buf[:])
 	if err != nil {
 		if ctx.Err() == nil && !isTimeout(err) {
 			// The server closes the connection on a wrong mac.
@@ -193,6 +226,12 @@ func (c *Client) handshake(ctx context.Context) error {
 	}
 	if t != frameServerOK {
 		return fail("read serverOK", fmt.Errorf("%w: got %s", ErrProtocol, t))
+	}
+	if !c.cfg.RelayKey.IsZero() {
+		want := proofMAC(d, serverLabel, &a.nonce, h.server)
+		if len(okp) < macLen || !hmac.Equal(want[:], okp[:macLen]) {
+			return fmt.Errorf("%w: %s did not prove it holds key %s", ErrRelayIdentity, c.addr, c.cfg.RelayKey.ShortString())
+		}
 	}
 	if !stop() { // ctx ended and is resetting the deadline
 		return fmt.Errorf("relay: handshake with %s: %w", c.addr, context.Cause(ctx))

@@ -32,7 +32,26 @@
 //	K   = HMAC-SHA256(clusterKey, "meshd relay key v1")
 //	mac = HMAC-SHA256(K, "meshd relay v1" || nonce || pubkey)
 //
-// so the cluster key never crosses the wire. The server checks the mac in
+// so the cluster key never crosses the wire.
+//
+// Key ownership (trailing fields of the frames above; SPEC §8). A server
+// that has its node's WireGuard private key appends its public key to
+// serverHello; a client that has its private key appends a fresh client
+// nonce and an owner proof to clientAuth, and the server answers serverOK
+// with a server proof. With D = X25519(own private key, the other's public
+// key), the static Diffie-Hellman of the two WireGuard keys, which only the
+// holders of either private key can compute:
+//
+//	serverHello += serverPub [32]
+//	clientAuth  += clientNonce [32] | owner [32]
+//	serverOK     = server [32]
+//	owner  = HMAC-SHA256(D, "meshd relay owner v1"  || nonce || pubkey)
+//	server = HMAC-SHA256(D, "meshd relay server v1" || clientNonce || serverPub)
+//
+// A server with a private key refuses a client without a valid owner proof
+// (so nobody can register, and displace, a key it does not hold); a client
+// told which key the relay must have refuses a relay that announces another
+// or cannot prove it. The server checks the mac in
 // constant time, makes the client routable and then answers serverOK (so a
 // client is reachable as soon as its Dial returns), or closes the
 // connection, logging one WARN line. Handshake frames are at most 1 KiB and the whole handshake has
@@ -56,6 +75,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+
+	"golang.org/x/crypto/curve25519"
 
 	"github.com/meshd/meshd/internal/key"
 )
@@ -121,6 +142,9 @@ var (
 	// ErrAuthFailed: the server rejected the handshake, most likely
 	// because the cluster keys differ.
 	ErrAuthFailed = errors.New("relay: authentication failed (wrong cluster key?)")
+	// ErrRelayIdentity: the relay is not the node the client expected (it
+	// announced another WireGuard key or could not prove it holds it).
+	ErrRelayIdentity = errors.New("relay: relay identity not proven")
 	// ErrKeepaliveTimeout: nothing arrived from the server for three ping
 	// intervals.
 	ErrKeepaliveTimeout = errors.New("relay: keepalive timeout")
@@ -268,12 +292,17 @@ func writeFrame(bw *bufio.Writer, t frameType, payload []byte) error {
 type serverHello struct {
 	version byte
 	nonce   [nonceLen]byte
+	server  key.PublicKey // zero: the server proves no key
 }
 
 func (h *serverHello) marshal() []byte {
-	b := make([]byte, 0, helloLen)
+	b := make([]byte, 0, helloLen+key.Len)
 	b = append(b, h.version)
-	return append(b, h.nonce[:]...)
+	b = append(b, h.nonce[:]...)
+	if !h.server.IsZero() {
+		b = append(b, h.server[:]...)
+	}
+	return b
 }
 
 func parseServerHello(p []byte) (serverHello, error) {
@@ -283,21 +312,57 @@ func parseServerHello(p []byte) (serverHello, error) {
 	}
 	h.version = p[0]
 	copy(h.nonce[:], p[1:])
+	if len(p) >= helloLen+key.Len {
+		copy(h.server[:], p[helloLen:])
+	}
 	return h, nil
+}
+
+// Key ownership proofs (see the package doc).
+const (
+	ownerLabel  = "meshd relay owner v1"
+	serverLabel = "meshd relay server v1"
+)
+
+// sharedKey is X25519(priv, pub), or nil for a low-order pub.
+func sharedKey(priv key.PrivateKey, pub key.PublicKey) []byte {
+	d, err := curve25519.X25519(priv[:], pub[:])
+	if err != nil {
+		return nil
+	}
+	return d
+}
+
+func proofMAC(d []byte, label string, nonce *[nonceLen]byte, pub key.PublicKey) [macLen]byte {
+	m := hmac.New(sha256.New, d)
+	m.Write([]byte(label))
+	m.Write(nonce[:])
+	m.Write(pub[:])
+	var out [macLen]byte
+	m.Sum(out[:0])
+	return out
 }
 
 // clientAuth is the client's answer to serverHello.
 type clientAuth struct {
-	version byte
-	pub     key.PublicKey
-	mac     [macLen]byte
+	version  byte
+	pub      key.PublicKey
+	mac      [macLen]byte
+	hasProof bool // the ownership fields follow
+	nonce    [nonceLen]byte
+	owner    [macLen]byte
 }
 
 func (a *clientAuth) marshal() []byte {
-	b := make([]byte, 0, authLen)
+	b := make([]byte, 0, authLen+nonceLen+macLen)
 	b = append(b, a.version)
 	b = append(b, a.pub[:]...)
-	return append(b, a.mac[:]...)
+	b = append(b, a.mac[:]...)
+	if a.hasProof {
+		b = append(b, a.nonce[:]...)
+		b = append(b, a.owner[:]...)
+	}
+	return b
 }
 
 func parseClientAuth(p []byte) (clientAuth, error) {
@@ -308,6 +373,11 @@ func parseClientAuth(p []byte) (clientAuth, error) {
 	a.version = p[0]
 	copy(a.pub[:], p[1:])
 	copy(a.mac[:], p[1+key.Len:])
+	if len(p) >= authLen+nonceLen+macLen {
+		a.hasProof = true
+		copy(a.nonce[:], p[authLen:])
+		copy(a.owner[:], p[authLen+nonceLen:])
+	}
 	return a, nil
 }
 

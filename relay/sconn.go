@@ -2,6 +2,7 @@ package relay
 
 import (
 	"bufio"
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -19,6 +20,13 @@ import (
 const (
 	serverReadBuf  = 16 << 10
 	serverWriteBuf = 16 << 10
+
+	// Until it authenticates, a connection gets only what the handshake
+	// needs (frames of at most maxHandshakeFrame) and no packet queue, so
+	// that a flood of unauthenticated connections costs little: grow
+	// gives it the rest.
+	handshakeReadBuf  = maxHandshakeFrame + frameHeaderLen
+	handshakeWriteBuf = 64
 )
 
 // errWriteTimeout marks a client closed because its socket stopped
@@ -41,11 +49,14 @@ type sconn struct {
 	src    netip.Addr // remote IP, for the per-source handshake count
 	start  time.Time
 	key    key.PublicKey
-	br     *bufio.Reader // reader goroutine only
-	bw     *bufio.Writer // handshake, then writeLoop only
-	queue  chan spkt     // packets to write; never closed, senders never block
-	ctrl   chan uint64   // pongs to write; never closed, senders never block
-	done   chan struct{} // closed by close
+	// proved: the client proved it owns key; serverProof answers its nonce.
+	proved      bool
+	serverProof [macLen]byte
+	br          *bufio.Reader // reader goroutine only
+	bw          *bufio.Writer // handshake, then writeLoop only
+	queue       chan spkt     // packets to write; never closed, senders never block
+	ctrl        chan uint64   // pongs to write; never closed, senders never block
+	done        chan struct{} // closed by close
 
 	// Counters, atomic.
 	rx, tx, dropped atomic.Uint64
@@ -60,12 +71,26 @@ func newSconn(s *Server, c net.Conn) *sconn {
 		conn:   c,
 		remote: c.RemoteAddr().String(),
 		start:  time.Now(),
-		br:     bufio.NewReaderSize(c, serverReadBuf),
-		bw:     bufio.NewWriterSize(c, serverWriteBuf),
-		queue:  make(chan spkt, s.cfg.QueueLen),
+		br:     bufio.NewReaderSize(c, handshakeReadBuf),
+		bw:     bufio.NewWriterSize(c, handshakeWriteBuf),
 		ctrl:   make(chan uint64, 4),
 		done:   make(chan struct{}),
 	}
+}
+
+// grow gives an authenticated connection its full buffers and packet
+// queue. It runs on the reader goroutine before the connection is
+// registered (so before anyone enqueues to it) and after the handshake's
+// writes were flushed; bytes the client sent after its auth frame are kept.
+func (sc *sconn) grow() {
+	sc.queue = make(chan spkt, sc.s.cfg.QueueLen)
+	sc.bw = bufio.NewWriterSize(sc.conn, serverWriteBuf)
+	var r io.Reader = sc.conn
+	if n := sc.br.Buffered(); n > 0 {
+		pending, _ := sc.br.Peek(n)
+		r = io.MultiReader(bytes.NewReader(bytes.Clone(pending)), sc.conn)
+	}
+	sc.br = bufio.NewReaderSize(r, serverReadBuf)
 }
 
 // close records the first reason and closes the connection, which unblocks

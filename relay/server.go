@@ -2,6 +2,7 @@ package relay
 
 import (
 	"context"
+	"crypto/hmac"
 	"crypto/rand"
 	"errors"
 	"fmt"
@@ -22,6 +23,10 @@ type ServerConfig struct {
 	// ClusterKey is the mesh's shared key (16, 24 or 32 bytes); clients
 	// prove that they know it. Required.
 	ClusterKey []byte
+	// PrivateKey, if set, is the relay node's WireGuard private key: the
+	// server then proves it to clients and requires every client to prove
+	// that it holds the private key of the public key it registers.
+	PrivateKey key.PrivateKey
 	// Logger receives one line per connection event, never per packet.
 	// Default: discard.
 	Logger *slog.Logger
@@ -431,6 +436,7 @@ func (s *Server) serveConn(sc *sconn) {
 		s.logHandshakeFailure(sc, err)
 		return
 	}
+	sc.grow()
 	// Register before serverOK so that the client is routable as soon as
 	// its Dial returns; packets for it wait in its queue meanwhile.
 	if err := s.register(sc); err != nil {
@@ -472,6 +478,10 @@ var errBadMAC = errors.New("bad mac")
 func (s *Server) handshake(sc *sconn) error {
 	sc.conn.SetDeadline(time.Now().Add(s.cfg.HandshakeTimeout))
 	hello := serverHello{version: ProtocolVersion}
+	prove := s.cfg.PrivateKey != key.PrivateKey{}
+	if prove {
+		hello.server = s.cfg.PrivateKey.Public()
+	}
 	if _, err := io.ReadFull(s.rand, hello.nonce[:]); err != nil {
 		return fmt.Errorf("nonce: %w", err)
 	}
@@ -502,8 +512,24 @@ func (s *Server) handshake(sc *sconn) error {
 	if !ok {
 		return errBadMAC
 	}
+	if prove {
+		d := sharedKey(s.cfg.PrivateKey, a.pub)
+		if !a.hasProof || d == nil {
+			return errNoOwnerProof
+		}
+		want := proofMAC(d, ownerLabel, &hello.nonce, a.pub)
+		if !hmac.Equal(want[:], a.owner[:]) {
+			return errNoOwnerProof
+		}
+		sc.serverProof = proofMAC(d, serverLabel, &a.nonce, hello.server)
+		sc.proved = true
+	}
 	return nil
 }
+
+// errNoOwnerProof: the client did not prove it holds the private key of
+// the public key it registers.
+var errNoOwnerProof = errors.New("relay: client did not prove it owns its WireGuard key")
 
 // SetClusterKeys replaces the cluster keys clients may authenticate with
 // (rotation); clients already connected stay. Invalid keys are skipped.
@@ -521,7 +547,11 @@ func (s *Server) SetClusterKeys(keys [][]byte) {
 
 // finishHandshake sends serverOK and lifts the handshake deadline.
 func (s *Server) finishHandshake(sc *sconn) error {
-	writeFrame(sc.bw, frameServerOK, nil)
+	var proof []byte
+	if sc.proved {
+		proof = sc.serverProof[:]
+	}
+	writeFrame(sc.bw, frameServerOK, proof)
 	if err := sc.bw.Flush(); err != nil {
 		return err
 	}

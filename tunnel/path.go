@@ -13,6 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"golang.org/x/crypto/curve25519"
 	"golang.zx2c4.com/wireguard/conn"
 
 	"github.com/meshd/meshd/internal/key"
@@ -32,13 +33,17 @@ type Relay interface {
 // packets (a gray failure) is abandoned for the relay like a dead one, and
 // taken back once probes pass again.
 //
-// Probe packet (version 2, 66 bytes):
+// Probe packet (version 3, 82 bytes):
 //
-//	magic 0xF0 | kind u8 | sender key [32] | seq u64 | stamp u64 | mac [16]
+//	magic 0xF0 | kind u8 | sender key [32] | seq u64 | stamp u64 | mac [16] | pairmac [16]
 //
 // mac is HMAC-SHA256, keyed from the cluster key, over the first 50 bytes
 // and the recipient's public key, so a probe captured on its way to one node
-// is worthless at another. stamp makes probes fresh: a sender numbers every
+// is worthless at another. pairmac is the same MAC keyed from the X25519
+// shared secret of the sender's and the recipient's node keys: only the
+// named sender can make it, so a holder of the cluster key cannot speak for
+// another node (move its learned address, or spend its stamps). A probe
+// from a key with no tunnel state is checked by mac alone, and only noted. stamp makes probes fresh: a sender numbers every
 // probe it sends from a counter that starts at its clock (ns) when the bind
 // is created, so it grows across restarts; a receiver takes a ping (or any
 // kind but pong) from a known peer only if its stamp is newer than the last
@@ -54,7 +59,7 @@ const (
 	probePong     = 2
 	probeCall     = 3 // "dial me": see PathBind.Call
 	probeHdrLen   = 1 + 1 + key.Len + 8 + 8
-	probeLen      = probeHdrLen + 16
+	probeLen      = probeHdrLen + 16 + 16
 	probeEvery    = 200 * time.Millisecond
 	probeWindow   = 8               // probes judged
 	probeRing     = probeWindow + 1 // the judged ones plus the one in flight
@@ -69,6 +74,9 @@ const (
 	// stopped answering: each further unanswered probe doubles the
 	// interval up to this; an answer restores probeEvery.
 	probeMaxEvery = 3200 * time.Millisecond
+	// probeIdleEvery is the probe interval of a peer whose session carries
+	// no stream (see SetBusy).
+	probeIdleEvery = time.Second
 )
 
 // Strangers: a WireGuard handshake initiation from an address no peer is
@@ -120,6 +128,7 @@ type PathBind struct {
 	paths     map[key.PublicKey]*peerPath      // guarded by mu
 	byAddr    map[netip.AddrPort]key.PublicKey // guarded by mu
 	stamp     atomic.Uint64                    // last probe stamp sent (see probe format)
+	priv      *key.PrivateKey                  // guarded by mu; for probes' pair MACs (SetPrivateKey)
 	relay     Relay                            // guarded by mu; nil when none
 	relayBy   string                           // guarded by mu; name of the relay
 	holes     map[key.PublicKey]bool           // guarded by mu; black-holed peers
@@ -133,6 +142,7 @@ type PathBind struct {
 type peerPath struct {
 	direct     netip.AddrPort
 	seq        uint64
+	pairKey    []byte            // probe pairmac key (X25519 of the node keys); nil until first used
 	sent       [probeRing]uint64 // seq of recent probes, ring
 	stamps     [probeRing]uint64 // their stamps, which a pong must echo
 	acked      [probeRing]bool
@@ -146,6 +156,7 @@ type peerPath struct {
 	// direct path does not answer), next at `next`. Probes sent before the
 	// peer became active again (seq <= base) are not judged.
 	active bool
+	idle   bool // the session carries nothing: probed every probeIdleEvery
 	base   uint64
 	every  time.Duration
 	next   time.Time
@@ -248,10 +259,26 @@ func (b *PathBind) SetActive(pub key.PublicKey, active bool) {
 	}
 	p.active = active
 	if active {
-		p.base, p.every, p.next = p.seq, probeEvery, time.Time{}
+		p.base, p.every, p.next, p.idle = p.seq, probeEvery, time.Time{}, false
 		b.active[pub] = p
 	} else {
 		delete(b.active, pub)
+	}
+}
+
+// SetBusy sets how often peer's direct path is probed: every probeEvery
+// while its session carries streams (busy), every probeIdleEvery when not.
+// Turning busy probes at the next tick.
+func (b *PathBind) SetBusy(pub key.PublicKey, busy bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	p := b.paths[pub]
+	if p == nil || p.idle == !busy {
+		return
+	}
+	p.idle = !busy
+	if busy {
+		p.every, p.next = probeEvery, time.Time{}
 	}
 }
 
@@ -674,20 +701,22 @@ func (b *PathBind) judgeLocked(pub key.PublicKey, p *peerPath, now time.Time) {
 // while the direct path is out of use, so a dead endpoint is probed at a
 // bounded rate.
 func (b *PathBind) scheduleLocked(p *peerPath, judged uint64) {
-	if p.every == 0 {
-		p.every = probeEvery
+	base := probeEvery
+	if p.idle {
+		base = probeIdleEvery
 	}
+	p.every = max(p.every, base)
 	if judged == 0 {
 		return
 	}
 	for _, s := range []uint64{p.seq, p.seq - 1} { // the one in flight may have been answered too
 		if i := s % probeRing; s > p.base && p.sent[i] == s && p.acked[i] {
-			p.every = probeEvery
+			p.every = base
 			return
 		}
 	}
 	if p.useRelay && judged >= probeDeadRun {
-		p.every = min(p.every*2, probeMaxEvery)
+		p.every = min(p.every*2, max(probeMaxEvery, base))
 	}
 }
 
@@ -702,7 +731,40 @@ func (b *PathBind) probe(kind byte, to key.PublicKey, seq, stamp uint64) []byte 
 	pkt = append(pkt, b.self[:]...)
 	pkt = binary.BigEndian.AppendUint64(pkt, seq)
 	pkt = binary.BigEndian.AppendUint64(pkt, stamp)
-	return append(pkt, probeMAC((*b.probeKeys.Load())[0], pkt, to)...)
+	pkt = append(pkt, probeMAC((*b.probeKeys.Load())[0], pkt, to)...)
+	b.mu.Lock()
+	pk := b.pairKeyLocked(to, b.paths[to])
+	b.mu.Unlock()
+	return append(pkt, probeMAC(pk, pkt, to)...)
+}
+
+// SetPrivateKey gives the bind this node's private key, for probes' pair
+// MACs; call it before Open. Without it pairmac is keyed by zeros (tests).
+func (b *PathBind) SetPrivateKey(k key.PrivateKey) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.priv = &k
+}
+
+// pairKeyLocked returns the pairmac key shared with peer pub, cached in p
+// (may be nil: then computed and not kept).
+func (b *PathBind) pairKeyLocked(pub key.PublicKey, p *peerPath) []byte {
+	if p != nil && p.pairKey != nil {
+		return p.pairKey
+	}
+	secret := make([]byte, 32)
+	if b.priv != nil {
+		if s, err := curve25519.X25519(b.priv[:], pub[:]); err == nil {
+			secret = s
+		}
+	}
+	m := hmac.New(sha256.New, secret)
+	m.Write([]byte("meshd path probe pair v3"))
+	k := m.Sum(nil)
+	if p != nil {
+		p.pairKey = k
+	}
+	return k
 }
 
 // probeMAC is the 16-byte MAC of a probe header addressed to to.
@@ -722,7 +784,7 @@ func (b *PathBind) handleProbe(pkt []byte, from netip.AddrPort) {
 	}
 	authentic := false
 	for _, k := range *b.probeKeys.Load() {
-		authentic = authentic || hmac.Equal(probeMAC(k, pkt, b.self), pkt[probeHdrLen:])
+		authentic = authentic || hmac.Equal(probeMAC(k, pkt, b.self), pkt[probeHdrLen:probeHdrLen+16])
 	}
 	if !authentic {
 		return
@@ -735,7 +797,8 @@ func (b *PathBind) handleProbe(pkt []byte, from netip.AddrPort) {
 	c := b.conn
 	blocked := b.holes[pub]
 	p := b.paths[pub]
-	if p != nil && !b.freshLocked(p, pkt[1], seq, stamp) {
+	if p != nil && (!hmac.Equal(probeMAC(b.pairKeyLocked(pub, p), pkt, b.self), pkt[probeHdrLen+16:]) ||
+		!b.freshLocked(p, pkt[1], seq, stamp)) {
 		b.mu.Unlock()
 		return
 	}

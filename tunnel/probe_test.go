@@ -13,6 +13,15 @@ import (
 	"github.com/meshd/meshd/internal/key"
 )
 
+func newKey(t *testing.T) key.PrivateKey {
+	t.Helper()
+	k, err := key.NewPrivate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
 func learnedOf(b *PathBind, pub key.PublicKey) netip.AddrPort {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -48,9 +57,14 @@ func udpSock(t *testing.T) *net.UDPConn {
 func TestProbeReplay(t *testing.T) {
 	ck := []byte("0123456789abcdef")
 	lg := slog.New(slog.NewTextHandler(io.Discard, nil))
-	pa, pb, pc := key.PublicKey{1}, key.PublicKey{2}, key.PublicKey{3}
+	ka, kb, kc := newKey(t), newKey(t), newKey(t)
+	pa, pb, pc := ka.Public(), kb.Public(), kc.Public()
 	a := NewPathBind(netip.MustParseAddrPort("127.0.0.1:0"), pa, ck, lg) // only builds and checks probes
 	b := NewPathBind(netip.MustParseAddrPort("127.0.0.1:0"), pb, ck, lg)
+	cb := NewPathBind(netip.MustParseAddrPort("127.0.0.1:0"), pc, ck, lg) // a cluster-key holder
+	a.SetPrivateKey(ka)
+	b.SetPrivateKey(kb)
+	cb.SetPrivateKey(kc)
 	fns, _, err := b.Open(0)
 	if err != nil {
 		t.Fatal(err)
@@ -100,6 +114,20 @@ func TestProbeReplay(t *testing.T) {
 	attacker.WriteToUDP(a.probe(probePing, pc, 2, 0), bAddr)
 	if p := recvProbe(t, attacker, 300*time.Millisecond); p != nil {
 		t.Fatalf("ping addressed to another node answered: %x", p)
+	}
+
+	// A holder of the cluster key (node C) speaking for A: the cluster MAC
+	// is right, the pair MAC can only be C's, so B neither answers nor
+	// moves A's learned address.
+	forged := cb.probe(probePing, pb, 9, a.stamp.Load()+1000)
+	copy(forged[2:2+key.Len], pa[:])
+	copy(forged[probeHdrLen:], probeMAC(probeKeyOf(ck), forged, pb))
+	attacker.WriteToUDP(forged, bAddr)
+	if p := recvProbe(t, attacker, 300*time.Millisecond); p != nil {
+		t.Fatalf("ping forged for A by another key holder answered: %x", p)
+	}
+	if got := learnedOf(b, pa); got != realAddr {
+		t.Fatalf("forged ping moved the learned address to %v", got)
 	}
 
 	// The next real ping is answered as before.

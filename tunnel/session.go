@@ -72,6 +72,7 @@ type peer struct {
 	srtt     atomic.Int64 // smoothed RTT (EWMA 1/8), nanoseconds
 	lastPong atomic.Int64 // unix nanoseconds of the last answered ping
 	pingSent atomic.Int64 // unix nanoseconds the outstanding ping was sent; 0 none
+	lastBusy atomic.Int64 // unix nanoseconds a stream was last opened, accepted or seen open
 
 	mu      sync.Mutex
 	out     *yamux.Session // guarded by mu; dialled by this node, nil when none
@@ -339,6 +340,7 @@ func (p *peer) serve(sess *yamux.Session, out bool) {
 		if err != nil {
 			break
 		}
+		p.markBusy()
 		p.t.wg.Add(1)
 		go func() {
 			defer p.t.wg.Done()
@@ -372,13 +374,40 @@ func (p *peer) serve(sess *yamux.Session, out bool) {
 	}
 }
 
+// busyWindow is how long after its last stream a session counts as busy:
+// pinged every PingInterval, its path probed every probeEvery; after it,
+// every IdlePingInterval and probeIdleEvery.
+const busyWindow = 3 * time.Second
+
+// busy reports whether the session carries or recently carried a stream.
+func (p *peer) busy(sess *yamux.Session, now time.Time) bool {
+	if sess.NumStreams() > 0 {
+		p.lastBusy.Store(now.UnixNano())
+		return true
+	}
+	return now.Sub(time.Unix(0, p.lastBusy.Load())) < busyWindow
+}
+
+// markBusy records a stream opened or accepted now; a session that was
+// idle gets its fast probes back at once.
+func (p *peer) markBusy() {
+	now := time.Now().UnixNano()
+	if old := p.lastBusy.Swap(now); now-old >= int64(busyWindow) {
+		p.t.bind.SetBusy(p.pub, true)
+	}
+}
+
 // pingLoop measures RTT and liveness. One ping is outstanding at a time;
 // while it waits, pingSent tells how long the peer has been silent. A ping
 // unanswered for the session timeout closes the session (yamux's Ping
 // gives up after ConnectionWriteTimeout); shorter stalls are ridden out.
+// A busy session is pinged every PingInterval, an idle one every
+// IdlePingInterval.
 func (p *peer) pingLoop(sess *yamux.Session) {
-	tick := time.NewTicker(p.t.cfg.PingInterval)
-	defer tick.Stop()
+	timer := time.NewTimer(0)
+	defer timer.Stop()
+	<-timer.C
+	wasBusy := true
 	for {
 		p.pingSent.Store(time.Now().UnixNano())
 		rtt, err := sess.Ping()
@@ -405,8 +434,18 @@ func (p *peer) pingLoop(sess *yamux.Session) {
 		} else if rtt < maxRTTSample {
 			p.srtt.Store(int64(old - old/8 + rtt/8))
 		}
+		busy := p.busy(sess, now)
+		if busy != wasBusy {
+			p.t.bind.SetBusy(p.pub, busy)
+			wasBusy = busy
+		}
+		wait := p.t.cfg.IdlePingInterval
+		if busy {
+			wait = p.t.cfg.PingInterval
+		}
+		timer.Reset(wait)
 		select {
-		case <-tick.C:
+		case <-timer.C:
 		case <-sess.CloseChan():
 			return
 		}
@@ -427,6 +466,7 @@ func (p *peer) openStream(ctx context.Context) (net.Conn, *yamux.Session, error)
 			p.opening--
 			p.mu.Unlock()
 			if err == nil {
+				p.markBusy()
 				return st, s, nil
 			}
 			if !s.IsClosed() && !errors.Is(err, yamux.ErrRemoteGoAway) {

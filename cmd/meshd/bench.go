@@ -70,6 +70,19 @@ const benchHelp = "Starts `meshd join` processes (this binary) on 127.0.0.1 with
 	"Traffic uses only loopback and the addresses above inside those namespaces.\n" +
 	"--loopback=false skips the loopback measurements (namespaces only).\n" +
 	"\n" +
+	"scale (only with --only scale; not run by default): --nodes real `meshd join`\n" +
+	"processes in 4 sites on loopback; the first node of each site exports echo, every\n" +
+	"node imports it preferring its own site, then the next. Keys: scale_convergence_s\n" +
+	"(last start -> every node sees all others alive), scale_import_ok/_errors (an echo\n" +
+	"round trip through every node's import), then over --scale-idle of idling:\n" +
+	"scale_idle_cpu_pct_per_node (mean, % of one core), _max, _exporters, _others,\n" +
+	"scale_idle_cpu_cores_total, scale_rss_mb_per_node, scale_rss_mb_max,\n" +
+	"scale_gossip_{sent,recv}_bytes_per_s_per_node (gossip on the wire),\n" +
+	"scale_sessions_per_node and _max (sessions up), and the first connection to a cold\n" +
+	"peer (meshd ping's first round trip to a node without a session: one WireGuard and\n" +
+	"one TCP handshake): scale_cold_first_conn_p50_ms, _max_ms, scale_cold_samples,\n" +
+	"against a warm one: scale_warm_conn_p50_ms, scale_cold_first_conn_p50_ratio.\n" +
+	"\n" +
 	"Results go to stdout (one JSON object, or key=value lines); progress to stderr.\n" +
 	"Exits 1 if any measurement had errors or a setup step failed (the results so far\n" +
 	"are still printed, with setup_error), 2 for bad flags, 130 when interrupted."
@@ -79,7 +92,7 @@ func benchCommand() *cli.Command {
 		Name:  "bench",
 		Usage: "start two meshd nodes on loopback and measure them against direct TCP; print machine-readable results",
 		UsageText: "meshd bench [--duration 10s] [--idle 2000] [--idle-nodes 1] [--idle-hold 30s] [--only throughput,latency,connrate,idle]\n" +
-			"   [--netns [--loopback=false]] [--format json|kv|both] [--quick] [--verbose]",
+			"   [--netns [--loopback=false]] [--only scale --nodes 25 [--scale-idle 20s]] [--format json|kv|both] [--quick] [--verbose]",
 		Description: benchHelp,
 		Flags: []cli.Flag{
 			&cli.Float64Flag{Name: "netns-loss", Usage: "with --netns: percent of UDP packets dropped leaving each namespace (iptables statistic), e.g. 1"},
@@ -95,6 +108,8 @@ func benchCommand() *cli.Command {
 			&cli.BoolFlag{Name: "netns", Usage: "also measure in two network namespaces: direct, plain wireguard-go (kernel TUN), meshd userspace and kernel mode (root)"},
 			&cli.BoolFlag{Name: "loopback", Value: true, Usage: "run the loopback measurements (--loopback=false with --netns: namespaces only)"},
 			&cli.BoolFlag{Name: "verbose", Usage: "show the nodes' logs on stderr"},
+			&cli.IntFlag{Name: "nodes", Value: 25, Usage: "scale: meshd processes (4-300)"},
+			&cli.DurationFlag{Name: "scale-idle", Value: 20 * time.Second, Usage: "scale: idle window for CPU and gossip figures"},
 		},
 		Action: runBench,
 	}
@@ -105,7 +120,8 @@ func benchCommand() *cli.Command {
 func benchOptions(c *cli.Context) (o benchrun.Options, asJSON, asKV bool, err error) {
 	o = benchrun.Options{Duration: c.Duration("duration"), Idle: c.Int("idle"), IdleNodes: c.Int("idle-nodes"),
 		IdleHold: c.Duration("idle-hold"), ConnWorkers: c.Int("conn-workers"), NetnsLoss: c.Float64("netns-loss"),
-		Netns: c.Bool("netns"), Loopback: c.Bool("loopback"), Verbose: c.Bool("verbose")}
+		Netns: c.Bool("netns"), Loopback: c.Bool("loopback"), Verbose: c.Bool("verbose"),
+		Nodes: c.Int("nodes"), ScaleIdle: c.Duration("scale-idle")}
 	if c.Bool("quick") {
 		for name, set := range map[string]func(){
 			"duration":  func() { o.Duration = 300 * time.Millisecond },

@@ -67,6 +67,7 @@ func runJoin(c *cli.Context) error {
 		return func() {
 			level.Set(parseLevel(cfg.Log.Level))
 			lg.Info("reload: log level changed", "level", cfg.Log.Level)
+			n.ReloadNote("log level %s", cfg.Log.Level)
 		}, nil, nil
 	})
 	// Catch signals before starting so an early SIGTERM still leaves cleanly.

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/urfave/cli/v2"
@@ -35,7 +36,11 @@ func reloadCommand() *cli.Command {
 			if err := controlDo(c.Context, sock, http.MethodPost, "/reload", struct{}{}, &res, 30*time.Second); err != nil {
 				return fmt.Errorf("reload refused; nothing changed: %w", err)
 			}
-			fmt.Fprintf(c.App.Writer, "reloaded %s\n", res.File)
+			what := "nothing to change in exports or imports"
+			if len(res.Changes) > 0 {
+				what = strings.Join(res.Changes, "; ")
+			}
+			fmt.Fprintf(c.App.Writer, "reloaded %s: %s\n", res.File, what)
 			return nil
 		},
 	}

@@ -211,3 +211,24 @@ func TestCancel(t *testing.T) {
 		t.Errorf("Latency ignored cancel: took %v", el)
 	}
 }
+
+func TestParseStatCPU(t *testing.T) {
+	line := "1234 (meshd (x) y) S 1 1234 1234 0 -1 4194560 2000 0 0 0 250 75 0 0 20 0 12 0 100 0 0"
+	got, err := parseStatCPU(line)
+	if err != nil || got != 3250*time.Millisecond {
+		t.Fatalf("got %v %v, want 3.25s", got, err)
+	}
+	if _, err := parseStatCPU("1234 meshd S 1"); err == nil {
+		t.Fatal("malformed line accepted")
+	}
+	if _, err := parseStatCPU("1 (a) S 1 2"); err == nil {
+		t.Fatal("short line accepted")
+	}
+	x := 0
+	for end := time.Now().Add(50 * time.Millisecond); time.Now().Before(end); x++ {
+	}
+	self, err := CPUTime(os.Getpid())
+	if err != nil || self <= 0 || x == 0 {
+		t.Fatalf("own CPU time %v %v", self, err)
+	}
+}

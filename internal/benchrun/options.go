@@ -21,8 +21,12 @@ import (
 	"time"
 )
 
-// Measurements are the names --only accepts, in run order.
-var Measurements = []string{"throughput", "latency", "connrate", "idle"}
+// Measurements are the names --only accepts and runs by default, in run
+// order; Optional ones run only when --only names them.
+var (
+	Measurements = []string{"throughput", "latency", "connrate", "idle"}
+	Optional     = []string{"scale"}
+)
 
 // Options are the settings of one bench run.
 type Options struct {
@@ -32,6 +36,8 @@ type Options struct {
 	IdleHold    time.Duration // how long they are held before the second verification
 	ConnWorkers int           // concurrent clients of the connection rate
 	NetnsLoss   float64       // percent of UDP packets dropped leaving each namespace
+	Nodes       int           // scale: meshd processes
+	ScaleIdle   time.Duration // scale: the idle window CPU and gossip are measured over
 	Only        map[string]bool
 	Netns       bool // also measure between two network namespaces
 	Loopback    bool // run the loopback measurements
@@ -46,12 +52,13 @@ func ParseOnly(s string) (map[string]bool, error) {
 		if m == "" {
 			continue
 		}
+		all := append(append([]string(nil), Measurements...), Optional...)
 		ok := false
-		for _, k := range Measurements {
+		for _, k := range all {
 			ok = ok || k == m
 		}
 		if !ok {
-			return nil, fmt.Errorf("--only: unknown measurement %q (allowed: %s)", m, strings.Join(Measurements, ","))
+			return nil, fmt.Errorf("--only: unknown measurement %q (allowed: %s)", m, strings.Join(all, ","))
 		}
 		only[m] = true
 	}
@@ -84,11 +91,19 @@ func (o Options) Validate() error {
 		return fmt.Errorf("--only: no measurement selected")
 	case !o.Loopback && !o.Netns:
 		return fmt.Errorf("--loopback=false: nothing to run without --netns")
+	case o.Only["scale"] && (o.Nodes < scaleSites || o.Nodes > maxScaleNodes):
+		return fmt.Errorf("--nodes %d: must be between %d and %d", o.Nodes, scaleSites, maxScaleNodes)
+	case o.Only["scale"] && (o.ScaleIdle < time.Second || o.ScaleIdle > time.Hour):
+		return fmt.Errorf("--scale-idle %v: must be between 1s and 1h", o.ScaleIdle)
 	case !o.Loopback && !o.streams():
 		return fmt.Errorf("--netns measures throughput, latency and connrate; --only selects none of them")
 	}
 	return nil
 }
+
+// maxScaleNodes bounds --nodes: each node is a process with a few hundred
+// file descriptors and 30-40 MB.
+const maxScaleNodes = 300
 
 // streams reports whether o selects any of throughput, latency, connrate.
 func (o Options) streams() bool {

@@ -1,10 +1,13 @@
 package benchrun
 
 import (
+	"fmt"
 	"reflect"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/meshd/meshd/internal/lab"
 )
 
 func good() Options {
@@ -58,7 +61,7 @@ func TestParseOnly(t *testing.T) {
 	if err != nil || !reflect.DeepEqual(got, map[string]bool{"latency": true, "connrate": true}) {
 		t.Errorf("ParseOnly = %v, %v", got, err)
 	}
-	if _, err := ParseOnly("latency,nope"); err == nil || err.Error() != `--only: unknown measurement "nope" (allowed: throughput,latency,connrate,idle)` {
+	if _, err := ParseOnly("latency,nope"); err == nil || err.Error() != `--only: unknown measurement "nope" (allowed: throughput,latency,connrate,idle,scale)` {
 		t.Errorf("ParseOnly(nope) = %v", err)
 	}
 	if _, err := ParseOnly(" , "); err == nil || err.Error() != "--only: no measurement selected" {
@@ -66,6 +69,72 @@ func TestParseOnly(t *testing.T) {
 	}
 	if all, err := ParseOnly(strings.Join(Measurements, ",")); err != nil || len(all) != len(Measurements) {
 		t.Errorf("ParseOnly(all) = %v, %v", all, err)
+	}
+	if got, err := ParseOnly("scale"); err != nil || !got["scale"] {
+		t.Errorf("ParseOnly(scale) = %v, %v", got, err)
+	}
+}
+
+// TestValidateScale: --nodes and --scale-idle are checked only when the
+// scale measurement runs.
+func TestValidateScale(t *testing.T) {
+	for _, tc := range []struct {
+		nodes int
+		idle  time.Duration
+		want  string
+	}{
+		{25, 20 * time.Second, ""},
+		{4, time.Second, ""},
+		{3, 20 * time.Second, "--nodes 3: must be between 4 and 300"},
+		{301, 20 * time.Second, "--nodes 301: must be between 4 and 300"},
+		{25, 500 * time.Millisecond, "--scale-idle 500ms: must be between 1s and 1h"},
+	} {
+		o := good()
+		o.Only = map[string]bool{"scale": true}
+		o.Nodes, o.ScaleIdle = tc.nodes, tc.idle
+		err := o.Validate()
+		if (err == nil) != (tc.want == "") || (err != nil && err.Error() != tc.want) {
+			t.Errorf("nodes %d idle %v: %v, want %q", tc.nodes, tc.idle, err, tc.want)
+		}
+		o.Only = map[string]bool{"idle": true} // not checked without scale
+		if err := o.Validate(); err != nil {
+			t.Errorf("nodes %d without scale: %v", tc.nodes, err)
+		}
+	}
+}
+
+// TestScaleTopology: one exporter per site, every node imports echo
+// preferring its own site then the next, all join the first.
+func TestScaleTopology(t *testing.T) {
+	env := &lab.Env{Dir: t.TempDir(), KeyFile: "k"}
+	ports := make([]int, 3*10)
+	for i := range ports {
+		ports[i] = 20000 + i
+	}
+	targets := []string{"t0", "t1", "t2", "t3"}
+	nodes := scaleTopology(env, 10, ports, targets)
+	exporters := map[string]string{}
+	for i, sn := range nodes {
+		c := sn.cfg
+		if c.Site != fmt.Sprintf("s%d", i%4) || len(c.Imports) != 1 || c.Imports[0].Name != "echo" ||
+			!reflect.DeepEqual(c.Imports[0].Sites, []string{c.Site, fmt.Sprintf("s%d", (i+1)%4)}) {
+			t.Errorf("node %d: %+v", i, c)
+		}
+		if (i == 0) != (len(c.Join) == 0) || (i > 0 && c.Join[0] != nodes[0].cfg.GossipBind) {
+			t.Errorf("node %d joins %v", i, c.Join)
+		}
+		if sn.exporter != (len(c.Exports) == 1) || sn.exporter != (i < 4) {
+			t.Errorf("node %d exports %+v", i, c.Exports)
+		}
+		if sn.exporter {
+			if _, dup := exporters[c.Site]; dup || c.Exports[0].Target != targets[i] {
+				t.Errorf("site %s: exporters %v, target %s", c.Site, exporters, c.Exports[0].Target)
+			}
+			exporters[c.Site] = c.Name
+		}
+	}
+	if len(exporters) != 4 {
+		t.Errorf("exporters %v", exporters)
 	}
 }
 

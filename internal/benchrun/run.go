@@ -66,6 +66,9 @@ func Run(ctx context.Context, o Options, version string, progress func(string, .
 	if setupErr == nil && o.Loopback && o.streams() && ctx.Err() == nil {
 		setupErr = r.loopback(ctx)
 	}
+	if setupErr == nil && o.Loopback && o.Only["scale"] && ctx.Err() == nil {
+		setupErr = r.scale(ctx)
+	}
 	if setupErr == nil && o.Netns && ctx.Err() == nil {
 		setupErr = r.netns(ctx)
 	}

@@ -238,11 +238,11 @@ type Bundle struct {
 // NewBundle checks that crt belongs to nk and is valid for the node named
 // name in site at now, and returns the bundle.
 func NewBundle(pool *Pool, crt *Certificate, nk NodeKey, name, site string, now time.Time) (*Bundle, error) {
-	if crt.WGKey != nk.WG.Public() || !crt.SigningKey.Equal(nk.Sign.Public()) {
-		return nil, errors.New("cert: the key file does not hold the keys the certificate binds")
-	}
 	if err := pool.VerifyPeer(crt, name, site, crt.WGKey, now); err != nil {
 		return nil, err
+	}
+	if crt.WGKey != nk.WG.Public() || !crt.SigningKey.Equal(nk.Sign.Public()) {
+		return nil, errors.New("cert: the key file does not hold the keys the certificate binds")
 	}
 	return &Bundle{Pool: pool, Cert: crt, Key: nk}, nil
 }

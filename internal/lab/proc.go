@@ -80,6 +80,8 @@ type Proc struct {
 	Sock    string // its control socket
 	LogPath string // its log ("" when verbose: the log goes to stderr)
 
+	argv    []string
+	stderr  io.Writer // the log's destination when verbose
 	cmd     *exec.Cmd
 	done    chan struct{}
 	waitErr error // valid after done
@@ -90,37 +92,67 @@ type Proc struct {
 // runs in its own process group, so a terminal's Ctrl-C reaches only the
 // parent, which then stops the nodes in order; it gets SIGKILL when the
 // parent dies without stopping it.
-func (e *Env) Start(n Node, prefix ...string) (*Proc, error) {
-	p := &Proc{Name: n.Name, Config: filepath.Join(e.Dir, n.Name+".yaml"), Sock: n.Socket, done: make(chan struct{})}
+func (e *Env) Start(n Node, prefix ...string) (*Proc, error) { return e.StartWith(n, prefix, nil) }
+
+// StartWith is Start with extra flags after `meshd join --config FILE`.
+func (e *Env) StartWith(n Node, prefix, flags []string) (*Proc, error) {
+	p := &Proc{Name: n.Name, Config: filepath.Join(e.Dir, n.Name+".yaml"), Sock: n.Socket}
 	if p.Sock == "" {
 		p.Sock = filepath.Join(n.DataDir, "meshd.sock")
 	}
 	if err := os.WriteFile(p.Config, []byte(n.YAML()), 0o600); err != nil {
 		return nil, fmt.Errorf("lab: %w", err)
 	}
-	argv := append(append([]string(nil), prefix...), e.Exe, "join", "--config", p.Config)
-	p.cmd = exec.Command(argv[0], argv[1:]...)
-	// ip netns exec execs in place, so Pdeathsig reaches meshd itself.
-	p.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	p.argv = append(append(append([]string(nil), prefix...), e.Exe, "join", "--config", p.Config), flags...)
 	if e.Verbose {
-		p.cmd.Stdout, p.cmd.Stderr = e.Stderr, e.Stderr
+		p.stderr = e.Stderr
 	} else {
 		p.LogPath = filepath.Join(e.Dir, n.Name+".log")
-		lf, err := os.Create(p.LogPath)
+	}
+	if err := p.start(os.O_TRUNC); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+// start runs p.argv, its output to the log opened with mode (O_TRUNC or
+// O_APPEND).
+func (p *Proc) start(mode int) error {
+	p.cmd = exec.Command(p.argv[0], p.argv[1:]...)
+	// ip netns exec execs in place, so Pdeathsig reaches meshd itself.
+	p.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if p.LogPath == "" {
+		p.cmd.Stdout, p.cmd.Stderr = p.stderr, p.stderr
+	} else {
+		lf, err := os.OpenFile(p.LogPath, os.O_CREATE|os.O_WRONLY|mode, 0o600)
 		if err != nil {
-			return nil, fmt.Errorf("lab: %w", err)
+			return fmt.Errorf("lab: %w", err)
 		}
 		defer lf.Close() // the child has its own descriptor
 		p.cmd.Stdout, p.cmd.Stderr = lf, lf
 	}
+	p.done = make(chan struct{})
 	if err := p.cmd.Start(); err != nil {
-		return nil, fmt.Errorf("lab: start %s: %w", n.Name, err)
-	}
-	go func() { // owned by p: ends when the process exits
-		p.waitErr = p.cmd.Wait()
 		close(p.done)
-	}()
-	return p, nil
+		p.waitErr = err
+		return fmt.Errorf("lab: start %s: %w", p.Name, err)
+	}
+	go func(cmd *exec.Cmd, done chan struct{}) { // owned by p: ends when the process exits
+		p.waitErr = cmd.Wait()
+		close(done)
+	}(p.cmd, p.done)
+	return nil
+}
+
+// Restart starts the node again, with the same config, data dir and
+// flags, its output appended to the same log, once the process has
+// exited (after Stop or Kill, say). Not concurrently with p's other
+// methods.
+func (p *Proc) Restart() error {
+	if !p.Exited() {
+		return fmt.Errorf("lab: restart %s: still running", p.Name)
+	}
+	return p.start(os.O_APPEND)
 }
 
 // Pid is the process id.

@@ -137,6 +137,34 @@ func TestSignalKill(t *testing.T) {
 	}
 }
 
+// TestRestartFlags: extra join flags reach the process, and Restart runs
+// it again with the same arguments, appending to its log.
+func TestRestartFlags(t *testing.T) {
+	e := newTestEnv(t)
+	p, err := e.StartWith(e.Node("n3", "a"), nil, []string{"--log-level", "debug"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Stop()
+	if err := p.Restart(); err == nil {
+		t.Fatal("Restart of a running node: no error")
+	}
+	waitLog(t, p, "args: join --config "+p.Config+" --log-level debug\ntrapped")
+	p.Stop()
+	pid := p.Pid()
+	if err := p.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	if p.Exited() || p.Pid() == pid {
+		t.Fatalf("after Restart: exited %v, pid %d (was %d)", p.Exited(), p.Pid(), pid)
+	}
+	waitLog(t, p, "trapped\nbye\nargs: join --config "+p.Config+" --log-level debug\ntrapped")
+	p.Stop()
+	if !p.Exited() || p.WaitErr() != nil {
+		t.Errorf("second Stop: exited %v, %v", p.Exited(), p.WaitErr())
+	}
+}
+
 func waitLog(t *testing.T, p *Proc, want string) {
 	t.Helper()
 	for end := time.Now().Add(10 * time.Second); time.Now().Before(end); time.Sleep(10 * time.Millisecond) {

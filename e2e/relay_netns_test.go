@@ -86,7 +86,8 @@ func rnPathLines(t *testing.T, obs *meshNode, name, msg string) int {
 	}
 	n := 0
 	for _, l := range strings.Split(obs.logText(), "\n") {
-		if strings.Contains(l, msg) && strings.Contains(l, "peer="+p.PublicKey[:8]) {
+		// Logs name peers by node name (issue #12); older builds used the key prefix.
+		if strings.Contains(l, msg) && (strings.Contains(l, "peer="+name+" ") || strings.HasSuffix(l, "peer="+name) || strings.Contains(l, "peer="+p.PublicKey[:8])) {
 			n++
 		}
 	}

@@ -5,9 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/meshd/meshd/gossip"
@@ -93,12 +95,7 @@ func (n *Node) remember(members []gossip.Member, now time.Time) {
 	if len(cur) > maxRemembered {
 		rand.Shuffle(len(cur), func(i, j int) { cur[i], cur[j] = cur[j], cur[i] })
 		cur = cur[:maxRemembered]
-		slices.SortFunc(cur, func(a, b rememberedMember) int {
-			if a.Name < b.Name {
-				return -1
-			}
-			return 1
-		})
+		slices.SortFunc(cur, func(a, b rememberedMember) int { return strings.Compare(a.Name, b.Name) })
 	}
 	b, _ := json.MarshalIndent(membersFile{Format: membersFileFormat, Saved: now.UTC(), Members: cur}, "", "  ")
 	tmp := n.membersPath() + ".tmp"
@@ -203,7 +200,7 @@ func (n *Node) checkConflict(now time.Time) {
 
 // nameConflict makes the node stop: Fatal reports it, Close skips the
 // drain and the leave (which would speak for the other node).
-func (n *Node) nameConflict(other interface{ String() string }) {
+func (n *Node) nameConflict(other netip.AddrPort) {
 	if n.conflicted.Swap(true) {
 		return
 	}

@@ -134,6 +134,8 @@ type Tunnel struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
+	authLog sessionAuthLog // failed session handshakes
+
 	mu     sync.Mutex
 	peers  map[key.PublicKey]*peer // guarded by mu
 	byIP   map[netip.Addr]*peer    // guarded by mu

@@ -154,7 +154,7 @@ type nodeSpec struct {
 	Extra      string   // YAML appended to the config (top-level keys such as pki:)
 	// TunnelAdvertise sets tunnel.advertise (a node lying about its endpoint).
 	TunnelAdvertise string
-	Metrics    bool     // serve metrics.listen on a free port (meshNode.Metrics)
+	Metrics         bool // serve metrics.listen on a free port (meshNode.Metrics)
 }
 
 // meshNode is one `meshd join` process.

@@ -233,6 +233,12 @@ func TestMaint(t *testing.T) {
 	waitMesh(t, 20*time.Second, x, y, z)
 	waitServedBy(t, 10*time.Second, z.Imports["web"], "x")
 
+	// A connection open on x when maintenance begins must finish normally.
+	held, heldBR, heldName, err := foDial(z.Imports["web"], 30*time.Second)
+	if err != nil || heldName != "x" {
+		t.Fatalf("held connection: %q %v", heldName, err)
+	}
+	defer held.Close()
 	cl := startFOClient(t, z.Imports["web"])
 	time.Sleep(300 * time.Millisecond)
 	t0 := time.Now()
@@ -266,6 +272,11 @@ func TestMaint(t *testing.T) {
 	st := status(t, x)
 	if !st.Node.Maintenance || st.Node.MaintenanceReason != "kernel upgrade" {
 		t.Errorf("x status node: maintenance %v reason %q; want true, kernel upgrade", st.Node.Maintenance, st.Node.MaintenanceReason)
+	}
+	if err := foRoundTrip(held, heldBR, []byte("during maintenance")); err != nil {
+		t.Errorf("a connection active when maintenance began broke: %v", err)
+	} else if err := foFinish(held, heldBR); err != nil {
+		t.Errorf("a connection active when maintenance began did not finish cleanly: %v", err)
 	}
 	// It survives a reload.
 	if _, errOut, code := runMeshd(t, 20*time.Second, "reload", "--config", x.Config); code != 0 {

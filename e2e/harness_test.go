@@ -152,7 +152,9 @@ type nodeSpec struct {
 	Flags      []string // extra flags after `meshd join --config FILE`
 	Socket     string   // the control socket if not the config's (a --data-dir flag moves it)
 	Extra      string   // YAML appended to the config (top-level keys such as pki:)
-	Metrics    bool     // serve metrics.listen on a free port (meshNode.Metrics)
+	// TunnelAdvertise sets tunnel.advertise (a node lying about its endpoint).
+	TunnelAdvertise string
+	Metrics         bool // serve metrics.listen on a free port (meshNode.Metrics)
 }
 
 // meshNode is one `meshd join` process.
@@ -241,6 +243,9 @@ func (c *cluster) configYAML(n *meshNode, s nodeSpec) string {
 	}
 	fmt.Fprintf(&b, "gossip:\n  bind: %s\n", addr(n.GossipPort))
 	fmt.Fprintf(&b, "tunnel:\n  listen: %s\n  mode: userspace\n", addr(n.TunnelPort))
+	if s.TunnelAdvertise != "" {
+		fmt.Fprintf(&b, "  advertise: %s\n", s.TunnelAdvertise)
+	}
 	if len(s.Exports) > 0 {
 		b.WriteString("exports:\n")
 		for _, e := range s.Exports {

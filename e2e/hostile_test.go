@@ -257,6 +257,46 @@ func TestHostile(t *testing.T) {
 			return fmt.Sprintf("%d/300 served at once (cap 64); imp-1's transfer unaffected", ok.Load())
 		})
 
+	run("bogus_advertised_endpoint", "a key-holding node advertises a third party's UDP address as its tunnel endpoint and keeps a session with exp-1 for 8 s",
+		exp, func(t *testing.T) string {
+			victim, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer victim.Close()
+			var got atomic.Int64
+			go func() {
+				buf := make([]byte, 2048)
+				for {
+					if _, _, err := victim.ReadFromUDP(buf); err != nil {
+						return
+					}
+					got.Add(1)
+				}
+			}()
+			liar := c.start(nodeSpec{Name: "liar-1", Site: "edge2", TunnelAdvertise: victim.LocalAddr().String(),
+				Imports: []importSpec{{Name: "echo3", Sites: []string{"cloud"}}}})
+			// It reaches exp-1 (through the relay, its advertised path never
+			// answering) and keeps a session busy.
+			start := time.Now()
+			served := 0
+			for time.Since(start) < 8*time.Second {
+				if exchange(liar.Imports["echo3"], 0, 1, 64, 2*time.Second) == nil {
+					served++
+				}
+				time.Sleep(200 * time.Millisecond)
+			}
+			n := got.Load()
+			if served == 0 {
+				t.Errorf("the lying node's connections never worked (it may still reach the mesh by the relay)")
+			}
+			if n > 60 {
+				t.Errorf("the third party received %d datagrams in 8 s, want a bounded trickle (≤ 60)", n)
+			}
+			liar.kill(t)
+			return fmt.Sprintf("third party received %d datagrams in 8 s; %d exchanges of the liar served", n, served)
+		})
+
 	var b strings.Builder
 	b.WriteString("| attack | target | effect | RSS before → peak → after (MB) | goroutines before → peak → settled | fds before → peak → settled | log lines | transfer during the attack |\n")
 	b.WriteString("|---|---|---|---|---|---|---|---|\n")

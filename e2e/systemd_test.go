@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"encoding/json"
 	"net"
 	"os"
 	"os/exec"
@@ -152,6 +153,14 @@ func TestExampleConfigs(t *testing.T) {
 		out, errOut, code := runMeshd(t, 10*time.Second, "config", "check", "--config", p)
 		if code != 0 || !strings.Contains(out, ": ok (node ") {
 			t.Errorf("%s: config check exit %d: %s%s", f, code, out, errOut)
+		}
+		out, _, code = runMeshd(t, 10*time.Second, "config", "check", "--json", "--config", p)
+		var res struct {
+			OK   bool   `json:"ok"`
+			Name string `json:"name"`
+		}
+		if err := json.Unmarshal([]byte(out), &res); code != 0 || err != nil || !res.OK || res.Name == "" {
+			t.Errorf("%s: config check --json: exit %d, %q, %v", f, code, out, err)
 		}
 		bad := filepath.Join(c.dir, "bad-"+filepath.Base(f))
 		os.WriteFile(bad, []byte(text+"sitez: x\n"), 0o600)

@@ -5,9 +5,9 @@
 // It is pure logic on plain data: the caller (package node) builds an
 // []Endpoint from the catalog, peer health and measured RTTs, calls Order to
 // rank them, and hands the result to Attempt together with a dial function.
-// Nothing here touches the network, reads a clock or keeps package-level
-// state, so several nodes can share it in one process and every decision is
-// reproducible from its inputs.
+// Nothing here touches the network, reads a clock (but through an injected
+// Clock) or keeps package-level state, so several nodes can share it in
+// one process and every decision is reproducible from its inputs.
 //
 // Around that loop it holds the rest of the failover decisions, equally
 // pure: every time-dependent call takes now as an argument.
@@ -17,7 +17,11 @@
 //     before failback to a peer that was down.
 //   - DrillOrder, Blackhole: authenticated failover-drill orders (SPEC §6)
 //     and the receiving node's cut-off state.
-//   - Summarize and Report: the drill prober's report.
+//   - DrillRun: the drill sequence run by the ordering node (baseline,
+//     cut, probes every 100 ms, failback wait) on an injected Clock, with
+//     the node's effects (send the order, probe an import) as functions;
+//     Summarize and Report: its report.
+//   - RelayChooser: which relay a node connects to, and its backoff.
 //   - WarmSet and IdleSessions: which peers an import keeps a session
 //     with, and when a session that carries nothing closes (SPEC §12).
 package failover

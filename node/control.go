@@ -13,7 +13,9 @@ import (
 	"time"
 
 	"github.com/meshd/meshd/gossip"
+	"github.com/meshd/meshd/internal/key"
 	"github.com/meshd/meshd/internal/version"
+	"github.com/meshd/meshd/tunnel"
 )
 
 // controlServer answers the control socket: HTTP over a unix socket,
@@ -140,36 +142,7 @@ func (n *Node) Status() Status {
 		st.Node.MaintenanceSince = since.UTC().Format(time.RFC3339)
 	}
 	for _, m := range c.members {
-		ps := PeerStatus{Name: m.Name, Site: m.Meta.Site, State: m.State.String(), Path: PathNone, Version: m.Meta.Version}
-		if !m.Meta.PublicKey.IsZero() {
-			ps.MeshIP = m.Meta.PublicKey.MeshIP().String()
-			ps.PublicKey = m.Meta.PublicKey.String()
-		}
-		ps.Up = n.peerUsable(m, stats[m.Meta.PublicKey], now)
-		ps.Session = SessionDown // not alive (or not a tunnel peer): no session state to show
-		if ts, ok := stats[m.Meta.PublicKey]; ok {
-			if ts.Endpoint.IsValid() {
-				ps.Endpoint = ts.Endpoint.String()
-			}
-			if !ts.LastHandshake.IsZero() {
-				ps.LastHandshake = ts.LastHandshake.Format(time.RFC3339)
-			}
-			ps.Streams, ps.TxBytes, ps.RxBytes = ts.Streams, ts.TxBytes, ts.RxBytes
-			// Path and RTT only for an alive peer whose session is up: a
-			// recent handshake alone proves nothing about the data path,
-			// and an idle or gone peer's last values would be stale.
-			if m.State == gossip.StateAlive {
-				ps.Session = ts.Session
-				if ts.SessionUp {
-					ps.Path, ps.RelayVia = ts.Path, ts.RelayVia
-					if ts.RTT > 0 {
-						rtt := float64(ts.RTT.Microseconds()) / 1000
-						ps.RTTMs = &rtt
-					}
-				}
-			}
-		}
-		st.Peers = append(st.Peers, ps)
+		st.Peers = append(st.Peers, n.peerStatus(m, stats, now))
 	}
 	for name, eps := range c.services {
 		ss := ServiceStatus{Name: name, Endpoints: []EndpointStatus{}}
@@ -202,4 +175,38 @@ func (n *Node) Status() Status {
 		st.Node.GossipSentBytes, st.Node.GossipReceivedBytes = gs.BytesSent, gs.BytesReceived
 	}
 	return st
+}
+
+// peerStatus is one member's line of Status.
+func (n *Node) peerStatus(m gossip.Member, stats map[key.PublicKey]tunnel.PeerStats, now time.Time) PeerStatus {
+	ps := PeerStatus{Name: m.Name, Site: m.Meta.Site, State: m.State.String(), Path: PathNone, Version: m.Meta.Version}
+	if !m.Meta.PublicKey.IsZero() {
+		ps.MeshIP = m.Meta.PublicKey.MeshIP().String()
+		ps.PublicKey = m.Meta.PublicKey.String()
+	}
+	ps.Up = n.peerUsable(m, stats[m.Meta.PublicKey], now)
+	ps.Session = SessionDown // not alive (or not a tunnel peer): no session state to show
+	if ts, ok := stats[m.Meta.PublicKey]; ok {
+		if ts.Endpoint.IsValid() {
+			ps.Endpoint = ts.Endpoint.String()
+		}
+		if !ts.LastHandshake.IsZero() {
+			ps.LastHandshake = ts.LastHandshake.Format(time.RFC3339)
+		}
+		ps.Streams, ps.TxBytes, ps.RxBytes = ts.Streams, ts.TxBytes, ts.RxBytes
+		// Path and RTT only for an alive peer whose session is up: a
+		// recent handshake alone proves nothing about the data path,
+		// and an idle or gone peer's last values would be stale.
+		if m.State == gossip.StateAlive {
+			ps.Session = ts.Session
+			if ts.SessionUp {
+				ps.Path, ps.RelayVia = ts.Path, ts.RelayVia
+				if ts.RTT > 0 {
+					rtt := float64(ts.RTT.Microseconds()) / 1000
+					ps.RTTMs = &rtt
+				}
+			}
+		}
+	}
+	return ps
 }

@@ -12,16 +12,13 @@ import (
 	"github.com/meshd/meshd/internal/config"
 	"github.com/meshd/meshd/internal/key"
 	"github.com/meshd/meshd/internal/metrics"
+	"github.com/meshd/meshd/internal/statuspage"
 	"github.com/meshd/meshd/internal/wire"
 )
 
-// Drill timing (SPEC §6).
+// Drill timing (SPEC §6); the rest is in failover (DrillRun).
 const (
-	DefaultDrillDuration = 20 * time.Second
-	drillProbeEvery      = 100 * time.Millisecond
-	drillProbeTimeout    = 3 * time.Second
-	drillBaseline        = 550 * time.Millisecond // probes before the cut, for "before"; off the probe tick
-	drillMaxTail         = 15 * time.Second       // how long to wait for failback after the restore
+	DefaultDrillDuration = failover.DefaultDrillDuration
 	drillHoleCheck       = 100 * time.Millisecond
 )
 
@@ -41,7 +38,9 @@ type DrillRequest struct {
 // site for the duration, while this node probes its imports (or only
 // req.Service) every 100 ms through the same selection and failover path a
 // client connection takes. It returns when failback was seen (or a tail
-// window passed). If ctx ends early, the drill is cancelled on every node.
+// window passed). If ctx (or the node) ends early, the drill is cancelled
+// on every node. The sequence and timing are failover.DrillRun's; this is
+// the wiring.
 func (n *Node) Drill(ctx context.Context, req DrillRequest) (failover.Report, error) {
 	d := time.Duration(req.DurationMS) * time.Millisecond
 	if d == 0 {
@@ -50,11 +49,72 @@ func (n *Node) Drill(ctx context.Context, req DrillRequest) (failover.Report, er
 	if d < 0 || d > failover.MaxDrillDuration {
 		return failover.Report{}, fmt.Errorf("drill duration %v not allowed: use 1ms..%v", d, failover.MaxDrillDuration)
 	}
+	imps, targets, err := n.drillScope(req)
+	if err != nil {
+		return failover.Report{}, err
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	defer context.AfterFunc(n.ctx, cancel)()
+
+	var (
+		order failover.DrillOrder
+		live  *statuspage.Live
+		run   = &failover.DrillRun{Site: req.Site, Duration: d}
+	)
+	byName := make(map[string]config.Import, len(imps))
+	for _, im := range imps {
+		run.Services = append(run.Services, im.Name)
+		byName[im.Name] = im
+	}
+	run.Probe = func(ctx context.Context, service string, rr uint64) (failover.Endpoint, error) {
+		c, ep, err := n.connect(ctx, byName[service], wire.FlagProbe, rr, func(string) int64 { return 0 })
+		if c != nil {
+			c.Close()
+		}
+		return ep, err
+	}
+	run.Cut = func(start time.Time) error {
+		order = failover.DrillOrder{ID: failover.NewDrillID(), Site: req.Site, Duration: d, Issued: start, Origin: n.cfg.Name}
+		if err := n.sendDrillOrder(order, targets, false); err != nil {
+			return err
+		}
+		live = n.drills.Start(start, func() failover.Report { rep, _ := run.Snapshot(); return rep })
+		n.log.Info("drill started", "site", req.Site, "duration", d, "nodes", len(targets))
+		if set := n.pki.Load(); set != nil && !set.Cert.Drill {
+			n.log.Warn("this node's certificate lacks the drill capability: other nodes refuse its drill orders")
+		}
+		return nil
+	}
+	run.Cancel = func() {
+		order.Cancel = true
+		n.sendDrillOrder(order, targets, false)
+		n.log.Warn("drill interrupted; cancelled on every node", "site", req.Site)
+	}
+	rep, err := run.Run(ctx)
+	if err != nil {
+		if live != nil {
+			n.drills.Abort(live)
+		}
+		return failover.Report{}, err
+	}
+	n.drills.Finish(live, rep)
+	var ds []metrics.DrillService
+	for _, s := range rep.Services {
+		ds = append(ds, metrics.DrillService{Name: s.Name, Failed: s.Failed, RTO: msDuration(s.RTOMS), Failback: msDuration(s.FailbackMS)})
+	}
+	n.metrics.Drill(req.Site, ds)
+	return rep, nil
+}
+
+// drillScope checks req against this node's imports and the catalog and
+// returns the imports to probe and the alive nodes of the drilled site.
+func (n *Node) drillScope(req DrillRequest) ([]config.Import, []string, error) {
 	if req.Site == "" {
-		return failover.Report{}, errors.New("drill needs a site")
+		return nil, nil, errors.New("drill needs a site")
 	}
 	if req.Site == n.cfg.Site {
-		return failover.Report{}, fmt.Errorf("%w: %q is this node's site; run the drill from a node outside it", ErrDrillOwnSite, req.Site)
+		return nil, nil, fmt.Errorf("%w: %q is this node's site; run the drill from a node outside it", ErrDrillOwnSite, req.Site)
 	}
 	var imps []config.Import
 	for _, im := range n.Config().Imports {
@@ -64,9 +124,9 @@ func (n *Node) Drill(ctx context.Context, req DrillRequest) (failover.Report, er
 	}
 	if len(imps) == 0 {
 		if req.Service != "" {
-			return failover.Report{}, fmt.Errorf("unknown service %q: this node has no import of that name", req.Service)
+			return nil, nil, fmt.Errorf("unknown service %q: this node has no import of that name", req.Service)
 		}
-		return failover.Report{}, errors.New("this node has no imports to probe; run the drill from a node that imports services")
+		return nil, nil, errors.New("this node has no imports to probe; run the drill from a node that imports services")
 	}
 	var targets []string
 	for _, m := range n.catalog.Load().members {
@@ -74,60 +134,10 @@ func (n *Node) Drill(ctx context.Context, req DrillRequest) (failover.Report, er
 			targets = append(targets, m.Name)
 		}
 	}
-	inSite := req.Site == n.cfg.Site
-	if len(targets) == 0 && !inSite {
-		return failover.Report{}, fmt.Errorf("no alive node in site %q", req.Site)
+	if len(targets) == 0 {
+		return nil, nil, fmt.Errorf("no alive node in site %q", req.Site)
 	}
-
-	pctx, stopProbes := context.WithCancel(n.ctx)
-	defer stopProbes()
-	pr := &prober{n: n}
-	for _, im := range imps {
-		pr.start(pctx, im)
-	}
-	if !sleepCtx(ctx, drillBaseline) {
-		return failover.Report{}, ctx.Err()
-	}
-
-	order := failover.DrillOrder{ID: failover.NewDrillID(), Site: req.Site, Duration: d, Issued: time.Now(), Origin: n.cfg.Name}
-	start := time.Now()
-	if err := n.sendDrillOrder(order, targets, inSite); err != nil {
-		return failover.Report{}, err
-	}
-	live := n.drills.Start(start, func() failover.Report {
-		return failover.Summarize(req.Site, start, start.Add(d), pr.results())
-	})
-	defer n.drills.Abort(live) // a no-op once Finish recorded it
-	n.log.Info("drill started", "site", req.Site, "duration", d, "nodes", len(targets))
-	if set := n.pki.Load(); set != nil && !set.Cert.Drill {
-		n.log.Warn("this node's certificate lacks the drill capability: other nodes refuse its drill orders")
-	}
-	if !sleepCtx(ctx, d) {
-		order.Cancel = true
-		n.sendDrillOrder(order, targets, inSite)
-		n.log.Warn("drill interrupted; cancelled on every node", "site", req.Site)
-		return failover.Report{}, ctx.Err()
-	}
-	restore := start.Add(d)
-	n.log.Info("drill over; waiting for failback", "site", req.Site)
-
-	// Wait for every service to be served by the drilled site again.
-	tailEnd := time.Now().Add(drillMaxTail)
-	for time.Now().Before(tailEnd) && !pr.failedBack(req.Site, restore, imps) {
-		if !sleepCtx(ctx, drillProbeEvery) {
-			break
-		}
-	}
-	stopProbes()
-	pr.wait()
-	rep := failover.Summarize(req.Site, start, restore, pr.results())
-	n.drills.Finish(live, rep)
-	var ds []metrics.DrillService
-	for _, s := range rep.Services {
-		ds = append(ds, metrics.DrillService{Name: s.Name, Failed: s.Failed, RTO: msDuration(s.RTOMS), Failback: msDuration(s.FailbackMS)})
-	}
-	n.metrics.Drill(req.Site, ds)
-	return rep, nil
+	return imps, targets, nil
 }
 
 func msDuration(ms int64) time.Duration {
@@ -244,97 +254,6 @@ func (n *Node) syncBlackhole() {
 	if active || was {
 		n.tun.SetBlackhole(pubs)
 	}
-}
-
-// prober runs a drill's probes: one new connection per import every
-// drillProbeEvery, through the same selection and failover as clients.
-type prober struct {
-	n  *Node
-	wg sync.WaitGroup
-
-	mu     sync.Mutex
-	probes map[string][]failover.Probe // guarded by mu
-}
-
-func (p *prober) start(ctx context.Context, im config.Import) {
-	p.wg.Add(1)
-	go func() {
-		defer p.wg.Done()
-		tick := time.NewTicker(drillProbeEvery)
-		defer tick.Stop()
-		var rr uint64
-		for {
-			rr++
-			p.wg.Add(1)
-			go func(rr uint64) {
-				defer p.wg.Done()
-				p.probe(ctx, im, rr)
-			}(rr)
-			select {
-			case <-ctx.Done():
-				return
-			case <-tick.C:
-			}
-		}
-	}()
-}
-
-func (p *prober) probe(ctx context.Context, im config.Import, rr uint64) {
-	at := time.Now()
-	pctx, cancel := context.WithTimeout(ctx, drillProbeTimeout)
-	defer cancel()
-	c, ep, err := p.n.connect(pctx, im, wire.FlagProbe, rr, func(string) int64 { return 0 })
-	if ctx.Err() != nil {
-		if c != nil {
-			c.Close()
-		}
-		return // the drill is over; this probe says nothing
-	}
-	pb := failover.Probe{At: at, Latency: time.Since(at), OK: err == nil}
-	if err != nil {
-		pb.Err = err.Error()
-	} else {
-		c.Close()
-		pb.Node, pb.Site = ep.Node, ep.Site
-	}
-	p.mu.Lock()
-	if p.probes == nil {
-		p.probes = make(map[string][]failover.Probe)
-	}
-	p.probes[im.Name] = append(p.probes[im.Name], pb)
-	p.mu.Unlock()
-}
-
-func (p *prober) wait() { p.wg.Wait() }
-
-// failedBack reports whether every import has an OK probe from site,
-// started after restore.
-func (p *prober) failedBack(site string, restore time.Time, imps []config.Import) bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	for _, im := range imps {
-		ok := false
-		for _, pb := range p.probes[im.Name] {
-			if pb.OK && pb.Site == site && pb.At.After(restore) {
-				ok = true
-				break
-			}
-		}
-		if !ok {
-			return false
-		}
-	}
-	return true
-}
-
-func (p *prober) results() map[string][]failover.Probe {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	out := make(map[string][]failover.Probe, len(p.probes))
-	for k, v := range p.probes {
-		out[k] = append([]failover.Probe(nil), v...)
-	}
-	return out
 }
 
 // sleepCtx sleeps for d; false if ctx ended first.

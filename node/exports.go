@@ -168,41 +168,10 @@ func (n *Node) handleStream(peer key.PublicKey, s net.Conn) {
 		s.Close()
 		return
 	}
-	if n.draining.Load() {
-		wire.WriteResponse(s, wire.Response{Status: wire.StatusDenied, Node: n.cfg.Name, Message: "draining: node is shutting down"})
+	e, slot, refusal := n.exportFor(peer, req)
+	if refusal != nil {
+		wire.WriteResponse(s, *refusal)
 		s.Close()
-		return
-	}
-	if n.maint.Load() {
-		wire.WriteResponse(s, wire.Response{Status: wire.StatusDenied, Node: n.cfg.Name, Message: MaintenanceMessage})
-		s.Close()
-		return
-	}
-	e := n.exportMap()[req.Service]
-	if e == nil {
-		wire.WriteResponse(s, wire.Response{Status: wire.StatusUnknownService, Node: n.cfg.Name,
-			Message: "no export named " + req.Service})
-		s.Close()
-		return
-	}
-	if ok, who := n.mayConnect(peer, e.cfg().Allow); !ok {
-		e.denied.Add(1)
-		if n.refusals.allow("deny:"+who+"/"+req.Service, "", time.Now()) {
-			n.log.Warn("stream denied by the export's allow list", "export", req.Service, "node", who)
-		}
-		wire.WriteResponse(s, wire.Response{Status: wire.StatusNotAllowed, Node: n.cfg.Name,
-			Message: who + " is not in the allow list of " + req.Service})
-		s.Close()
-		return
-	}
-	slot, ok := e.exportSlot()
-	if !ok {
-		n.lim.exportRefused.Add(1)
-		wire.WriteResponse(s, wire.Response{Status: wire.StatusDenied, Node: n.cfg.Name,
-			Message: fmt.Sprintf("export %s has max_conns (%d) connections", req.Service, e.cfg().MaxConns)})
-		s.Close()
-		logLimited(n.log, n.lim.exportLog, "limits: stream refused: export at max_conns", "export", req.Service,
-			"max", e.cfg().MaxConns, "peer", n.peerName(peer))
 		return
 	}
 	stream := release
@@ -236,4 +205,39 @@ func (n *Node) handleStream(peer key.PublicKey, s net.Conn) {
 		release()
 		n.wg.Done()
 	})
+}
+
+// exportFor finds the export req opens and admits the stream to it: it
+// returns the export and the release of its max_conns slot, or the
+// response refusing the stream (draining, maintenance, unknown service,
+// the allow list, max_conns).
+func (n *Node) exportFor(peer key.PublicKey, req wire.Request) (*exporter, func(), *wire.Response) {
+	if n.draining.Load() {
+		return nil, nil, &wire.Response{Status: wire.StatusDenied, Node: n.cfg.Name, Message: "draining: node is shutting down"}
+	}
+	if n.maint.Load() {
+		return nil, nil, &wire.Response{Status: wire.StatusDenied, Node: n.cfg.Name, Message: MaintenanceMessage}
+	}
+	e := n.exportMap()[req.Service]
+	if e == nil {
+		return nil, nil, &wire.Response{Status: wire.StatusUnknownService, Node: n.cfg.Name,
+			Message: "no export named " + req.Service}
+	}
+	if ok, who := n.mayConnect(peer, e.cfg().Allow); !ok {
+		e.denied.Add(1)
+		if n.refusals.allow("deny:"+who+"/"+req.Service, "", time.Now()) {
+			n.log.Warn("stream denied by the export's allow list", "export", req.Service, "node", who)
+		}
+		return nil, nil, &wire.Response{Status: wire.StatusNotAllowed, Node: n.cfg.Name,
+			Message: who + " is not in the allow list of " + req.Service}
+	}
+	slot, ok := e.exportSlot()
+	if !ok {
+		n.lim.exportRefused.Add(1)
+		logLimited(n.log, n.lim.exportLog, "limits: stream refused: export at max_conns", "export", req.Service,
+			"max", e.cfg().MaxConns, "peer", n.peerName(peer))
+		return nil, nil, &wire.Response{Status: wire.StatusDenied, Node: n.cfg.Name,
+			Message: fmt.Sprintf("export %s has max_conns (%d) connections", req.Service, e.cfg().MaxConns)}
+	}
+	return e, slot, nil
 }

@@ -11,6 +11,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/hashicorp/yamux"
+
 	"github.com/meshd/meshd/gossip"
 	"github.com/meshd/meshd/internal/config"
 	"github.com/meshd/meshd/internal/key"
@@ -152,17 +154,25 @@ func (n *Node) admitStream(peer key.PublicKey, s net.Conn) (release func(), ok b
 	cfg := n.Config()
 	if max := maxStreamsPerPeer(cfg); !n.lim.acquireStream(peer, max) {
 		n.lim.streamsRefused.Add(1)
-		s.Close()
 		logLimited(n.log, n.lim.streamLog, "limits: stream refused: peer holds max_streams_per_peer streams",
 			"peer", n.peerName(peer), "max", max)
+		// Counted before the close, so that once the peer sees the
+		// refusal the count includes it.
 		if !n.lim.lingerBegin(peer, lingerMax(max)) {
-			if n.tun.ResetSession(peer) {
+			reset := n.tun.ResetSession(peer)
+			if ys, ok := s.(interface{ Session() *yamux.Session }); ok {
+				ys.Session().Close() // the one this stream came on, even if no longer the peer's current
+				reset = true
+			}
+			if reset {
 				n.lim.sessionsReset.Add(1)
 				n.log.Warn("limits: session reset: peer leaves its refused streams open",
 					"peer", n.peerName(peer), "max_streams_per_peer", max, "refused_open", lingerMax(max))
 			}
+			s.Close()
 			return nil, false
 		}
+		s.Close()
 		s.SetReadDeadline(time.Now().Add(lingerFor))
 		io.Copy(io.Discard, s) // until the peer closes its side too
 		n.lim.lingerEnd(peer)

@@ -155,22 +155,48 @@ func (n *Node) Start() (err error) {
 	n.started = true
 	n.mu.Unlock()
 
-	var undo []func()
+	var undo rollback
 	defer func() {
 		if err != nil {
-			for i := len(undo) - 1; i >= 0; i-- {
-				undo[i]()
-			}
+			undo.run()
 		}
 	}()
 	n.ctx, n.cancel = context.WithCancel(context.Background())
-	undo = append(undo, n.cancel)
-
-	if err = n.loadKeys(); err != nil {
-		return err
+	undo.add(n.cancel)
+	// In this order: gossip advertises the tunnel's and the relay's
+	// addresses and publishes the exports' first health.
+	for _, step := range []func(*rollback) error{
+		n.openKeys, n.openTunnel, n.openExports, n.openRelay, n.openGossip,
+		n.openImports, n.openMetrics, n.openControl,
+	} {
+		if err = step(&undo); err != nil {
+			return err
+		}
 	}
+	n.runLoops()
+	n.log.Info("node started", "name", n.cfg.Name, "site", n.cfg.Site,
+		"gossip", n.gsp.LocalAddr(), "tunnel", n.tun.LocalAddr(), "mesh_ip", n.tun.MeshIP(),
+		"exports", len(n.exportMap()), "imports", len(n.importList()))
+	return nil
+}
 
-	n.tun, err = tunnel.New(tunnel.Config{
+// rollback is what Start undoes, last first, when a later step fails.
+type rollback []func()
+
+func (r *rollback) add(f func()) { *r = append(*r, f) }
+
+func (r rollback) run() {
+	for i := len(r) - 1; i >= 0; i-- {
+		r[i]()
+	}
+}
+
+// openKeys loads the node's keys (nothing to undo).
+func (n *Node) openKeys(*rollback) error { return n.loadKeys() }
+
+// openTunnel starts the WireGuard tunnel.
+func (n *Node) openTunnel(undo *rollback) error {
+	tun, err := tunnel.New(tunnel.Config{
 		PrivateKey:     n.priv,
 		Listen:         n.cfg.Tunnel.Listen,
 		Mode:           n.cfg.Tunnel.Mode,
@@ -183,26 +209,45 @@ func (n *Node) Start() (err error) {
 	if err != nil {
 		return fmt.Errorf("node: %w", err)
 	}
-	undo = append(undo, func() { n.tun.Close() })
+	n.tun = tun
+	undo.add(func() { n.tun.Close() })
 	n.tun.SetClusterKeys(n.cfg.Cluster.Keys) // every key of the file verifies (rotation)
+	return nil
+}
 
+// openExports creates the exports and checks each once, so that the
+// first catalog gossip publishes reflects real health. Their check loops
+// start with runLoops.
+func (n *Node) openExports(*rollback) error {
 	exps := make(map[string]*exporter, len(n.cfg.Exports))
 	for _, e := range n.cfg.Exports {
 		exps[e.Name] = newExporter(n, e)
 	}
 	for _, e := range exps {
-		e.checkOnce() // the first catalog we publish reflects real health
+		e.checkOnce()
 	}
 	n.exports.Store(&exps)
+	return nil
+}
 
-	if n.cfg.Relay.Enabled {
-		if n.rly, err = startRelayServer(n); err != nil {
-			return err
-		}
-		undo = append(undo, func() { n.rly.close() })
+// openRelay starts this node's relay server (relay.enabled).
+func (n *Node) openRelay(undo *rollback) error {
+	if !n.cfg.Relay.Enabled {
+		return nil
 	}
+	rly, err := startRelayServer(n)
+	if err != nil {
+		return err
+	}
+	n.rly = rly
+	undo.add(func() { n.rly.close() })
+	return nil
+}
 
-	n.gsp, err = gossip.New(gossip.Config{
+// openGossip starts gossip, quiet until the join (rejoin.go), and
+// publishes the exports.
+func (n *Node) openGossip(undo *rollback) error {
+	gsp, err := gossip.New(gossip.Config{
 		Name:      n.cfg.Name,
 		Bind:      n.cfg.Gossip.Bind,
 		Advertise: n.cfg.Gossip.Advertise,
@@ -219,10 +264,15 @@ func (n *Node) Start() (err error) {
 	if err != nil {
 		return fmt.Errorf("node: %w", err)
 	}
-	undo = append(undo, func() { n.gsp.Close() })
+	n.gsp = gsp
+	undo.add(func() { n.gsp.Close() })
 	n.publishExports()
 	n.rebuildCatalog()
+	return nil
+}
 
+// openImports binds every import's listener; they accept from runLoops on.
+func (n *Node) openImports(undo *rollback) error {
 	var imps []*importer
 	for _, ic := range n.cfg.Imports {
 		im, err := newImporter(n, ic)
@@ -230,24 +280,40 @@ func (n *Node) Start() (err error) {
 			return err
 		}
 		imps = append(imps, im)
-		undo = append(undo, func() { im.close() })
+		undo.add(im.close)
 	}
 	n.imports.Store(&imps)
+	return nil
+}
 
-	if n.cfg.Metrics.Listen != "" {
-		n.mtr, err = startMetrics(n, n.cfg.Metrics.Listen)
-		if err != nil {
-			return err
-		}
-		undo = append(undo, func() { n.mtr.close() })
+// openMetrics starts the metrics and status page server (metrics.listen).
+func (n *Node) openMetrics(undo *rollback) error {
+	if n.cfg.Metrics.Listen == "" {
+		return nil
 	}
-
-	n.ctl, err = startControl(n, n.cfg.Control.Socket)
+	mtr, err := startMetrics(n, n.cfg.Metrics.Listen)
 	if err != nil {
 		return err
 	}
-	undo = append(undo, func() { n.ctl.close() })
+	n.mtr = mtr
+	undo.add(func() { n.mtr.close() })
+	return nil
+}
 
+// openControl starts the control socket.
+func (n *Node) openControl(undo *rollback) error {
+	ctl, err := startControl(n, n.cfg.Control.Socket)
+	if err != nil {
+		return err
+	}
+	n.ctl = ctl
+	undo.add(func() { n.ctl.close() })
+	return nil
+}
+
+// runLoops registers the reload hooks and starts the node's goroutines,
+// the join last.
+func (n *Node) runLoops() {
 	n.OnReload("cluster keys", n.reloadClusterKeys)
 	n.OnReload("pki", n.reloadPKI)
 	n.goFunc(n.watchGossip)
@@ -255,17 +321,13 @@ func (n *Node) Start() (err error) {
 	n.goFunc(n.watchSessions)
 	n.goFunc(n.receiveDrills)
 	n.goFunc(n.relayLoop)
-	for _, e := range exps {
+	for _, e := range n.exportMap() {
 		n.goFunc(e.checkLoop)
 	}
-	for _, im := range imps {
+	for _, im := range n.importList() {
 		n.goFunc(im.serve)
 	}
 	n.goFunc(n.joinLoop)
-	n.log.Info("node started", "name", n.cfg.Name, "site", n.cfg.Site,
-		"gossip", n.gsp.LocalAddr(), "tunnel", n.tun.LocalAddr(), "mesh_ip", n.tun.MeshIP(),
-		"exports", len(exps), "imports", len(imps))
-	return nil
 }
 
 // tunnelAdvertise is the WireGuard endpoint others should use:

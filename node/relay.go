@@ -6,20 +6,16 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"sort"
 	"time"
 
+	"github.com/meshd/meshd/failover"
 	"github.com/meshd/meshd/gossip"
-	"github.com/meshd/meshd/internal/key"
 	"github.com/meshd/meshd/relay"
 )
 
-// Relay client backoff bounds.
-const (
-	relayMinBackoff = 200 * time.Millisecond
-	relayMaxBackoff = 5 * time.Second
-	relayDialWait   = 5 * time.Second
-)
+// relayDialWait bounds one relay dial; the backoff is failover's
+// (RelayChooser).
+const relayDialWait = 5 * time.Second
 
 // relayServer is this node's relay (relay.enabled).
 type relayServer struct {
@@ -69,19 +65,12 @@ func (n *Node) relayAdvertise() netip.AddrPort {
 	return ap
 }
 
-// relayCandidate is a relay this node may use.
-type relayCandidate struct {
-	name string
-	addr netip.AddrPort
-	pub  key.PublicKey // the relay node's WireGuard key (from its signed record): it must prove it
-}
-
-// relayCandidates lists the relays known by gossip (and this node's own)
-// in the order every node tries them.
-func (n *Node) relayCandidates() []relayCandidate {
-	var out []relayCandidate
+// relayCandidates lists the relays known by gossip (and this node's own);
+// failover.RelayChooser puts them in the order every node tries them.
+func (n *Node) relayCandidates() []failover.Relay {
+	var out []failover.Relay
 	if n.rly != nil {
-		out = append(out, relayCandidate{name: n.cfg.Name, addr: n.relayAdvertise(), pub: n.pub})
+		out = append(out, failover.Relay{Name: n.cfg.Name, Addr: n.relayAdvertise(), Key: n.pub})
 	}
 	for _, m := range n.catalog.Load().members {
 		if m.State != gossip.StateAlive || !m.Meta.Relay.IsValid() {
@@ -91,66 +80,61 @@ func (n *Node) relayCandidates() []relayCandidate {
 		if addr.Addr().IsUnspecified() && m.Addr.IsValid() {
 			addr = netip.AddrPortFrom(m.Addr.Addr(), addr.Port())
 		}
-		out = append(out, relayCandidate{name: m.Name, addr: addr, pub: m.Meta.PublicKey})
+		out = append(out, failover.Relay{Name: m.Name, Addr: addr, Key: m.Meta.PublicKey})
 	}
-	// A relay forwards only between its own clients, so every node must
-	// pick the same one: the first alive relay by name, for everyone.
 	// (Per-site home relays would need relays to forward to each other,
 	// or nodes to reach a peer's home relay; not built yet.)
-	sort.SliceStable(out, func(i, j int) bool { return out[i].name < out[j].name })
 	return out
 }
 
 // relayLoop keeps this node connected to the best reachable relay and
 // makes it the tunnel's fallback path; when the relay dies it moves to the
-// next one, with backoff.
+// next one, with backoff (the choice is failover.RelayChooser's).
 func (n *Node) relayLoop() {
-	backoff := relayMinBackoff
-	skip := map[string]time.Time{} // relays that just failed, until when
+	var rc failover.RelayChooser
 	for n.ctx.Err() == nil {
-		var c *relay.Client
-		var via relayCandidate
-		now := time.Now()
-		for _, rc := range n.relayCandidates() {
-			if until, bad := skip[rc.name]; bad && now.Before(until) {
-				continue
-			}
-			ctx, cancel := context.WithTimeout(n.ctx, relayDialWait)
-			cl, err := relay.Dial(ctx, rc.addr.String(), relay.ClientConfig{
-				ClusterKey: n.Config().Cluster.Key, PublicKey: n.pub, // the key in force (rotation)
-				PrivateKey: n.priv, RelayKey: rc.pub, // both prove their WireGuard keys (SPEC §8)
-				Logger: n.log.With("component", "relay-client"), OnPacket: n.tun.DeliverRelay,
-			})
-			cancel()
-			if err != nil {
-				if n.ctx.Err() == nil {
-					n.log.Debug("relay unreachable", "relay", rc.name, "addr", rc.addr, "err", err)
-				}
-				skip[rc.name] = now.Add(relayMaxBackoff)
-				continue
-			}
-			c, via = cl, rc
-			break
-		}
+		c, via := n.dialRelay(&rc)
 		if c == nil {
-			if !sleepCtx(n.ctx, backoff) {
+			if !sleepCtx(n.ctx, rc.Wait()) {
 				return
 			}
-			backoff = min(backoff*2, relayMaxBackoff)
 			continue
 		}
-		backoff = relayMinBackoff
-		n.tun.SetRelay(c, via.name)
+		rc.Connected()
+		n.tun.SetRelay(c, via.Name)
 		n.relayStats.use(c)
-		n.log.Info("relay connected", "relay", via.name, "addr", via.addr)
+		n.log.Info("relay connected", "relay", via.Name, "addr", via.Addr)
 		select {
 		case <-n.ctx.Done():
 		case <-c.Done():
-			n.log.Warn("relay connection lost; moving on", "relay", via.name, "err", c.Err())
-			skip[via.name] = time.Now().Add(relayMinBackoff * 4)
+			n.log.Warn("relay connection lost; moving on", "relay", via.Name, "err", c.Err())
+			rc.Lost(via.Name, time.Now())
 		}
 		n.tun.SetRelay(nil, "")
 		c.Close()
 		n.relayStats.done(c)
 	}
+}
+
+// dialRelay tries the relays rc offers now, in order, and returns the
+// first that answers (nil if none did).
+func (n *Node) dialRelay(rc *failover.RelayChooser) (*relay.Client, failover.Relay) {
+	now := time.Now()
+	for _, r := range rc.Candidates(n.relayCandidates(), now) {
+		ctx, cancel := context.WithTimeout(n.ctx, relayDialWait)
+		cl, err := relay.Dial(ctx, r.Addr.String(), relay.ClientConfig{
+			ClusterKey: n.Config().Cluster.Key, PublicKey: n.pub, // the key in force (rotation)
+			PrivateKey: n.priv, RelayKey: r.Key, // both prove their WireGuard keys (SPEC §8)
+			Logger: n.log.With("component", "relay-client"), OnPacket: n.tun.DeliverRelay,
+		})
+		cancel()
+		if err == nil {
+			return cl, r
+		}
+		if n.ctx.Err() == nil {
+			n.log.Debug("relay unreachable", "relay", r.Name, "addr", r.Addr, "err", err)
+		}
+		rc.DialFailed(r.Name, now)
+	}
+	return nil, failover.Relay{}
 }

@@ -22,7 +22,20 @@ import (
 // removes the device with its address and route.
 type kernelTUN struct {
 	tun.Device
-	addr netip.Addr // immutable
+	addr      netip.Addr // immutable
+	unfilter  func()     // removes the input filter (nil if none)
+	filterErr error      // why the input filter could not be installed; nil if it is
+}
+
+func (k *kernelTUN) filterError() error { return k.filterErr }
+
+// Close removes the input filter and closes the device.
+func (k *kernelTUN) Close() error {
+	if k.unfilter != nil {
+		k.unfilter()
+		k.unfilter = nil
+	}
+	return k.Device.Close()
 }
 
 // newKernelTUN creates the device name with open, brings it up, assigns
@@ -37,7 +50,13 @@ func newKernelTUN(name string, addr netip.Addr, mtu int, open openTUNFunc) (*ker
 		dev.Close()
 		return nil, err
 	}
-	return &kernelTUN{Device: dev, addr: addr}, nil
+	k := &kernelTUN{Device: dev, addr: addr}
+	if devName, err := dev.Name(); err == nil {
+		k.unfilter, k.filterErr = installFirewall(devName)
+	} else {
+		k.filterErr = err
+	}
+	return k, nil
 }
 
 // kernelOpenError explains why the TUN device could not be created.

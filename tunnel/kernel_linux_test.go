@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"os/exec"
 	"runtime"
 	"strings"
 	"syscall"
@@ -153,7 +154,21 @@ func kernelDeviceCheck() error {
 		tn.Close()
 		return fmt.Errorf("stack is %T", tn.net)
 	}
+	// The input filter: only the session port (and replies) on the device.
+	if _, err := exec.LookPath("nft"); err == nil {
+		out, err := exec.Command("nft", "list", "table", "inet", firewallTable(name)).CombinedOutput()
+		if err != nil || !strings.Contains(string(out), fmt.Sprintf("tcp dport %d accept", SessionPort)) ||
+			!strings.Contains(string(out), `iifname "`+name+`" drop`) {
+			tn.Close()
+			return fmt.Errorf("input filter of %s: %v: %s", name, err, out)
+		}
+	}
 	tn.Close()
+	if _, err := exec.LookPath("nft"); err == nil {
+		if err := exec.Command("nft", "list", "table", "inet", firewallTable(name)).Run(); err == nil {
+			return fmt.Errorf("input filter of %s still installed after Close", name)
+		}
+	}
 	if _, err := net.InterfaceByName(name); err == nil {
 		return fmt.Errorf("device %s still exists after Close", name)
 	}

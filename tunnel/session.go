@@ -83,6 +83,8 @@ type peer struct {
 	opening int            // guarded by mu; streams being opened right now
 	dialing bool           // guarded by mu; dialLoop runs
 	called  time.Time      // guarded by mu; the peer asked us to dial it until then
+
+	pendingAccepts int // guarded by mu; session handshakes in progress (acceptSession)
 	// Each session is owned by the side that needed it (dialled it on its
 	// own behalf, or called for it): only the owner closes it when idle.
 	outOwned bool // guarded by mu
@@ -228,6 +230,14 @@ func (p *peer) dialLoop() {
 		cancel()
 		attemptTimeout = min(attemptTimeout*2, dialTimeout)
 		if err == nil {
+			if err = p.t.authSession(p.ctx, c, p.pub, true); err != nil {
+				c.Close()
+				if p.ctx.Err() == nil && p.t.authLog.allow(time.Now()) {
+					p.logger().Warn("tunnel: session handshake failed; not using it", "err", err)
+				}
+			}
+		}
+		if err == nil {
 			attemptTimeout = firstDialTimeout
 			sess, err := yamux.Client(newFrameConn(c), p.t.ymxCfg)
 			if err != nil {
@@ -292,22 +302,39 @@ func (p *peer) calledBy() {
 }
 
 // acceptSession takes a session connection the peer dialled.
+// The dialer must first prove it holds the peer's private key
+// (authSession); at most maxPendingAccepts handshakes run per peer.
 func (p *peer) acceptSession(c net.Conn) {
-	sess, err := yamux.Server(newFrameConn(c), p.t.ymxCfg)
-	if err != nil {
+	p.mu.Lock()
+	if p.ctx.Err() != nil || p.pendingAccepts >= maxPendingAccepts {
+		p.mu.Unlock()
 		c.Close()
 		return
 	}
-	p.mu.Lock()
-	if p.ctx.Err() != nil {
-		p.mu.Unlock()
-		sess.Close()
-		return
-	}
+	p.pendingAccepts++
 	p.wg.Add(1)
 	p.mu.Unlock()
 	go func() {
 		defer p.wg.Done()
+		err := p.t.authSession(p.ctx, c, p.pub, false)
+		p.mu.Lock()
+		p.pendingAccepts--
+		p.mu.Unlock()
+		if err != nil {
+			c.Close()
+			if p.ctx.Err() == nil && p.t.authLog.allow(time.Now()) {
+				p.logger().Warn("tunnel: refused a session that did not prove the peer's key", "err", err)
+			}
+			return
+		}
+		sess, err := yamux.Server(newFrameConn(c), p.t.ymxCfg)
+		if err != nil {
+			c.Close()
+			return
+		}
+		// The peer may have stopped during the handshake: its context
+		// then ends the session serve installs.
+		defer context.AfterFunc(p.ctx, func() { sess.Close() })()
 		p.serve(sess, false)
 	}()
 }

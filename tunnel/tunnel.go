@@ -134,6 +134,8 @@ type Tunnel struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
+	authLog sessionAuthLog // failed session handshakes
+
 	mu     sync.Mutex
 	peers  map[key.PublicKey]*peer // guarded by mu
 	byIP   map[netip.Addr]*peer    // guarded by mu
@@ -180,6 +182,9 @@ func New(cfg Config) (*Tunnel, error) {
 		return nil, err
 	}
 	t.net = tdev
+	if f, ok := tdev.(interface{ filterError() error }); ok && f.filterError() != nil {
+		t.log.Warn("tunnel: kernel mode without an input filter: peers can reach every host service on the mesh address; install nft", "err", f.filterError())
+	}
 	t.bind = NewPathBind(cfg.Listen, t.pub, cfg.ClusterKey, t.log)
 	t.bind.SetPrivateKey(cfg.PrivateKey)
 	t.bind.SetPeerNamer(cfg.PeerName)

@@ -42,7 +42,7 @@ func TestVersionLine(t *testing.T) {
 // TestCompletion: the scripts name every visible command and are valid
 // for the shells that are installed.
 func TestCompletion(t *testing.T) {
-	cmds := visibleCommands(newApp().Commands)
+	cmds := visibleCommands(newApp().Commands, false)
 	for _, sh := range []string{"bash", "zsh", "fish"} {
 		var b bytes.Buffer
 		switch sh {
@@ -75,5 +75,28 @@ func TestCompletion(t *testing.T) {
 		if out, err := cmd.CombinedOutput(); err != nil {
 			t.Errorf("%s -n: %v\n%s", sh, err, out)
 		}
+	}
+}
+
+// TestCompletionWhileRunning: the script printed by `meshd completion bash`
+// (urfave/cli has then added a help subcommand and flag to the running
+// command) completes the shells after `completion`, not "help", and
+// offers --help once.
+func TestCompletionWhileRunning(t *testing.T) {
+	app := newApp()
+	var out bytes.Buffer
+	app.Writer = &out
+	if err := app.Run([]string{"meshd", "completion", "bash"}); err != nil {
+		t.Fatal(err)
+	}
+	s := out.String()
+	i := strings.Index(s, "completion)")
+	if i < 0 {
+		t.Fatalf("no completion case in:\n%s", s)
+	}
+	line := s[i : i+strings.Index(s[i:], ";;")]
+	if !strings.Contains(line, "bash zsh fish") || strings.Contains(line, "help)") ||
+		strings.Contains(line, `"help"`) || strings.Count(line, "--help") != 1 {
+		t.Errorf("completion case offers the wrong words:\n%s", line)
 	}
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"slices"
 	"sort"
 
 	"github.com/meshd/meshd/internal/completion"
@@ -20,7 +21,7 @@ func completionCommand() *cli.Command {
 			if c.NArg() != 1 {
 				return cli.Exit("completion takes one argument: bash, zsh or fish", 2)
 			}
-			cmds := visibleCommands(c.App.Commands)
+			cmds := visibleCommands(c.App.Commands, false)
 			switch c.Args().First() {
 			case "bash":
 				completion.WriteBash(c.App.Writer, cmds)
@@ -38,13 +39,15 @@ func completionCommand() *cli.Command {
 
 // visibleCommands describes the commands that are not hidden for the
 // completion scripts.
-func visibleCommands(cs []*cli.Command) []completion.Command {
+func visibleCommands(cs []*cli.Command, nested bool) []completion.Command {
 	var out []completion.Command
 	for _, c := range cs {
-		if c.Hidden {
+		// urfave/cli adds a "help" subcommand to every command it runs
+		// (the completion command included); it is not one to complete.
+		if c.Hidden || (nested && c.Name == "help") {
 			continue
 		}
-		cc := completion.Command{Name: c.Name, Usage: c.Usage, Subs: visibleCommands(c.Subcommands)}
+		cc := completion.Command{Name: c.Name, Usage: c.Usage, Subs: visibleCommands(c.Subcommands, true)}
 		switch c.Name {
 		case "completion":
 			cc.Args, cc.ArgName = []string{"bash", "zsh", "fish"}, "shell"
@@ -52,6 +55,9 @@ func visibleCommands(cs []*cli.Command) []completion.Command {
 			cc.Args, cc.ArgName = []string{"on", "off"}, "mode"
 		}
 		for _, f := range c.Flags {
+			if slices.Contains(f.Names(), "help") {
+				continue // added by urfave/cli to a command it runs; appended below for all
+			}
 			cf := completion.Flag{Names: f.Names()}
 			sort.SliceStable(cf.Names, func(i, j int) bool { return len(cf.Names[i]) > len(cf.Names[j]) })
 			if d, ok := f.(cli.DocGenerationFlag); ok {

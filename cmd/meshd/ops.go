@@ -23,7 +23,7 @@ func reloadCommand() *cli.Command {
 			"connections through unchanged imports and exports are not touched. A change of\n" +
 			"name, site, data_dir, a listen or advertise address or tunnel.mode is refused (restart\n" +
 			"needed); an invalid file changes nothing. SIGHUP does the same.",
-		Flags: socketFlags(),
+		Flags: append(socketFlags(), &cli.BoolFlag{Name: "json", Usage: "print the result as JSON"}),
 		Action: func(c *cli.Context) error {
 			if c.NArg() > 0 {
 				return cli.Exit(fmt.Sprintf("reload takes no arguments, got %q", c.Args().First()), 2)
@@ -35,6 +35,9 @@ func reloadCommand() *cli.Command {
 			var res node.ReloadResult
 			if err := controlDo(c.Context, sock, http.MethodPost, "/reload", struct{}{}, &res, 30*time.Second); err != nil {
 				return fmt.Errorf("reload refused; nothing changed: %w", err)
+			}
+			if c.Bool("json") {
+				return json.NewEncoder(c.App.Writer).Encode(res)
 			}
 			what := "nothing to change in exports or imports"
 			if len(res.Changes) > 0 {
@@ -127,6 +130,7 @@ func configCommand() *cli.Command {
 			Flags: []cli.Flag{
 				&cli.StringFlag{Name: "config", Aliases: []string{"c"}, Usage: "the configuration `FILE` to check"},
 				&cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "print nothing when the file is valid"},
+				&cli.BoolFlag{Name: "json", Usage: "print the result as JSON (errors stay one line on stderr)"},
 			},
 			Action: func(c *cli.Context) error {
 				if c.NArg() > 0 {
@@ -142,6 +146,10 @@ func configCommand() *cli.Command {
 				}
 				if err := node.CheckConfig(cfg); err != nil {
 					return err
+				}
+				if c.Bool("json") {
+					return json.NewEncoder(c.App.Writer).Encode(map[string]any{"ok": true, "file": f, "name": cfg.Name,
+						"site": cfg.Site, "exports": len(cfg.Exports), "imports": len(cfg.Imports)})
 				}
 				if !c.Bool("quiet") {
 					fmt.Fprintf(c.App.Writer, "%s: ok (node %s, site %s, %d exports, %d imports)\n",

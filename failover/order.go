@@ -25,6 +25,7 @@
 //     the node's effects (send the order, probe an import) as functions;
 //     Summarize and Report: its report.
 //   - RelayChooser: which relay a node connects to, and its backoff.
+//   - Drain: when a draining node may stop waiting for its connections.
 //   - WarmSet and IdleSessions: which peers an import keeps a session
 //     with, and when a session that carries nothing closes (SPEC §12).
 package failover

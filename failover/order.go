@@ -11,6 +11,9 @@
 //
 // Around that loop it holds the rest of the failover decisions, equally
 // pure: every time-dependent call takes now as an argument.
+//   - Classify: which candidates are last resorts (Candidate, what the node
+//     knows of each endpoint), with the all-down fallback; AttemptWindow and
+//     SecondRound: the attempt deadlines and the longer second round.
 //   - Breaker: a circuit breaker per endpoint key with doubling cooldowns
 //     and a single half-open trial.
 //   - Health and Silent: peer usability from ping timing, with a hold-down
@@ -22,6 +25,7 @@
 //     the node's effects (send the order, probe an import) as functions;
 //     Summarize and Report: its report.
 //   - RelayChooser: which relay a node connects to, and its backoff.
+//   - Drain: when a draining node may stop waiting for its connections.
 //   - WarmSet and IdleSessions: which peers an import keeps a session
 //     with, and when a session that carries nothing closes (SPEC §12).
 package failover

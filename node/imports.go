@@ -20,15 +20,6 @@ import (
 // connection is closed without trying other endpoints.
 var errDenied = errors.New("denied")
 
-// Per-attempt deadlines: a multiple of the peer's RTT with a floor, longer
-// for last-resort candidates whose session may still be coming up.
-const (
-	attemptFloor     = 750 * time.Millisecond
-	attemptCeiling   = 2 * time.Second
-	attemptRTTMult   = 10
-	lastResortWindow = 3 * time.Second
-)
-
 // importer is one of this node's imports: a local listener whose every
 // connection becomes one stream to an endpoint of the service.
 type importer struct {
@@ -263,62 +254,34 @@ func (n *Node) hasUsableEndpoint(service string) bool {
 	return false
 }
 
-// candidates orders the endpoints of imp's service for one connection.
-// Endpoints that are unhealthy, on a peer that is down (gossip, session or
-// ping silence, hold-down after a recovery), or whose breaker is open are
-// kept only as last resorts.
+// candidates orders the endpoints of imp's service for one connection:
+// what the catalog, the tunnel, peer health and the breaker say of each,
+// classified by failover.Classify (last resorts, the all-down fallback)
+// and ranked by failover.Order.
 func (n *Node) candidates(imp config.Import, rr uint64, active func(node string) int64) []failover.Endpoint {
 	c := n.catalog.Load()
 	eps := c.services[imp.Name]
 	now := time.Now()
-	out := make([]failover.Endpoint, 0, len(eps))
-	answering := make([]bool, 0, len(eps)) // reachable right now, hold-down aside
-	allDown := true
+	cs := make([]failover.Candidate, 0, len(eps))
 	for _, e := range eps {
-		fe := failover.Endpoint{Node: e.node, Site: e.site, Local: e.local, Weight: e.weight, Active: int(active(e.node))}
-		ok := false
-		if e.local {
-			fe.Down = !e.healthy
-			ok = e.healthy
-		} else {
+		fc := failover.Candidate{
+			Endpoint: failover.Endpoint{Node: e.node, Site: e.site, Local: e.local, Weight: e.weight, Active: int(active(e.node))},
+			Healthy:  e.healthy, Alive: e.alive,
+		}
+		if !e.local {
 			st, _ := n.tun.SessionStats(e.pub)
 			m := c.byName[e.node]
-			fe.RTT = st.SRTT
-			fe.Down = !e.healthy || !e.alive || !n.peerUsable(m, st, now) ||
-				n.breaker.Open(breakerKey(imp.Name, e.node), now)
-			ok = e.healthy && peerReachable(m, st, now)
+			fc.RTT = st.SRTT
+			fc.Usable = n.peerUsable(m, st, now)
+			fc.Reachable = peerReachable(m, st, now)
+			fc.BreakerOpen = n.breaker.Open(breakerKey(imp.Name, e.node), now)
 		}
-		allDown = allDown && fe.Down
-		out = append(out, fe)
-		answering = append(answering, ok)
+		cs = append(cs, fc)
 	}
-	if allDown {
-		// Nothing is fully trusted (say, every peer in its failback
-		// hold-down after a flap): prefer those answering pings now over
-		// the silent ones, rather than falling back to site order alone.
-		for i := range out {
-			out[i].Down = !answering[i]
-		}
-	}
-	return failover.Order(out, imp.Sites, failover.Balance(imp.Balance), rr)
+	return failover.Order(failover.Classify(cs), imp.Sites, failover.Balance(imp.Balance), rr)
 }
 
 func breakerKey(service, node string) string { return service + "/" + node }
-
-// onlyTimeouts reports whether every attempt in err ran out of time.
-func onlyTimeouts(err error) bool {
-	var all *failover.AllFailedError
-	if !errors.As(err, &all) || all.Err != nil || len(all.Failures) == 0 {
-		return false
-	}
-	for _, f := range all.Failures {
-		var ne net.Error
-		if !errors.Is(f.Err, context.DeadlineExceeded) && !(errors.As(f.Err, &ne) && ne.Timeout()) {
-			return false
-		}
-	}
-	return true
-}
 
 // connect opens a connection to imp's service through the first candidate
 // that answers, trying the next on failure. Each attempt has a deadline
@@ -327,12 +290,6 @@ func onlyTimeouts(err error) bool {
 // exporter reached its backend).
 func (n *Node) connect(ctx context.Context, imp config.Import, flags uint8, rr uint64, active func(string) int64) (net.Conn, failover.Endpoint, error) {
 	cands := n.candidates(imp, rr, active)
-	timeout := func(ep failover.Endpoint) time.Duration {
-		if ep.Down {
-			return lastResortWindow
-		}
-		return min(failover.AttemptTimeout(ep.RTT, attemptFloor, attemptRTTMult), attemptCeiling)
-	}
 	attempt := func(actx context.Context, ep failover.Endpoint) (net.Conn, error) {
 		c, err := n.dialEndpoint(actx, imp.Name, ep, flags)
 		if !ep.Local && ctx.Err() == nil && !failover.IsFinal(err) { // the caller giving up says nothing of the endpoint
@@ -347,14 +304,12 @@ func (n *Node) connect(ctx context.Context, imp config.Import, flags uint8, rr u
 		}
 		return c, err
 	}
-	conn, ep, err := failover.Attempt(ctx, cands, timeout, attempt)
-	if err != nil && ctx.Err() == nil && onlyTimeouts(err) {
-		// Every endpoint was slow and none refused: more likely this node
-		// or the network is stalled (CPU starvation, a burst of loss) than
-		// every endpoint being down. One more, longer round before giving
-		// up on the client.
+	conn, ep, err := failover.Attempt(ctx, cands, failover.AttemptWindow, attempt)
+	if err != nil && ctx.Err() == nil && failover.SecondRound(err) {
+		// Every endpoint was slow and none refused: one more, longer round
+		// before giving up on the client.
 		n.log.Debug("import: every endpoint timed out; one longer round", "import", imp.Name)
-		conn, ep, err = failover.Attempt(ctx, cands, func(failover.Endpoint) time.Duration { return lastResortWindow }, attempt)
+		conn, ep, err = failover.Attempt(ctx, cands, failover.SecondRoundWindow, attempt)
 	}
 	if err == nil && len(cands) > 0 && cands[0].Node != ep.Node {
 		n.metrics.Failover(imp.Name, cands[0].Node, ep.Node)

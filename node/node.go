@@ -403,10 +403,6 @@ func (n *Node) Close() error {
 	return nil
 }
 
-// drainPropagation is how long a withdrawal is given to reach the other
-// nodes by gossip before the node stops answering at all.
-const drainPropagation = 500 * time.Millisecond
-
 // drain withdraws the node from service and waits, up to grace, for its
 // active connections (served streams and import clients) to finish.
 func (n *Node) drain(grace time.Duration) {
@@ -442,8 +438,7 @@ func (n *Node) drain(grace time.Duration) {
 	}
 	for {
 		a := active()
-		el := time.Since(start)
-		if (a == 0 && (!withdrew || el >= drainPropagation || !n.hasLivePeers())) || el >= grace {
+		if (failover.Drain{Active: a, Elapsed: time.Since(start), Grace: grace, Withdrew: withdrew, LivePeers: n.hasLivePeers}).Over() {
 			if a > 0 {
 				n.log.Warn("drain grace over; closing active connections", "active", a)
 			}

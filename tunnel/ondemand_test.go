@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"net/netip"
+	"runtime"
 	"testing"
 	"time"
 
@@ -282,5 +283,81 @@ func TestPeerRestartRecovers(t *testing.T) {
 		return st.SessionUp && st.LastPong.After(restarted)
 	})
 	t.Logf("session back %v after the restart", time.Since(restarted).Round(time.Millisecond))
+	roundTrip(t, a, b, 5*time.Second)
+}
+
+// TestIdleMembersCostNoGoroutines: members without traffic are not
+// WireGuard peers of the device (wireguard-go spends two goroutines and
+// ~44 KB on each) and have no goroutine of ours.
+func TestIdleMembersCostNoGoroutines(t *testing.T) {
+	a := newProbingTunnel(t)
+	base := runtime.NumGoroutine()
+	var ps []Peer
+	for i := range 200 {
+		k, err := key.NewPrivate()
+		if err != nil {
+			t.Fatal(err)
+		}
+		ps = append(ps, Peer{PublicKey: k.Public(), Endpoint: netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, 0, 1}), uint16(40000+i))})
+	}
+	if err := a.SetPeers(ps); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(100 * time.Millisecond)
+	if d := runtime.NumGoroutine() - base; d > 5 {
+		t.Fatalf("200 idle members cost %d goroutines", d)
+	}
+	a.ipcMu.Lock()
+	on := 0
+	for _, p := range a.peers {
+		if p.wgOn {
+			on++
+		}
+	}
+	a.ipcMu.Unlock()
+	if on != 0 {
+		t.Fatalf("%d idle members are WireGuard peers", on)
+	}
+	if st := a.Stats(); len(st) != 200 || st[ps[0].PublicKey].Session != SessionStateIdle {
+		t.Fatalf("stats: %d peers, %+v", len(st), st[ps[0].PublicKey])
+	}
+}
+
+// TestIdleWireGuardPeerTrimmed: a peer whose session closed long ago loses
+// its WireGuard entry (trimIdle, clock injected), and the next stream
+// brings both back.
+func TestIdleWireGuardPeerTrimmed(t *testing.T) {
+	a, b := newProbingTunnel(t), newProbingTunnel(t)
+	link(t, a, b)
+	roundTrip(t, a, b, 5*time.Second)
+	pa, pb := a.peers[b.PublicKey()], b.peers[a.PublicKey()]
+	wgOn := func(tn *Tunnel, p *peer) bool {
+		tn.ipcMu.Lock()
+		defer tn.ipcMu.Unlock()
+		return p.wgOn
+	}
+	if !wgOn(a, pa) || !wgOn(b, pb) {
+		t.Fatal("no WireGuard peers after a stream")
+	}
+	waitUntil(t, 2*time.Second, "stream gone", func() bool { return a.Stats()[b.PublicKey()].Streams == 0 })
+	a.CloseIdle(b.PublicKey())
+	b.CloseIdle(a.PublicKey())
+	waitUntil(t, 2*time.Second, "idle", func() bool {
+		return a.Stats()[b.PublicKey()].Session == SessionStateIdle && b.Stats()[a.PublicKey()].Session == SessionStateIdle
+	})
+	a.trimIdle(time.Now().Add(wgIdleAfter / 2))
+	if !wgOn(a, pa) {
+		t.Fatal("trimmed before wgIdleAfter")
+	}
+	later := time.Now().Add(wgIdleAfter + time.Second)
+	a.trimIdle(later)
+	b.trimIdle(later)
+	if wgOn(a, pa) || wgOn(b, pb) {
+		t.Fatal("idle WireGuard peers not trimmed")
+	}
+	if st := a.Stats()[b.PublicKey()]; !st.LastHandshake.IsZero() {
+		t.Fatalf("trimmed peer still in WireGuard: %+v", st)
+	}
+	roundTrip(t, b, a, 5*time.Second)
 	roundTrip(t, a, b, 5*time.Second)
 }

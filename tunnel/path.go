@@ -167,6 +167,7 @@ type peerPath struct {
 	tx, rx atomic.Uint64
 
 	handshook atomic.Bool  // a WireGuard handshake message was sent or received
+	wg        atomic.Bool  // the peer is a WireGuard peer of the device (see SetWG)
 	pokedAt   atomic.Int64 // unix nanoseconds of the last stale-keypair poke
 }
 
@@ -450,8 +451,9 @@ func (b *PathBind) Open(port uint16) ([]conn.ReceiveFunc, uint16, error) {
 					pending = nil
 					continue
 				}
-				if pp != nil {
-					b.noteHandshake(pp, pub, scratch[0])
+				if pp != nil && b.noteHandshake(pp, pub, scratch[0]) {
+					pending = nil
+					continue
 				}
 				fromPeer, fromPath = pub, pp
 			}
@@ -497,7 +499,10 @@ func (b *PathBind) Open(port uint16) ([]conn.ReceiveFunc, uint16, error) {
 				blocked := b.holes[rp.from]
 				pp := b.paths[rp.from]
 				b.mu.Unlock()
-				if blocked || len(rp.pkt) > len(packets[0]) {
+				if blocked || len(rp.pkt) > len(packets[0]) || len(rp.pkt) == 0 {
+					continue
+				}
+				if pp != nil && b.noteHandshake(pp, rp.from, rp.pkt[0]) {
 					continue
 				}
 				if pp != nil {
@@ -858,22 +863,53 @@ func (b *PathBind) handleProbe(pkt []byte, from netip.AddrPort) {
 
 // noteHandshake records a received WireGuard handshake message from the
 // peer, or queues a poke when it sends transport data with no handshake
-// seen since this node started (see stalePokeEvery).
-func (b *PathBind) noteHandshake(pp *peerPath, pub key.PublicKey, typ byte) {
+// seen since this node started (see stalePokeEvery). It reports whether
+// the packets must be dropped: a handshake initiation from a peer that is
+// not a WireGuard peer yet is dropped here, not left to race the tunnel
+// adding the peer — WireGuard would answer it if the peer were added in
+// time, crossing the handshake the tunnel starts, and both would fail
+// until WireGuard's 5 s retry.
+func (b *PathBind) noteHandshake(pp *peerPath, pub key.PublicKey, typ byte) (drop bool) {
+	if !pp.wg.Load() && (typ == wgInitiationType || typ == wgTransportType) {
+		// WireGuard does not know the peer yet: make it a WireGuard peer
+		// and answer with a handshake of ours.
+		b.wake(pp, pub)
+		return true
+	}
 	switch typ {
 	case wgInitiationType, wgResponseType:
 		pp.handshook.Store(true)
 	case wgTransportType:
-		if pp.handshook.Load() {
-			return
+		if !pp.handshook.Load() {
+			b.wake(pp, pub)
 		}
-		now := time.Now().UnixNano()
-		if last := pp.pokedAt.Load(); now-last < int64(stalePokeEvery) || !pp.pokedAt.CompareAndSwap(last, now) {
-			return
-		}
-		select {
-		case b.stale <- pub:
-		default:
+	}
+	return false
+}
+
+// wake queues pub for the tunnel to handshake with, at most once per
+// stalePokeEvery per peer.
+func (b *PathBind) wake(pp *peerPath, pub key.PublicKey) {
+	now := time.Now().UnixNano()
+	if last := pp.pokedAt.Load(); now-last < int64(stalePokeEvery) || !pp.pokedAt.CompareAndSwap(last, now) {
+		return
+	}
+	select {
+	case b.stale <- pub:
+	default:
+	}
+}
+
+// SetWG records whether pub is a WireGuard peer of the device: packets
+// from a peer that is not make the tunnel add it (see Stale).
+func (b *PathBind) SetWG(pub key.PublicKey, on bool) {
+	b.mu.Lock()
+	p := b.paths[pub]
+	b.mu.Unlock()
+	if p != nil {
+		p.wg.Store(on)
+		if on {
+			p.pokedAt.Store(0)
 		}
 	}
 }

@@ -89,6 +89,12 @@ type peer struct {
 	// own behalf, or called for it): only the owner closes it when idle.
 	outOwned bool // guarded by mu
 	inOwned  bool // guarded by mu
+	// quietSince: when the peer last had no session and no dial (guarded
+	// by mu). wgOn and wgSince: it is a WireGuard peer of the device,
+	// since then (guarded by t.ipcMu).
+	quietSince time.Time
+	wgOn       bool
+	wgSince    time.Time
 }
 
 func newPeer(t *Tunnel, pub key.PublicKey) *peer {
@@ -202,12 +208,14 @@ func (p *peer) logger() *slog.Logger {
 // the peer's own session serves.
 func (p *peer) dialLoop() {
 	defer p.wg.Done()
+	p.t.ensureWG(p)
 	backoff := minBackoff
 	attemptTimeout := firstDialTimeout
 	for {
 		p.mu.Lock()
 		if !p.needLocked() || p.out != nil || p.in != nil {
 			p.dialing = false
+			p.quietSince = time.Now()
 			p.syncActiveLocked()
 			p.mu.Unlock()
 			return
@@ -392,6 +400,7 @@ func (p *peer) serve(sess *yamux.Session, out bool) {
 		}
 		p.rtt.Store(0)
 		p.pingSent.Store(0)
+		p.quietSince = time.Now()
 		p.ensureDialLocked() // the peer's session broke and we still need one
 	}
 	p.syncActiveLocked()

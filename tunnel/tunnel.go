@@ -210,9 +210,10 @@ func New(cfg Config) (*Tunnel, error) {
 	}
 	t.ln = ln
 	t.ctx, t.cancel = context.WithCancel(context.Background())
-	t.wg.Add(2)
+	t.wg.Add(3)
 	go t.acceptLoop()
 	go t.pokeStale()
+	go t.trimLoop()
 	return t, nil
 }
 
@@ -269,12 +270,11 @@ func (t *Tunnel) SetPeers(ps []Peer) error {
 			want[p.PublicKey] = p
 		}
 	}
-	var uapi strings.Builder
 	var removed, added []*peer
 	var addedAt []netip.AddrPort
 	for pub, p := range t.peers {
 		if _, ok := want[pub]; !ok {
-			fmt.Fprintf(&uapi, "public_key=%s\nremove=true\n", pub.Hex())
+			p.cancel() // before its WireGuard entry goes: ensureWG adds none after
 			delete(t.peers, pub)
 			delete(t.byIP, p.ip)
 			removed = append(removed, p)
@@ -291,15 +291,14 @@ func (t *Tunnel) SetPeers(ps []Peer) error {
 			p.endpoint = w.Endpoint
 			continue // WireGuard's endpoint is the peer itself; the bind routes it
 		}
-		fmt.Fprintf(&uapi, "public_key=%s\nendpoint=%s\n", pub.Hex(), pub.Hex())
-		// No persistent keepalive: a peer without a session gets nothing
-		// from us (session pings keep NAT mappings warm while one is up).
+		// No WireGuard peer yet (ensureWG adds it when a session is
+		// needed or the peer makes contact): a member without traffic
+		// costs a few hundred bytes here, no goroutine.
 		p = newPeer(t, pub)
 		t.peers[pub] = p
 		t.byIP[p.ip] = p
 		added = append(added, p)
 		addedAt = append(addedAt, w.Endpoint)
-		fmt.Fprintf(&uapi, "replace_allowed_ips=true\nallowed_ip=%s/128\n", p.ip)
 		if t.warm[pub] {
 			p.want = true
 		}
@@ -309,14 +308,20 @@ func (t *Tunnel) SetPeers(ps []Peer) error {
 	t.mu.Unlock()
 
 	var err error
+	var uapi strings.Builder
+	t.ipcMu.Lock()
+	for _, p := range removed {
+		if p.wgOn {
+			fmt.Fprintf(&uapi, "public_key=%s\nremove=true\n", p.pub.Hex())
+			p.wgOn = false
+		}
+	}
 	if uapi.Len() > 0 {
-		t.ipcMu.Lock()
-		err = t.dev.IpcSet(uapi.String())
-		t.ipcMu.Unlock()
-		if err != nil {
+		if err = t.dev.IpcSet(uapi.String()); err != nil {
 			err = fmt.Errorf("tunnel: configure peers: %w", err)
 		}
 	}
+	t.ipcMu.Unlock()
 	for _, p := range removed {
 		p.stop()
 	}
@@ -334,11 +339,88 @@ func (t *Tunnel) SetPeers(ps []Peer) error {
 	return err
 }
 
+// ensureWG makes p a WireGuard peer of the device if it is not one yet
+// (WireGuard peers exist only for peers with traffic: a session needed,
+// being dialled, or contact from the peer). It reports whether p is one.
+func (t *Tunnel) ensureWG(p *peer) bool {
+	t.ipcMu.Lock()
+	defer t.ipcMu.Unlock()
+	return t.ensureWGLocked(p)
+}
+
+func (t *Tunnel) ensureWGLocked(p *peer) bool {
+	if p.wgOn {
+		return true
+	}
+	if p.ctx.Err() != nil {
+		return false
+	}
+	err := t.dev.IpcSet(fmt.Sprintf("public_key=%s\nendpoint=%s\nreplace_allowed_ips=true\nallowed_ip=%s/128\n",
+		p.pub.Hex(), p.pub.Hex(), p.ip))
+	if err != nil {
+		p.logger().Warn("tunnel: add WireGuard peer", "err", err)
+		return false
+	}
+	p.wgOn = true
+	p.wgSince = time.Now()
+	t.bind.SetWG(p.pub, true)
+	return true
+}
+
+// wgIdleAfter is how long a peer without a session keeps its WireGuard
+// entry: longer than WireGuard's keypair lifetime (RejectAfterTime,
+// 180 s), so that a peer never sends us data on a keypair we forgot.
+const wgIdleAfter = 200 * time.Second
+
+// trimLoop removes the WireGuard entries of peers that have had no session
+// and no dial for wgIdleAfter.
+func (t *Tunnel) trimLoop() {
+	defer t.wg.Done()
+	tick := time.NewTicker(wgIdleAfter / 8)
+	defer tick.Stop()
+	for {
+		select {
+		case <-t.ctx.Done():
+			return
+		case <-tick.C:
+		}
+		t.trimIdle(time.Now())
+	}
+}
+
+func (t *Tunnel) trimIdle(now time.Time) {
+	t.mu.Lock()
+	peers := make([]*peer, 0, len(t.peers))
+	for _, p := range t.peers {
+		peers = append(peers, p)
+	}
+	t.mu.Unlock()
+	for _, p := range peers {
+		t.ipcMu.Lock()
+		if p.wgOn {
+			p.mu.Lock()
+			idle := p.out == nil && p.in == nil && !p.dialing && !p.want && p.waiters == 0 &&
+				now.Sub(p.quietSince) >= wgIdleAfter && now.Sub(p.wgSince) >= wgIdleAfter
+			p.mu.Unlock()
+			if idle && t.dev.IpcSet("public_key="+p.pub.Hex()+"\nremove=true\n") == nil {
+				p.wgOn = false
+				t.bind.SetWG(p.pub, false)
+				p.logger().Debug("tunnel: idle WireGuard peer removed")
+			}
+		}
+		t.ipcMu.Unlock()
+	}
+}
+
 // poke makes WireGuard initiate a handshake with p now (turning a
 // persistent keepalive on sends one at once; it is turned off again in
 // the same configuration).
 func (t *Tunnel) poke(p *peer) {
 	t.ipcMu.Lock()
+	if !t.ensureWGLocked(p) {
+		t.ipcMu.Unlock()
+		return
+	}
 	err := t.dev.IpcSet("public_key=" + p.pub.Hex() + "\nupdate_only=true\npersistent_keepalive_interval=25\n" +
 		"public_key=" + p.pub.Hex() + "\nupdate_only=true\npersistent_keepalive_interval=0\n")
 	t.ipcMu.Unlock()
@@ -396,7 +478,7 @@ func (t *Tunnel) pokeStale() {
 			p := t.peers[pub]
 			t.mu.Unlock()
 			if p != nil {
-				p.logger().Debug("tunnel: peer uses a keypair from before our start; handshaking")
+				p.logger().Debug("tunnel: peer makes contact: handshaking")
 				t.poke(p)
 			}
 		}

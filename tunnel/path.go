@@ -118,9 +118,19 @@ type PathBind struct {
 
 	namer atomic.Pointer[func(key.PublicKey) string] // names peers in logs; see SetPeerNamer
 
+	// The send and receive paths take no bind-wide lock: they read the
+	// socket (live), the relay, the black-hole set, the peer (fast) and
+	// its path choice atomically. Everything else is guarded by mu.
+	// Lock order: Tunnel.mu before PathBind.mu (the tunnel calls the bind
+	// holding its lock); the bind never calls the tunnel, or sends on
+	// stale, holding mu.
+	live  atomic.Pointer[udpConn]                // the open socket's batched I/O; nil when closed
+	relay atomic.Pointer[relayRef]               // nil when none
+	holes atomic.Pointer[map[key.PublicKey]bool] // black-holed peers: the one set (Tunnel.SetBlackhole); immutable once stored
+	fast  sync.Map                               // key.PublicKey → *peerPath: paths, for lock-free lookups
+
 	mu   sync.Mutex
 	conn *net.UDPConn // guarded by mu; nil when closed
-	udp  *udpConn     // guarded by mu; batched I/O on conn
 
 	noOffload bool                             // set before Open: no UDP GSO/GRO (a tuning knob)
 	done      chan struct{}                    // guarded by mu; closed by Close
@@ -129,17 +139,31 @@ type PathBind struct {
 	byAddr    map[netip.AddrPort]key.PublicKey // guarded by mu
 	stamp     atomic.Uint64                    // last probe stamp sent (see probe format)
 	priv      *key.PrivateKey                  // guarded by mu; for probes' pair MACs (SetPrivateKey)
-	relay     Relay                            // guarded by mu; nil when none
-	relayBy   string                           // guarded by mu; name of the relay
-	holes     map[key.PublicKey]bool           // guarded by mu; black-holed peers
 	strangers map[netip.AddrPort]time.Time     // guarded by mu; unknown handshake sources, bounded
 	active    map[key.PublicKey]*peerPath      // guarded by mu; the peers probed (see SetActive)
 	onCall    func(key.PublicKey)              // set before Open; a peer asks us to dial it
 	stale     chan key.PublicKey               // bounded; peers to answer with a handshake (see stalePokeEvery)
 }
 
-// peerPath is what the bind knows of one peer's paths. Guarded by PathBind.mu.
+// relayRef is the relay path and its name.
+type relayRef struct {
+	r    Relay
+	name string
+}
+
+// pathChoice is a peer's current path, immutable once published: the send
+// path reads it without the bind's lock.
+type pathChoice struct {
+	direct   netip.AddrPort
+	useRelay bool
+}
+
+// peerPath is what the bind knows of one peer's paths. Guarded by
+// PathBind.mu, except the atomic fields.
 type peerPath struct {
+	// choice is direct and useRelay as published by publish (under
+	// PathBind.mu) for the send path.
+	choice     atomic.Pointer[pathChoice]
 	direct     netip.AddrPort
 	seq        uint64
 	pairKey    []byte            // probe pairmac key (X25519 of the node keys); nil until first used
@@ -237,6 +261,7 @@ func (b *PathBind) SetPeer(pub key.PublicKey, direct netip.AddrPort) {
 		// Start on the relay (if any) until probes confirm the direct path.
 		p = newPeerPath(time.Now(), b.probeKey != nil)
 		b.paths[pub] = p
+		b.fast.Store(pub, p)
 	}
 	if p.direct != direct {
 		delete(b.byAddr, p.direct)
@@ -244,6 +269,7 @@ func (b *PathBind) SetPeer(pub key.PublicKey, direct netip.AddrPort) {
 		if direct.IsValid() {
 			b.byAddr[direct] = pub
 		}
+		p.publish()
 	}
 }
 
@@ -323,18 +349,40 @@ func (b *PathBind) RemovePeer(pub key.PublicKey) {
 			delete(b.byAddr, p.learned)
 		}
 		delete(b.paths, pub)
+		b.fast.Delete(pub)
 		delete(b.active, pub)
 	}
 }
 
 // SetRelay makes r (named name) the relay path; nil removes it.
 func (b *PathBind) SetRelay(r Relay, name string) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	b.relay, b.relayBy = r, name
 	if r == nil {
-		b.relayBy = ""
+		b.relay.Store(nil)
+		return
 	}
+	b.relay.Store(&relayRef{r: r, name: name})
+}
+
+// relayName is the relay's name, "" when there is none.
+func (b *PathBind) relayName() string {
+	if rr := b.relay.Load(); rr != nil {
+		return rr.name
+	}
+	return ""
+}
+
+// blocked reports whether pub is black-holed.
+func (b *PathBind) blocked(pub key.PublicKey) bool {
+	h := b.holes.Load()
+	return h != nil && (*h)[pub]
+}
+
+// peer returns pub's path record, nil if unknown, without the bind's lock.
+func (b *PathBind) peer(pub key.PublicKey) *peerPath {
+	if v, ok := b.fast.Load(pub); ok {
+		return v.(*peerPath)
+	}
+	return nil
 }
 
 // DeliverRelay hands the bind a packet the relay brought from peer from.
@@ -351,9 +399,7 @@ func (b *PathBind) DeliverRelay(from key.PublicKey, pkt []byte) {
 // Bytes returns the WireGuard bytes sent to and received from peer on
 // any path since it was added; zero for an unknown peer.
 func (b *PathBind) Bytes(pub key.PublicKey) (tx, rx uint64) {
-	b.mu.Lock()
-	p := b.paths[pub]
-	b.mu.Unlock()
+	p := b.peer(pub)
 	if p == nil {
 		return 0, 0
 	}
@@ -362,24 +408,27 @@ func (b *PathBind) Bytes(pub key.PublicKey) (tx, rx uint64) {
 
 // SetBlocked drops all packets to and from the given peers (a drill's
 // black hole), on every path; nil restores.
+// The bind keeps peers as given: the caller must not change the map after.
 func (b *PathBind) SetBlocked(peers map[key.PublicKey]bool) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	b.holes = peers
+	if len(peers) == 0 {
+		b.holes.Store(nil)
+		return
+	}
+	b.holes.Store(&peers)
 }
 
 // Path reports the path packets to peer take now: "direct", "relay" or
 // "none", and the relay's name when relayed.
 func (b *PathBind) Path(pub key.PublicKey) (path, via string) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	p := b.paths[pub]
-	switch {
-	case p == nil:
+	p := b.peer(pub)
+	if p == nil {
 		return "none", ""
-	case p.useRelay && b.relay != nil:
-		return "relay", b.relayBy
-	case p.direct.IsValid():
+	}
+	c, rr := p.choice.Load(), b.relay.Load()
+	switch {
+	case c.useRelay && rr != nil:
+		return "relay", rr.name
+	case c.direct.IsValid():
 		return "direct", ""
 	}
 	return "none", ""
@@ -414,7 +463,7 @@ func (b *PathBind) Open(port uint16) ([]conn.ReceiveFunc, uint16, error) {
 		go b.probeLoop(c, done)
 	}
 	u := newUDPConn(c, !b.noOffload)
-	b.udp = u
+	b.live.Store(u)
 	// One goroutine calls recvUDP: the scratch buffer holds a received
 	// (possibly GRO-coalesced) run of datagrams until all are handed out.
 	var (
@@ -441,7 +490,7 @@ func (b *PathBind) Open(port uint16) ([]conn.ReceiveFunc, uint16, error) {
 				from = netip.AddrPortFrom(src.Addr().Unmap(), src.Port())
 				b.mu.Lock()
 				pub, known := b.byAddr[from]
-				blocked := known && b.holes[pub]
+				blocked := known && b.blocked(pub)
 				if !known && n == wgInitiationLen && scratch[0] == wgInitiationType {
 					b.noteStrangerLocked(from, time.Now())
 				}
@@ -495,10 +544,8 @@ func (b *PathBind) Open(port uint16) ([]conn.ReceiveFunc, uint16, error) {
 		for {
 			select {
 			case rp := <-b.relayIn:
-				b.mu.Lock()
-				blocked := b.holes[rp.from]
-				pp := b.paths[rp.from]
-				b.mu.Unlock()
+				blocked := b.blocked(rp.from)
+				pp := b.peer(rp.from)
 				if blocked || len(rp.pkt) > len(packets[0]) || len(rp.pkt) == 0 {
 					continue
 				}
@@ -523,7 +570,8 @@ func (b *PathBind) Open(port uint16) ([]conn.ReceiveFunc, uint16, error) {
 func (b *PathBind) Close() error {
 	b.mu.Lock()
 	c, done := b.conn, b.done
-	b.conn, b.udp, b.done = nil, nil, nil
+	b.conn, b.done = nil, nil
+	b.live.Store(nil)
 	b.mu.Unlock()
 	if c == nil {
 		return nil
@@ -563,27 +611,25 @@ func (b *PathBind) Send(bufs [][]byte, ep conn.Endpoint) error {
 	if !ok {
 		return conn.ErrWrongEndpointType
 	}
-	b.mu.Lock()
-	c, u := b.conn, b.udp
+	u := b.live.Load()
 	dst := e.Addr
 	var r Relay
 	var pp *peerPath
 	if !e.Peer.IsZero() {
-		if b.holes[e.Peer] {
-			b.mu.Unlock()
+		if b.blocked(e.Peer) {
 			return nil // dropped, as by a cut link
 		}
-		if p := b.paths[e.Peer]; p != nil {
+		if p := b.peer(e.Peer); p != nil {
 			pp = p
-			if p.useRelay && b.relay != nil {
-				r = b.relay
-			} else if p.direct.IsValid() {
-				dst = p.direct
+			c := p.choice.Load()
+			if rr := b.relay.Load(); c.useRelay && rr != nil {
+				r = rr.r
+			} else if c.direct.IsValid() {
+				dst = c.direct
 			}
 		}
 	}
-	b.mu.Unlock()
-	if c == nil {
+	if u == nil {
 		return net.ErrClosed
 	}
 	if pp != nil {
@@ -633,7 +679,7 @@ func (b *PathBind) probeLoop(c *net.UDPConn, done chan struct{}) {
 				continue
 			}
 			b.judgeLocked(pub, p, now)
-			if !p.direct.IsValid() || b.holes[pub] {
+			if !p.direct.IsValid() || b.blocked(pub) {
 				continue
 			}
 			p.next = now.Add(p.every - probeEvery/4) // due at the tick nearest every
@@ -650,23 +696,33 @@ func (b *PathBind) probeLoop(c *net.UDPConn, done chan struct{}) {
 // judgeLocked moves a peer between relay and direct by its probe record
 // (see peerPath.judge) and logs the move.
 func (b *PathBind) judgeLocked(pub key.PublicKey, p *peerPath, now time.Time) {
-	switch moved, answered := p.judge(now); {
+	moved, answered := p.judge(now)
+	relayBy := b.relayName()
+	switch {
 	case !moved:
 	case !p.useRelay:
 		b.log.Info("path: direct path confirmed", "peer", b.peerName(pub))
-	case b.relayBy == "":
+	case relayBy == "":
 		b.log.Warn("path: direct path lost or lossy; no relay to fall back to", "peer", b.peerName(pub),
 			"answered", fmt.Sprintf("%d/%d", answered, probeWindow))
 	default:
 		b.log.Warn("path: direct path lost or lossy; using the relay", "peer", b.peerName(pub),
-			"answered", fmt.Sprintf("%d/%d", answered, probeWindow), "relay", b.relayBy)
+			"answered", fmt.Sprintf("%d/%d", answered, probeWindow), "relay", relayBy)
 	}
 }
 
 // newPeerPath is a peer's record as of now: on the relay until probes
 // confirm the direct path when probing (probing), else direct.
 func newPeerPath(now time.Time, probing bool) *peerPath {
-	return &peerPath{changed: now, useRelay: probing}
+	p := &peerPath{changed: now, useRelay: probing}
+	p.publish()
+	return p
+}
+
+// publish makes the peer's direct address and relay verdict the send
+// path's choice; call it after changing either.
+func (p *peerPath) publish() {
+	p.choice.Store(&pathChoice{direct: p.direct, useRelay: p.useRelay})
 }
 
 // startProbe numbers the peer's next probe, stamped stamp, and records it
@@ -706,6 +762,7 @@ func (p *peerPath) judge(now time.Time) (moved bool, answered uint64) {
 		}
 		if judged >= need && answered == judged {
 			p.useRelay, p.everDirect, p.changed = false, true, now
+			p.publish()
 			return true, answered
 		}
 		return false, answered
@@ -721,6 +778,7 @@ func (p *peerPath) judge(now time.Time) (moved bool, answered uint64) {
 	}
 	if deadRun || (judged >= probeWindow && answered < probeKeepUp) {
 		p.useRelay, p.changed = true, now
+		p.publish()
 		return true, answered
 	}
 	return false, answered
@@ -826,7 +884,7 @@ func (b *PathBind) handleProbe(pkt []byte, from netip.AddrPort) {
 	stamp := binary.BigEndian.Uint64(pkt[2+key.Len+8:])
 	b.mu.Lock()
 	c := b.conn
-	blocked := b.holes[pub]
+	blocked := b.blocked(pub)
 	p := b.paths[pub]
 	if p != nil && (!hmac.Equal(probeMAC(b.pairKeyLocked(pub, p), pkt, b.self), pkt[probeHdrLen+16:]) ||
 		!b.freshLocked(p, pkt[1], seq, stamp)) {
@@ -930,7 +988,7 @@ func (b *PathBind) Call(pub key.PublicKey) {
 	b.mu.Lock()
 	c := b.conn
 	var to netip.AddrPort
-	if p := b.paths[pub]; p != nil && !b.holes[pub] {
+	if p := b.paths[pub]; p != nil && !b.blocked(pub) {
 		to = p.direct
 	}
 	b.mu.Unlock()

@@ -136,11 +136,13 @@ type Tunnel struct {
 
 	authLog sessionAuthLog // failed session handshakes
 
+	// Lock order: mu (and a peer's mu) before PathBind.mu: the tunnel
+	// calls the bind holding them, and the bind never calls back into the
+	// tunnel holding its own lock (see PathBind).
 	mu     sync.Mutex
 	peers  map[key.PublicKey]*peer // guarded by mu
 	byIP   map[netip.Addr]*peer    // guarded by mu
 	closed bool                    // guarded by mu
-	holes  map[key.PublicKey]bool  // guarded by mu; black-holed peers
 	warm   map[key.PublicKey]bool  // guarded by mu; peers to keep a session with
 	ipcMu  sync.Mutex              // serialises IpcSet calls
 }
@@ -304,7 +306,6 @@ func (t *Tunnel) SetPeers(ps []Peer) error {
 		}
 		p.endpoint = w.Endpoint
 	}
-	t.updateBlockedLocked()
 	t.mu.Unlock()
 
 	var err error
@@ -562,25 +563,11 @@ func (t *Tunnel) CloseIdle(pub key.PublicKey) bool {
 // restore), as if their links were cut. Sessions are not told: they see
 // silence, exactly as with a real outage.
 func (t *Tunnel) SetBlackhole(peers []key.PublicKey) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	t.holes = make(map[key.PublicKey]bool, len(peers))
+	holes := make(map[key.PublicKey]bool, len(peers))
 	for _, p := range peers {
-		t.holes[p] = true
+		holes[p] = true
 	}
-	t.updateBlockedLocked()
-}
-
-func (t *Tunnel) updateBlockedLocked() {
-	if len(t.holes) == 0 {
-		t.bind.SetBlocked(nil)
-		return
-	}
-	blocked := make(map[key.PublicKey]bool, len(t.holes))
-	for pub := range t.holes {
-		blocked[pub] = true
-	}
-	t.bind.SetBlocked(blocked)
+	t.bind.SetBlocked(holes) // the one black-hole set: the bind drops on every path
 }
 
 // SetRelay makes r, the relay named name, the fallback path to peers whose

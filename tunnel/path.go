@@ -235,7 +235,7 @@ func (b *PathBind) SetPeer(pub key.PublicKey, direct netip.AddrPort) {
 	p := b.paths[pub]
 	if p == nil {
 		// Start on the relay (if any) until probes confirm the direct path.
-		p = &peerPath{changed: time.Now(), useRelay: b.probeKey != nil}
+		p = newPeerPath(time.Now(), b.probeKey != nil)
 		b.paths[pub] = p
 	}
 	if p.direct != direct {
@@ -637,11 +637,8 @@ func (b *PathBind) probeLoop(c *net.UDPConn, done chan struct{}) {
 				continue
 			}
 			p.next = now.Add(p.every - probeEvery/4) // due at the tick nearest every
-			p.seq++
-			i := p.seq % probeRing
 			st := b.stamp.Add(1)
-			p.sent[i], p.stamps[i], p.acked[i] = p.seq, st, false
-			sends = append(sends, out{p.direct, pub, p.seq, st})
+			sends = append(sends, out{p.direct, pub, p.startProbe(st), st})
 		}
 		b.mu.Unlock()
 		for _, s := range sends {
@@ -650,18 +647,52 @@ func (b *PathBind) probeLoop(c *net.UDPConn, done chan struct{}) {
 	}
 }
 
-// judgeLocked moves a peer between relay and direct by its probe record.
-// A new peer starts on the relay (when there is one) and moves to direct
-// once its first probeFirstVerdict probes are all answered, so the first
-// handshake never waits on a path that may not exist. Later, of the last
-// probeWindow probes (the newest, still in flight, is not judged), fewer
-// than probeKeepUp answered sends it back to the relay, and all of them
-// answered brings it back to direct.
+// judgeLocked moves a peer between relay and direct by its probe record
+// (see peerPath.judge) and logs the move.
 func (b *PathBind) judgeLocked(pub key.PublicKey, p *peerPath, now time.Time) {
+	switch moved, answered := p.judge(now); {
+	case !moved:
+	case !p.useRelay:
+		b.log.Info("path: direct path confirmed", "peer", b.peerName(pub))
+	case b.relayBy == "":
+		b.log.Warn("path: direct path lost or lossy; no relay to fall back to", "peer", b.peerName(pub),
+			"answered", fmt.Sprintf("%d/%d", answered, probeWindow))
+	default:
+		b.log.Warn("path: direct path lost or lossy; using the relay", "peer", b.peerName(pub),
+			"answered", fmt.Sprintf("%d/%d", answered, probeWindow), "relay", b.relayBy)
+	}
+}
+
+// newPeerPath is a peer's record as of now: on the relay until probes
+// confirm the direct path when probing (probing), else direct.
+func newPeerPath(now time.Time, probing bool) *peerPath {
+	return &peerPath{changed: now, useRelay: probing}
+}
+
+// startProbe numbers the peer's next probe, stamped stamp, and records it
+// in flight; it returns its seq.
+func (p *peerPath) startProbe(stamp uint64) uint64 {
+	p.seq++
+	i := p.seq % probeRing
+	p.sent[i], p.stamps[i], p.acked[i] = p.seq, stamp, false
+	return p.seq
+}
+
+// ack records the answer to probe seq (checked fresh by freshLocked).
+func (p *peerPath) ack(seq uint64) { p.acked[seq%probeRing] = true }
+
+// judge moves the peer between relay and direct by its probe record and
+// reschedules its probes; it reports whether the path moved and how many
+// judged probes were answered. A new peer starts on the relay (when there
+// is one) and moves to direct once its first probeFirstVerdict probes are
+// all answered, so the first handshake never waits on a path that may not
+// exist. Later, of the last probeWindow probes (the newest, still in
+// flight, is not judged), fewer than probeKeepUp answered sends it back to
+// the relay, and all of them answered brings it back to direct.
+func (p *peerPath) judge(now time.Time) (moved bool, answered uint64) {
 	sent := p.seq - p.base
 	judged := min(sent-min(sent, 1), probeWindow)
-	defer b.scheduleLocked(p, judged)
-	answered := uint64(0)
+	defer p.schedule(judged)
 	for k := uint64(1); k <= judged; k++ {
 		s := p.seq - k
 		if i := s % probeRing; p.sent[i] == s && p.acked[i] {
@@ -675,9 +706,9 @@ func (b *PathBind) judgeLocked(pub key.PublicKey, p *peerPath, now time.Time) {
 		}
 		if judged >= need && answered == judged {
 			p.useRelay, p.everDirect, p.changed = false, true, now
-			b.log.Info("path: direct path confirmed", "peer", b.peerName(pub))
+			return true, answered
 		}
-		return
+		return false, answered
 	}
 	// The newest judged probes all unanswered: the path is dead, switch
 	// now rather than wait for the window's verdict.
@@ -690,22 +721,17 @@ func (b *PathBind) judgeLocked(pub key.PublicKey, p *peerPath, now time.Time) {
 	}
 	if deadRun || (judged >= probeWindow && answered < probeKeepUp) {
 		p.useRelay, p.changed = true, now
-		if b.relayBy == "" {
-			b.log.Warn("path: direct path lost or lossy; no relay to fall back to", "peer", b.peerName(pub),
-				"answered", fmt.Sprintf("%d/%d", answered, probeWindow))
-		} else {
-			b.log.Warn("path: direct path lost or lossy; using the relay", "peer", b.peerName(pub),
-				"answered", fmt.Sprintf("%d/%d", answered, probeWindow), "relay", b.relayBy)
-		}
+		return true, answered
 	}
+	return false, answered
 }
 
-// scheduleLocked sets the peer's probe interval: probeEvery while its
+// schedule sets the peer's probe interval: probeEvery while its
 // newest judged probe was answered (or nothing is judged yet), doubled up
 // to probeMaxEvery for each judgement that finds the newest two unanswered
 // while the direct path is out of use, so a dead endpoint is probed at a
 // bounded rate.
-func (b *PathBind) scheduleLocked(p *peerPath, judged uint64) {
+func (p *peerPath) schedule(judged uint64) {
 	base := probeEvery
 	if p.idle {
 		base = probeIdleEvery
@@ -821,7 +847,7 @@ func (b *PathBind) handleProbe(pkt []byte, from netip.AddrPort) {
 		}
 	}
 	if !blocked && pkt[1] == probePong && p != nil {
-		p.acked[seq%probeRing] = true
+		p.ack(seq)
 	}
 	if p == nil && pkt[1] == probeCall {
 		b.noteStrangerLocked(from, time.Now()) // answered by a handshake once we learn of it

@@ -1,6 +1,7 @@
 package tunnel
 
 import (
+	"encoding/binary"
 	"io"
 	"log/slog"
 	"net"
@@ -22,11 +23,32 @@ func newKey(t *testing.T) key.PrivateKey {
 	return k
 }
 
-func learnedOf(b *PathBind, pub key.PublicKey) netip.AddrPort {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.paths[pub].learned
+// senderOf sends a non-probe datagram (not a WireGuard handshake or
+// transport message) from c to the bind at to and returns the peer the
+// bind's receive function attributes it to (zero: an address no peer is
+// known at), as handed to WireGuard on got.
+func senderOf(t *testing.T, c *net.UDPConn, to *net.UDPAddr, got <-chan *Endpoint) key.PublicKey {
+	t.Helper()
+	if _, err := c.WriteToUDP([]byte{3, 'x'}, to); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case ep := <-got:
+		if want := c.LocalAddr().(*net.UDPAddr).AddrPort(); ep.Addr != want {
+			t.Fatalf("packet from %v handed out as from %v", want, ep.Addr)
+		}
+		return ep.Peer
+	case <-time.After(2 * time.Second):
+		t.Fatal("datagram not received")
+	}
+	return key.PublicKey{}
 }
+
+// nopRelay is a relay that loses everything: with one set, Path tells the
+// relay from the direct path.
+type nopRelay struct{}
+
+func (nopRelay) Send(key.PublicKey, []byte) error { return nil }
 
 // recvProbe returns the next probe read on c within d, or nil.
 func recvProbe(t *testing.T, c *net.UDPConn, d time.Duration) []byte {
@@ -70,13 +92,18 @@ func TestProbeReplay(t *testing.T) {
 		t.Fatal(err)
 	}
 	recvDone := make(chan struct{})
+	got := make(chan *Endpoint, 16)
 	go func() { // the receive path, as wireguard-go runs it
 		defer close(recvDone)
 		bufs, sizes := [][]byte{make([]byte, 2048)}, []int{0}
 		eps := make([]conn.Endpoint, 1)
 		for {
-			if _, err := fns[0](bufs, sizes, eps); err != nil {
+			n, err := fns[0](bufs, sizes, eps)
+			if err != nil {
 				return
+			}
+			for i := range n {
+				got <- eps[i].(*Endpoint)
 			}
 		}
 	}()
@@ -93,8 +120,8 @@ func TestProbeReplay(t *testing.T) {
 	if pong == nil || pong[1] != probePong {
 		t.Fatalf("fresh ping not answered: %x", pong)
 	}
-	if got := learnedOf(b, pa); got != realAddr {
-		t.Fatalf("learned %v, want %v", got, realAddr)
+	if from := senderOf(t, real, bAddr, got); from != pa {
+		t.Fatalf("packets from A's probe address attributed to %v, want A", from)
 	}
 
 	// The same ping again, from the attacker and from the real address.
@@ -106,8 +133,11 @@ func TestProbeReplay(t *testing.T) {
 	if p := recvProbe(t, real, 100*time.Millisecond); p != nil {
 		t.Fatalf("replayed ping answered: %x", p)
 	}
-	if got := learnedOf(b, pa); got != realAddr {
-		t.Fatalf("replay moved the learned address to %v", got)
+	if from := senderOf(t, real, bAddr, got); from != pa {
+		t.Fatalf("replay moved the learned address: A's address attributed to %v", from)
+	}
+	if from := senderOf(t, attacker, bAddr, got); !from.IsZero() {
+		t.Fatalf("replay moved the learned address: the attacker attributed to %v", from)
 	}
 
 	// A fresh ping for node C, delivered to B: the MAC names the recipient.
@@ -126,8 +156,11 @@ func TestProbeReplay(t *testing.T) {
 	if p := recvProbe(t, attacker, 300*time.Millisecond); p != nil {
 		t.Fatalf("ping forged for A by another key holder answered: %x", p)
 	}
-	if got := learnedOf(b, pa); got != realAddr {
-		t.Fatalf("forged ping moved the learned address to %v", got)
+	if from := senderOf(t, real, bAddr, got); from != pa {
+		t.Fatalf("forged ping moved the learned address: A's address attributed to %v", from)
+	}
+	if from := senderOf(t, attacker, bAddr, got); !from.IsZero() {
+		t.Fatalf("forged ping moved the learned address: the attacker attributed to %v", from)
 	}
 
 	// The next real ping is answered as before.
@@ -136,29 +169,40 @@ func TestProbeReplay(t *testing.T) {
 		t.Fatal("next fresh ping not answered")
 	}
 
-	// Pongs, on the pinging side: B pings A (seq 7, in flight); A's pong
-	// counts once, a replay of it from elsewhere changes nothing, and a
-	// pong for a ping not in flight is ignored.
-	b.mu.Lock()
-	p := b.paths[pa]
-	p.seq = 7
-	st := b.stamp.Add(1)
-	p.sent[7%probeRing], p.stamps[7%probeRing], p.acked[7%probeRing] = 7, st, false
-	b.mu.Unlock()
-	aPong := a.probe(probePong, pb, 7, st)
-	b.handleProbe(aPong, realAddr)
-	b.mu.Lock()
-	acked := p.acked[7%probeRing]
-	b.mu.Unlock()
-	if !acked {
-		t.Fatal("pong for the ping in flight not taken")
+	// Pongs, on the pinging side: B probes A at its address; A's pongs to
+	// the pings in flight are taken (three in a row move B to the direct
+	// path); a replay of one from elsewhere, one with the wrong stamp and
+	// one for a ping not in flight change nothing.
+	b.SetRelay(nopRelay{}, "nop")
+	b.SetPeer(pa, realAddr)
+	b.SetActive(pa, true)
+	if path, _ := b.Path(pa); path != "relay" {
+		t.Fatalf("path before any pong: %s, want relay", path)
 	}
-	other := netip.MustParseAddrPort("127.0.0.1:4444")
-	b.handleProbe(aPong, other)
-	b.handleProbe(a.probe(probePong, pb, 7, st-1), other) // wrong stamp
-	b.handleProbe(a.probe(probePong, pb, 6, st), other)   // not in flight
-	if got := learnedOf(b, pa); got != realAddr {
-		t.Fatalf("replayed or stale pong moved the learned address to %v", got)
+	var aPong []byte
+	var seq, st uint64
+	deadline := time.Now().Add(10 * time.Second)
+	for path, _ := b.Path(pa); path != "direct"; path, _ = b.Path(pa) {
+		if time.Now().After(deadline) {
+			t.Fatal("pongs to B's pings in flight not taken: B stays on the relay")
+		}
+		ping := recvProbe(t, real, time.Second)
+		if len(ping) != probeLen || ping[1] != probePing {
+			continue
+		}
+		seq, st = binary.BigEndian.Uint64(ping[2+key.Len:]), binary.BigEndian.Uint64(ping[2+key.Len+8:])
+		aPong = a.probe(probePong, pb, seq, st)
+		real.WriteToUDP(aPong, bAddr)
+	}
+	b.SetActive(pa, false)
+	attacker.WriteToUDP(aPong, bAddr)
+	attacker.WriteToUDP(a.probe(probePong, pb, seq, st-1), bAddr) // wrong stamp
+	attacker.WriteToUDP(a.probe(probePong, pb, seq+5, st), bAddr) // not in flight
+	if from := senderOf(t, attacker, bAddr, got); !from.IsZero() {
+		t.Fatalf("replayed or stale pong moved the learned address: the attacker attributed to %v", from)
+	}
+	if from := senderOf(t, real, bAddr, got); from != pa {
+		t.Fatalf("A's address attributed to %v after replayed pongs, want A", from)
 	}
 }
 

@@ -119,8 +119,10 @@ type PathBind struct {
 	namer atomic.Pointer[func(key.PublicKey) string] // names peers in logs; see SetPeerNamer
 
 	// The send and receive paths take no bind-wide lock: they read the
-	// socket (live), the relay, the black-hole set, the peer (fast) and
-	// its path choice atomically. Everything else is guarded by mu.
+	// socket (live), the relay, the black-hole set, the peer (fast, and
+	// byAddr on receive) and its path choice atomically; only a handshake
+	// from an unknown address takes mu (to note the stranger). Everything
+	// else is guarded by mu.
 	// Lock order: Tunnel.mu before PathBind.mu (the tunnel calls the bind
 	// holding its lock); the bind never calls the tunnel, or sends on
 	// stale, holding mu.
@@ -132,17 +134,17 @@ type PathBind struct {
 	mu   sync.Mutex
 	conn *net.UDPConn // guarded by mu; nil when closed
 
-	noOffload bool                             // set before Open: no UDP GSO/GRO (a tuning knob)
-	done      chan struct{}                    // guarded by mu; closed by Close
-	wg        sync.WaitGroup                   // probe loop
-	paths     map[key.PublicKey]*peerPath      // guarded by mu
-	byAddr    map[netip.AddrPort]key.PublicKey // guarded by mu
-	stamp     atomic.Uint64                    // last probe stamp sent (see probe format)
-	priv      *key.PrivateKey                  // guarded by mu; for probes' pair MACs (SetPrivateKey)
-	strangers map[netip.AddrPort]time.Time     // guarded by mu; unknown handshake sources, bounded
-	active    map[key.PublicKey]*peerPath      // guarded by mu; the peers probed (see SetActive)
-	onCall    func(key.PublicKey)              // set before Open; a peer asks us to dial it
-	stale     chan key.PublicKey               // bounded; peers to answer with a handshake (see stalePokeEvery)
+	noOffload bool                         // set before Open: no UDP GSO/GRO (a tuning knob)
+	done      chan struct{}                // guarded by mu; closed by Close
+	wg        sync.WaitGroup               // probe loop
+	paths     map[key.PublicKey]*peerPath  // guarded by mu
+	byAddr    sync.Map                     // netip.AddrPort → key.PublicKey; written under mu, read without it
+	stamp     atomic.Uint64                // last probe stamp sent (see probe format)
+	priv      *key.PrivateKey              // guarded by mu; for probes' pair MACs (SetPrivateKey)
+	strangers map[netip.AddrPort]time.Time // guarded by mu; unknown handshake sources, bounded
+	active    map[key.PublicKey]*peerPath  // guarded by mu; the peers probed (see SetActive)
+	onCall    func(key.PublicKey)          // set before Open; a peer asks us to dial it
+	stale     chan key.PublicKey           // bounded; peers to answer with a handshake (see stalePokeEvery)
 }
 
 // relayRef is the relay path and its name.
@@ -209,7 +211,6 @@ func NewPathBind(addr netip.AddrPort, self key.PublicKey, clusterKey []byte, lg 
 		addr: addr, self: self, log: lg,
 		relayIn:   make(chan relayPacket, relayQueueLen),
 		paths:     make(map[key.PublicKey]*peerPath),
-		byAddr:    make(map[netip.AddrPort]key.PublicKey),
 		strangers: make(map[netip.AddrPort]time.Time),
 		active:    make(map[key.PublicKey]*peerPath),
 		stale:     make(chan key.PublicKey, staleQueueLen),
@@ -264,10 +265,10 @@ func (b *PathBind) SetPeer(pub key.PublicKey, direct netip.AddrPort) {
 		b.fast.Store(pub, p)
 	}
 	if p.direct != direct {
-		delete(b.byAddr, p.direct)
+		b.byAddr.Delete(p.direct)
 		p.direct = direct
 		if direct.IsValid() {
-			b.byAddr[direct] = pub
+			b.byAddr.Store(direct, pub)
 		}
 		p.publish()
 	}
@@ -344,9 +345,9 @@ func (b *PathBind) RemovePeer(pub key.PublicKey) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if p := b.paths[pub]; p != nil {
-		delete(b.byAddr, p.direct)
-		if p.learned.IsValid() && b.byAddr[p.learned] == pub {
-			delete(b.byAddr, p.learned)
+		b.byAddr.Delete(p.direct)
+		if at, _ := b.addrPeer(p.learned); p.learned.IsValid() && at == pub {
+			b.byAddr.Delete(p.learned)
 		}
 		delete(b.paths, pub)
 		b.fast.Delete(pub)
@@ -375,6 +376,15 @@ func (b *PathBind) relayName() string {
 func (b *PathBind) blocked(pub key.PublicKey) bool {
 	h := b.holes.Load()
 	return h != nil && (*h)[pub]
+}
+
+// addrPeer returns the peer packets from a come from, without the bind's
+// lock.
+func (b *PathBind) addrPeer(a netip.AddrPort) (key.PublicKey, bool) {
+	if v, ok := b.byAddr.Load(a); ok {
+		return v.(key.PublicKey), true
+	}
+	return key.PublicKey{}, false
 }
 
 // peer returns pub's path record, nil if unknown, without the bind's lock.
@@ -488,14 +498,16 @@ func (b *PathBind) Open(port uint16) ([]conn.ReceiveFunc, uint16, error) {
 				}
 				pending, seg = scratch[:n], s
 				from = netip.AddrPortFrom(src.Addr().Unmap(), src.Port())
-				b.mu.Lock()
-				pub, known := b.byAddr[from]
+				pub, known := b.addrPeer(from)
 				blocked := known && b.blocked(pub)
-				if !known && n == wgInitiationLen && scratch[0] == wgInitiationType {
+				var pp *peerPath
+				if known {
+					pp = b.peer(pub)
+				} else if n == wgInitiationLen && scratch[0] == wgInitiationType {
+					b.mu.Lock()
 					b.noteStrangerLocked(from, time.Now())
+					b.mu.Unlock()
 				}
-				pp := b.paths[pub]
-				b.mu.Unlock()
 				if blocked {
 					pending = nil
 					continue
@@ -897,11 +909,11 @@ func (b *PathBind) handleProbe(pkt []byte, from netip.AddrPort) {
 		// address). One learned address per peer: a peer whose port keeps
 		// changing cannot grow the map.
 		if from != p.direct && from != p.learned {
-			if p.learned.IsValid() && b.byAddr[p.learned] == pub {
-				delete(b.byAddr, p.learned)
+			if at, _ := b.addrPeer(p.learned); p.learned.IsValid() && at == pub {
+				b.byAddr.Delete(p.learned)
 			}
 			p.learned = from
-			b.byAddr[from] = pub
+			b.byAddr.Store(from, pub)
 		}
 	}
 	if !blocked && pkt[1] == probePong && p != nil {

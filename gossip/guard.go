@@ -23,8 +23,13 @@ import (
 // transport and keeps what an unauthenticated sender can make a node hold
 // small and short-lived:
 //
-//   - at most guardMaxStreams incoming streams at once, guardMaxPerSource
-//     from one source IP; more are closed at accept;
+//   - at most guardMaxStreams incoming streams at once; once half of them
+//     are open, at most guardMaxPerSource from one source IP (fair shares
+//     under pressure: one source can hold at most half the slots). Below
+//     half there is no per-source cap, because many members can share one
+//     source IP (a one-host lab on 127.0.0.1, a site behind NAT) and they
+//     all push/pull at once when they start and join the same seed; more
+//     are closed at accept;
 //   - every stream must start, within guardHeaderTimeout, with an encrypted
 //     message header (meshd always encrypts) declaring at most
 //     guardMaxMessage bytes, and the declared sizes of the streams being
@@ -246,7 +251,7 @@ func (t *guardTransport) admit(src netip.Addr) string {
 	if t.open >= t.maxStreams {
 		return fmt.Sprintf("%d gossip streams open (limit)", t.open)
 	}
-	if t.perSrc[src] >= t.maxPerSource {
+	if t.perSrc[src] >= t.maxPerSource && t.open >= t.maxStreams/2 {
 		return fmt.Sprintf("%d gossip streams open from this address (limit)", t.perSrc[src])
 	}
 	t.open++

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
@@ -73,6 +74,7 @@ func TestGuardRefusesOversizedStreams(t *testing.T) {
 func TestGuardCapsConcurrentStreams(t *testing.T) {
 	a := newNode(t, "a", withGuard(func(g *guardTransport) {
 		g.maxPerSource = 4
+		g.maxStreams = 8 // the per-source cap applies from 4 open
 		g.budget = 3 << 20
 		g.headerTimeout = 300 * time.Millisecond
 		g.lifetime = 1500 * time.Millisecond
@@ -163,5 +165,46 @@ func TestGuardUnauthenticatedLogLines(t *testing.T) {
 	t.Logf("%d WARN/ERROR lines", warnLines(a.logs))
 	if w := warnLines(a.logs); w >= 20 || w == 0 {
 		t.Fatalf("%d WARN/ERROR lines for 1,000 packets and 100 connections, want 1..19:\n%s", w, strings.Join(append(a.logs.lines("level=WARN"), a.logs.lines("level=ERROR")...), "\n"))
+	}
+}
+
+// TestGuardAdmit: the per-source cap applies only once half the streams are
+// open, so that many members behind one address (a lab on 127.0.0.1, a NAT)
+// can push/pull at once, while one source never holds more than half.
+func TestGuardAdmit(t *testing.T) {
+	g := &guardTransport{maxStreams: 8, maxPerSource: 2, perSrc: map[netip.Addr]int{}}
+	a, b := netip.MustParseAddr("10.0.0.1"), netip.MustParseAddr("10.0.0.2")
+	steps := []struct {
+		src    netip.Addr
+		admit  bool
+		open   int
+		action string // "" admit, "release" release one from src
+	}{
+		{a, true, 1, ""}, {a, true, 2, ""}, {a, true, 3, ""}, {a, true, 4, ""}, // below half: no per-source cap
+		{a, false, 4, ""},                                     // half full: a holds 4 ≥ 2
+		{b, true, 5, ""}, {b, true, 6, ""}, {b, false, 6, ""}, // b gets its share, no more
+		{a, true, 5, "release"}, {a, false, 5, ""}, // still above half
+		{b, true, 4, "release"}, {a, true, 3, "release"}, {a, true, 4, ""}, // below half again
+	}
+	for i, s := range steps {
+		if s.action == "release" {
+			g.release(s.src, 0)
+			if g.open != s.open {
+				t.Fatalf("step %d: release: open %d, want %d", i, g.open, s.open)
+			}
+			continue
+		}
+		why := g.admit(s.src)
+		if (why == "") != s.admit || g.open != s.open {
+			t.Fatalf("step %d: admit(%v) = %q, open %d; want admitted %v, open %d", i, s.src, why, g.open, s.admit, s.open)
+		}
+	}
+	for i := range 4 { // fill from other sources
+		if why := g.admit(netip.AddrFrom4([4]byte{10, 0, 1, byte(i)})); why != "" {
+			t.Fatalf("filling: %s", why)
+		}
+	}
+	if why := g.admit(netip.MustParseAddr("10.0.0.3")); why == "" || g.open != 8 {
+		t.Fatalf("full guard admitted a stream (open %d)", g.open)
 	}
 }

@@ -10,7 +10,7 @@ import (
 )
 
 // TestCertCLI: `meshd ca init`, `meshd cert sign` and `meshd cert show`
-// write the files SPEC §2 names with the right modes, show what was signed,
+// write the files README "Commands" names with the right modes, show what was signed,
 // renew with the same keys, and refuse bad input with one line and no files.
 func TestCertCLI(t *testing.T) {
 	dir := t.TempDir()

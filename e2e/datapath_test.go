@@ -380,7 +380,7 @@ func exchange(addr string, id, rounds, size int, d time.Duration) error {
 }
 
 // checkStatus lists what is wrong in the status st of the importing node
-// self (SPEC §5) after traffic, with peers alive and direct.
+// self (docs/formats.md) after traffic, with peers alive and direct.
 func checkStatus(st node.Status, self *meshNode, peers []*meshNode, imp string, conns int) []string {
 	var bad []string
 	errf := func(format string, args ...any) { bad = append(bad, fmt.Sprintf(format, args...)) }

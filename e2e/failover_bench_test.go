@@ -71,7 +71,7 @@ func BenchmarkFailoverDrill(b *testing.B) {
 			b.Fatalf("drill report: %s", out)
 		}
 		s := rep.Services[0]
-		// -1 means it never happened (SPEC §6): counted apart, not as 0.
+		// -1 means it never happened (docs/formats.md): counted apart, not as 0.
 		if s.RTOMS >= 0 {
 			rtos = append(rtos, time.Duration(s.RTOMS)*time.Millisecond)
 		} else {

@@ -170,7 +170,7 @@ func (m *foMesh) start(s foSpec) *meshNode {
 	return n
 }
 
-// configYAML renders a node config (SPEC §3 plus README's failover keys).
+// configYAML renders a node config (README "Configuration reference").
 func (m *foMesh) configYAML(n *meshNode, s foSpec, join string) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "name: %s\nsite: %s\ndata_dir: %s\n", s.Name, s.Site, n.Dir)

@@ -225,7 +225,7 @@ func (c *cluster) newKeyFile(name string) string {
 	return p
 }
 
-// configYAML renders the node's config file (SPEC §3).
+// configYAML renders the node's config file (README "Configuration reference").
 func (c *cluster) configYAML(n *meshNode, s nodeSpec) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "name: %s\nsite: %s\ndata_dir: %s\n", s.Name, s.Site, n.Dir)
@@ -565,7 +565,7 @@ func waitMesh(t *testing.T, d time.Duration, nodes ...*meshNode) {
 				if !ok {
 					return false, fmt.Sprintf("%s does not list %s", a.Name, b.Name)
 				}
-				// Sessions are made on demand (SPEC §12): a pair without
+				// Sessions are made on demand (README "Performance", fleet scale): a pair without
 				// traffic holds none, and shows no path and no RTT.
 				switch {
 				case p.State != "alive":

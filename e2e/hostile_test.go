@@ -23,7 +23,7 @@ import (
 	"time"
 )
 
-// TestHostile is SPEC §9's hostile-input suite (issue #11): each case floods
+// TestHostile is the hostile-input suite of README "Hostile input and limits" (issue #11): each case floods
 // one listener of a real meshd process while a legitimate checksummed
 // transfer runs through the mesh, which must complete intact; the attacked
 // process's RSS, goroutines (control socket /debug/pprof) and file

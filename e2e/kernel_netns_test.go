@@ -144,6 +144,25 @@ func kernelNetnsRun(t *testing.T, mode string) float64 {
 	}
 
 	nsPath := netnsPath(edgeNS)
+	if mode == "kernel" {
+		// ---- the mesh address is filtered: a host service listening on all
+		// addresses of onprem is reachable over the veth, not over the mesh.
+		const anyAddr = "[::]:7001"
+		startNetnsEcho(t, onpremNS, anyAddr, "onprem-any")
+		if c, err := dialInNetns(nsPath, "10.97.0.2:7001", 5*time.Second); err != nil {
+			t.Errorf("control: onprem's all-address listener over the veth: %v", err)
+		} else {
+			c.Close()
+		}
+		meshAddr := net.JoinHostPort(status(t, b1).Node.MeshIP, "7001")
+		if c, err := dialInNetns(nsPath, meshAddr, 1500*time.Millisecond); err == nil {
+			c.Close()
+			t.Errorf("kernel mode: a peer reached %s, a non-session port on the mesh address", meshAddr)
+		} else {
+			t.Logf("kernel mode: %s from a peer refused as it should be: %v", meshAddr, err)
+		}
+	}
+
 	// ---- a checksummed 16 MiB transfer
 	if err := echoTransfer(nsPath, importAddr, 16<<20); err != nil {
 		t.Fatalf("16 MiB transfer: %v", err)

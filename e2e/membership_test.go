@@ -73,7 +73,7 @@ func TestGracefulLeave(t *testing.T) {
 	joined := time.Now()
 	b := c.start(nodeSpec{Name: "n2", Site: "onprem"})
 	x := c.start(nodeSpec{Name: "n3", Site: "cloud"})
-	// SPEC §4: a joining node is alive everywhere within 5 s on a LAN.
+	// README "Failover and drills": a joining node is alive everywhere within 5 s on a LAN.
 	waitAlive(t, 5*time.Second-time.Since(joined), "n2 and n3 to be alive everywhere within 5s of joining", []*meshNode{a, b, x}, "n2", "n3")
 	waitMesh(t, 20*time.Second, a, b, x)
 	sock := filepath.Join(x.Dir, "meshd.sock")

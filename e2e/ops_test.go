@@ -97,7 +97,7 @@ func waitServedBy(t *testing.T, d time.Duration, address, want string) time.Dura
 	return time.Since(start)
 }
 
-// TestReload (issue #12 problem 2, SPEC §10): a reload adds an import and
+// TestReload (issue #12 problem 2, README "Operations"): a reload adds an import and
 // an export (SIGHUP on one node, `meshd reload` on another) and changes an
 // import's site order while a checksummed transfer through an unchanged
 // import continues intact; an invalid file and a restart-only change are
@@ -220,7 +220,7 @@ func TestReload(t *testing.T) {
 	}
 }
 
-// TestMaint (issue #12 problem 10, SPEC §10): `meshd maint on` moves an
+// TestMaint (issue #12 problem 10, README "Operations"): `meshd maint on` moves an
 // importer's new connections to another site with 0 failed, status shows
 // it, it survives a reload, and `off` brings the connections back.
 func TestMaint(t *testing.T) {
@@ -252,7 +252,7 @@ func TestMaint(t *testing.T) {
 	if moved > 1500*time.Millisecond {
 		t.Errorf("maint on: new connections moved after %s; want within ~1 s", moved)
 	}
-	// Withdrawn mesh-wide (SPEC §10: within 1 s): z's catalog has no
+	// Withdrawn mesh-wide (README "Operations": within 1 s): z's catalog has no
 	// healthy x endpoint for web. `meshd status` itself takes a while
 	// here, so the bound has some slack.
 	waitFor(t, 3*time.Second, "x's export withdrawn in z's catalog", func() (bool, string) {
@@ -313,7 +313,7 @@ func TestMaint(t *testing.T) {
 	}
 }
 
-// TestSeedRestart (issue #12 problem 1, SPEC §10): the first node, with an
+// TestSeedRestart (issue #12 problem 1, README "Operations"): the first node, with an
 // empty cluster.join, is restarted gracefully; it rejoins the members it
 // remembers within 10 s and its export is served again.
 func TestSeedRestart(t *testing.T) {
@@ -363,7 +363,7 @@ func TestSeedRestart(t *testing.T) {
 	}
 }
 
-// TestNameConflict (issue #12 problem 4, SPEC §10): a second node with the
+// TestNameConflict (issue #12 problem 4, README "Operations"): a second node with the
 // name of a live member exits non-zero at start with a clear error, and
 // the first is not disturbed.
 func TestNameConflict(t *testing.T) {
@@ -524,7 +524,7 @@ func dialFrom(src, address string) (net.Conn, error) {
 	return d.Dial("tcp", address)
 }
 
-// TestPingProxySourceHash (issue #12 problem 8 and SPEC §2/§3): meshd ping
+// TestPingProxySourceHash (issue #12 problem 8 and README "Commands", README "Configuration reference"): meshd ping
 // reports RTT, path and endpoint; a PROXY v2 (and v1) header reaches the
 // backend with the client's address and port; balance: source_hash sends
 // one client IP to one endpoint while it is healthy and moves it when not.

@@ -172,7 +172,7 @@ func forgeRecordMsg(name string, version uint64, exports []string, k ed25519.Pri
 	return append(msg, in...)
 }
 
-// TestPKI: a three-site mesh with certificates (SPEC §8). An intruder with
+// TestPKI: a three-site mesh with certificates (README "Identity and policy"). An intruder with
 // the cluster key but a certificate from another CA, and an impersonator
 // whose certificate does not allow the service it exports, get no
 // connection; an importer the export's allow list refuses is denied at

@@ -8,7 +8,7 @@ import (
 	"time"
 )
 
-// TestRotation: the three rotations of SPEC §8 on a running mesh with
+// TestRotation: the three rotations of README "Identity and policy" on a running mesh with
 // pki, under a client opening a connection every 50 ms: the cluster key
 // (three `meshd reload` rounds: add, use, retire), the CA (two CAs in the
 // trust file during the overlap, certificates re-issued by the new CA for

@@ -11,7 +11,7 @@ import (
 	"github.com/meshd/meshd/node"
 )
 
-// TestScaleSessionsOnDemand runs 12 nodes in 4 sites (and 2 late ones) (SPEC §12): sessions
+// TestScaleSessionsOnDemand runs 12 nodes in 4 sites (and 2 late ones) (README "Performance", fleet scale): sessions
 // exist only where traffic may flow. Site a has two exporters of echo,
 // sites b and c one each; b-2 imports echo preferring [a, c] with a warm
 // set capped at 2 (a knob), so one of a's exporters is warm and the other

@@ -60,7 +60,7 @@ func TestStatusPage(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	// /api/status is the control socket's status (SPEC §5), with the fields
+	// /api/status is the control socket's status (docs/formats.md), with the fields
 	// the page reads.
 	t.Run("api", func(t *testing.T) {
 		raw := map[string]any{}

@@ -7,7 +7,7 @@ import (
 	"time"
 )
 
-// Per-attempt deadlines of an import connection (SPEC §4): a multiple of
+// Per-attempt deadlines of an import connection (README "Failover and drills"): a multiple of
 // the peer's RTT with a floor and a ceiling, longer for last-resort
 // candidates whose session may still be coming up, and for the second
 // round (SecondRound).

@@ -8,7 +8,7 @@ import "time"
 const DrainPropagation = 500 * time.Millisecond
 
 // Drain is what a draining node knows when it decides whether to stop
-// waiting (node.Close; SPEC §3 failover.drain_grace).
+// waiting (node.Close; README "Configuration reference" failover.drain_grace).
 type Drain struct {
 	Active    int64         // connections still open (served streams and import clients)
 	Elapsed   time.Duration // since the drain began

@@ -12,7 +12,7 @@ import (
 	"time"
 )
 
-// Drill orders (SPEC §6) travel over the already encrypted gossip and are
+// Drill orders (docs/formats.md) travel over the already encrypted gossip and are
 // additionally authenticated with an HMAC keyed by the cluster key.
 //
 // Wire format, version 1 (integers big-endian):
@@ -308,7 +308,7 @@ func (b *Blackhole) Active(now time.Time) (site string, until time.Time, ok bool
 	return site, until, ok
 }
 
-// Signed drill orders (SPEC §8). A node sends its sealed order wrapped with
+// Signed drill orders (README "Identity and policy"). A node sends its sealed order wrapped with
 // an Ed25519 signature by its own signing key, so that receivers know which
 // node issued it (the MAC only proves the cluster key):
 //

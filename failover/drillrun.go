@@ -8,7 +8,7 @@ import (
 	"time"
 )
 
-// Drill timing (SPEC §6).
+// Drill timing (docs/formats.md).
 const (
 	// DefaultDrillDuration is how long a site is cut off when the request
 	// names no duration.
@@ -46,7 +46,7 @@ func (SystemClock) Now() time.Time { return time.Now() }
 func (SystemClock) After(d time.Duration) <-chan time.Time { return time.After(d) }
 
 // DrillRun is one failover drill as seen from the node that runs it
-// (SPEC §6): it probes Services every DrillProbeEvery through Probe,
+// (docs/formats.md): it probes Services every DrillProbeEvery through Probe,
 // calls Cut after DrillBaseline, waits Duration, then keeps probing until
 // every service is served by Site again (or DrillMaxTail passed) and
 // summarizes the probes. The node supplies the effects (sending the drill

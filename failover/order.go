@@ -1,5 +1,5 @@
 // Package failover orders the candidate endpoints of an import and runs the
-// attempt loop that tries them in turn until one works (SPEC §3 imports,
+// attempt loop that tries them in turn until one works (README "Configuration reference" imports,
 // §4 Selection and Failover).
 //
 // It is pure logic on plain data: the caller (package node) builds an
@@ -18,7 +18,7 @@
 //     and a single half-open trial.
 //   - Health and Silent: peer usability from ping timing, with a hold-down
 //     before failback to a peer that was down.
-//   - DrillOrder, Blackhole: authenticated failover-drill orders (SPEC §6)
+//   - DrillOrder, Blackhole: authenticated failover-drill orders (docs/formats.md)
 //     and the receiving node's cut-off state.
 //   - DrillRun: the drill sequence run by the ordering node (baseline,
 //     cut, probes every 100 ms, failback wait) on an injected Clock, with
@@ -27,7 +27,7 @@
 //   - RelayChooser: which relay a node connects to, and its backoff.
 //   - Drain: when a draining node may stop waiting for its connections.
 //   - WarmSet and IdleSessions: which peers an import keeps a session
-//     with, and when a session that carries nothing closes (SPEC §12).
+//     with, and when a session that carries nothing closes (README "Performance", fleet scale).
 package failover
 
 import (

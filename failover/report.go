@@ -21,7 +21,7 @@ type Probe struct {
 	Err     string        // why it failed (failed probes)
 }
 
-// Report is the outcome of a failover drill (SPEC §6).
+// Report is the outcome of a failover drill (docs/formats.md).
 type Report struct {
 	Site       string          `json:"site"`        // the site that was cut off
 	DurationMS int64           `json:"duration_ms"` // restore - start
@@ -51,7 +51,7 @@ type ServiceReport struct {
 	During string `json:"during"` // node that served the most OK probes during the drill (ties: first by name)
 	After  string `json:"after"`  // node of the last OK probe after the restore
 
-	// Extra fields, beyond SPEC §6.
+	// Extra fields, beyond docs/formats.md.
 	Timeline     []TimelineEvent `json:"timeline,omitempty"` // runs of failures and of service from one site
 	LatencyP50MS float64         `json:"latency_p50_ms"`     // median latency of OK probes
 	LatencyMaxMS float64         `json:"latency_max_ms"`     // highest latency of an OK probe

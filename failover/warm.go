@@ -7,7 +7,7 @@ import (
 	"time"
 )
 
-// Warm sets and idle sessions (SPEC §12). A node keeps a live tunnel
+// Warm sets and idle sessions (README "Performance", fleet scale). A node keeps a live tunnel
 // session only with the peers its imports may pick next: for each import,
 // the warm set. Every other member costs gossip only, and a session that
 // carries no stream and serves no warm set is closed once it has been idle

@@ -107,7 +107,7 @@ type Config struct {
 	// Keys, if set, are every cluster key (rotation): Keys[0] encrypts
 	// (and must equal Key), all decrypt. Change them with SetKeys.
 	Keys [][]byte
-	// SignKey signs this node's records (SPEC §8); nil = a random key for
+	// SignKey signs this node's records (README "Identity and policy"); nil = a random key for
 	// this run. Cert is this node's certificate (pki), carried in its record.
 	SignKey ed25519.PrivateKey
 	Cert    []byte
@@ -519,7 +519,7 @@ func (g *Gossip) SetExports(exps []Export) {
 	}
 }
 
-// SetKeys replaces the cluster keys (rotation, SPEC §8): keys[0] encrypts
+// SetKeys replaces the cluster keys (rotation, README "Identity and policy"): keys[0] encrypts
 // from now on, every one decrypts; keys no longer listed are dropped. Each
 // must be 16, 24 or 32 bytes.
 func (g *Gossip) SetKeys(keys [][]byte) error {

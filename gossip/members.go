@@ -206,7 +206,7 @@ func (g *Gossip) queueLocked(node string, msg []byte, sent chan struct{}) {
 // newer. Records received by gossip are passed on (rebroadcast) so they
 // spread epidemically.
 //
-// Which key must have signed a record (SPEC §8): for our own name, ours.
+// Which key must have signed a record (README "Identity and policy"): for our own name, ours.
 // With an Identity check (pki), a key bound to the name by a certificate
 // that the check accepts. Without, the key of the record held for the name
 // while that node is a member that has not left (first key seen holds).

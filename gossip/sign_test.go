@@ -13,7 +13,7 @@ import (
 )
 
 // TestSignedRecordSteps: which records replace what a node holds for a
-// peer (SPEC §8 without pki: signed by the node, first key holds until the
+// peer (README "Identity and policy" without pki: signed by the node, first key holds until the
 // node leaves, versions never wrap, weights clamped).
 func TestSignedRecordSteps(t *testing.T) {
 	n := newNode(t, "me")

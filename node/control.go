@@ -120,7 +120,7 @@ func writeJSON(w http.ResponseWriter, v any) {
 	enc.Encode(v)
 }
 
-// Status returns the node's current state (SPEC §5).
+// Status returns the node's current state (docs/formats.md).
 func (n *Node) Status() Status {
 	c := n.catalog.Load()
 	stats := n.tun.Stats()

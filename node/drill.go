@@ -16,14 +16,14 @@ import (
 	"github.com/meshd/meshd/internal/wire"
 )
 
-// Drill timing (SPEC §6); the rest is in failover (DrillRun).
+// Drill timing (docs/formats.md); the rest is in failover (DrillRun).
 const (
 	DefaultDrillDuration = failover.DefaultDrillDuration
 	drillHoleCheck       = 100 * time.Millisecond
 )
 
 // ErrDrillOwnSite: a drill of the drilling node's own site is refused
-// (SPEC §6): its imports could not watch the failover.
+// (docs/formats.md): its imports could not watch the failover.
 var ErrDrillOwnSite = errors.New("drill of the own site refused")
 
 // DrillRequest asks this node to run a drill (POST /drill).
@@ -33,7 +33,7 @@ type DrillRequest struct {
 	DurationMS int64  `json:"duration_ms"`
 }
 
-// Drill runs a failover drill from this node (SPEC §6): every node of
+// Drill runs a failover drill from this node (docs/formats.md): every node of
 // req.Site black-holes its tunnel traffic to and from nodes outside the
 // site for the duration, while this node probes its imports (or only
 // req.Service) every 100 ms through the same selection and failover path a

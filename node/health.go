@@ -23,7 +23,7 @@ const (
 // watchHealth observes the reachability of the peers this node holds or
 // needs a session with, each healthTick, and logs the transitions of their
 // usability for endpoint selection. Peers without a session are judged by
-// gossip alone and cost nothing here (SPEC §12).
+// gossip alone and cost nothing here (README "Performance", fleet scale).
 func (n *Node) watchHealth() {
 	tick := time.NewTicker(healthTick)
 	defer tick.Stop()

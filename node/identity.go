@@ -17,7 +17,7 @@ import (
 	"github.com/meshd/meshd/internal/key"
 )
 
-// Identity and policy (SPEC §8) in the node.
+// Identity and policy (README "Identity and policy") in the node.
 //
 // Without pki the node's WireGuard key is data_dir/node.key and its record
 // signing key data_dir/sign.key; gossip pins the first signing key seen for
@@ -264,7 +264,7 @@ func (n *Node) openDrillOrder(sealed []byte) (failover.DrillOrder, error) {
 	return failover.DrillOrder{}, err
 }
 
-// reloadClusterKeys applies a changed cluster key file (rotation, SPEC §8):
+// reloadClusterKeys applies a changed cluster key file (rotation, README "Identity and policy"):
 // the first key encrypts gossip and signs probes, relay handshakes and
 // drill orders from now on; every listed key is accepted. A new set that
 // shares no key with the running one would cut this node off the mesh at

@@ -81,7 +81,7 @@ func member(name, site string, wg key.PublicKey, c *cert.Certificate, sk ed25519
 }
 
 // TestAdmitSteps: with pki, which members a node deals with and which of
-// their exports it lists (SPEC §8).
+// their exports it lists (README "Identity and policy").
 func TestAdmitSteps(t *testing.T) {
 	now := time.Now()
 	other, _ := cert.NewCA("other", now, time.Hour)

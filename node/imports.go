@@ -31,7 +31,7 @@ type importer struct {
 	active atomic.Int64
 	total  atomic.Uint64
 	failed atomic.Uint64
-	denied atomic.Uint64          // refused by an exporter's allow list (SPEC §8)
+	denied atomic.Uint64          // refused by an exporter's allow list (README "Identity and policy")
 	last   atomic.Pointer[string] // node that served the last connection
 	gate   *importGate            // max_conns, rate, burst (limits.go)
 
@@ -95,7 +95,7 @@ func (im *importer) serve() {
 		}
 		backoff = 5 * time.Millisecond
 		if why := im.gate.admit(im.cfg(), time.Now()); why != "" {
-			c.Close() // at once, not queued (SPEC §9)
+			c.Close() // at once, not queued (README "Hostile input and limits")
 			logLimited(im.n.log, im.gate.log, "limits: import connection refused: "+why, "import", im.cfg().Name,
 				"client", c.RemoteAddr().String())
 			continue

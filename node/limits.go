@@ -20,7 +20,7 @@ import (
 	"github.com/meshd/meshd/tunnel"
 )
 
-// The limits of SPEC §9 on what authenticated peers and local clients may
+// The limits of README "Hostile input and limits" on what authenticated peers and local clients may
 // hold: limits.max_streams_per_peer, limits.max_peers, exports[].max_conns,
 // imports[].max_conns, rate and burst. Each is read from the configuration
 // in force at the moment it is applied (Config()), so a reload changes it

@@ -12,7 +12,7 @@ type maintState struct {
 	since  time.Time
 }
 
-// SetMaintenance turns maintenance mode on or off (SPEC §10). On: this
+// SetMaintenance turns maintenance mode on or off (README "Operations"). On: this
 // node's exports are withdrawn from the mesh at once (gossip carries the
 // empty catalog within a second), new streams are answered "denied:
 // maintenance", active ones finish; the node stays in the mesh and keeps

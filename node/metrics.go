@@ -21,7 +21,7 @@ import (
 // it is reachable by anyone who can reach the address, so every
 // connection has deadlines, idle keep-alive connections are closed soon,
 // and beyond maxConns open connections new ones are closed at once
-// (SPEC §9).
+// (README "Hostile input and limits").
 type httpLimits struct {
 	readHeader, read, write, idle time.Duration
 	maxHeaderBytes, maxConns      int

@@ -69,7 +69,7 @@ func TestMetricsEndpoint(t *testing.T) {
 // TestMetricsServerBoundsConnections: connections beyond the cap are
 // closed at once, one that never sends a request is closed after the
 // header timeout, 200 idle keep-alive clients are all closed after the
-// idle timeout, and oversized headers are refused (SPEC §9). The limits
+// idle timeout, and oversized headers are refused (README "Hostile input and limits"). The limits
 // are shortened; the node's own are checked for sanity.
 func TestMetricsServerBoundsConnections(t *testing.T) {
 	if l := metricsLimits; l.readHeader <= 0 || l.read < l.readHeader || l.write <= 0 || l.idle <= 0 || l.idle > time.Minute ||

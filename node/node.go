@@ -72,7 +72,7 @@ type Node struct {
 	warm     atomic.Pointer[map[key.PublicKey]bool] // the imports' warm sets, with the catalog
 	draining atomic.Bool                            // Close has begun: exports refuse new streams
 	maint    atomic.Bool                            // maintenance mode: exports withdrawn, new streams refused
-	lim      *nodeLimits                            // SPEC §9 limits (limits.go)
+	lim      *nodeLimits                            // README "Hostile input and limits" limits (limits.go)
 
 	// What a reload changes (reload.go). n.cfg stays the config the node
 	// started with, for what a reload may not change (name, site, addresses);

@@ -15,7 +15,7 @@ import (
 	"github.com/meshd/meshd/gossip"
 )
 
-// Restarts and name conflicts (SPEC §10).
+// Restarts and name conflicts (README "Operations").
 //
 // The node remembers the gossip addresses of the members it knew in
 // data_dir/members.json and joins them at start, after cluster.join, so a

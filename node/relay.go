@@ -124,7 +124,7 @@ func (n *Node) dialRelay(rc *failover.RelayChooser) (*relay.Client, failover.Rel
 		ctx, cancel := context.WithTimeout(n.ctx, relayDialWait)
 		cl, err := relay.Dial(ctx, r.Addr.String(), relay.ClientConfig{
 			ClusterKey: n.Config().Cluster.Key, PublicKey: n.pub, // the key in force (rotation)
-			PrivateKey: n.priv, RelayKey: r.Key, // both prove their WireGuard keys (SPEC §8)
+			PrivateKey: n.priv, RelayKey: r.Key, // both prove their WireGuard keys (README "Identity and policy")
 			Logger: n.log.With("component", "relay-client"), OnPacket: n.tun.DeliverRelay,
 		})
 		cancel()

@@ -11,7 +11,7 @@ import (
 	"github.com/meshd/meshd/internal/config"
 )
 
-// Reload (SPEC §10) applies a new configuration to the running node in two
+// Reload (README "Operations") applies a new configuration to the running node in two
 // phases, so that an invalid or inapplicable one changes nothing:
 //
 //  1. every reload step, in order, checks the new config against the one in

@@ -10,7 +10,7 @@ import (
 	"github.com/meshd/meshd/internal/key"
 )
 
-// Sessions on demand (SPEC §12). The node keeps a tunnel session only with
+// Sessions on demand (README "Performance", fleet scale). The node keeps a tunnel session only with
 // the warm sets of its imports (failover.WarmSet over the catalog) and with
 // peers that need one with it; the tunnel opens any other on the first
 // stream. A session this node owns (see tunnel.SessionInfo) that carries

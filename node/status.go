@@ -3,7 +3,7 @@ package node
 import "github.com/meshd/meshd/internal/cert"
 
 // Status is the node's state as `meshd status --json` prints it
-// (../shared/SPEC.md §5). Fields may be added; none may be renamed.
+// (docs/formats.md). Fields may be added; none may be renamed.
 type Status struct {
 	Node     NodeStatus      `json:"node"`
 	Peers    []PeerStatus    `json:"peers"`
@@ -22,13 +22,13 @@ type NodeStatus struct {
 	Mode      string `json:"mode"`
 	Relay     bool   `json:"relay"`
 	Version   string `json:"version"` // meshd build (version and commit)
-	// Maintenance is on after `meshd maint on` (SPEC §10): exports
+	// Maintenance is on after `meshd maint on` (README "Operations"): exports
 	// withdrawn, new streams refused.
 	Maintenance       bool   `json:"maintenance"`
 	MaintenanceReason string `json:"maintenance_reason,omitempty"`
 	MaintenanceSince  string `json:"maintenance_since,omitempty"` // RFC 3339
 	// Identity is this node's certificate (fingerprint, groups, expiry…)
-	// when pki is set (SPEC §5, §8).
+	// when pki is set (docs/formats.md, README "Identity and policy").
 	Identity *cert.Info `json:"identity,omitempty"`
 	// GossipSentBytes and GossipReceivedBytes count this node's gossip on
 	// the wire since it started (UDP and TCP, encrypted).
@@ -60,7 +60,7 @@ type PeerStatus struct {
 	Version string `json:"version"`
 	// Session is "up" (a session is held), "idle" (none held; the first
 	// connection opens one) or "down" (one is needed and not up), per
-	// SPEC §5 and §12; "down" for a peer that is not alive.
+	// docs/formats.md, README "Performance", fleet scale; "down" for a peer that is not alive.
 	Session string `json:"session"`
 }
 

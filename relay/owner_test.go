@@ -20,7 +20,7 @@ func newPriv(t *testing.T) key.PrivateKey {
 
 // TestOwnershipSteps: a relay with its node's private key admits only
 // clients that prove they hold the private key of the key they register,
-// and a client told the relay's key refuses any other relay (SPEC §8).
+// and a client told the relay's key refuses any other relay (README "Identity and policy").
 func TestOwnershipSteps(t *testing.T) {
 	relayPriv, otherPriv := newPriv(t), newPriv(t)
 	_, addr, _ := startServer(t, ServerConfig{PrivateKey: relayPriv})

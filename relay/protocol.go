@@ -34,7 +34,7 @@
 //
 // so the cluster key never crosses the wire.
 //
-// Key ownership (trailing fields of the frames above; SPEC §8). A server
+// Key ownership (trailing fields of the frames above; README "Identity and policy"). A server
 // that has its node's WireGuard private key appends its public key to
 // serverHello; a client that has its private key appends a fresh client
 // nonce and an owner proof to clientAuth, and the server answers serverOK

@@ -13,7 +13,7 @@ import (
 // filter, peers could reach every host service listening on all addresses.
 // A node therefore accepts nothing on its TUN device but the session port
 // (and replies to its own connections): an nftables table of its own,
-// named after the device, replaced at start and deleted on close (SPEC §8).
+// named after the device, replaced at start and deleted on close (README "Identity and policy").
 
 // firewallTable is the nftables table (family inet) of device dev.
 func firewallTable(dev string) string { return "meshd_" + strings.ReplaceAll(dev, "-", "_") }

@@ -38,7 +38,7 @@ const (
 	maxBackoff = 2 * time.Second
 )
 
-// Session states as status reports them (SPEC §5): a session is held (up),
+// Session states as status reports them (docs/formats.md): a session is held (up),
 // none is held nor needed and one is opened on demand (idle), or one is
 // needed and being dialled (down).
 const (
@@ -49,7 +49,7 @@ const (
 
 // peer is one remote node: its WireGuard identity and its yamux sessions.
 //
-// Sessions are made on demand (SPEC §12): a peer has no goroutine, timer or
+// Sessions are made on demand (README "Performance", fleet scale): a peer has no goroutine, timer or
 // buffer of its own until this node wants a session with it (SetWarm) or a
 // stream to it (openStream), or the peer dials one. Of the two, the
 // smaller key dials; the larger asks it to (callPeer) and dials itself only

@@ -17,7 +17,7 @@ import (
 	"github.com/meshd/meshd/internal/key"
 )
 
-// Session authentication (SPEC §8). Before yamux runs on a session
+// Session authentication (README "Identity and policy"). Before yamux runs on a session
 // connection, both ends prove that they hold the WireGuard private key of
 // the peer the other one expects: the source mesh address alone proves
 // nothing in kernel mode, where any local process can dial a peer's session

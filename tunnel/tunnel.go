@@ -8,7 +8,7 @@
 // cryptokey routing makes authentic: a TCP connection from a peer's mesh
 // address can only come from the holder of its private key.
 //
-// Sessions are made on demand (SPEC §12): every mesh member is a
+// Sessions are made on demand (README "Performance", fleet scale): every mesh member is a
 // WireGuard peer (an inactive entry costs no traffic), but a yamux session
 // — pings, path probes, goroutines, buffers — exists only while this node
 // wants one (SetWarm: the peers its imports may pick next), a stream needs

@@ -89,7 +89,11 @@ func printDemoStatus(out io.Writer, st node.Status) {
 		}
 	}
 	for _, p := range st.Peers {
-		fmt.Fprintf(out, "  onprem-1 -> %-8s %-6s path=%s rtt=%.2fms tx=%s rx=%s\n", p.Name, p.State, p.Path, p.RTT(),
+		rtt := "-" // no session: nothing measured
+		if p.RTTMs != nil {
+			rtt = fmt.Sprintf("%.2fms", *p.RTTMs)
+		}
+		fmt.Fprintf(out, "  onprem-1 -> %-8s %-6s session=%-4s path=%-6s rtt=%s tx=%s rx=%s\n", p.Name, p.State, p.Session, p.Path, rtt,
 			humanBytes(p.TxBytes), humanBytes(p.RxBytes))
 	}
 }

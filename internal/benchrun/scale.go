@@ -15,7 +15,7 @@ import (
 	"github.com/meshd/meshd/node"
 )
 
-// The scale measurement (issue 10, SPEC §12): --nodes real `meshd join`
+// The scale measurement (issue 10, README "Performance", fleet scale): --nodes real `meshd join`
 // processes in scaleSites sites on loopback. The first node of each site
 // exports echo (served by this process); every node imports echo
 // preferring its own site, then the next. It measures convergence, an

@@ -1,4 +1,4 @@
-// Package cert is meshd's node identity (SPEC §8): an offline certificate
+// Package cert is meshd's node identity (README "Identity and policy"): an offline certificate
 // authority signs node certificates that bind a node's name, site, groups,
 // the export names it may serve, its drill capability, its WireGuard public
 // key and an Ed25519 signing key, for a validity window. Every node checks

@@ -11,7 +11,7 @@ import (
 )
 
 // SignKeyFile is the node's record-signing key inside data_dir, used when
-// pki is not configured (SPEC §8, last paragraph).
+// pki is not configured (README "Identity and policy", last paragraph).
 const SignKeyFile = "sign.key"
 
 const pemSignKey = "MESHD SIGNING KEY"

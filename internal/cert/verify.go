@@ -13,7 +13,7 @@ import (
 // Reason says why a certificate is refused. Its String is what logs show.
 type Reason int
 
-// Refusal reasons (SPEC §8).
+// Refusal reasons (README "Identity and policy").
 const (
 	OK Reason = iota
 	NoCertificate

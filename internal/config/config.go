@@ -1,5 +1,5 @@
 // Package config loads and validates a meshd node's YAML configuration
-// (../shared/SPEC.md §3). Every error names the file, line and key and says
+// (README, "Configuration reference"). Every error names the file, line and key and says
 // what is allowed; unknown keys are errors.
 package config
 
@@ -34,11 +34,11 @@ type Config struct {
 	Control  Control
 	Metrics  Metrics
 	Log      Log
-	PKI      PKI // optional node identity (SPEC §8); zero when unset
+	PKI      PKI // optional node identity (README "Identity and policy"); zero when unset
 	Limits   Limits
 }
 
-// PKI configures node identities (SPEC §8). Set holds the loaded and
+// PKI configures node identities (README "Identity and policy"). Set holds the loaded and
 // checked material; nil when pki is not configured.
 type PKI struct {
 	CA        string   // path of the CA certificate file (may hold several CAs)
@@ -48,7 +48,7 @@ type PKI struct {
 	Set       *cert.Bundle
 }
 
-// Limits are per-node caps on what authenticated peers may hold (SPEC §9).
+// Limits are per-node caps on what authenticated peers may hold (README "Hostile input and limits").
 type Limits struct {
 	MaxStreamsPerPeer int // concurrent streams one peer may hold open to this node; default 4096
 	MaxPeers          int // members beyond this get no tunnel state; default 4096
@@ -58,7 +58,7 @@ type Limits struct {
 type Cluster struct {
 	KeyFile string // path to a file holding the base64 key
 	Key     []byte // the decoded key (16, 24 or 32 bytes), from key, key_file or MESHD_CLUSTER_KEY
-	// Keys are every key of key_file, one per line (rotation, SPEC §8):
+	// Keys are every key of key_file, one per line (rotation, README "Identity and policy"):
 	// Keys[0] == Key encrypts and signs, all decrypt and verify. With key or
 	// MESHD_CLUSTER_KEY it holds Key alone.
 	Keys [][]byte
@@ -95,7 +95,7 @@ type Export struct {
 	// the client's address to the target before any payload.
 	ProxyProtocol string
 	Line          int      // line of the entry in the file, for messages
-	Allow         []string // who may connect (SPEC §8): "*", site:S, group:G, node:N; nil = everyone
+	Allow         []string // who may connect (README "Identity and policy"): "*", site:S, group:G, node:N; nil = everyone
 
 	MaxConns int // concurrent connections through this export; 0 = unlimited
 }
@@ -122,7 +122,7 @@ type Import struct {
 	Burst    int     // bucket size; 0 = max(1, Rate)
 }
 
-// Failover tunes failure handling (an extension of SPEC §3).
+// Failover tunes failure handling (an extension of README "Configuration reference").
 type Failover struct {
 	// SessionTimeout is how long a silent peer session is kept before it
 	// is closed: established streams ride out shorter stalls. Default 15s.
@@ -204,7 +204,7 @@ const (
 	// MaxWeight is the largest allowed export weight.
 	MaxWeight = 1000
 
-	// Limits (SPEC §9): defaults, and the largest value a limit key takes.
+	// Limits (README "Hostile input and limits"): defaults, and the largest value a limit key takes.
 	DefaultMaxStreamsPerPeer = 4096
 	DefaultMaxPeers          = 4096
 	MaxConnsLimit            = 1 << 20

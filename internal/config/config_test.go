@@ -29,7 +29,7 @@ func write(t *testing.T, dir, name, content string) string {
 	return p
 }
 
-// The SPEC §3 example, with key_file pointing at a relative file.
+// The README "Configuration reference" example, with key_file pointing at a relative file.
 const specExample = `name: onprem-1              # unique in the mesh; default: hostname
 site: onprem                # failure domain; required
 data_dir: /var/lib/meshd    # node private key (node.key, 0600) is created here on first start

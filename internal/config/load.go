@@ -222,7 +222,7 @@ func (p *parser) loadKey(cfg *Config, fl fileLines) error {
 }
 
 // keyFileMode refuses a cluster key file that group or others may read or
-// write (SPEC §3): the key admits anyone to the mesh. A missing file is
+// write (README "Configuration reference"): the key admits anyone to the mesh. A missing file is
 // left to the read that follows, for its message.
 func keyFileMode(path string) error {
 	fi, err := os.Stat(path)

@@ -22,7 +22,7 @@ func (p *parser) errf(line int, key, format string, args ...any) *Error {
 	return &Error{File: p.file, Line: line, Key: key, Msg: fmt.Sprintf(format, args...)}
 }
 
-// Allowed keys of each mapping, in the order SPEC §3 lists them.
+// Allowed keys of each mapping, in the order README "Configuration reference" lists them.
 var (
 	topKeys      = []string{"name", "site", "data_dir", "cluster", "gossip", "tunnel", "relay", "exports", "imports", "failover", "pki", "limits", "control", "metrics", "log"}
 	clusterKeys  = []string{"key_file", "key", "join"}

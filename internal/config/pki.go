@@ -12,7 +12,7 @@ import (
 	"github.com/meshd/meshd/internal/cert"
 )
 
-// pki reads the pki mapping (SPEC §3, §8). Files are read by loadPKI.
+// pki reads the pki mapping (README "Configuration reference", README "Identity and policy"). Files are read by loadPKI.
 func (p *parser) pki(n *yaml.Node, path string, cfg *Config, fl *fileLines) error {
 	fields, err := p.mapping(n, path, pkiKeys)
 	if err != nil {
@@ -129,7 +129,7 @@ const maxClusterKeys = 8
 
 // DecodeClusterKeys decodes a key file: one key per line (blank lines and
 // lines starting with # are skipped), at least one, at most 8, no repeats.
-// The first encrypts; all decrypt (rotation, SPEC §8).
+// The first encrypts; all decrypt (rotation, README "Identity and policy").
 func DecodeClusterKeys(s string) ([][]byte, error) {
 	var keys [][]byte
 	for i, line := range strings.Split(s, "\n") {

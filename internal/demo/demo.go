@@ -127,7 +127,7 @@ func (m *Mesh) Converged() bool {
 		if len(st.Services) != 1 || len(st.Services[0].Endpoints) != 2 || !st.Services[0].Endpoints[0].Healthy {
 			return false
 		}
-		// Sessions are made on demand (SPEC §12): every peer alive, direct
+		// Sessions are made on demand (README "Performance", fleet scale): every peer alive, direct
 		// with an RTT where a session is up; an importer holds one with
 		// every exporter of its service.
 		exporter := map[string]bool{}

@@ -31,7 +31,7 @@ type ImportSample struct {
 	Name          string
 	Active        int64
 	Total, Failed uint64
-	Denied        uint64 // refused by an exporter's allow list (SPEC §8); counted in Total, not in Failed
+	Denied        uint64 // refused by an exporter's allow list (README "Identity and policy"); counted in Total, not in Failed
 	Limited       uint64 // closed at once: over max_conns or rate (not in Total)
 }
 
@@ -42,7 +42,7 @@ type ExportSample struct {
 	Active        int64
 	Served        uint64
 	CheckFailures uint64 // failed backend health checks
-	Denied        uint64 // streams refused by the export's allow list (SPEC §8)
+	Denied        uint64 // streams refused by the export's allow list (README "Identity and policy")
 }
 
 // GossipSample is the gossip layer's state at scrape time.

@@ -6,7 +6,7 @@ import "github.com/prometheus/client_golang/prometheus"
 var (
 	peerStates = []string{"alive", "suspect", "dead", "left"}
 	peerPaths  = []string{"direct", "relay", "none"}
-	// sessionStates are the peers' session states (SPEC §5, §12).
+	// sessionStates are the peers' session states (docs/formats.md, README "Performance", fleet scale).
 	sessionStates = []string{"up", "idle", "down"}
 )
 
@@ -62,7 +62,7 @@ func newStateDescs() stateDescs {
 		expActive:        d("export_streams_active", "Streams currently served by the export.", "export"),
 		expTotal:         d("export_streams_total", "Streams served by the export.", "export"),
 		expCheckFailures: d("export_check_failures_total", "Failed health checks of the export's backend.", "export"),
-		expDenied:        d("export_denied_total", "Streams the export refused by its allow list (pki, SPEC §8).", "export"),
+		expDenied:        d("export_denied_total", "Streams the export refused by its allow list (pki).", "export"),
 
 		relayConnected:   d("relay_connected", "Whether this node is connected to a relay as a client (1) or not (0)."),
 		relayPackets:     d("relay_client_packets_total", "Packets through this node's relay client, by kind (sent, received, dropped).", "kind"),

@@ -10,7 +10,7 @@ import (
 // DefaultRingSize is how many finished drills a node keeps for the page.
 const DefaultRingSize = 10
 
-// Drill is one drill as the page shows it: the SPEC §6 report (with its
+// Drill is one drill as the page shows it: the docs/formats.md report (with its
 // per-service timelines) and when the black hole began.
 type Drill struct {
 	Started time.Time `json:"started"`

@@ -1,12 +1,12 @@
 // Package statuspage serves a node's status page next to /metrics on
-// metrics.listen (SPEC §11):
+// metrics.listen (README "Status page and metrics"):
 //
 //	GET /             one self-contained HTML page (embedded; no external
 //	                  scripts, fonts or CDNs) that fetches the two APIs
 //	                  below every few seconds and redraws: sites with their
 //	                  nodes, this node's peer links, services, imports,
 //	                  maintenance and a timeline of the last drills
-//	GET /api/status   the node's SPEC §5 status JSON
+//	GET /api/status   the node's docs/formats.md status JSON
 //	GET /api/drills   the last drill reports (a bounded Ring) and the one
 //	                  running now, if any
 //
@@ -37,7 +37,7 @@ const statusEvery = time.Second
 
 // Source is what the page shows.
 type Source struct {
-	Status func() any // SPEC §5 status, marshalled as JSON
+	Status func() any // docs/formats.md status, marshalled as JSON
 	Drills *Ring      // nil: no drills
 }
 

@@ -144,7 +144,7 @@ func TestRing(t *testing.T) {
 }
 
 // TestDrillsJSON: /api/drills is the Ring's snapshot, with the report's
-// fields at the top level of each drill (SPEC §6 names).
+// fields at the top level of each drill (docs/formats.md names).
 func TestDrillsJSON(t *testing.T) {
 	r := NewRing(2)
 	r.Finish(r.Start(time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC), nil), report("onprem", 3000))

@@ -15,7 +15,7 @@ import (
 	"github.com/meshd/meshd/failover"
 )
 
-// fakeStatus is a SPEC §5 status of a node in a mesh of n nodes in four
+// fakeStatus is a docs/formats.md status of a node in a mesh of n nodes in four
 // sites, with long names, some links down or relayed, services and
 // imports: the page's worst case for layout.
 func fakeStatus(n int) map[string]any {

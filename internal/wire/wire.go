@@ -115,7 +115,7 @@ const (
 	StatusDenied         Status = 3 // the importer may not use this export
 	StatusBadRequest     Status = 4 // the request frame could not be parsed
 	// StatusNotAllowed: the export's allow list refuses the importing node
-	// (SPEC §8). Final: the importer tries no other endpoint.
+	// (README "Identity and policy"). Final: the importer tries no other endpoint.
 	StatusNotAllowed Status = 5
 )
 

@@ -43,7 +43,11 @@ import (
 //
 // Each refusal is counted and logged through the node's rate limits.
 const (
-	guardMaxStreams    = 64
+	// guardMaxStreams bounds goroutines and fds, not memory (guardBudget
+	// does that): sized for a seed that 100 members join within seconds
+	// from one address, with a slow CPU (each push/pull stream is then
+	// open for a while).
+	guardMaxStreams    = 256
 	guardMaxPerSource  = 8
 	guardHeaderTimeout = 2 * time.Second
 	guardStreamTimeout = 10 * time.Second

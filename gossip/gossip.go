@@ -428,6 +428,11 @@ func joinError(addr string, err error) string {
 	}
 	cause := strings.Join(causes, "; ")
 	if keyMismatch(cause) {
+		if !containsAny(cause, decryptFailures) {
+			// A hang-up alone may also be the peer's guard refusing a
+			// stream beyond its caps (a busy seed); say both.
+			return fmt.Sprintf("gossip: join %s: refused or unreadable — cluster key mismatch? or the peer at its gossip stream limit (%s)", addr, cause)
+		}
 		return fmt.Sprintf("gossip: join %s: refused or unreadable — cluster key mismatch? (%s)", addr, cause)
 	}
 	return fmt.Sprintf("gossip: join %s: %s", addr, cause)

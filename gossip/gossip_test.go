@@ -506,3 +506,24 @@ func testSign(r *record) *record {
 	signRecord(r, testMeta(r.name), nil, testSignKey(r.name))
 	return r
 }
+
+// TestJoinErrorText: a hang-up may be another cluster key or a guard at
+// its stream cap, and the message names both; an undecryptable reply is
+// the key, and anything else is passed on as it is.
+func TestJoinErrorText(t *testing.T) {
+	for _, tc := range []struct {
+		cause       string
+		key, limits bool
+	}{
+		{"read tcp 127.0.0.1:1->127.0.0.1:2: read: connection reset by peer", true, true},
+		{"EOF", true, true},
+		{decryptFailures[0], true, false},
+		{"dial tcp 127.0.0.1:2: connect: connection refused", false, false},
+	} {
+		got := joinError("127.0.0.1:2", errors.New(tc.cause))
+		if strings.Contains(got, "cluster key mismatch?") != tc.key || strings.Contains(got, "stream limit") != tc.limits ||
+			!strings.Contains(got, tc.cause) || strings.Contains(got, "\n") {
+			t.Errorf("joinError(%q) = %q; want key hint %v, limit hint %v, the cause, one line", tc.cause, got, tc.key, tc.limits)
+		}
+	}
+}

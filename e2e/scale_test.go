@@ -66,17 +66,38 @@ func TestScaleSessionsOnDemand(t *testing.T) {
 	})
 	// The importer's warm set: one of a's exporters (rendezvous by the
 	// importer's name) and c-1.
+	// The warm set is final only once b-2's catalog has every exporter
+	// healthy (until then it may warm the one a's exporter it knows), and a
+	// session of an earlier warm set closes within the idle timeout: so the
+	// sessions must also have stayed the same for longer than that.
 	var warmA, coldA string
-	waitFor(t, 15*time.Second, "b-2's warm sessions", func() (bool, string) {
+	var lastUp string
+	var since time.Time
+	waitFor(t, 25*time.Second, "b-2's warm sessions", func() (bool, string) {
 		st, err := tryStatus(t, imp)
 		if err != nil {
 			return false, err.Error()
+		}
+		if s, _ := service(st, "echo"); len(s.Endpoints) != 4 {
+			return false, fmt.Sprintf("echo endpoints %+v, want 4", s.Endpoints)
+		} else {
+			for _, e := range s.Endpoints {
+				if !e.Healthy {
+					return false, fmt.Sprintf("echo endpoint %s not healthy yet", e.Node)
+				}
+			}
 		}
 		up := map[string]bool{}
 		for _, p := range st.Peers {
 			if p.Session == node.SessionUp {
 				up[p.Name] = true
 			}
+		}
+		if key := fmt.Sprint(up); key != lastUp {
+			lastUp, since = key, time.Now()
+		}
+		if time.Since(since) < idleTimeout+time.Second {
+			return false, fmt.Sprintf("sessions up %v, not yet stable for %v", up, idleTimeout+time.Second)
 		}
 		if len(up) != 2 || !up["c-1"] || up["a-1"] == up["a-2"] || !foSeesUpOK(t, imp, "c-1") {
 			return false, fmt.Sprintf("sessions up: %v", up)

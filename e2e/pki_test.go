@@ -172,6 +172,18 @@ func forgeRecordMsg(name string, version uint64, exports []string, k ed25519.Pri
 	return append(msg, in...)
 }
 
+const yIntrRefused = `identity refused: no tunnel, no catalog entry, no streams from this record" node=y-intr`
+
+// refusedBy reports whether one of nodes logged refusing y-intr.
+func refusedBy(nodes ...*meshNode) bool {
+	for _, n := range nodes {
+		if countLines(n.logText(), yIntrRefused) > 0 {
+			return true
+		}
+	}
+	return false
+}
+
 // TestPKI: a three-site mesh with certificates (README "Identity and policy"). An intruder with
 // the cluster key but a certificate from another CA, and an impersonator
 // whose certificate does not allow the service it exports, get no
@@ -224,8 +236,11 @@ func TestPKI(t *testing.T) {
 		if strings.Join(eps, ",") != "a-1,b-1" {
 			return false, fmt.Sprintf("svc endpoints %v, want a-1,b-1", eps)
 		}
-		if !strings.Contains(a1.logText(), "node=y-intr") { // y-intr joins by a-1: push/pull
-			return false, "a-1 has not refused y-intr yet"
+		// y-intr joins quietly (its record is held back until its name is
+		// known to be free), so its record spreads by broadcast only, and
+		// no refusing node passes it on: some nodes may never see it.
+		if !refusedBy(a1, b1, cOK, cNo) {
+			return false, "no node has refused y-intr yet"
 		}
 		if ok, why := foSeesUp(t, cOK, "svc", "a-1"); !ok {
 			return false, why
@@ -239,13 +254,13 @@ func TestPKI(t *testing.T) {
 	if st.Node.Identity == nil || len(st.Node.Identity.Fingerprint) != 64 || st.Node.Identity.Groups[0] != "ok" {
 		t.Errorf("c-ok's status node.identity = %+v", st.Node.Identity)
 	}
-	// One line on the refusing nodes (a-1 got y-intr's record when it
-	// joined; the others only if gossip brought it: nobody passes it on).
-	for _, n := range []*meshNode{cOK, a1, b1} {
+	// At most one line on each refusing node (a node sees y-intr's record
+	// only if gossip brought it: nobody passes it on).
+	for _, n := range []*meshNode{cOK, cNo, a1, b1} {
 		log := n.logText()
-		got := countLines(log, `identity refused: no tunnel, no catalog entry, no streams from this record" node=y-intr`)
-		if got > 1 || (n == a1 && got != 1) || (got == 1 && !strings.Contains(log, "certificate from an unknown CA")) {
-			t.Errorf("%s: %d refusal lines for y-intr (want one, naming the unknown CA)", n.Name, got)
+		got := countLines(log, yIntrRefused)
+		if got > 1 || (got == 1 && !strings.Contains(log, "certificate from an unknown CA")) {
+			t.Errorf("%s: %d refusal lines for y-intr (want at most one, naming the unknown CA)", n.Name, got)
 		}
 	}
 	if !strings.Contains(cOK.logText(), `export refused: the node's certificate does not allow it" node=x-imp export=svc`) {

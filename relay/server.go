@@ -555,7 +555,11 @@ func (s *Server) finishHandshake(sc *sconn) error {
 	if err := sc.bw.Flush(); err != nil {
 		return err
 	}
-	return sc.conn.SetDeadline(time.Time{})
+	// The client holds serverOK now: it is accepted. A connection closed
+	// meanwhile (replaced by a newer one with its key) fails here; its
+	// read loop then ends at once and logs the reason it was closed for.
+	sc.conn.SetDeadline(time.Time{})
+	return nil
 }
 
 func (s *Server) logHandshakeFailure(sc *sconn, err error) {

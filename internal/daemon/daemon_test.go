@@ -72,7 +72,7 @@ func TestRun(t *testing.T) {
 		{name: "stop", steps: func(f *fakeNode, stop, hup chan os.Signal) { stop <- syscall.SIGTERM },
 			wantCalls: []string{"start", "close"}, wantNotify: []string{"READY=1 STATUS=running", "STOPPING=1"}},
 		{name: "hangup reloads", steps: func(f *fakeNode, stop, hup chan os.Signal) { hup <- syscall.SIGHUP; stop <- syscall.SIGINT },
-			wantCalls: []string{"start", "reload", "close"},
+			wantCalls:  []string{"start", "reload", "close"},
 			wantNotify: []string{"READY=1 STATUS=running", "RELOADING=1 MONOTONIC_USEC=1", "READY=1 STATUS=running", "STOPPING=1"}},
 		{name: "refused reload", setup: func(f *fakeNode) { f.reloadErr = errors.New("f.yaml:2: site: required") },
 			steps:     func(f *fakeNode, stop, hup chan os.Signal) { hup <- syscall.SIGHUP; stop <- syscall.SIGINT },

@@ -33,7 +33,7 @@ func TestDataPath(t *testing.T) {
 	o2 := c.start(nodeSpec{Name: "onprem-2", Site: "onprem",
 		Exports: []exportSpec{{Name: "echo", Target: beOnprem.Addr()}}})
 	c1 := c.start(nodeSpec{Name: "cloud-1", Site: "cloud",
-		Exports: []exportSpec{{Name: "echo", Target: beCloud.Addr(), Check: "1s"}}})
+		Exports: []exportSpec{{Name: "echo", Target: beCloud.Addr(), CheckInterval: time.Second, CheckTimeout: time.Second}}})
 	imp := o1.Imports["echo"]
 
 	waitFor(t, 30*time.Second, "onprem-1 to see both peers alive/direct and echo with 2 healthy endpoints", func() (bool, string) {

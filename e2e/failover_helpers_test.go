@@ -29,6 +29,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/meshd/meshd/internal/lab"
 	"github.com/meshd/meshd/internal/tcpserver"
 	"github.com/meshd/meshd/node"
 )
@@ -53,12 +54,12 @@ const (
 
 // ---------------------------------------------------------------- cluster
 
-type foExport struct{ Name, Target string }
-
-type foImport struct {
-	Name  string
-	Sites []string
-}
+// foExport and foImport are lab's config entries (see exportSpec); a
+// foImport's Listen is a free port.
+type (
+	foExport = lab.Export
+	foImport = lab.Import
+)
 
 type foSpec struct {
 	Name, Site string
@@ -172,37 +173,22 @@ func (m *foMesh) start(s foSpec) *meshNode {
 
 // configYAML renders a node config (README "Configuration reference").
 func (m *foMesh) configYAML(n *meshNode, s foSpec, join string) string {
-	var b strings.Builder
-	fmt.Fprintf(&b, "name: %s\nsite: %s\ndata_dir: %s\n", s.Name, s.Site, n.Dir)
-	fmt.Fprintf(&b, "cluster:\n  key_file: %s\n", m.keyFile)
-	if join != "" {
-		fmt.Fprintf(&b, "  join: [%q]\n", join)
-	}
-	fmt.Fprintf(&b, "gossip:\n  bind: %s\n", addr(n.GossipPort))
-	fmt.Fprintf(&b, "tunnel:\n  listen: %s\n  mode: userspace\n", addr(n.TunnelPort))
-	if len(s.Exports) > 0 {
-		b.WriteString("exports:\n")
-		for _, e := range s.Exports {
-			fmt.Fprintf(&b, "  - name: %s\n    target: %s\n", e.Name, e.Target)
-		}
-	}
-	if len(s.Imports) > 0 {
-		b.WriteString("imports:\n")
-		for _, im := range s.Imports {
-			fmt.Fprintf(&b, "  - name: %s\n    listen: %s\n", im.Name, n.Imports[im.Name])
-			if len(im.Sites) > 0 {
-				fmt.Fprintf(&b, "    sites: [%s]\n", strings.Join(im.Sites, ", "))
-			}
-		}
-	}
-	fmt.Fprintf(&b, "failover:\n  session_timeout: %s\n  hold_down: %s\n  drain_grace: %s\n",
-		foSessionTimeout, foHoldDown, foDrainGrace)
 	level := "info"
 	if os.Getenv("MESHD_E2E_DEBUG") != "" {
 		level = "debug"
 	}
-	fmt.Fprintf(&b, "log:\n  level: %s\n  format: text\n", level)
-	return b.String()
+	cfg := lab.Node{Name: s.Name, Site: s.Site, DataDir: n.Dir, KeyFile: m.keyFile,
+		GossipBind: addr(n.GossipPort), TunnelListen: addr(n.TunnelPort), TunnelMode: "userspace",
+		Exports: s.Exports, LogLevel: level, LogFormat: "text",
+		Failover: lab.Failover{SessionTimeout: foSessionTimeout, HoldDown: foHoldDown, DrainGrace: foDrainGrace}}
+	if join != "" {
+		cfg.Join = []string{join}
+	}
+	for _, im := range s.Imports {
+		im.Listen = n.Imports[im.Name]
+		cfg.Imports = append(cfg.Imports, im)
+	}
+	return cfg.YAML()
 }
 
 // foStartProcess starts (or restarts, with the same config and data dir)

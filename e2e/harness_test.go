@@ -20,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/meshd/meshd/internal/lab"
 	"github.com/meshd/meshd/internal/testutil"
 	"github.com/meshd/meshd/node"
 )
@@ -121,28 +122,17 @@ type cluster struct {
 	nodes   []*meshNode
 }
 
-// exportSpec / importSpec describe a node's exports and imports.
-type exportSpec struct {
-	Name   string
-	Target string
-	Check  string // check interval ("" = the default check, 2s/1s)
-	// NoCheck writes check: false; ProxyProtocol sets proxy_protocol.
-	NoCheck       bool
-	ProxyProtocol string
-	Allow         []string // exports[].allow selectors (nil: key not written)
-	Extra         string   // more keys of the entry, YAML indented by 4 spaces ("    max_conns: 5\n")
-}
+// exportSpec and importSpec are lab's typed config entries: every config
+// e2e writes is rendered by lab.Node (internal/lab), the path bench and
+// demo use too. An importSpec without Listen gets a free port.
+type (
+	exportSpec = lab.Export
+	importSpec = lab.Import
+)
 
-type importSpec struct {
-	Name    string
-	Sites   []string
-	Balance string
-	Listen  string // default: a free port
-	// ConnectTimeout sets connect_timeout ("" = the default).
-	ConnectTimeout string
-	Extra          string // more keys of the entry, YAML indented by 4 spaces ("    rate: 5\n")
-}
-
+// nodeSpec is what a test says about a node; the cluster fills in the
+// rest of its lab.Node (data dir, ports, key file, join, log) in
+// nodeConfig.
 type nodeSpec struct {
 	Name, Site string
 	Exports    []exportSpec
@@ -151,10 +141,13 @@ type nodeSpec struct {
 	Join       []string // default: the first node's gossip address (none for the first node); empty non-nil: none
 	Flags      []string // extra flags after `meshd join --config FILE`
 	Socket     string   // the control socket if not the config's (a --data-dir flag moves it)
-	Extra      string   // YAML appended to the config (top-level keys such as pki:)
 	// TunnelAdvertise sets tunnel.advertise (a node lying about its endpoint).
 	TunnelAdvertise string
-	Metrics         bool // serve metrics.listen on a free port (meshNode.Metrics)
+	Metrics         bool       // serve metrics.listen on a free port (meshNode.Metrics)
+	RelayListen     string     // relay.enabled on this address ("" = no relay)
+	PKI             lab.PKI    // pki: the node's identity (pkiEnv.issue)
+	Limits          lab.Limits // limits
+	Extra           string     // YAML appended to the config, for keys lab.Node does not have
 }
 
 // meshNode is one `meshd join` process.
@@ -225,77 +218,28 @@ func (c *cluster) newKeyFile(name string) string {
 	return p
 }
 
-// configYAML renders the node's config file (README "Configuration reference").
-func (c *cluster) configYAML(n *meshNode, s nodeSpec) string {
-	var b strings.Builder
-	fmt.Fprintf(&b, "name: %s\nsite: %s\ndata_dir: %s\n", s.Name, s.Site, n.Dir)
-	keyFile := s.KeyFile
-	if keyFile == "" {
-		keyFile = c.keyFile
+// nodeConfig is the node's config (README "Configuration reference").
+func (c *cluster) nodeConfig(n *meshNode, s nodeSpec) lab.Node {
+	cfg := lab.Node{Name: s.Name, Site: s.Site, DataDir: n.Dir, KeyFile: s.KeyFile, Join: s.Join,
+		GossipBind: addr(n.GossipPort), TunnelListen: addr(n.TunnelPort), TunnelAdvertise: s.TunnelAdvertise,
+		TunnelMode: "userspace", RelayEnabled: s.RelayListen != "", RelayListen: s.RelayListen,
+		Exports: s.Exports, MetricsListen: n.Metrics, LogLevel: "info", LogFormat: "text",
+		PKI: s.PKI, Limits: s.Limits, Extra: s.Extra}
+	if cfg.KeyFile == "" {
+		cfg.KeyFile = c.keyFile
 	}
-	fmt.Fprintf(&b, "cluster:\n  key_file: %s\n", keyFile)
-	join := s.Join
-	if join == nil && len(c.nodes) > 0 {
-		join = []string{addr(c.nodes[0].GossipPort)}
+	if cfg.Join == nil && len(c.nodes) > 0 {
+		cfg.Join = []string{addr(c.nodes[0].GossipPort)}
 	}
-	if len(join) > 0 {
-		fmt.Fprintf(&b, "  join: [%s]\n", quoteList(join))
+	for _, im := range s.Imports {
+		im.Listen = n.Imports[im.Name]
+		cfg.Imports = append(cfg.Imports, im)
 	}
-	fmt.Fprintf(&b, "gossip:\n  bind: %s\n", addr(n.GossipPort))
-	fmt.Fprintf(&b, "tunnel:\n  listen: %s\n  mode: userspace\n", addr(n.TunnelPort))
-	if s.TunnelAdvertise != "" {
-		fmt.Fprintf(&b, "  advertise: %s\n", s.TunnelAdvertise)
-	}
-	if len(s.Exports) > 0 {
-		b.WriteString("exports:\n")
-		for _, e := range s.Exports {
-			fmt.Fprintf(&b, "  - name: %s\n    target: %s\n", e.Name, e.Target)
-			if e.Check != "" {
-				fmt.Fprintf(&b, "    check:\n      interval: %s\n      timeout: %s\n", e.Check, e.Check)
-			}
-			if e.NoCheck {
-				b.WriteString("    check: false\n")
-			}
-			if e.ProxyProtocol != "" {
-				fmt.Fprintf(&b, "    proxy_protocol: %s\n", e.ProxyProtocol)
-			}
-			if e.Allow != nil {
-				fmt.Fprintf(&b, "    allow: [%s]\n", quoteList(e.Allow))
-			}
-			b.WriteString(e.Extra)
-		}
-	}
-	if len(s.Imports) > 0 {
-		b.WriteString("imports:\n")
-		for _, im := range s.Imports {
-			fmt.Fprintf(&b, "  - name: %s\n    listen: %s\n", im.Name, n.Imports[im.Name])
-			if len(im.Sites) > 0 {
-				fmt.Fprintf(&b, "    sites: [%s]\n", strings.Join(im.Sites, ", "))
-			}
-			if im.Balance != "" {
-				fmt.Fprintf(&b, "    balance: %s\n", im.Balance)
-			}
-			if im.ConnectTimeout != "" {
-				fmt.Fprintf(&b, "    connect_timeout: %s\n", im.ConnectTimeout)
-			}
-			b.WriteString(im.Extra)
-		}
-	}
-	if n.Metrics != "" {
-		fmt.Fprintf(&b, "metrics:\n  listen: %s\n", n.Metrics)
-	}
-	b.WriteString("log:\n  level: info\n  format: text\n")
-	b.WriteString(s.Extra)
-	return b.String()
+	return cfg
 }
 
-func quoteList(ss []string) string {
-	q := make([]string, len(ss))
-	for i, s := range ss {
-		q[i] = strconv.Quote(s)
-	}
-	return strings.Join(q, ", ")
-}
+// configYAML renders the node's config file.
+func (c *cluster) configYAML(n *meshNode, s nodeSpec) string { return c.nodeConfig(n, s).YAML() }
 
 // start writes the node's config and starts `meshd join`.
 func (c *cluster) start(s nodeSpec) *meshNode {

@@ -21,6 +21,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/meshd/meshd/internal/lab"
 )
 
 // TestHostile is the hostile-input suite of README "Hostile input and limits" (issue #11): each case floods
@@ -41,11 +43,11 @@ func TestHostile(t *testing.T) {
 	be := startBackend(t, "127.0.0.1:0")
 	relayPort := freePort(t)
 	exp := c.start(nodeSpec{Name: "exp-1", Site: "cloud",
-		Exports: []exportSpec{{Name: "echo", Target: be.Addr()}, {Name: "echo2", Target: be.Addr()}, {Name: "echo3", Target: be.Addr()}},
-		Extra:   fmt.Sprintf("relay:\n  enabled: true\n  listen: %s\nlimits:\n  max_streams_per_peer: 64\n", addr(relayPort))})
+		Exports:     []exportSpec{{Name: "echo", Target: be.Addr()}, {Name: "echo2", Target: be.Addr()}, {Name: "echo3", Target: be.Addr()}},
+		RelayListen: addr(relayPort), Limits: lab.Limits{MaxStreamsPerPeer: 64}})
 	imp := c.start(nodeSpec{Name: "imp-1", Site: "onprem", Metrics: true,
 		Imports: []importSpec{{Name: "echo", Sites: []string{"cloud"}},
-			{Name: "echo2", Sites: []string{"cloud"}, Extra: "    max_conns: 8\n    rate: 20\n    burst: 10\n"}}})
+			{Name: "echo2", Sites: []string{"cloud"}, MaxConns: 8, Rate: 20, Burst: 10}}})
 	// att-1 holds the cluster key and opens more streams than exp-1 allows
 	// one peer; the legitimate transfer goes imp-1 → exp-1.
 	att := c.start(nodeSpec{Name: "att-1", Site: "edge", Imports: []importSpec{{Name: "echo3", Sites: []string{"cloud"}}}})

@@ -11,13 +11,13 @@ import (
 	"io"
 	"net"
 	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/meshd/meshd/internal/lab"
 	"github.com/meshd/meshd/internal/netns"
 )
 
@@ -78,38 +78,16 @@ func kernelNetnsRun(t *testing.T, mode string) float64 {
 
 	c := newCluster(t)
 	importAddr := "10.97.0.1:15000"
-	mk := func(name, site, ns, ip string, join []string, body string) *meshNode {
-		n := &meshNode{
-			Name: name, Site: site,
-			Dir:        filepath.Join(c.dir, name),
-			Config:     filepath.Join(c.dir, name+".yaml"),
-			LogPath:    filepath.Join(c.dir, name+".log"),
-			GossipPort: 7946,
-			TunnelPort: 51820,
-			Imports:    map[string]string{},
-		}
-		var b strings.Builder
-		fmt.Fprintf(&b, "name: %s\nsite: %s\ndata_dir: %s\n", name, site, n.Dir)
-		fmt.Fprintf(&b, "cluster:\n  key_file: %s\n", c.keyFile)
-		if len(join) > 0 {
-			fmt.Fprintf(&b, "  join: [%s]\n", quoteList(join))
-		}
-		fmt.Fprintf(&b, "gossip:\n  bind: %s:7946\n", ip)
-		fmt.Fprintf(&b, "tunnel:\n  listen: %s:51820\n  mode: %s\n", ip, mode)
-		b.WriteString(body)
-		b.WriteString("log:\n  level: info\n  format: text\n")
-		if err := os.WriteFile(n.Config, []byte(b.String()), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		startInNetns(t, c, ns, n)
+	mk := func(name, site, ns, ip string, join []string, exports []lab.Export, imports []lab.Import) *meshNode {
+		n, cfg := c.netnsNode(name, site, ip, join)
+		cfg.TunnelMode, cfg.Exports, cfg.Imports = mode, exports, imports
+		startInNetns(t, c, ns, n, cfg)
 		return n
 	}
-	b1 := mk("onprem-1", "onprem", onpremNS, "10.97.0.2", nil,
-		"exports:\n  - name: echo\n    target: "+echoAddr+"\n")
+	b1 := mk("onprem-1", "onprem", onpremNS, "10.97.0.2", nil, []lab.Export{{Name: "echo", Target: echoAddr}}, nil)
 	waitUp(t, b1, 20*time.Second)
-	a1 := mk("edge-1", "edge", edgeNS, "10.97.0.1", []string{"10.97.0.2:7946"},
-		"imports:\n  - name: echo\n    listen: "+importAddr+"\n    sites: [onprem]\n")
-	a1.Imports["echo"] = importAddr
+	a1 := mk("edge-1", "edge", edgeNS, "10.97.0.1", []string{"10.97.0.2:7946"}, nil,
+		[]lab.Import{{Name: "echo", Listen: importAddr, Sites: []string{"onprem"}}})
 	waitMesh(t, 30*time.Second, a1, b1)
 	waitFor(t, 15*time.Second, "edge-1 to see echo healthy and onprem-1 up", func() (bool, string) {
 		st, err := tryStatus(t, a1)

@@ -16,6 +16,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"runtime"
 	"sort"
@@ -25,6 +26,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/meshd/meshd/internal/lab"
 	"github.com/meshd/meshd/internal/netns"
 
 	"golang.org/x/sys/unix"
@@ -219,10 +221,37 @@ func dialInNetns(nsPath, addr string, timeout time.Duration) (net.Conn, error) {
 
 // ---------------------------------------------------------------- processes
 
-// startInNetns starts `meshd join --config n.Config` inside namespace ns
-// and manages it like cluster.start does (kill in cleanup, log checks).
-func startInNetns(t *testing.T, c *cluster, ns string, n *meshNode) {
+// netnsNode is a node to run inside a namespace at ip: its meshNode
+// (files in the cluster's dir, gossip on ip:7946, tunnel on ip:51820) and
+// its base config (the cluster's key, the join seeds, userspace mode, log
+// at info). Add exports and imports to the config, then startInNetns.
+func (c *cluster) netnsNode(name, site, ip string, join []string) (*meshNode, lab.Node) {
+	n := &meshNode{
+		Name: name, Site: site,
+		Dir:        filepath.Join(c.dir, name),
+		Config:     filepath.Join(c.dir, name+".yaml"),
+		LogPath:    filepath.Join(c.dir, name+".log"),
+		GossipPort: 7946,
+		TunnelPort: 51820,
+		Imports:    map[string]string{},
+	}
+	cfg := lab.Node{Name: name, Site: site, DataDir: n.Dir, KeyFile: c.keyFile, Join: join,
+		GossipBind: ip + ":7946", TunnelListen: ip + ":51820", TunnelMode: "userspace",
+		LogLevel: "info", LogFormat: "text"}
+	return n, cfg
+}
+
+// startInNetns writes cfg to n.Config, starts `meshd join --config
+// n.Config` inside namespace ns and manages it like cluster.start does
+// (kill in cleanup, log checks). n.Imports gets cfg's imports.
+func startInNetns(t *testing.T, c *cluster, ns string, n *meshNode, cfg lab.Node) {
 	t.Helper()
+	for _, im := range cfg.Imports {
+		n.Imports[im.Name] = im.Listen
+	}
+	if err := os.WriteFile(n.Config, []byte(cfg.YAML()), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	lf, err := os.OpenFile(n.LogPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
 		t.Fatal(err)

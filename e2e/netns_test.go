@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/meshd/meshd/internal/lab"
 	"github.com/meshd/meshd/internal/netns"
 	"github.com/meshd/meshd/node"
 )
@@ -115,43 +116,22 @@ func TestNetns(t *testing.T) {
 	}
 	importAddr := edge.ip() + ":15000"
 	gossipAddr := func(s netnsSite) string { return s.ip() + ":7946" }
-	mk := func(s netnsSite, join []netnsSite, body string) *meshNode {
-		n := &meshNode{
-			Name: s.node, Site: s.role,
-			Dir:        filepath.Join(c.dir, s.node),
-			Config:     filepath.Join(c.dir, s.node+".yaml"),
-			LogPath:    filepath.Join(c.dir, s.node+".log"),
-			GossipPort: 7946,
-			TunnelPort: 51820,
-			Imports:    map[string]string{},
+	mk := func(s netnsSite, join []netnsSite, exports []lab.Export, imports []lab.Import) *meshNode {
+		var js []string
+		for _, j := range join {
+			js = append(js, gossipAddr(j))
 		}
-		var b strings.Builder
-		fmt.Fprintf(&b, "name: %s\nsite: %s\ndata_dir: %s\n", s.node, s.role, n.Dir)
-		fmt.Fprintf(&b, "cluster:\n  key_file: %s\n", c.keyFile)
-		if len(join) > 0 {
-			var js []string
-			for _, j := range join {
-				js = append(js, gossipAddr(j))
-			}
-			fmt.Fprintf(&b, "  join: [%s]\n", quoteList(js))
-		}
-		fmt.Fprintf(&b, "gossip:\n  bind: %s\n", gossipAddr(s))
-		fmt.Fprintf(&b, "tunnel:\n  listen: %s:51820\n  mode: userspace\n", s.ip())
-		b.WriteString(body)
-		fmt.Fprintf(&b, "log:\n  level: %s\n  format: text\n", logLevel)
-		if err := os.WriteFile(n.Config, []byte(b.String()), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		startInNetns(t, c, s.ns, n)
+		n, cfg := c.netnsNode(s.node, s.role, s.ip(), js)
+		cfg.Exports, cfg.Imports, cfg.LogLevel = exports, imports, logLevel
+		startInNetns(t, c, s.ns, n, cfg)
 		return n
 	}
-	exportEcho := "exports:\n  - name: echo\n    target: " + echoAddr + "\n"
-	o1 := mk(onprem, nil, exportEcho)
+	exportEcho := []lab.Export{{Name: "echo", Target: echoAddr}}
+	o1 := mk(onprem, nil, exportEcho, nil)
 	waitUp(t, o1, 20*time.Second)
-	c1 := mk(cloud, []netnsSite{onprem}, exportEcho)
-	e1 := mk(edge, []netnsSite{onprem, cloud},
-		"imports:\n  - name: echo\n    listen: "+importAddr+"\n    sites: [onprem, cloud]\n")
-	e1.Imports["echo"] = importAddr
+	c1 := mk(cloud, []netnsSite{onprem}, exportEcho, nil)
+	e1 := mk(edge, []netnsSite{onprem, cloud}, nil,
+		[]lab.Import{{Name: "echo", Listen: importAddr, Sites: []string{"onprem", "cloud"}}})
 	nodes := []*meshNode{o1, c1, e1}
 	pids := map[string]int{}
 	for _, n := range nodes {

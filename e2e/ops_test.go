@@ -416,7 +416,7 @@ func TestImportWaitsAndLogs(t *testing.T) {
 	webX, webY := startFOBackend(t, "x"), startFOBackend(t, "y")
 	z := c.start(nodeSpec{Name: "z", Site: "s3", Join: []string{}, Imports: []importSpec{
 		{Name: "web", Sites: []string{"s1", "s2"}},
-		{Name: "ghost", ConnectTimeout: "300ms"},
+		{Name: "ghost", ConnectTimeout: 300 * time.Millisecond},
 		{Name: "unchecked"}}})
 	waitUp(t, z, 15*time.Second)
 

@@ -23,6 +23,7 @@ import (
 
 	"github.com/meshd/meshd/failover"
 	"github.com/meshd/meshd/internal/config"
+	"github.com/meshd/meshd/internal/lab"
 	"github.com/meshd/meshd/internal/tcpserver"
 )
 
@@ -44,9 +45,9 @@ func newPKI(t *testing.T, dir string, cas ...string) *pkiEnv {
 	return p
 }
 
-// issue signs a node identity with ca and returns the pki: YAML for it,
+// issue signs a node identity with ca and returns the pki section for it,
 // trusting trust (a CA name, or a path to a CA file).
-func (p *pkiEnv) issue(ca, trust, name, site string, args ...string) string {
+func (p *pkiEnv) issue(ca, trust, name, site string, args ...string) lab.PKI {
 	p.t.Helper()
 	out := filepath.Join(p.dir, "certs-"+ca)
 	full := append([]string{"cert", "sign", "--ca", filepath.Join(p.dir, ca), "--name", name, "--site", site, "--out", out}, args...)
@@ -57,8 +58,7 @@ func (p *pkiEnv) issue(ca, trust, name, site string, args ...string) string {
 	if !strings.Contains(trust, "/") {
 		caFile = filepath.Join(p.dir, trust, "ca.crt")
 	}
-	return fmt.Sprintf("pki:\n  ca: %s\n  cert: %s\n  key: %s\n", caFile,
-		filepath.Join(out, name+".crt"), filepath.Join(out, name+".key"))
+	return lab.PKI{CA: caFile, Cert: filepath.Join(out, name+".crt"), Key: filepath.Join(out, name+".key")}
 }
 
 // issueInto re-issues name's certificate with ca into the directory of
@@ -196,26 +196,25 @@ func TestPKI(t *testing.T) {
 	p := newPKI(t, c.dir, "mesh", "other")
 	bA, bB := startCountingBackend(t, "a-1"), startCountingBackend(t, "b-1")
 	bX, bY := startCountingBackend(t, "x-imp"), startCountingBackend(t, "y-intr")
-	metricsA, metricsNo := addr(freePort(t)), addr(freePort(t))
 
 	a1 := c.start(nodeSpec{Name: "a-1", Site: "a",
 		Exports: []exportSpec{{Name: "svc", Target: bA.Addr(), Allow: []string{"group:ok", "node:b-1"}}},
-		Extra:   p.issue("mesh", "mesh", "a-1", "a", "--exports", "svc") + "metrics:\n  listen: " + metricsA + "\n"})
+		PKI:     p.issue("mesh", "mesh", "a-1", "a", "--exports", "svc"), Metrics: true})
 	b1 := c.start(nodeSpec{Name: "b-1", Site: "b",
 		Exports: []exportSpec{{Name: "svc", Target: bB.Addr()}},
-		Extra:   p.issue("mesh", "mesh", "b-1", "b", "--exports", "sv*")})
+		PKI:     p.issue("mesh", "mesh", "b-1", "b", "--exports", "sv*")})
 	cOK := c.start(nodeSpec{Name: "c-ok", Site: "c",
 		Imports: []importSpec{{Name: "svc", Sites: []string{"x", "y", "a", "b"}}},
-		Extra:   p.issue("mesh", "mesh", "c-ok", "c", "--groups", "ok")})
+		PKI:     p.issue("mesh", "mesh", "c-ok", "c", "--groups", "ok")})
 	cNo := c.start(nodeSpec{Name: "c-no", Site: "c",
 		Imports: []importSpec{{Name: "svc", Sites: []string{"a", "b"}}},
-		Extra:   p.issue("mesh", "mesh", "c-no", "c", "--groups", "web") + "metrics:\n  listen: " + metricsNo + "\n"})
+		PKI:     p.issue("mesh", "mesh", "c-no", "c", "--groups", "web"), Metrics: true})
 	c.start(nodeSpec{Name: "x-imp", Site: "x", // its certificate allows "other", not "svc"
 		Exports: []exportSpec{{Name: "svc", Target: bX.Addr()}},
-		Extra:   p.issue("mesh", "mesh", "x-imp", "x", "--exports", "other")})
+		PKI:     p.issue("mesh", "mesh", "x-imp", "x", "--exports", "other")})
 	c.start(nodeSpec{Name: "y-intr", Site: "y", // cluster key, but a certificate from another CA
 		Exports: []exportSpec{{Name: "svc", Target: bY.Addr()}},
-		Extra:   p.issue("other", "other", "y-intr", "y", "--exports", "*")})
+		PKI:     p.issue("other", "other", "y-intr", "y", "--exports", "*")})
 
 	// c-ok lists the certified nodes and only the allowed exports.
 	waitFor(t, 20*time.Second, "c-ok's view of the mesh", func() (bool, string) {
@@ -287,10 +286,10 @@ func TestPKI(t *testing.T) {
 			t.Errorf("c-no connection %d took %v to be closed", i, d)
 		}
 	}
-	if got := scrape(t, metricsNo, "meshd_import_connections_total", "import", "svc", "result", "denied"); got != 3 {
+	if got := scrape(t, cNo.Metrics, "meshd_import_connections_total", "import", "svc", "result", "denied"); got != 3 {
 		t.Errorf("c-no import_connections_total{result=denied} = %v, want 3", got)
 	}
-	if got := scrape(t, metricsA, "meshd_export_denied_total", "export", "svc"); got != 3 {
+	if got := scrape(t, a1.Metrics, "meshd_export_denied_total", "export", "svc"); got != 3 {
 		t.Errorf("a-1 export_denied_total = %v, want 3", got)
 	}
 	if st := status(t, cNo); st.Imports[0].Denied != 3 {

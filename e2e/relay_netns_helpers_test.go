@@ -32,6 +32,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/meshd/meshd/internal/lab"
 	"github.com/meshd/meshd/internal/netns"
 	"github.com/meshd/meshd/node"
 )
@@ -154,54 +155,37 @@ func (tp *rnTopo) host(role string) *rnHost {
 }
 
 // start writes role's config and starts its meshd inside its namespace.
-// It joins the gossip of the join roles; body is YAML appended (exports,
-// imports). A relay host gets relay.enabled on <ip>:7947.
-func (tp *rnTopo) start(role string, join []string, body string) *meshNode {
+// It joins the gossip of the join roles; edit (if not nil) adds to the
+// config (exports, imports). A relay host gets relay.enabled on <ip>:7947.
+func (tp *rnTopo) start(role string, join []string, edit func(*lab.Node)) *meshNode {
 	t := tp.t
 	t.Helper()
 	h := tp.host(role)
-	c := tp.c
-	n := &meshNode{
-		Name: h.Node, Site: h.Site,
-		Dir:        filepath.Join(c.dir, h.Node),
-		Config:     filepath.Join(c.dir, h.Node+".yaml"),
-		LogPath:    filepath.Join(c.dir, h.Node+".log"),
-		GossipPort: 7946,
-		TunnelPort: 51820,
-		Imports:    map[string]string{},
+	var js []string
+	for _, j := range join {
+		js = append(js, tp.host(j).gossip())
 	}
-	var b strings.Builder
-	fmt.Fprintf(&b, "name: %s\nsite: %s\ndata_dir: %s\n", h.Node, h.Site, n.Dir)
-	fmt.Fprintf(&b, "cluster:\n  key_file: %s\n", c.keyFile)
-	if len(join) > 0 {
-		var js []string
-		for _, j := range join {
-			js = append(js, tp.host(j).gossip())
-		}
-		fmt.Fprintf(&b, "  join: [%s]\n", quoteList(js))
-	}
-	fmt.Fprintf(&b, "gossip:\n  bind: %s\n", h.gossip())
-	fmt.Fprintf(&b, "tunnel:\n  listen: %s:51820\n  mode: userspace\n", h.ip())
+	n, cfg := tp.c.netnsNode(h.Node, h.Site, h.ip(), js)
 	if h.Relay {
-		fmt.Fprintf(&b, "relay:\n  enabled: true\n  listen: %s:7947\n", h.ip())
+		cfg.RelayEnabled, cfg.RelayListen = true, h.ip()+":7947"
 	}
-	b.WriteString(body)
-	b.WriteString("log:\n  level: info\n  format: text\n")
-	if err := os.WriteFile(n.Config, []byte(b.String()), 0o600); err != nil {
-		t.Fatal(err)
+	if edit != nil {
+		edit(&cfg)
 	}
-	startInNetns(t, c, h.ns, n)
+	startInNetns(t, tp.c, h.ns, n, cfg)
 	h.n = n
 	return n
 }
 
-// rnExportEcho / rnImportEcho are config bodies: export the echo backend;
+// rnExportEcho / importEcho are config edits: export the echo backend;
 // import it on the host's address.
-const rnExportEcho = "exports:\n  - name: echo\n    target: " + rnEchoAddr + "\n    check: {interval: 1s, timeout: 1s}\n"
+func rnExportEcho(cfg *lab.Node) {
+	cfg.Exports = append(cfg.Exports, lab.Export{Name: "echo", Target: rnEchoAddr, CheckInterval: time.Second, CheckTimeout: time.Second})
+}
 
-func (tp *rnTopo) importEcho(role string) string {
-	h := tp.host(role)
-	return fmt.Sprintf("imports:\n  - name: echo\n    listen: %s\n", h.importAt())
+func (tp *rnTopo) importEcho(role string) func(*lab.Node) {
+	at := tp.host(role).importAt()
+	return func(cfg *lab.Node) { cfg.Imports = append(cfg.Imports, lab.Import{Name: "echo", Listen: at}) }
 }
 
 // rnUDPCutRules drops every UDP packet between a and b in the router.

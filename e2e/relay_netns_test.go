@@ -35,7 +35,7 @@ func rnStd(t *testing.T) *rnTopo {
 func rnStartStd(t *testing.T, tp *rnTopo) (an, bn, rn *meshNode) {
 	t.Helper()
 	startNetnsEcho(t, tp.host("b").ns, rnEchoAddr, tp.host("b").Node)
-	rn = tp.start("r", nil, "")
+	rn = tp.start("r", nil, nil)
 	waitUp(t, rn, 20*time.Second)
 	bn = tp.start("b", []string{"r"}, rnExportEcho)
 	an = tp.start("a", []string{"r", "b"}, tp.importEcho("a"))
@@ -407,9 +407,9 @@ func TestRelayNetnsRelayDeath(t *testing.T) {
 	a, b := tp.host("a"), tp.host("b")
 	tp.blockUDP("a", "b")
 	startNetnsEcho(t, b.ns, rnEchoAddr, b.Node)
-	r1 := tp.start("r1", nil, "")
+	r1 := tp.start("r1", nil, nil)
 	waitUp(t, r1, 20*time.Second)
-	r2 := tp.start("r2", []string{"r1"}, "")
+	r2 := tp.start("r2", []string{"r1"}, nil)
 	bn := tp.start("b", []string{"r1", "r2"}, rnExportEcho)
 	an := tp.start("a", []string{"r1", "r2"}, tp.importEcho("a"))
 	relays := map[string]*meshNode{r1.Name: r1, r2.Name: r2}

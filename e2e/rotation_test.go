@@ -40,11 +40,11 @@ func TestRotation(t *testing.T) {
 
 	bA, bB := startFOBackend(t, "a-1"), startFOBackend(t, "b-1")
 	a := c.start(nodeSpec{Name: "a-1", Site: "a", Exports: []exportSpec{{Name: "svc", Target: bA.Addr()}},
-		Extra: p.issue("ca1", trust, "a-1", "a", "--exports", "svc")})
+		PKI: p.issue("ca1", trust, "a-1", "a", "--exports", "svc")})
 	b := c.start(nodeSpec{Name: "b-1", Site: "b", Exports: []exportSpec{{Name: "svc", Target: bB.Addr()}},
-		Extra: p.issue("ca1", trust, "b-1", "b", "--exports", "svc")})
+		PKI: p.issue("ca1", trust, "b-1", "b", "--exports", "svc")})
 	imp := c.start(nodeSpec{Name: "c-1", Site: "c", Imports: []importSpec{{Name: "svc", Sites: []string{"a", "b"}}},
-		Extra: p.issue("ca1", trust, "c-1", "c")})
+		PKI: p.issue("ca1", trust, "c-1", "c")})
 	nodes := []*meshNode{a, b, imp}
 	waitFor(t, 20*time.Second, "c-1 sees a-1 and b-1 up", func() (bool, string) { return foSeesUp(t, imp, "svc", "a-1", "b-1") })
 	fp0 := status(t, a).Node.Identity.Fingerprint

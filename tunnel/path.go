@@ -3,8 +3,6 @@ package tunnel
 import (
 	"crypto/hmac"
 	"crypto/sha256"
-	"encoding/hex"
-	"fmt"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -120,10 +118,12 @@ type PathBind struct {
 	// socket (live), the relay, the black-hole set, the peer (fast, and
 	// byAddr on receive) and its path choice atomically; only a handshake
 	// from an unknown address takes mu (to note the stranger). Everything
-	// else is guarded by mu.
+	// else is guarded by mu; the probe loop holds it only to copy and to
+	// update records, never while it judges peers, logs or sends (see
+	// probeLoop).
 	// Lock order: Tunnel.mu before PathBind.mu (the tunnel calls the bind
-	// holding its lock); the bind never calls the tunnel, or sends on
-	// stale, holding mu.
+	// holding its lock); the bind never calls the tunnel, the peer namer or
+	// the logger, or sends on stale, holding mu.
 	live  atomic.Pointer[udpConn]                // the open socket's batched I/O; nil when closed
 	relay atomic.Pointer[relayRef]               // nil when none
 	holes atomic.Pointer[map[key.PublicKey]bool] // black-holed peers: the one set (Tunnel.SetBlackhole); immutable once stored
@@ -163,26 +163,18 @@ type pathChoice struct {
 type peerPath struct {
 	// choice is direct and useRelay as published by publish (under
 	// PathBind.mu) for the send path.
-	choice     atomic.Pointer[pathChoice]
-	direct     netip.AddrPort
-	seq        uint64
-	pairKey    []byte            // probe pairmac key (X25519 of the node keys); nil until first used
-	sent       [probeRing]uint64 // seq of recent probes, ring
-	stamps     [probeRing]uint64 // their stamps, which a pong must echo
-	acked      [probeRing]bool
-	lastStamp  uint64         // newest stamp taken from this peer's pings (freshness)
-	useRelay   bool           // send via the relay (when there is one)
-	everDirect bool           // the direct path was confirmed at least once
-	learned    netip.AddrPort // source address seen in its probes, if not direct
-	changed    time.Time
+	choice atomic.Pointer[pathChoice]
+	direct netip.AddrPort
+	// probeRecord is what judging the peer reads and writes; the probe
+	// loop judges a copy of it outside PathBind.mu (see probeLoop).
+	probeRecord
+	pairKey   []byte            // probe pairmac key (X25519 of the node keys); nil until first used
+	stamps    [probeRing]uint64 // the stamps of sent's probes, which a pong must echo
+	lastStamp uint64            // newest stamp taken from this peer's pings (freshness)
+	learned   netip.AddrPort    // source address seen in its probes, if not direct
 	// Probe scheduling: only active peers (a session held or being
-	// dialled) are probed, every `every` (probeEvery, backed off while the
-	// direct path does not answer), next at `next`. Probes sent before the
-	// peer became active again (seq <= base) are not judged.
+	// dialled) are probed, every `every` (see probeRecord), next at `next`.
 	active bool
-	idle   bool // the session carries nothing: probed every probeIdleEvery
-	base   uint64
-	every  time.Duration
 	next   time.Time
 
 	// WireGuard bytes sent to and received from the peer on any path
@@ -193,6 +185,24 @@ type peerPath struct {
 	handshook atomic.Bool  // a WireGuard handshake message was sent or received
 	wg        atomic.Bool  // the peer is a WireGuard peer of the device (see SetWG)
 	pokedAt   atomic.Int64 // unix nanoseconds of the last stale-keypair poke
+}
+
+// probeRecord is a peer's probe record and its verdict: all that
+// judge reads and writes (see path_judge.go). A plain value:
+// copied under PathBind.mu, it is judged without the lock.
+type probeRecord struct {
+	seq        uint64
+	sent       [probeRing]uint64 // seq of recent probes, ring
+	acked      [probeRing]bool
+	useRelay   bool // send via the relay (when there is one)
+	everDirect bool // the direct path was confirmed at least once
+	changed    time.Time
+	// Probes are sent every `every` (probeEvery, backed off while the
+	// direct path does not answer). Probes sent before the peer became
+	// active again (seq <= base) are not judged.
+	idle  bool // the session carries nothing: probed every probeIdleEvery
+	base  uint64
+	every time.Duration
 }
 
 type relayPacket struct {
@@ -440,151 +450,6 @@ func (b *PathBind) Path(pub key.PublicKey) (path, via string) {
 		return "direct", ""
 	}
 	return "none", ""
-}
-
-// Close closes the socket and stops probing.
-func (b *PathBind) Close() error {
-	b.mu.Lock()
-	c, done := b.conn, b.done
-	b.conn, b.done = nil, nil
-	b.live.Store(nil)
-	b.mu.Unlock()
-	if c == nil {
-		return nil
-	}
-	close(done)
-	err := c.Close()
-	b.wg.Wait()
-	return err
-}
-
-// SetMark is a no-op.
-func (b *PathBind) SetMark(uint32) error { return nil }
-
-// BatchSize is how many packets wireguard-go hands Send, or takes from a
-// receive function, at once.
-func (b *PathBind) BatchSize() int { return batchSize }
-
-// ParseEndpoint accepts a peer's hex public key (meshd's form) or ip:port.
-func (b *PathBind) ParseEndpoint(s string) (conn.Endpoint, error) {
-	if len(s) == 2*key.Len {
-		if raw, err := hex.DecodeString(s); err == nil {
-			var pub key.PublicKey
-			copy(pub[:], raw)
-			return &Endpoint{Peer: pub}, nil
-		}
-	}
-	ap, err := netip.ParseAddrPort(s)
-	if err != nil {
-		return nil, fmt.Errorf("tunnel: endpoint %q: %w", s, err)
-	}
-	return &Endpoint{Addr: netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())}, nil
-}
-
-// Send sends to the endpoint's peer on its current path.
-func (b *PathBind) Send(bufs [][]byte, ep conn.Endpoint) error {
-	e, ok := ep.(*Endpoint)
-	if !ok {
-		return conn.ErrWrongEndpointType
-	}
-	u := b.live.Load()
-	dst := e.Addr
-	var r Relay
-	var pp *peerPath
-	if !e.Peer.IsZero() {
-		if b.blocked(e.Peer) {
-			return nil // dropped, as by a cut link
-		}
-		if p := b.peer(e.Peer); p != nil {
-			pp = p
-			c := p.choice.Load()
-			if rr := b.relay.Load(); c.useRelay && rr != nil {
-				r = rr.r
-			} else if c.direct.IsValid() {
-				dst = c.direct
-			}
-		}
-	}
-	if u == nil {
-		return net.ErrClosed
-	}
-	if pp != nil {
-		var n int
-		for _, buf := range bufs {
-			n += len(buf)
-		}
-		pp.tx.Add(uint64(n))
-		if len(bufs) > 0 && len(bufs[0]) > 0 && (bufs[0][0] == wgInitiationType || bufs[0][0] == wgResponseType) {
-			pp.handshook.Store(true)
-		}
-	}
-	if r != nil {
-		for _, buf := range bufs {
-			r.Send(e.Peer, buf) // drops when the relay queue is full, like a lossy link
-		}
-		return nil
-	}
-	if !dst.IsValid() {
-		return nil // no path yet; WireGuard retries
-	}
-	return u.writeBatch(bufs, dst)
-}
-
-// probeLoop pings every peer's direct address and re-judges its path.
-func (b *PathBind) probeLoop(c *net.UDPConn, done chan struct{}) {
-	defer b.wg.Done()
-	tick := time.NewTicker(probeEvery)
-	defer tick.Stop()
-	type out struct {
-		to         netip.AddrPort
-		pub        key.PublicKey
-		seq, stamp uint64
-	}
-	var sends []out
-	for {
-		select {
-		case <-done:
-			return
-		case <-tick.C:
-		}
-		sends = sends[:0]
-		now := time.Now()
-		b.mu.Lock()
-		for pub, p := range b.active {
-			if now.Before(p.next) {
-				continue
-			}
-			b.judgeLocked(pub, p, now)
-			if !p.direct.IsValid() || b.blocked(pub) {
-				continue
-			}
-			p.next = now.Add(p.every - probeEvery/4) // due at the tick nearest every
-			st := b.stamp.Add(1)
-			sends = append(sends, out{p.direct, pub, p.startProbe(st), st})
-		}
-		b.mu.Unlock()
-		for _, s := range sends {
-			c.WriteToUDPAddrPort(b.probe(probePing, s.pub, s.seq, s.stamp), s.to)
-		}
-	}
-}
-
-// judgeLocked moves a peer between relay and direct by its probe record
-// (see peerPath.judge) and logs the move.
-func (b *PathBind) judgeLocked(pub key.PublicKey, p *peerPath, now time.Time) {
-	moved, answered := p.judge(now)
-	relayBy := b.relayName()
-	switch {
-	case !moved:
-	case !p.useRelay:
-		b.log.Info("path: direct path confirmed", "peer", b.peerName(pub))
-	case relayBy == "":
-		b.log.Warn("path: direct path lost or lossy; no relay to fall back to", "peer", b.peerName(pub),
-			"answered", fmt.Sprintf("%d/%d", answered, probeWindow))
-	default:
-		b.log.Warn("path: direct path lost or lossy; using the relay", "peer", b.peerName(pub),
-			"answered", fmt.Sprintf("%d/%d", answered, probeWindow), "relay", relayBy)
-	}
 }
 
 // SetPeerNamer sets the function that names peers in logs and errors (nil:

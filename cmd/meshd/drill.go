@@ -1,17 +1,15 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
-	"net/http"
 	"os"
 	"os/signal"
 	"syscall"
-	"time"
 
 	"github.com/urfave/cli/v2"
 
 	"github.com/meshd/meshd/failover"
+	"github.com/meshd/meshd/internal/control"
 	"github.com/meshd/meshd/node"
 )
 
@@ -25,46 +23,45 @@ func drillCommand() *cli.Command {
 			"node opens a probe connection per import every 100 ms and reports the recovery time\n" +
 			"(rto_ms), failback time, failed probes and which node served before/during/after.\n" +
 			"Run it from a node outside SITE.",
-		Flags: append(socketFlags(),
+		Flags: socketFlags(
 			&cli.StringFlag{Name: "site", Usage: "the site to cut off", Required: true},
 			&cli.StringFlag{Name: "service", Usage: "probe only this import (default: every import of this node)"},
 			&cli.DurationFlag{Name: "duration", Value: node.DefaultDrillDuration, Usage: "how long the site stays cut off (max 10m)"},
-			&cli.BoolFlag{Name: "json", Usage: "print the report as JSON (the format is in docs/formats.md)"},
+			jsonFlag("print the report as JSON (the format is in docs/formats.md)"),
 		),
-		Action: func(c *cli.Context) error {
-			if c.NArg() > 0 {
-				return cli.Exit(fmt.Sprintf("drill takes no arguments, got %q", c.Args().First()), 2)
-			}
-			d := c.Duration("duration")
-			if d <= 0 || d > failover.MaxDrillDuration {
-				return cli.Exit(fmt.Sprintf("--duration %v not allowed: use a duration up to %v", d, failover.MaxDrillDuration), 2)
-			}
-			sock, err := socketPath(c)
-			if err != nil {
-				return err
-			}
-			var st node.Status
-			if err := controlGet(c.Context, sock, "/status", &st); err != nil {
-				return err
-			}
-			if st.Node.Site == c.String("site") {
-				return cli.Exit(fmt.Sprintf("--site %s is this node's own site: its imports could not watch the failover; run the drill from a node outside %s", st.Node.Site, st.Node.Site), 2)
-			}
-			req := node.DrillRequest{Site: c.String("site"), Service: c.String("service"), DurationMS: d.Milliseconds()}
-			// Ctrl-C ends the request; the node then cancels the drill everywhere.
-			ctx, stop := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM)
-			defer stop()
-			var rep failover.Report
-			if err := controlDo(ctx, sock, http.MethodPost, "/drill", req, &rep, d+time.Minute); err != nil {
-				return err
-			}
-			if c.Bool("json") {
-				enc := json.NewEncoder(c.App.Writer)
-				enc.SetIndent("", "  ")
-				return enc.Encode(rep)
-			}
-			rep.WriteText(c.App.Writer)
-			return nil
-		},
+		Action: runDrill,
 	}
+}
+
+func runDrill(c *cli.Context) error {
+	if err := noArgs(c, "drill"); err != nil {
+		return err
+	}
+	d := c.Duration("duration")
+	if d <= 0 || d > failover.MaxDrillDuration {
+		return cli.Exit(fmt.Sprintf("--duration %v not allowed: use a duration up to %v", d, failover.MaxDrillDuration), 2)
+	}
+	sock, err := socketPath(c)
+	if err != nil {
+		return err
+	}
+	st, err := control.Status(c.Context, sock)
+	if err != nil {
+		return err
+	}
+	if site := st.Node.Site; site == c.String("site") {
+		return cli.Exit(fmt.Sprintf("--site %s is this node's own site: its imports could not watch the failover; run the drill from a node outside %s", site, site), 2)
+	}
+	// Ctrl-C ends the request; the node then cancels the drill everywhere.
+	ctx, stop := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	rep, err := control.Drill(ctx, sock, node.DrillRequest{Site: c.String("site"), Service: c.String("service"), DurationMS: d.Milliseconds()})
+	if err != nil {
+		return err
+	}
+	if c.Bool("json") {
+		return writeJSON(c.App.Writer, rep, true)
+	}
+	rep.WriteText(c.App.Writer)
+	return nil
 }

@@ -1,15 +1,13 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
-	"net/http"
-	"strings"
-	"time"
 
 	"github.com/urfave/cli/v2"
 
 	"github.com/meshd/meshd/internal/config"
+	"github.com/meshd/meshd/internal/control"
+	"github.com/meshd/meshd/internal/statusfmt"
 	"github.com/meshd/meshd/node"
 )
 
@@ -23,50 +21,27 @@ func reloadCommand() *cli.Command {
 			"connections through unchanged imports and exports are not touched. A change of\n" +
 			"name, site, data_dir, a listen or advertise address or tunnel.mode is refused (restart\n" +
 			"needed); an invalid file changes nothing. SIGHUP does the same.",
-		Flags: append(socketFlags(), &cli.BoolFlag{Name: "json", Usage: "print the result as JSON"}),
+		Flags: socketFlags(jsonFlag("print the result as JSON")),
 		Action: func(c *cli.Context) error {
-			if c.NArg() > 0 {
-				return cli.Exit(fmt.Sprintf("reload takes no arguments, got %q", c.Args().First()), 2)
+			if err := noArgs(c, "reload"); err != nil {
+				return err
 			}
-			sock, err := socketPathNoLoad(c)
+			// The node reports a broken file's error: find its socket anyway.
+			sock, err := control.FindSocketLenient(c.String("socket"), c.String("config"))
 			if err != nil {
 				return err
 			}
-			var res node.ReloadResult
-			if err := controlDo(c.Context, sock, http.MethodPost, "/reload", struct{}{}, &res, 30*time.Second); err != nil {
-				return fmt.Errorf("reload refused; nothing changed: %w", err)
+			res, err := control.Reload(c.Context, sock)
+			if err != nil {
+				return err
 			}
 			if c.Bool("json") {
-				return json.NewEncoder(c.App.Writer).Encode(res)
+				return writeJSON(c.App.Writer, res, false)
 			}
-			what := "nothing to change in exports or imports"
-			if len(res.Changes) > 0 {
-				what = strings.Join(res.Changes, "; ")
-			}
-			fmt.Fprintf(c.App.Writer, "reloaded %s: %s\n", res.File, what)
+			statusfmt.Reload(c.App.Writer, res)
 			return nil
 		},
 	}
-}
-
-// socketPathNoLoad is socketPath for commands that must work while the
-// config file is broken (reload reports the file's error from the node):
-// with --config it falls back to the default socket of data_dir only if
-// the file cannot be read.
-func socketPathNoLoad(c *cli.Context) (string, error) {
-	if s := c.String("socket"); s != "" {
-		return s, nil
-	}
-	if f := c.String("config"); f != "" {
-		if cfg, err := config.Load(f, config.Overrides{}); err == nil {
-			return cfg.Control.Socket, nil
-		} else if sock, ok := config.SocketHint(f); ok {
-			return sock, nil
-		} else {
-			return "", err
-		}
-	}
-	return socketPath(c)
 }
 
 func maintCommand() *cli.Command {
@@ -77,9 +52,7 @@ func maintCommand() *cli.Command {
 			"On: the node's exports leave the mesh's catalog within a second and new streams are\n" +
 			"answered \"denied: maintenance\" (importers move on); active streams finish; the node\n" +
 			"stays in the mesh and keeps its imports. It survives `meshd reload`, not a restart.",
-		Flags: append(socketFlags(),
-			&cli.StringFlag{Name: "reason", Usage: "why (shown in status)"},
-			&cli.BoolFlag{Name: "json", Usage: "print JSON"}),
+		Flags: socketFlags(&cli.StringFlag{Name: "reason", Usage: "why (shown in status)"}, jsonFlag("print JSON")),
 		Action: func(c *cli.Context) error {
 			if c.NArg() != 1 || (c.Args().First() != "on" && c.Args().First() != "off") {
 				return cli.Exit("maint takes one argument, on or off (see meshd maint --help)", 2)
@@ -92,28 +65,17 @@ func maintCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
-			var res node.MaintRequest
-			if err := controlDo(c.Context, sock, http.MethodPost, "/maint", node.MaintRequest{On: on, Reason: c.String("reason")}, &res, 10*time.Second); err != nil {
+			res, err := control.Maint(c.Context, sock, on, c.String("reason"))
+			if err != nil {
 				return err
 			}
 			if c.Bool("json") {
-				return json.NewEncoder(c.App.Writer).Encode(res)
+				return writeJSON(c.App.Writer, res, false)
 			}
-			if res.On {
-				fmt.Fprintf(c.App.Writer, "maintenance on%s: exports withdrawn, new streams refused\n", reasonSuffix(res.Reason))
-			} else {
-				fmt.Fprintln(c.App.Writer, "maintenance off: exports published")
-			}
+			statusfmt.Maint(c.App.Writer, res)
 			return nil
 		},
 	}
-}
-
-func reasonSuffix(r string) string {
-	if r == "" {
-		return ""
-	}
-	return fmt.Sprintf(" (%s)", r)
 }
 
 func configCommand() *cli.Command {
@@ -130,33 +92,9 @@ func configCommand() *cli.Command {
 			Flags: []cli.Flag{
 				&cli.StringFlag{Name: "config", Aliases: []string{"c"}, Usage: "the configuration `FILE` to check"},
 				&cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "print nothing when the file is valid"},
-				&cli.BoolFlag{Name: "json", Usage: "print the result as JSON (errors stay one line on stderr)"},
+				jsonFlag("print the result as JSON (errors stay one line on stderr)"),
 			},
-			Action: func(c *cli.Context) error {
-				if c.NArg() > 0 {
-					return cli.Exit(fmt.Sprintf("config check takes no arguments, got %q (use --config FILE)", c.Args().First()), 2)
-				}
-				f := c.String("config")
-				if f == "" {
-					return cli.Exit("config check needs --config FILE", 2)
-				}
-				cfg, err := config.Load(f, config.Overrides{})
-				if err != nil {
-					return err
-				}
-				if err := node.CheckConfig(cfg); err != nil {
-					return err
-				}
-				if c.Bool("json") {
-					return json.NewEncoder(c.App.Writer).Encode(map[string]any{"ok": true, "file": f, "name": cfg.Name,
-						"site": cfg.Site, "exports": len(cfg.Exports), "imports": len(cfg.Imports)})
-				}
-				if !c.Bool("quiet") {
-					fmt.Fprintf(c.App.Writer, "%s: ok (node %s, site %s, %d exports, %d imports)\n",
-						f, cfg.Name, cfg.Site, len(cfg.Exports), len(cfg.Imports))
-				}
-				return nil
-			},
+			Action: runConfigCheck,
 		}},
 		Action: func(c *cli.Context) error {
 			if c.NArg() > 0 {
@@ -165,4 +103,30 @@ func configCommand() *cli.Command {
 			return cli.ShowSubcommandHelp(c)
 		},
 	}
+}
+
+func runConfigCheck(c *cli.Context) error {
+	if c.NArg() > 0 {
+		return cli.Exit(fmt.Sprintf("config check takes no arguments, got %q (use --config FILE)", c.Args().First()), 2)
+	}
+	f := c.String("config")
+	if f == "" {
+		return cli.Exit("config check needs --config FILE", 2)
+	}
+	cfg, err := config.Load(f, config.Overrides{})
+	if err != nil {
+		return err
+	}
+	if err := node.CheckConfig(cfg); err != nil {
+		return err
+	}
+	if c.Bool("json") {
+		return writeJSON(c.App.Writer, map[string]any{"ok": true, "file": f, "name": cfg.Name,
+			"site": cfg.Site, "exports": len(cfg.Exports), "imports": len(cfg.Imports)}, false)
+	}
+	if !c.Bool("quiet") {
+		fmt.Fprintf(c.App.Writer, "%s: ok (node %s, site %s, %d exports, %d imports)\n",
+			f, cfg.Name, cfg.Site, len(cfg.Exports), len(cfg.Imports))
+	}
+	return nil
 }

@@ -1,7 +1,9 @@
 // Package control is the client side of a node's control socket: HTTP
 // over a unix socket, JSON in and out (the server is in package node).
-// `meshd status` and `meshd drill` use it, and so does the lab, which
-// reads a started node's status to know when a mesh is ready.
+// Do and Get are the transport; Status, Reload, Maint, Ping and Drill are
+// the typed requests of the `meshd` commands that talk to a running node,
+// and FindSocket says which socket they use. The lab uses it too, reading
+// a started node's status to know when a mesh is ready.
 package control
 
 import (

@@ -2,7 +2,7 @@
 // in-process nodes in sites onprem and cloud on 127.0.0.1, an echo
 // service exported in both sites (onprem-2, cloud-1) and imported on
 // onprem-1 and cloud-2; it pushes checksummed traffic through the import
-// and runs a failover drill. cmd/meshd prints what it returns.
+// and runs a failover drill. Run is the whole of `meshd demo`, writing its report.
 package demo
 
 import (

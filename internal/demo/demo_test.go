@@ -80,39 +80,30 @@ func TestDrillFailed(t *testing.T) {
 	}
 }
 
-// TestDemo runs the whole demo small: four real nodes converge, traffic
-// passes checksummed, and a short drill fails over without a failed
-// probe. Close leaves nothing running.
+// TestDemo runs the whole demo small through Run, as `meshd demo` does:
+// four real nodes converge, traffic passes checksummed, and a short drill
+// fails over without a failed probe; Run reports each step and closes the
+// mesh.
 func TestDemo(t *testing.T) {
 	if testing.Short() {
 		t.Skip("four nodes and a drill")
 	}
-	m, err := Start(slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer m.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	if err := WaitFor(ctx, m.Converged); err != nil {
-		t.Fatalf("no full mesh: %v", err)
-	}
-	if r := Push(ctx, m.ImportAddr(), 4, 64<<10); r.Failed != 0 {
-		t.Fatalf("push: %+v", r)
-	}
-	if err := WaitFor(ctx, m.Settled); err != nil {
-		t.Fatalf("not settled: %v", err)
-	}
-	rep, err := m.Drill(ctx, time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := DrillFailed(rep); err != nil {
-		t.Error(err)
-	}
 	var b strings.Builder
-	rep.WriteText(&b)
-	if !strings.Contains(b.String(), "echo") {
-		t.Errorf("drill report does not name echo:\n%s", b.String())
+	err := Run(ctx, &b, RunOptions{Conns: 4, Size: 64 << 10, Drill: time.Second, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	out := b.String()
+	if err != nil {
+		t.Fatalf("Run: %v\n%s", err, out)
+	}
+	for _, want := range []string{"meshd demo: 4 nodes on loopback", "mesh up in ", "pushed 4 concurrent connections through import echo on onprem-1",
+		"  4 ok, 0 failed, 0.5 MiB in ", "  endpoint echo on onprem-2 (site onprem) healthy=true", "  onprem-1 -> ",
+		"failover drill from cloud-2: site onprem cut off for 1s", "done in "} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
+	if i := strings.Index(out, "failover drill"); i < 0 || !strings.Contains(out[i+len("failover drill"):], "echo") {
+		t.Errorf("drill report does not name echo:\n%s", out)
 	}
 }

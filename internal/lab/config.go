@@ -26,12 +26,15 @@ type Node struct {
 	KeyFile    string   // cluster.key_file
 	Join       []string // cluster.join: seed gossip addresses, host:port
 
-	GossipBind   string // gossip.bind, host:port
-	TunnelListen string // tunnel.listen, host:port
-	TunnelMode   string // tunnel.mode: userspace or kernel
+	GossipBind      string // gossip.bind, host:port
+	GossipAdvertise string // gossip.advertise
+	TunnelListen    string // tunnel.listen, host:port
+	TunnelAdvertise string // tunnel.advertise
+	TunnelMode      string // tunnel.mode: userspace or kernel
 
-	RelayEnabled bool   // relay.enabled
-	RelayListen  string // relay.listen
+	RelayEnabled   bool   // relay.enabled
+	RelayListen    string // relay.listen
+	RelayAdvertise string // relay.advertise
 
 	Exports []Export
 	Imports []Import
@@ -41,7 +44,20 @@ type Node struct {
 	LogLevel      string // log.level
 	LogFormat     string // log.format
 	Failover      Failover
+	PKI           PKI    // pki: the node's identity (README "Identity and policy")
+	Limits        Limits // limits (README "Hostile input and limits")
 	Extra         string // YAML appended as is (top-level keys, newline-terminated)
+}
+
+// PKI is the pki section: file paths, and refused fingerprints.
+type PKI struct {
+	CA, Cert, Key string
+	Blocklist     []string
+}
+
+// Limits is the limits section.
+type Limits struct {
+	MaxStreamsPerPeer, MaxPeers int
 }
 
 // Export is one entry of exports.
@@ -53,6 +69,10 @@ type Export struct {
 	CheckInterval, CheckTimeout time.Duration
 	NoCheck                     bool
 	ProxyProtocol               string // proxy_protocol
+	// Allow is the allow list of selectors; nil leaves the key out (everyone),
+	// an empty non-nil list writes allow: [] (no one).
+	Allow    []string
+	MaxConns int // max_conns
 }
 
 // Import is one entry of imports.
@@ -61,6 +81,9 @@ type Import struct {
 	Sites          []string
 	Balance        string        // least_conn or round_robin
 	ConnectTimeout time.Duration // connect_timeout
+	MaxConns       int           // max_conns
+	Rate           float64       // rate: new connections per second
+	Burst          int           // burst
 }
 
 // Failover is the failover section.
@@ -81,6 +104,11 @@ func (n Node) YAML() string {
 			fmt.Fprintf(&b, "%s%s: %s\n", indent, key, d)
 		}
 	}
+	num := func(indent, key string, v int) {
+		if v != 0 {
+			fmt.Fprintf(&b, "%s%s: %d\n", indent, key, v)
+		}
+	}
 	kv("", "name", n.Name)
 	kv("", "site", n.Site)
 	kv("", "data_dir", n.DataDir)
@@ -91,27 +119,28 @@ func (n Node) YAML() string {
 			fmt.Fprintf(&b, "  join: %s\n", list(n.Join))
 		}
 	}
-	if n.GossipBind != "" {
+	if n.GossipBind != "" || n.GossipAdvertise != "" {
 		b.WriteString("gossip:\n")
 		kv("  ", "bind", n.GossipBind)
+		kv("  ", "advertise", n.GossipAdvertise)
 	}
-	if n.TunnelListen != "" || n.TunnelMode != "" {
+	if n.TunnelListen != "" || n.TunnelAdvertise != "" || n.TunnelMode != "" {
 		b.WriteString("tunnel:\n")
 		kv("  ", "listen", n.TunnelListen)
+		kv("  ", "advertise", n.TunnelAdvertise)
 		kv("  ", "mode", n.TunnelMode)
 	}
-	if n.RelayEnabled || n.RelayListen != "" {
+	if n.RelayEnabled || n.RelayListen != "" || n.RelayAdvertise != "" {
 		fmt.Fprintf(&b, "relay:\n  enabled: %v\n", n.RelayEnabled)
 		kv("  ", "listen", n.RelayListen)
+		kv("  ", "advertise", n.RelayAdvertise)
 	}
 	if len(n.Exports) > 0 {
 		b.WriteString("exports:\n")
 		for _, e := range n.Exports {
 			kv("  - ", "name", e.Name)
 			kv("    ", "target", e.Target)
-			if e.Weight != 0 {
-				fmt.Fprintf(&b, "    weight: %d\n", e.Weight)
-			}
+			num("    ", "weight", e.Weight)
 			if e.NoCheck {
 				b.WriteString("    check: false\n")
 			} else if e.CheckInterval > 0 || e.CheckTimeout > 0 {
@@ -120,6 +149,10 @@ func (n Node) YAML() string {
 				dur("      ", "timeout", e.CheckTimeout)
 			}
 			kv("    ", "proxy_protocol", e.ProxyProtocol)
+			if e.Allow != nil {
+				fmt.Fprintf(&b, "    allow: %s\n", list(e.Allow))
+			}
+			num("    ", "max_conns", e.MaxConns)
 		}
 	}
 	if len(n.Imports) > 0 {
@@ -132,6 +165,11 @@ func (n Node) YAML() string {
 			}
 			kv("    ", "balance", im.Balance)
 			dur("    ", "connect_timeout", im.ConnectTimeout)
+			num("    ", "max_conns", im.MaxConns)
+			if im.Rate != 0 {
+				fmt.Fprintf(&b, "    rate: %s\n", strconv.FormatFloat(im.Rate, 'f', -1, 64))
+			}
+			num("    ", "burst", im.Burst)
 		}
 	}
 	if n.Socket != "" {
@@ -152,6 +190,20 @@ func (n Node) YAML() string {
 		b.WriteString("log:\n")
 		kv("  ", "level", n.LogLevel)
 		kv("  ", "format", n.LogFormat)
+	}
+	if p := n.PKI; p.CA != "" || p.Cert != "" || p.Key != "" || len(p.Blocklist) > 0 {
+		b.WriteString("pki:\n")
+		kv("  ", "ca", p.CA)
+		kv("  ", "cert", p.Cert)
+		kv("  ", "key", p.Key)
+		if len(p.Blocklist) > 0 {
+			fmt.Fprintf(&b, "  blocklist: %s\n", list(p.Blocklist))
+		}
+	}
+	if l := n.Limits; l != (Limits{}) {
+		b.WriteString("limits:\n")
+		num("  ", "max_streams_per_peer", l.MaxStreamsPerPeer)
+		num("  ", "max_peers", l.MaxPeers)
 	}
 	b.WriteString(n.Extra)
 	return b.String()

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/meshd/meshd/internal/cert"
 	"github.com/meshd/meshd/internal/config"
 )
 
@@ -75,12 +76,58 @@ func TestNodeYAMLRoundTrip(t *testing.T) {
 	}
 }
 
+// TestNodeYAMLIdentityLimits: the keys e2e sets beyond the bench's (pki
+// with a real certificate, limits, advertise addresses, allow lists and
+// per-entry caps) come back from the config loader as they were set.
+func TestNodeYAMLIdentityLimits(t *testing.T) {
+	dir := t.TempDir()
+	now := time.Now()
+	caDir, outDir := filepath.Join(dir, "ca"), filepath.Join(dir, "certs")
+	if _, err := cert.InitCA(caDir, "lab-ca", time.Hour, now); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := cert.SignNode(caDir, outDir, cert.Template{Name: "id-1", Site: "a", Exports: []string{"svc"}}, time.Hour, now); err != nil {
+		t.Fatal(err)
+	}
+	fp := strings.Repeat("ab", 32)
+	n := Node{
+		Name: "id-1", Site: "a", DataDir: filepath.Join(dir, "data"), KeyFile: keyFile(t),
+		GossipBind: "127.0.0.1:7001", GossipAdvertise: "192.0.2.1:7001",
+		TunnelListen: "127.0.0.1:7002", TunnelAdvertise: "192.0.2.1:7002",
+		RelayEnabled: true, RelayListen: "127.0.0.1:7003", RelayAdvertise: "192.0.2.1:7003",
+		Exports: []Export{
+			{Name: "svc", Target: "127.0.0.1:9000", Allow: []string{"group:ok", "node:b-1"}, MaxConns: 5},
+			{Name: "none", Target: "127.0.0.1:9001", Allow: []string{}},
+			{Name: "all", Target: "127.0.0.1:9002"},
+		},
+		Imports: []Import{{Name: "svc", Listen: "127.0.0.1:9100", MaxConns: 8, Rate: 0.5, Burst: 10}},
+		PKI: PKI{CA: filepath.Join(caDir, "ca.crt"), Cert: filepath.Join(outDir, "id-1.crt"), Key: filepath.Join(outDir, "id-1.key"),
+			Blocklist: []string{fp}},
+		Limits: Limits{MaxStreamsPerPeer: 64, MaxPeers: 100},
+	}
+	c := parse(t, n)
+	got := []any{c.Gossip.Advertise.String(), c.Tunnel.Advertise.String(), c.Relay.Advertise.String(),
+		c.PKI.CA, c.PKI.Cert, c.PKI.Key, c.PKI.Blocklist, c.PKI.Set != nil, c.Limits.MaxStreamsPerPeer, c.Limits.MaxPeers}
+	want := []any{n.GossipAdvertise, n.TunnelAdvertise, n.RelayAdvertise,
+		n.PKI.CA, n.PKI.Cert, n.PKI.Key, []string{fp}, true, 64, 100}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("parsed back:\n got %v\nwant %v", got, want)
+	}
+	if len(c.Exports) != 3 || !reflect.DeepEqual(c.Exports[0].Allow, []string{"group:ok", "node:b-1"}) || c.Exports[0].MaxConns != 5 ||
+		c.Exports[1].Allow == nil || len(c.Exports[1].Allow) != 0 || c.Exports[2].Allow != nil {
+		t.Errorf("exports: %+v", c.Exports)
+	}
+	if len(c.Imports) != 1 || c.Imports[0].MaxConns != 8 || c.Imports[0].Rate != 0.5 || c.Imports[0].Burst != 10 {
+		t.Errorf("imports: %+v", c.Imports)
+	}
+}
+
 // TestNodeYAMLMinimal: zero fields are left out, so the defaults apply,
 // and Extra is appended as is.
 func TestNodeYAMLMinimal(t *testing.T) {
 	n := Node{Name: "n", Site: "b", DataDir: t.TempDir(), KeyFile: keyFile(t), Extra: "relay:\n  enabled: false\n"}
 	y := n.YAML()
-	for _, absent := range []string{"join", "gossip", "tunnel", "exports", "imports", "control", "failover", "log", "metrics"} {
+	for _, absent := range []string{"join", "gossip", "tunnel", "exports", "imports", "control", "failover", "log", "metrics", "pki", "limits", "advertise"} {
 		if strings.Contains(y, absent+":") {
 			t.Errorf("%s written for a zero field:\n%s", absent, y)
 		}

@@ -1,0 +1,231 @@
+package tunnel
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/yamux"
+)
+
+// A session while it is up: serving it (its streams, its pings, busy or
+// idle) and opening streams on it.
+
+// maxRTTSample bounds the ping RTTs that feed the smoothed RTT.
+const maxRTTSample = time.Second
+
+// serve installs sess as the peer's session (dialled by this node when out)
+// accepts its streams and pings it until it closes, then uninstalls it.
+func (p *peer) serve(sess *yamux.Session, out bool) {
+	p.mu.Lock()
+	var old *yamux.Session
+	if out {
+		old, p.out = p.out, sess
+		p.outOwned = p.want || p.waiters > 0 // else dialled only because the peer called
+	} else {
+		old, p.in = p.in, sess
+		p.inOwned = p.dialing // we were calling for it
+	}
+	p.called = time.Time{} // a call is answered by any session
+	select {
+	case <-p.ready:
+	default:
+		close(p.ready)
+	}
+	p.syncActiveLocked()
+	p.mu.Unlock()
+	if old != nil {
+		old.Close() // the peer redialled: its old session is gone
+	}
+	p.logger().Debug("tunnel: session up", "dialled", out)
+
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		p.pingLoop(sess)
+	}()
+	for {
+		s, err := sess.AcceptStream()
+		if err != nil {
+			break
+		}
+		p.markBusy()
+		p.t.wg.Add(1)
+		go func() {
+			defer p.t.wg.Done()
+			p.t.cfg.HandleStream(p.pub, s)
+		}()
+	}
+	sess.Close()
+	wg.Wait()
+
+	p.mu.Lock()
+	if out && p.out == sess {
+		p.out = nil
+	} else if !out && p.in == sess {
+		p.in = nil
+	}
+	none := p.out == nil && p.in == nil
+	if none {
+		select {
+		case <-p.ready:
+			p.ready = make(chan struct{})
+		default:
+		}
+		p.rtt.Store(0)
+		p.pingSent.Store(0)
+		p.quietSince = time.Now()
+		p.ensureDialLocked() // the peer's session broke and we still need one
+	}
+	p.syncActiveLocked()
+	p.mu.Unlock()
+	if p.ctx.Err() == nil {
+		p.logger().Debug("tunnel: session down", "dialled", out)
+	}
+}
+
+// busyWindow is how long after its last stream a session counts as busy:
+// pinged every PingInterval, its path probed every probeEvery; after it,
+// every IdlePingInterval and probeIdleEvery.
+const busyWindow = 3 * time.Second
+
+// busy reports whether the session carries or recently carried a stream.
+func (p *peer) busy(sess *yamux.Session, now time.Time) bool {
+	if sess.NumStreams() > 0 {
+		p.lastBusy.Store(now.UnixNano())
+		return true
+	}
+	return now.Sub(time.Unix(0, p.lastBusy.Load())) < busyWindow
+}
+
+// markBusy records a stream opened or accepted now; a session that was
+// idle gets its fast probes back at once.
+func (p *peer) markBusy() {
+	now := time.Now().UnixNano()
+	if old := p.lastBusy.Swap(now); now-old >= int64(busyWindow) {
+		p.t.bind.SetBusy(p.pub, true)
+	}
+}
+
+// pingLoop measures RTT and liveness. One ping is outstanding at a time;
+// while it waits, pingSent tells how long the peer has been silent. A ping
+// unanswered for the session timeout closes the session (yamux's Ping
+// gives up after ConnectionWriteTimeout); shorter stalls are ridden out.
+// A busy session is pinged every PingInterval, an idle one every
+// IdlePingInterval.
+func (p *peer) pingLoop(sess *yamux.Session) {
+	timer := time.NewTimer(0)
+	defer timer.Stop()
+	<-timer.C
+	wasBusy := true
+	for {
+		p.pingSent.Store(time.Now().UnixNano())
+		rtt, err := sess.Ping()
+		if err != nil {
+			if !sess.IsClosed() {
+				p.logger().Warn("tunnel: session unresponsive; closing", "err", err)
+				sess.Close()
+			}
+			return
+		}
+		now := time.Now()
+		if silent := now.Sub(time.Unix(0, p.pingSent.Load())); silent > time.Second {
+			p.logger().Debug("tunnel: session answering again", "silent", silent.Round(time.Millisecond))
+		}
+		p.lastPong.Store(now.UnixNano())
+		p.pingSent.Store(0)
+		rtt = max(rtt, time.Microsecond)
+		p.rtt.Store(int64(rtt))
+		// A ping that waited out a stall measures the stall, not the path:
+		// it would inflate the smoothed RTT and with it every deadline
+		// derived from it, just as the peer comes back.
+		if old := time.Duration(p.srtt.Load()); old == 0 {
+			p.srtt.Store(int64(rtt))
+		} else if rtt < maxRTTSample {
+			p.srtt.Store(int64(old - old/8 + rtt/8))
+		}
+		busy := p.busy(sess, now)
+		if busy != wasBusy {
+			p.t.bind.SetBusy(p.pub, busy)
+			wasBusy = busy
+		}
+		wait := p.t.cfg.IdlePingInterval
+		if busy {
+			wait = p.t.cfg.PingInterval
+		}
+		timer.Reset(wait)
+		select {
+		case <-timer.C:
+		case <-sess.CloseChan():
+			return
+		}
+	}
+}
+
+// openStream opens a stream on the peer's session, dialling one on demand
+// and waiting for it (until ctx ends). It returns the session the stream
+// is on.
+func (p *peer) openStream(ctx context.Context) (net.Conn, *yamux.Session, error) {
+	for {
+		p.mu.Lock()
+		if s := p.curLocked(); s != nil {
+			p.opening++
+			p.mu.Unlock()
+			st, err := s.OpenStream()
+			p.mu.Lock()
+			p.opening--
+			p.mu.Unlock()
+			if err == nil {
+				p.markBusy()
+				return st, s, nil
+			}
+			if !s.IsClosed() && !errors.Is(err, yamux.ErrRemoteGoAway) {
+				return nil, nil, fmt.Errorf("tunnel: open stream to %s: %w", p.t.bind.peerName(p.pub), err)
+			}
+			if err := sleepCtx(ctx, 10*time.Millisecond); err != nil { // wait for serve to notice and uninstall it
+				return nil, nil, fmt.Errorf("tunnel: open stream to %s: %w", p.t.bind.peerName(p.pub), err)
+			}
+			continue
+		}
+		ready := p.ready
+		select {
+		case <-ready: // a closed session not uninstalled yet
+			p.mu.Unlock()
+			if err := sleepCtx(ctx, 10*time.Millisecond); err != nil {
+				return nil, nil, fmt.Errorf("tunnel: open stream to %s: %w", p.t.bind.peerName(p.pub), err)
+			}
+			continue
+		default:
+		}
+		p.waiters++
+		p.ensureDialLocked()
+		p.mu.Unlock()
+		var err error
+		select {
+		case <-ready:
+		case <-ctx.Done():
+			err = fmt.Errorf("tunnel: no session to %s: %w", p.t.bind.peerName(p.pub), ctx.Err())
+		case <-p.ctx.Done():
+			err = ErrClosed
+		}
+		p.mu.Lock()
+		p.waiters--
+		p.mu.Unlock()
+		if err != nil {
+			return nil, nil, err
+		}
+	}
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(d):
+		return nil
+	}
+}

@@ -1,0 +1,144 @@
+package tunnel
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"time"
+
+	"github.com/hashicorp/yamux"
+
+	"github.com/meshd/meshd/internal/key"
+)
+
+// Streams to peers (OpenStream, DialStream) and closing a peer's sessions
+// (CloseIdle, ResetSession).
+
+// CloseIdle closes the sessions this node owns with pub (see SessionInfo)
+// that carry no stream, if no stream is being opened, and reports whether
+// it closed any. A stream that needs the peer afterwards opens a new
+// session. Sessions the peer owns are the peer's to close.
+func (t *Tunnel) CloseIdle(pub key.PublicKey) bool {
+	t.mu.Lock()
+	p := t.peers[pub]
+	t.mu.Unlock()
+	if p == nil {
+		return false
+	}
+	return p.closeIdle()
+}
+
+// OpenStream opens a new stream to peer, waiting (until ctx ends) for the
+// peer's session to come up if it is not up yet.
+func (t *Tunnel) OpenStream(ctx context.Context, pub key.PublicKey) (net.Conn, error) {
+	return t.DialStream(ctx, pub, nil)
+}
+
+// DialStream opens a new stream to peer and runs handshake on it (nil for
+// none), all within ctx: the stream's deadline is ctx's while handshake
+// runs, and when ctx ends first DialStream returns ctx's error at once.
+//
+// yamux's OpenStream and Write take no context and wait for the session's
+// send loop, which a stalled session (a frozen peer, its send buffer full)
+// holds for up to the session timeout. So the open and the handshake run
+// in a goroutine of the tunnel's; one that outlives its caller closes the
+// stream it got when the send loop lets it go.
+func (t *Tunnel) DialStream(ctx context.Context, pub key.PublicKey, handshake func(net.Conn) error) (net.Conn, error) {
+	t.mu.Lock()
+	p, closed := t.peers[pub], t.closed
+	if p != nil && !closed {
+		t.wg.Add(1) // under mu: Close sets closed before it waits
+	}
+	t.mu.Unlock()
+	switch {
+	case closed:
+		return nil, ErrClosed
+	case p == nil:
+		return nil, fmt.Errorf("%w %s", ErrUnknownPeer, t.bind.peerName(pub))
+	}
+	type result struct {
+		c   net.Conn
+		err error
+	}
+	done := make(chan result) // unbuffered: a result is taken by the caller or dropped by the goroutine
+	go func() {
+		defer t.wg.Done()
+		var c net.Conn
+		var err error
+		for try := 0; ; try++ {
+			var sess *yamux.Session
+			c, sess, err = p.openStream(ctx)
+			if err == nil && handshake != nil {
+				err = runHandshake(ctx, c, handshake)
+			}
+			// A session closed as idle by the peer just as this stream
+			// went out on it: the stream says nothing of the peer, so
+			// once more on a new session.
+			if err != nil && c != nil && try == 0 && ctx.Err() == nil && sess.IsClosed() {
+				c.Close()
+				c = nil
+				continue
+			}
+			break
+		}
+		r := result{err: err}
+		if err == nil {
+			r.c = c
+		}
+		select {
+		case done <- r:
+			if err == nil {
+				return // the caller's now
+			}
+		case <-ctx.Done():
+		}
+		if c != nil {
+			c.Close() // may wait for a stalled send loop: after the caller has its answer
+		}
+	}()
+	select {
+	case r := <-done:
+		return r.c, r.err
+	case <-ctx.Done():
+		return nil, fmt.Errorf("tunnel: open stream to %s: %w", t.bind.peerName(pub), ctx.Err())
+	}
+}
+
+// runHandshake runs handshake on c with c's deadline at ctx's, cut short
+// when ctx ends, and clears the deadline after a success.
+func runHandshake(ctx context.Context, c net.Conn, handshake func(net.Conn) error) error {
+	if dl, ok := ctx.Deadline(); ok {
+		c.SetDeadline(dl)
+	}
+	stop := context.AfterFunc(ctx, func() { c.SetDeadline(time.Unix(1, 0)) })
+	err := handshake(c)
+	if !stop() {
+		return fmt.Errorf("tunnel: stream handshake: %w", ctx.Err())
+	}
+	if err != nil {
+		return err
+	}
+	c.SetDeadline(time.Time{})
+	return nil
+}
+
+// ResetSession closes every session with pub, and so every stream on them,
+// at once; the peer is redialled as usual. It is for a peer that abuses its
+// session (limits); it reports whether there was a session.
+func (t *Tunnel) ResetSession(pub key.PublicKey) bool {
+	t.mu.Lock()
+	p := t.peers[pub]
+	t.mu.Unlock()
+	if p == nil {
+		return false
+	}
+	p.mu.Lock()
+	in, out := p.in, p.out
+	p.mu.Unlock()
+	for _, s := range []*yamux.Session{in, out} {
+		if s != nil {
+			s.Close() // the serve loop sees it end and cleans up
+		}
+	}
+	return in != nil || out != nil
+}

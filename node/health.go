@@ -20,7 +20,7 @@ const (
 	silentMult  = 4
 )
 
-// Health ticks: every healthTick the peers due are judged. A peer whose
+// Health passes: the peers due are judged, at most every healthTick. A peer whose
 // session carries no stream, with no ping outstanding and reachable, is
 // due again healthIdleEvery later: its pings go out every second (tunnel's
 // IdlePingInterval), so judging it ten times a second found nothing new,
@@ -36,7 +36,7 @@ const (
 // endpoint selection. Peers without a session are judged by gossip alone
 // and cost nothing here (README "Performance", fleet scale).
 func (n *Node) watchHealth() {
-	tick := time.NewTicker(healthTick)
+	tick := time.NewTimer(0)
 	defer tick.Stop()
 	type judged struct {
 		pub  key.PublicKey
@@ -62,6 +62,7 @@ func (n *Node) watchHealth() {
 				}
 			}
 		}
+		wake := rescan // the next pass: the rescan, or the first peer due before it
 		for name, j := range tracked {
 			m, ok := c.byName[name]
 			if !ok || m.Meta.PublicKey != j.pub {
@@ -70,6 +71,7 @@ func (n *Node) watchHealth() {
 				continue
 			}
 			if now.Before(j.next) {
+				wake = minTime(wake, j.next)
 				continue
 			}
 			st, _ := n.tun.SessionStats(j.pub)
@@ -83,6 +85,7 @@ func (n *Node) watchHealth() {
 			}
 			reachable := peerReachable(m, st, now)
 			j.next = now.Add(healthDue(st, reachable))
+			wake = minTime(wake, j.next)
 			switch n.health.Observe(m.Name, reachable, now) {
 			case failover.TransitionDown:
 				n.log.Warn("peer down: new connections avoid it", "peer", m.Name, "site", m.Meta.Site,
@@ -93,7 +96,15 @@ func (n *Node) watchHealth() {
 				n.metrics.PeerTransition(m.Name, m.Meta.Site, "up")
 			}
 		}
+		tick.Reset(max(time.Until(wake), time.Millisecond))
 	}
+}
+
+func minTime(a, b time.Time) time.Time {
+	if b.Before(a) {
+		return b
+	}
+	return a
 }
 
 // healthDue is how long after an observation a peer is judged again: at

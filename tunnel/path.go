@@ -118,10 +118,12 @@ type PathBind struct {
 	// socket (live), the relay, the black-hole set, the peer (fast, and
 	// byAddr on receive) and its path choice atomically; only a handshake
 	// from an unknown address takes mu (to note the stranger). Everything
-	// else is guarded by mu.
+	// else is guarded by mu; the probe loop holds it only to copy and to
+	// update records, never while it judges peers, logs or sends (see
+	// probeLoop).
 	// Lock order: Tunnel.mu before PathBind.mu (the tunnel calls the bind
-	// holding its lock); the bind never calls the tunnel, or sends on
-	// stale, holding mu.
+	// holding its lock); the bind never calls the tunnel, the peer namer or
+	// the logger, or sends on stale, holding mu.
 	live  atomic.Pointer[udpConn]                // the open socket's batched I/O; nil when closed
 	relay atomic.Pointer[relayRef]               // nil when none
 	holes atomic.Pointer[map[key.PublicKey]bool] // black-holed peers: the one set (Tunnel.SetBlackhole); immutable once stored
@@ -161,36 +163,49 @@ type pathChoice struct {
 type peerPath struct {
 	// choice is direct and useRelay as published by publish (under
 	// PathBind.mu) for the send path.
-	choice     atomic.Pointer[pathChoice]
-	direct     netip.AddrPort
-	seq        uint64
-	pairKey    []byte            // probe pairmac key (X25519 of the node keys); nil until first used
-	sent       [probeRing]uint64 // seq of recent probes, ring
-	stamps     [probeRing]uint64 // their stamps, which a pong must echo
-	acked      [probeRing]bool
-	lastStamp  uint64         // newest stamp taken from this peer's pings (freshness)
-	useRelay   bool           // send via the relay (when there is one)
-	everDirect bool           // the direct path was confirmed at least once
-	learned    netip.AddrPort // source address seen in its probes, if not direct
-	changed    time.Time
+	choice atomic.Pointer[pathChoice]
+	direct netip.AddrPort
+	// probeRecord is what judging the peer reads and writes; the probe
+	// loop judges a copy of it outside PathBind.mu (see probeLoop).
+	probeRecord
+	pairKey   []byte            // probe pairmac key (X25519 of the node keys); nil until first used
+	stamps    [probeRing]uint64 // the stamps of sent's probes, which a pong must echo
+	lastStamp uint64            // newest stamp taken from this peer's pings (freshness)
+	learned   netip.AddrPort    // source address seen in its probes, if not direct
 	// Probe scheduling: only active peers (a session held or being
-	// dialled) are probed, every `every` (probeEvery, backed off while the
-	// direct path does not answer), next at `next`. Probes sent before the
-	// peer became active again (seq <= base) are not judged.
+	// dialled) are probed, every `every` (see probeRecord), next at `next`.
 	active bool
-	idle   bool // the session carries nothing: probed every probeIdleEvery
-	base   uint64
-	every  time.Duration
 	next   time.Time
 
 	// WireGuard bytes sent to and received from the peer on any path
 	// (not probes, not black-holed packets): atomic, so that metrics and
 	// status read them without the device's UAPI lock.
 	tx, rx atomic.Uint64
+	// pings counts the probes (pings) sent to the peer: probeRecord's seq,
+	// readable without PathBind.mu.
+	pings atomic.Uint64
 
 	handshook atomic.Bool  // a WireGuard handshake message was sent or received
 	wg        atomic.Bool  // the peer is a WireGuard peer of the device (see SetWG)
 	pokedAt   atomic.Int64 // unix nanoseconds of the last stale-keypair poke
+}
+
+// probeRecord is a peer's probe record and its verdict: all that
+// judge reads and writes (see path_judge.go). A plain value:
+// copied under PathBind.mu, it is judged without the lock.
+type probeRecord struct {
+	seq        uint64
+	sent       [probeRing]uint64 // seq of recent probes, ring
+	acked      [probeRing]bool
+	useRelay   bool // send via the relay (when there is one)
+	everDirect bool // the direct path was confirmed at least once
+	changed    time.Time
+	// Probes are sent every `every` (probeEvery, backed off while the
+	// direct path does not answer). Probes sent before the peer became
+	// active again (seq <= base) are not judged.
+	idle  bool // the session carries nothing: probed every probeIdleEvery
+	base  uint64
+	every time.Duration
 }
 
 type relayPacket struct {
@@ -410,6 +425,23 @@ func (b *PathBind) Bytes(pub key.PublicKey) (tx, rx uint64) {
 		return 0, 0
 	}
 	return p.tx.Load(), p.rx.Load()
+}
+
+// IsWG reports whether peer is a WireGuard peer of the device (see SetWG).
+func (b *PathBind) IsWG(pub key.PublicKey) bool {
+	p := b.peer(pub)
+	return p != nil && p.wg.Load()
+}
+
+// Probes returns how many direct-path probes were sent to peer since it
+// was added (peers are probed only while a session is held or being
+// dialled); zero for an unknown peer.
+func (b *PathBind) Probes(pub key.PublicKey) uint64 {
+	p := b.peer(pub)
+	if p == nil {
+		return 0
+	}
+	return p.pings.Load()
 }
 
 // SetBlocked drops all packets to and from the given peers (a drill's

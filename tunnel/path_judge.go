@@ -4,12 +4,13 @@ import "time"
 
 // The judge of one peer's path: probe bookkeeping and the verdict
 // (direct, gray, dead) that moves it between the direct path and the relay.
-// Pure state; the bind calls it under its lock.
+// Pure state: the probe loop judges a copy of a peer's probeRecord outside
+// the bind's lock and publishes a move under it (see probeLoop).
 
 // newPeerPath is a peer's record as of now: on the relay until probes
 // confirm the direct path when probing (probing), else direct.
 func newPeerPath(now time.Time, probing bool) *peerPath {
-	p := &peerPath{changed: now, useRelay: probing}
+	p := &peerPath{probeRecord: probeRecord{changed: now, useRelay: probing}}
 	p.publish()
 	return p
 }
@@ -39,8 +40,9 @@ func (p *peerPath) ack(seq uint64) { p.acked[seq%probeRing] = true }
 // all answered, so the first handshake never waits on a path that may not
 // exist. Later, of the last probeWindow probes (the newest, still in
 // flight, is not judged), fewer than probeKeepUp answered sends it back to
-// the relay, and all of them answered brings it back to direct.
-func (p *peerPath) judge(now time.Time) (moved bool, answered uint64) {
+// the relay, and all of them answered brings it back to direct. A move is
+// the caller's to publish.
+func (p *probeRecord) judge(now time.Time) (moved bool, answered uint64) {
 	sent := p.seq - p.base
 	judged := min(sent-min(sent, 1), probeWindow)
 	defer p.schedule(judged)
@@ -57,7 +59,6 @@ func (p *peerPath) judge(now time.Time) (moved bool, answered uint64) {
 		}
 		if judged >= need && answered == judged {
 			p.useRelay, p.everDirect, p.changed = false, true, now
-			p.publish()
 			return true, answered
 		}
 		return false, answered
@@ -73,7 +74,6 @@ func (p *peerPath) judge(now time.Time) (moved bool, answered uint64) {
 	}
 	if deadRun || (judged >= probeWindow && answered < probeKeepUp) {
 		p.useRelay, p.changed = true, now
-		p.publish()
 		return true, answered
 	}
 	return false, answered
@@ -84,7 +84,7 @@ func (p *peerPath) judge(now time.Time) (moved bool, answered uint64) {
 // to probeMaxEvery for each judgement that finds the newest two unanswered
 // while the direct path is out of use, so a dead endpoint is probed at a
 // bounded rate.
-func (p *peerPath) schedule(judged uint64) {
+func (p *probeRecord) schedule(judged uint64) {
 	base := probeEvery
 	if p.idle {
 		base = probeIdleEvery
@@ -102,4 +102,13 @@ func (p *peerPath) schedule(judged uint64) {
 	if p.useRelay && judged >= probeDeadRun {
 		p.every = min(p.every*2, max(probeMaxEvery, base))
 	}
+}
+
+// sameButAcks reports whether r equals o but for acks: a record judged as o
+// (a copy) may take o's verdict and schedule as they stand, acks that
+// arrived since being judged next time (as if they came after it).
+func (r *probeRecord) sameButAcks(o *probeRecord) bool {
+	a := *r
+	a.acked = o.acked
+	return a == *o
 }

@@ -10,61 +10,131 @@ import (
 )
 
 // The probe loop: every probeEvery it judges each active peer that is due
-// (peerPath.judge) and sends it its next ping.
+// (probeRecord.judge) and sends it its next ping. A round takes
+// PathBind.mu twice, briefly: to copy the due peers' records (takeDue) and
+// to apply the verdicts and number the probes (applyDue). Judging, logging
+// (which names peers through the namer) and sending run without it.
+
+// judgement is one due peer's turn in a probe round.
+type judgement struct {
+	pub key.PublicKey
+	p   *peerPath
+	in  probeRecord // the peer's record as copied under the lock
+	out probeRecord // in, judged outside it
+
+	moved    bool
+	answered uint64
+	toRelay  bool   // where it moved: to the relay, else to direct
+	relayBy  string // the relay's name when it moved
+}
+
+// probeOut is a ping to send.
+type probeOut struct {
+	to         netip.AddrPort
+	pub        key.PublicKey
+	seq, stamp uint64
+}
 
 // probeLoop pings every peer's direct address and re-judges its path.
 func (b *PathBind) probeLoop(c *net.UDPConn, done chan struct{}) {
 	defer b.wg.Done()
 	tick := time.NewTicker(probeEvery)
 	defer tick.Stop()
-	type out struct {
-		to         netip.AddrPort
-		pub        key.PublicKey
-		seq, stamp uint64
-	}
-	var sends []out
+	var sends []probeOut
+	var due []judgement
 	for {
 		select {
 		case <-done:
 			return
 		case <-tick.C:
 		}
-		sends = sends[:0]
 		now := time.Now()
-		b.mu.Lock()
-		for pub, p := range b.active {
-			if now.Before(p.next) {
-				continue
-			}
-			b.judgeLocked(pub, p, now)
-			if !p.direct.IsValid() || b.blocked(pub) {
-				continue
-			}
-			p.next = now.Add(p.every - probeEvery/4) // due at the tick nearest every
-			st := b.stamp.Add(1)
-			sends = append(sends, out{p.direct, pub, p.startProbe(st), st})
+		due = b.takeDue(now, due[:0])
+		judgeAll(due, now)
+		sends = b.applyDue(now, due, sends[:0])
+		for i := range due {
+			b.logMove(&due[i])
 		}
-		b.mu.Unlock()
+		clear(due) // keeps no peer past its round
 		for _, s := range sends {
 			c.WriteToUDPAddrPort(b.probe(probePing, s.pub, s.seq, s.stamp), s.to)
 		}
 	}
 }
 
-// judgeLocked moves a peer between relay and direct by its probe record
-// (see peerPath.judge) and logs the move.
-func (b *PathBind) judgeLocked(pub key.PublicKey, p *peerPath, now time.Time) {
-	moved, answered := p.judge(now)
-	relayBy := b.relayName()
+// takeDue appends the active peers due for a probe at now, each with a
+// copy of its record.
+func (b *PathBind) takeDue(now time.Time, due []judgement) []judgement {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for pub, p := range b.active {
+		if !now.Before(p.next) {
+			due = append(due, judgement{pub: pub, p: p, in: p.probeRecord})
+		}
+	}
+	return due
+}
+
+// judgeAll judges each copied record; it takes no lock.
+func judgeAll(due []judgement, now time.Time) {
+	for i := range due {
+		j := &due[i]
+		j.out = j.in
+		j.moved, j.answered = j.out.judge(now)
+	}
+}
+
+// applyDue applies each judgement to its peer, publishes moves, and
+// appends the peer's next probe to sends. The result is that of a round
+// run under the lock at once: a peer removed or made inactive meanwhile
+// is skipped (as if that came first), one whose record changed meanwhile
+// other than by acks (SetActive, SetBusy) is judged again here (as if the
+// change came first), and acks that came meanwhile are kept for the next
+// round (as if they came after).
+func (b *PathBind) applyDue(now time.Time, due []judgement, sends []probeOut) []probeOut {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for i := range due {
+		j := &due[i]
+		p := j.p
+		if b.active[j.pub] != p {
+			j.moved = false
+			continue
+		}
+		if p.sameButAcks(&j.in) {
+			acked := p.acked
+			p.probeRecord = j.out
+			p.acked = acked
+		} else {
+			j.moved, j.answered = p.judge(now)
+		}
+		if j.moved {
+			p.publish()
+			j.toRelay, j.relayBy = p.useRelay, b.relayName()
+		}
+		if !p.direct.IsValid() || b.blocked(j.pub) {
+			continue
+		}
+		p.next = now.Add(p.every - probeEvery/4) // due at the tick nearest every
+		st := b.stamp.Add(1)
+		sends = append(sends, probeOut{p.direct, j.pub, p.startProbe(st), st})
+		p.pings.Add(1)
+	}
+	return sends
+}
+
+// logMove logs a peer's move between relay and direct (see
+// probeRecord.judge), if it moved.
+func (b *PathBind) logMove(j *judgement) {
 	switch {
-	case !moved:
-	case !p.useRelay:
-		b.log.Info("path: direct path confirmed", "peer", b.peerName(pub))
-	case relayBy == "":
-		b.log.Warn("path: direct path lost or lossy; no relay to fall back to", "peer", b.peerName(pub),
-			"answered", fmt.Sprintf("%d/%d", answered, probeWindow))
+	case !j.moved:
+	case !j.toRelay:
+		b.log.Info("path: direct path confirmed", "peer", b.peerName(j.pub))
+	case j.relayBy == "":
+		b.log.Warn("path: direct path lost or lossy; no relay to fall back to", "peer", b.peerName(j.pub),
+			"answered", fmt.Sprintf("%d/%d", j.answered, probeWindow))
 	default:
-		b.log.Warn("path: direct path lost or lossy; using the relay", "peer", b.peerName(pub),
-			"answered", fmt.Sprintf("%d/%d", answered, probeWindow), "relay", relayBy)
+		b.log.Warn("path: direct path lost or lossy; using the relay", "peer", b.peerName(j.pub),
+			"answered", fmt.Sprintf("%d/%d", j.answered, probeWindow), "relay", j.relayBy)
 	}
 }

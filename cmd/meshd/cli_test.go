@@ -7,10 +7,11 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/meshd/meshd/internal/cliargs"
 	"github.com/meshd/meshd/internal/completion"
-	"github.com/meshd/meshd/internal/version"
 )
 
+// TestInterspersed: the reordering with meshd's own commands and flags.
 func TestInterspersed(t *testing.T) {
 	app := newApp()
 	for _, tc := range []struct{ in, want []string }{
@@ -22,27 +23,16 @@ func TestInterspersed(t *testing.T) {
 		{[]string{"meshd", "nosuch", "a", "--b"}, []string{"meshd", "nosuch", "a", "--b"}},
 		{[]string{"meshd", "bench-wgref", "--port", "1", "--dev", "d"}, []string{"meshd", "bench-wgref", "--port", "1", "--dev", "d"}},
 	} {
-		if got := interspersed(app, tc.in); !reflect.DeepEqual(got, tc.want) {
-			t.Errorf("interspersed(%q) = %q; want %q", tc.in, got, tc.want)
+		if got := cliargs.Interspersed(app, tc.in); !reflect.DeepEqual(got, tc.want) {
+			t.Errorf("Interspersed(%q) = %q; want %q", tc.in, got, tc.want)
 		}
-	}
-}
-
-func TestVersionLine(t *testing.T) {
-	v := version.Info{Version: "dev", Go: "go1.26.8", Commit: "0123456789abcdef", Date: "2026-11-30T10:00:00Z", Modified: true}
-	if got, want := versionLine(v), "meshd dev (commit 0123456789ab, 2026-11-30T10:00:00Z, modified) go1.26.8"; got != want {
-		t.Errorf("versionLine = %q; want %q", got, want)
-	}
-	v.Commit, v.Date, v.Modified = "", "", false
-	if got, want := versionLine(v), "meshd dev go1.26.8"; got != want {
-		t.Errorf("versionLine without VCS = %q; want %q", got, want)
 	}
 }
 
 // TestCompletion: the scripts name every visible command and are valid
 // for the shells that are installed.
 func TestCompletion(t *testing.T) {
-	cmds := visibleCommands(newApp().Commands, false)
+	cmds := completion.FromCLI(newApp().Commands, completionHints)
 	for _, sh := range []string{"bash", "zsh", "fish"} {
 		var b bytes.Buffer
 		switch sh {

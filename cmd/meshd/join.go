@@ -1,8 +1,6 @@
 package main
 
 import (
-	"fmt"
-	"io"
 	"log/slog"
 	"os"
 	"os/signal"
@@ -12,13 +10,9 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/meshd/meshd/internal/config"
-	"github.com/meshd/meshd/internal/sdnotify"
+	"github.com/meshd/meshd/internal/daemon"
 	"github.com/meshd/meshd/node"
 )
-
-// stopSlack is how much longer than the drain grace a graceful shutdown
-// may take before the process exits anyway.
-const stopSlack = 5 * time.Second
 
 func joinCommand() *cli.Command {
 	return &cli.Command{
@@ -40,8 +34,8 @@ func joinCommand() *cli.Command {
 }
 
 func runJoin(c *cli.Context) error {
-	if c.NArg() > 0 {
-		return cli.Exit(fmt.Sprintf("join takes no arguments, got %q", c.Args().First()), 2)
+	if err := noArgs(c, "join"); err != nil {
+		return err
 	}
 	if c.String("config") == "" {
 		return cli.Exit("join needs --config FILE (see meshd join --help)", 2)
@@ -54,92 +48,20 @@ func runJoin(c *cli.Context) error {
 		return err
 	}
 	level := new(slog.LevelVar)
-	level.Set(parseLevel(cfg.Log.Level))
-	lg := newLogger(os.Stderr, cfg.Log, level)
+	level.Set(daemon.ParseLevel(cfg.Log.Level))
+	lg := daemon.NewLogger(os.Stderr, cfg.Log, level)
 	n, err := node.New(cfg, lg)
 	if err != nil {
 		return err
 	}
-	n.OnReload("log.level", func(old, cfg *config.Config) (func(), func(), error) {
-		if old.Log.Level == cfg.Log.Level {
-			return nil, nil, nil
-		}
-		return func() {
-			level.Set(parseLevel(cfg.Log.Level))
-			lg.Info("reload: log level changed", "level", cfg.Log.Level)
-			n.ReloadNote("log level %s", cfg.Log.Level)
-		}, nil, nil
-	})
+	n.OnReload("log.level", daemon.LevelStep(level, lg, n.ReloadNote))
 	// Catch signals before starting so an early SIGTERM still leaves cleanly.
-	sigs := make(chan os.Signal, 2)
-	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
-	defer signal.Stop(sigs)
-	hups := make(chan os.Signal, 1)
-	signal.Notify(hups, syscall.SIGHUP)
-	defer signal.Stop(hups)
-	if err := n.Start(); err != nil {
-		return err
-	}
-	if _, err := sdnotify.Notify(sdnotify.Ready, "STATUS=running"); err != nil {
-		lg.Warn("systemd notify", "err", err)
-	}
-	var sig os.Signal
-	for sig == nil {
-		select {
-		case sig = <-sigs:
-		case err := <-n.Fatal():
-			n.Close()
-			return cli.Exit(err.Error(), 1)
-		case <-hups:
-			sdnotify.Notify(sdnotify.Reloading, sdnotify.MonotonicUsec())
-			if err := n.ReloadFile(); err != nil {
-				lg.Error("reload (SIGHUP) refused; nothing changed", "err", err)
-				sdnotify.Notify(sdnotify.Ready, "STATUS=running; last reload refused: "+err.Error())
-			} else {
-				sdnotify.Notify(sdnotify.Ready, "STATUS=running")
-			}
-		}
-	}
-	sdnotify.Notify(sdnotify.Stopping)
-	lg.Info("signal received; leaving the mesh", "signal", sig.String())
-	done := make(chan struct{})
-	go func() {
-		n.Close()
-		close(done)
-	}()
-	select {
-	case <-done:
-	case <-sigs:
-		return cli.Exit("second signal: exiting without a clean shutdown", 1)
-	case <-time.After(n.Config().Failover.DrainGrace + stopSlack):
-		return cli.Exit("shutdown took too long; exiting", 1)
-	}
-	return nil
-}
-
-// parseLevel maps log.level to a slog level (info when unknown).
-func parseLevel(s string) slog.Level {
-	switch s {
-	case "debug":
-		return slog.LevelDebug
-	case "warn":
-		return slog.LevelWarn
-	case "error":
-		return slog.LevelError
-	}
-	return slog.LevelInfo
-}
-
-// newLogger builds the process logger from the log section; level, when
-// not nil, is the live level (a reload changes it) and replaces lc.Level.
-func newLogger(w io.Writer, lc config.Log, level *slog.LevelVar) *slog.Logger {
-	var lvl slog.Leveler = parseLevel(lc.Level)
-	if level != nil {
-		lvl = level
-	}
-	opts := &slog.HandlerOptions{Level: lvl}
-	if lc.Format == "json" {
-		return slog.New(slog.NewJSONHandler(w, opts))
-	}
-	return slog.New(slog.NewTextHandler(w, opts))
+	stop, hup := make(chan os.Signal, 2), make(chan os.Signal, 1)
+	signal.Notify(stop, syscall.SIGINT, syscall.SIGTERM)
+	defer signal.Stop(stop)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	p := &daemon.Process{Node: n, Log: lg, Stop: stop, Hangup: hup,
+		Grace: func() time.Duration { return n.Config().Failover.DrainGrace }}
+	return p.Run() // an error exits 1
 }

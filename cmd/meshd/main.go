@@ -6,16 +6,16 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"strings"
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/meshd/meshd/internal/cliargs"
 	"github.com/meshd/meshd/internal/version"
 )
 
 func main() {
 	app := newApp()
-	if err := app.Run(interspersed(app, os.Args)); err != nil {
+	if err := app.Run(cliargs.Interspersed(app, os.Args)); err != nil {
 		var ec cli.ExitCoder
 		code := 1
 		if errors.As(err, &ec) {
@@ -78,7 +78,7 @@ func newApp() *cli.App {
 // command (one line, exit 2), or the help.
 func rootAction(c *cli.Context) error {
 	if c.Bool("version") {
-		fmt.Fprintln(c.App.Writer, versionLine(version.Get()))
+		fmt.Fprintln(c.App.Writer, version.Get().Line())
 		return nil
 	}
 	if c.NArg() > 0 {
@@ -94,54 +94,4 @@ func usageError(c *cli.Context, err error, _ bool) error {
 		name = c.Command.HelpName
 	}
 	return cli.Exit(fmt.Sprintf("%v (see %s --help)", err, name), 2)
-}
-
-// interspersed moves a command's positional arguments after its flags, so
-// that `meshd maint on --reason x` and `meshd ping PEER --count 3` work:
-// urfave/cli stops parsing flags at the first argument.
-func interspersed(app *cli.App, args []string) []string {
-	if len(args) < 3 {
-		return args
-	}
-	var cmd *cli.Command
-	for _, c := range app.Commands {
-		if c.HasName(args[1]) {
-			cmd = c
-		}
-	}
-	if cmd == nil || len(cmd.Subcommands) > 0 || cmd.SkipFlagParsing {
-		return args
-	}
-	takesValue := map[string]bool{}
-	for _, f := range cmd.Flags {
-		if d, ok := f.(cli.DocGenerationFlag); ok && d.TakesValue() {
-			for _, n := range f.Names() {
-				takesValue[n] = true
-			}
-		}
-	}
-	flags, pos := []string{}, []string{}
-	rest := args[2:]
-	for i := 0; i < len(rest); i++ {
-		a := rest[i]
-		switch {
-		case a == "--":
-			pos = append(pos, rest[i:]...)
-			i = len(rest)
-		case strings.HasPrefix(a, "-") && a != "-":
-			flags = append(flags, a)
-			name := strings.TrimLeft(a, "-")
-			if !strings.Contains(name, "=") && takesValue[name] && i+1 < len(rest) {
-				i++
-				flags = append(flags, rest[i])
-			}
-		default:
-			pos = append(pos, a)
-		}
-	}
-	if len(pos) > 0 && pos[0] != "--" {
-		pos = append([]string{"--"}, pos...)
-	}
-	out := append([]string{args[0], args[1]}, flags...)
-	return append(out, pos...)
 }

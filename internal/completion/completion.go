@@ -1,7 +1,8 @@
 // Package completion writes shell completion scripts (bash, zsh, fish)
 // for meshd from a plain description of its commands, so the scripts
-// follow the command set: cmd/meshd maps its cli commands to Command and
-// prints what WriteBash, WriteZsh or WriteFish write.
+// follow the command set: FromCLI describes cmd/meshd's urfave/cli
+// commands, and cmd/meshd prints what WriteBash, WriteZsh or WriteFish
+// write.
 package completion
 
 import (

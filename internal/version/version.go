@@ -1,9 +1,11 @@
 // Package version says which meshd this is: the release version set at
 // build time, and the VCS commit and date that `go build` records from
-// git. node reports it in status, metrics and gossip; cmd/meshd prints it.
+// git. node reports it in status, metrics and gossip; cmd/meshd prints
+// Line, Text or Flat.
 package version
 
 import (
+	"fmt"
 	"runtime"
 	"runtime/debug"
 	"strings"
@@ -90,4 +92,33 @@ func (in Info) Short() string {
 		c = c[:12]
 	}
 	return in.Version + "+" + c
+}
+
+// Line is the first line of `meshd version`, also `meshd --version`:
+// "meshd dev (commit 0123456789ab, 2026-11-30T10:00:00Z, modified) go1.26.8".
+func (in Info) Line() string {
+	return "meshd " + in.String() + " " + in.Go
+}
+
+// Text is `meshd version`: Line, then the versions of wireguard-go,
+// memberlist and yamux, one a line.
+func (in Info) Text() string {
+	v := in.Flat()
+	return in.Line() + "\nwireguard-go " + v["wireguard-go"] + "\nmemberlist " + v["memberlist"] + "\nyamux " + v["yamux"] + "\n"
+}
+
+// Flat is `meshd version --json`: meshd, go, commit, date, modified and
+// the versions of wireguard-go, memberlist and yamux ("unknown" when the
+// build does not say).
+func (in Info) Flat() map[string]string {
+	dep := func(p string) string {
+		if v := in.Deps[p]; v != "" {
+			return v
+		}
+		return "unknown"
+	}
+	return map[string]string{"meshd": in.Version, "go": in.Go, "commit": in.Commit, "date": in.Date,
+		"modified":     fmt.Sprint(in.Modified),
+		"wireguard-go": dep("golang.zx2c4.com/wireguard"), "memberlist": dep("github.com/hashicorp/memberlist"),
+		"yamux": dep("github.com/hashicorp/yamux")}
 }

@@ -27,3 +27,23 @@ func TestGet(t *testing.T) {
 		t.Fatalf("Get() = %+v: version and Go must be set", in)
 	}
 }
+
+func TestLineTextFlat(t *testing.T) {
+	v := Info{Version: "dev", Go: "go1.26.8", Commit: "0123456789abcdef", Date: "2026-11-30T10:00:00Z", Modified: true,
+		Deps: map[string]string{"golang.zx2c4.com/wireguard": "v0.0.1", "github.com/hashicorp/yamux": "v0.1.2"}}
+	if got, want := v.Line(), "meshd dev (commit 0123456789ab, 2026-11-30T10:00:00Z, modified) go1.26.8"; got != want {
+		t.Errorf("Line = %q; want %q", got, want)
+	}
+	if got, want := v.Text(), v.Line()+"\nwireguard-go v0.0.1\nmemberlist unknown\nyamux v0.1.2\n"; got != want {
+		t.Errorf("Text = %q; want %q", got, want)
+	}
+	f := v.Flat()
+	if len(f) != 8 || f["meshd"] != "dev" || f["go"] != "go1.26.8" || f["commit"] != v.Commit || f["date"] != v.Date ||
+		f["modified"] != "true" || f["wireguard-go"] != "v0.0.1" || f["memberlist"] != "unknown" || f["yamux"] != "v0.1.2" {
+		t.Errorf("Flat = %v", f)
+	}
+	v.Commit, v.Date, v.Modified = "", "", false
+	if got, want := v.Line(), "meshd dev go1.26.8"; got != want {
+		t.Errorf("Line without VCS = %q; want %q", got, want)
+	}
+}

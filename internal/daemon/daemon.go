@@ -1,0 +1,110 @@
+// Package daemon runs a started node as a foreground process, the body of
+// `meshd join`: readiness, reloads and stopping reported to systemd
+// (sd_notify), a reload on each hangup, a graceful leave on the first stop
+// signal bounded by the drain grace, an immediate exit on the second, and
+// the process logger with its live level. cmd/meshd subscribes to the OS
+// signals and hands them over as channels; nothing here touches the
+// process's signal handling.
+package daemon
+
+import (
+	"errors"
+	"log/slog"
+	"os"
+	"time"
+
+	"github.com/meshd/meshd/internal/sdnotify"
+)
+
+// StopSlack is how much longer than the drain grace a graceful shutdown
+// may take before Run gives up on it.
+const StopSlack = 5 * time.Second
+
+// Errors Run returns when the shutdown is not clean.
+var (
+	ErrSecondSignal = errors.New("second signal: exiting without a clean shutdown")
+	ErrStopTimeout  = errors.New("shutdown took too long; exiting")
+)
+
+// Node is what Run needs of a node (node.Node has it).
+type Node interface {
+	Start() error
+	// Fatal delivers an error after which the node cannot go on.
+	Fatal() <-chan error
+	// ReloadFile re-reads the config file and applies what changed; an
+	// error changed nothing.
+	ReloadFile() error
+	Close() error
+}
+
+// Process is one run of a node in the foreground.
+type Process struct {
+	Node Node
+	Log  *slog.Logger
+	// Stop delivers SIGINT/SIGTERM, Hangup SIGHUP; subscribe before Run so
+	// that a signal during the start is not lost.
+	Stop, Hangup <-chan os.Signal
+	// Grace is the node's drain grace, read at shutdown (a reload may
+	// change it); the shutdown may take Grace()+StopSlack.
+	Grace func() time.Duration
+	// Notify sends sd_notify states; nil means sdnotify.Notify.
+	Notify func(states ...string) (bool, error)
+	// Monotonic is the MONOTONIC_USEC assignment of a reload; nil means
+	// sdnotify.MonotonicUsec.
+	Monotonic func() string
+}
+
+// Run starts the node, reports it ready, and serves hangups (reload) and
+// a fatal node error until the first stop signal; then it closes the node
+// (leaving the mesh) and returns nil, or ErrSecondSignal or ErrStopTimeout
+// when that does not finish cleanly. A start error or a fatal error is
+// returned as is (after closing the node for a fatal one).
+func (p *Process) Run() error {
+	notify, mono := p.Notify, p.Monotonic
+	if notify == nil {
+		notify = sdnotify.Notify
+	}
+	if mono == nil {
+		mono = sdnotify.MonotonicUsec
+	}
+	if err := p.Node.Start(); err != nil {
+		return err
+	}
+	if _, err := notify(sdnotify.Ready, "STATUS=running"); err != nil {
+		p.Log.Warn("systemd notify", "err", err)
+	}
+	var sig os.Signal
+	for sig == nil {
+		select {
+		case sig = <-p.Stop:
+		case err := <-p.Node.Fatal():
+			p.Node.Close()
+			return err
+		case <-p.Hangup:
+			notify(sdnotify.Reloading, mono())
+			if err := p.Node.ReloadFile(); err != nil {
+				p.Log.Error("reload (SIGHUP) refused; nothing changed", "err", err)
+				notify(sdnotify.Ready, "STATUS=running; last reload refused: "+err.Error())
+			} else {
+				notify(sdnotify.Ready, "STATUS=running")
+			}
+		}
+	}
+	notify(sdnotify.Stopping)
+	p.Log.Info("signal received; leaving the mesh", "signal", sig.String())
+	done := make(chan struct{})
+	go func() {
+		p.Node.Close()
+		close(done)
+	}()
+	timer := time.NewTimer(p.Grace() + StopSlack)
+	defer timer.Stop()
+	select {
+	case <-done:
+		return nil
+	case <-p.Stop:
+		return ErrSecondSignal
+	case <-timer.C:
+		return ErrStopTimeout
+	}
+}

@@ -11,6 +11,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -19,6 +20,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"runtime"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -119,16 +121,6 @@ func netnsCmd(name string, args ...string) (string, error) {
 	return netns.Run(context.Background(), name, args...)
 }
 
-// netnsRun runs name args in the root namespace and fails the test on error.
-func netnsRun(t *testing.T, name string, args ...string) string {
-	t.Helper()
-	out, err := netnsCmd(name, args...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return out
-}
-
 // removeStale deletes namespaces matching owned (first submatch: the pid
 // of the run that made them) left by an earlier run of these tests that
 // was killed before its cleanup (e.g. by go test's -timeout).
@@ -141,36 +133,57 @@ func removeStale(t *testing.T, owned *regexp.Regexp) {
 // netnsPath is the file of a named namespace, for netnsSetns(2).
 func netnsPath(name string) string { return netns.Path(name) }
 
-// addNetns creates the namespace with its loopback up, and registers its
-// removal: every process still inside it is killed (they are all ours: the
-// namespace is), then it is deleted. The test is skipped if the first
-// namespace cannot be created at all.
-func addNetns(t *testing.T, name string, first bool) {
-	t.Helper()
-	if err := netns.Add(context.Background(), name); err != nil {
-		if first {
-			t.Skipf("network-namespace test: cannot create a namespace (%v); needs CAP_SYS_ADMIN and a kernel with netns", err)
-		}
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { delNetns(t, name) })
+// netnsTopo is the lab.Topo of one test (namespaces, veth pairs, routes,
+// nftables rules; internal/lab). Its namespaces are removed in t.Cleanup,
+// even on failure, after every process of the test was killed (those
+// register their cleanups later), and then none of them may be left.
+type netnsTopo struct {
+	*lab.Topo
+	t *testing.T
 }
 
-// delNetns kills the processes left in namespace name and deletes it.
-func delNetns(t *testing.T, name string) {
-	killed, err := netns.Delete(context.Background(), name)
-	for _, pid := range killed {
-		t.Logf("killed process %d left in namespace %s", pid, name)
+func newNetnsTopo(t *testing.T) *netnsTopo {
+	t.Helper()
+	tp := &netnsTopo{Topo: &lab.Topo{Progress: t.Logf}, t: t}
+	t.Cleanup(func() {
+		made := tp.Namespaces()
+		if err := tp.Close(); err != nil {
+			t.Errorf("cleanup: %v", err)
+		}
+		names, err := netns.List(context.Background())
+		if err != nil {
+			t.Errorf("cleanup check: %v", err)
+			return
+		}
+		for _, ns := range made {
+			if slices.Contains(names, ns) {
+				t.Errorf("cleanup check: namespace %s still exists", ns)
+			}
+		}
+	})
+	return tp
+}
+
+// must fails the test on err from building the topology, or skips it if
+// this machine cannot make a namespace at all.
+func (tp *netnsTopo) must(err error) {
+	tp.t.Helper()
+	if errors.Is(err, lab.ErrNoNamespace) {
+		tp.t.Skipf("network-namespace test: %v; needs CAP_SYS_ADMIN and a kernel with netns", err)
 	}
 	if err != nil {
-		t.Errorf("cleanup: %v", err)
+		tp.t.Fatal(err)
 	}
 }
 
 // inNetns runs name args inside namespace ns and fails the test on error.
 func inNetns(t *testing.T, ns string, name string, args ...string) string {
 	t.Helper()
-	return netnsRun(t, "ip", append([]string{"netns", "exec", ns, name}, args...)...)
+	out, err := netnsCmd("ip", append([]string{"netns", "exec", ns, name}, args...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
 }
 
 // netnsSetns moves the calling OS thread into the network namespace of fd.

@@ -87,15 +87,8 @@ func runBench(c *cli.Context) error {
 	if err != nil {
 		return cli.Exit(err.Error(), 2)
 	}
-	if f.JSON {
-		if err := rep.Results.WriteJSON(c.App.Writer); err != nil {
-			return err
-		}
-	}
-	if f.KV {
-		if err := rep.Results.WriteKV(c.App.Writer); err != nil {
-			return err
-		}
+	if err := f.Write(c.App.Writer, rep.Results); err != nil {
+		return err
 	}
 	switch {
 	case rep.Interrupted:

@@ -2,7 +2,10 @@ package benchrun
 
 import (
 	"fmt"
+	"io"
 	"time"
+
+	"github.com/meshd/meshd/internal/bench"
 )
 
 // Quick shortens o to a smoke test (meshd bench --quick): 300 ms runs and
@@ -36,4 +39,17 @@ func ParseFormat(format string, formatSet, json bool) (Format, error) {
 		return Format{}, fmt.Errorf("--format %q: allowed: json, kv, both", format)
 	}
 	return Format{JSON: format != "kv" || json, KV: format != "json"}, nil
+}
+
+// Write prints res in format f: the JSON object, then the key=value lines.
+func (f Format) Write(w io.Writer, res *bench.Results) error {
+	if f.JSON {
+		if err := res.WriteJSON(w); err != nil {
+			return err
+		}
+	}
+	if f.KV {
+		return res.WriteKV(w)
+	}
+	return nil
 }

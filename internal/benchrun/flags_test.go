@@ -1,8 +1,11 @@
 package benchrun
 
 import (
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/meshd/meshd/internal/bench"
 )
 
 func TestQuick(t *testing.T) {
@@ -36,6 +39,24 @@ func TestParseFormat(t *testing.T) {
 		got, err := ParseFormat(tc.format, tc.formatSet, tc.json)
 		if got != tc.want || (err != nil) != tc.err {
 			t.Errorf("ParseFormat(%q, set %v, json %v) = %+v, %v; want %+v, err %v", tc.format, tc.formatSet, tc.json, got, err, tc.want, tc.err)
+		}
+	}
+}
+
+func TestFormatWrite(t *testing.T) {
+	res := bench.NewResults()
+	res.Set("conn_rate", 12)
+	for _, tc := range []struct {
+		f    Format
+		want string
+	}{
+		{Format{JSON: true}, "{\n  \"conn_rate\": 12\n}\n"},
+		{Format{KV: true}, "conn_rate=12\n"},
+		{Format{JSON: true, KV: true}, "{\n  \"conn_rate\": 12\n}\nconn_rate=12\n"},
+	} {
+		var b strings.Builder
+		if err := tc.f.Write(&b, res); err != nil || b.String() != tc.want {
+			t.Errorf("%+v.Write = %q, %v; want %q", tc.f, b.String(), err, tc.want)
 		}
 	}
 }

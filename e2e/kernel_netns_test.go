@@ -11,14 +11,12 @@ import (
 	"io"
 	"net"
 	"os"
-	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/meshd/meshd/internal/lab"
-	"github.com/meshd/meshd/internal/netns"
 )
 
 // TestKernelNetns runs two meshd nodes in tunnel.mode kernel, each in its
@@ -50,28 +48,12 @@ func TestKernelNetns(t *testing.T) {
 func kernelNetnsRun(t *testing.T, mode string) float64 {
 	prefix := fmt.Sprintf("%s%d-", netnsPrefix, os.Getpid())
 	edgeNS, onpremNS := prefix+"edge", prefix+"onprem"
-	// Registered first, so it runs last: nothing of ours is left.
-	t.Cleanup(func() {
-		names, err := netns.List(context.Background())
-		if err != nil {
-			t.Errorf("cleanup check: %v", err)
-			return
-		}
-		for _, ns := range []string{edgeNS, onpremNS} {
-			if slices.Contains(names, ns) {
-				t.Errorf("cleanup check: namespace %s still exists", ns)
-			}
-		}
-	})
-
 	// ---- topology: one veth pair, private addresses only in our namespaces
-	addNetns(t, edgeNS, true)
-	addNetns(t, onpremNS, false)
-	netnsRun(t, "ip", "-n", edgeNS, "link", "add", "eth0", "type", "veth", "peer", "name", "eth0", "netns", onpremNS)
-	for ns, ip := range map[string]string{edgeNS: "10.97.0.1/24", onpremNS: "10.97.0.2/24"} {
-		netnsRun(t, "ip", "-n", ns, "addr", "add", ip, "dev", "eth0")
-		netnsRun(t, "ip", "-n", ns, "link", "set", "eth0", "up")
-	}
+	ctx := context.Background()
+	tp := newNetnsTopo(t)
+	tp.must(tp.Add(ctx, edgeNS))
+	tp.must(tp.Add(ctx, onpremNS))
+	tp.must(tp.Veth(ctx, edgeNS, "eth0", "10.97.0.1/24", onpremNS, "eth0", "10.97.0.2/24"))
 
 	const echoAddr = "127.0.0.1:7000" // onprem's own loopback
 	startNetnsEcho(t, onpremNS, echoAddr, "onprem-1")

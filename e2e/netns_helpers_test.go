@@ -11,6 +11,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -19,6 +20,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"runtime"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -119,16 +121,6 @@ func netnsCmd(name string, args ...string) (string, error) {
 	return netns.Run(context.Background(), name, args...)
 }
 
-// netnsRun runs name args in the root namespace and fails the test on error.
-func netnsRun(t *testing.T, name string, args ...string) string {
-	t.Helper()
-	out, err := netnsCmd(name, args...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return out
-}
-
 // removeStale deletes namespaces matching owned (first submatch: the pid
 // of the run that made them) left by an earlier run of these tests that
 // was killed before its cleanup (e.g. by go test's -timeout).
@@ -141,36 +133,57 @@ func removeStale(t *testing.T, owned *regexp.Regexp) {
 // netnsPath is the file of a named namespace, for netnsSetns(2).
 func netnsPath(name string) string { return netns.Path(name) }
 
-// addNetns creates the namespace with its loopback up, and registers its
-// removal: every process still inside it is killed (they are all ours: the
-// namespace is), then it is deleted. The test is skipped if the first
-// namespace cannot be created at all.
-func addNetns(t *testing.T, name string, first bool) {
-	t.Helper()
-	if err := netns.Add(context.Background(), name); err != nil {
-		if first {
-			t.Skipf("network-namespace test: cannot create a namespace (%v); needs CAP_SYS_ADMIN and a kernel with netns", err)
-		}
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { delNetns(t, name) })
+// netnsTopo is the lab.Topo of one test (namespaces, veth pairs, routes,
+// nftables rules; internal/lab). Its namespaces are removed in t.Cleanup,
+// even on failure, after every process of the test was killed (those
+// register their cleanups later), and then none of them may be left.
+type netnsTopo struct {
+	*lab.Topo
+	t *testing.T
 }
 
-// delNetns kills the processes left in namespace name and deletes it.
-func delNetns(t *testing.T, name string) {
-	killed, err := netns.Delete(context.Background(), name)
-	for _, pid := range killed {
-		t.Logf("killed process %d left in namespace %s", pid, name)
+func newNetnsTopo(t *testing.T) *netnsTopo {
+	t.Helper()
+	tp := &netnsTopo{Topo: &lab.Topo{Progress: t.Logf}, t: t}
+	t.Cleanup(func() {
+		made := tp.Namespaces()
+		if err := tp.Close(); err != nil {
+			t.Errorf("cleanup: %v", err)
+		}
+		names, err := netns.List(context.Background())
+		if err != nil {
+			t.Errorf("cleanup check: %v", err)
+			return
+		}
+		for _, ns := range made {
+			if slices.Contains(names, ns) {
+				t.Errorf("cleanup check: namespace %s still exists", ns)
+			}
+		}
+	})
+	return tp
+}
+
+// must fails the test on err from building the topology, or skips it if
+// this machine cannot make a namespace at all.
+func (tp *netnsTopo) must(err error) {
+	tp.t.Helper()
+	if errors.Is(err, lab.ErrNoNamespace) {
+		tp.t.Skipf("network-namespace test: %v; needs CAP_SYS_ADMIN and a kernel with netns", err)
 	}
 	if err != nil {
-		t.Errorf("cleanup: %v", err)
+		tp.t.Fatal(err)
 	}
 }
 
 // inNetns runs name args inside namespace ns and fails the test on error.
 func inNetns(t *testing.T, ns string, name string, args ...string) string {
 	t.Helper()
-	return netnsRun(t, "ip", append([]string{"netns", "exec", ns, name}, args...)...)
+	out, err := netnsCmd("ip", append([]string{"netns", "exec", ns, name}, args...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
 }
 
 // netnsSetns moves the calling OS thread into the network namespace of fd.
@@ -249,31 +262,10 @@ func startInNetns(t *testing.T, c *cluster, ns string, n *meshNode, cfg lab.Node
 	for _, im := range cfg.Imports {
 		n.Imports[im.Name] = im.Listen
 	}
-	if err := os.WriteFile(n.Config, []byte(cfg.YAML()), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	lf, err := os.OpenFile(n.LogPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command("ip", "netns", "exec", ns, meshdBin, "join", "--config", n.Config)
-	cmd.Stdout, cmd.Stderr = lf, lf
-	cmd.Env = childEnv()
-	// ip execs meshd in place: the pid is meshd's. Should this test
-	// process die without its cleanup, meshd dies with it.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		lf.Close()
-		t.Fatalf("start %s in %s: %v", n.Name, ns, err)
-	}
-	n.cmd, n.logFile, n.done = cmd, lf, make(chan struct{})
-	go func() {
-		n.waitErr = cmd.Wait()
-		lf.Close()
-		close(n.done)
-	}()
 	c.nodes = append(c.nodes, n)
-	t.Cleanup(func() { n.kill(t) })
+	// ip execs meshd in place: the pid is meshd's, and it dies with this
+	// test process (lab.Proc's Pdeathsig).
+	launch(t, n, cfg, "ip", "netns", "exec", ns)
 }
 
 // startNetnsEcho starts the echo helper (this test binary) inside

@@ -7,19 +7,17 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-	"path/filepath"
-	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/meshd/meshd/internal/lab"
-	"github.com/meshd/meshd/internal/netns"
 	"github.com/meshd/meshd/node"
 )
 
 // netnsSite is one site of TestNetns: its own namespace, joined to the
-// core namespace by a veth pair (site 10.99.<octet>.2/24, core .1).
+// core namespace by a veth pair (site 10.99.<octet>.2/24, core .1): a
+// lab.Topo star, whose i-th host is at octet i.
 type netnsSite struct {
 	role  string // site name and namespace suffix
 	node  string // the meshd node in it
@@ -52,32 +50,21 @@ func TestNetns(t *testing.T) {
 		{role: "edge", node: "edge-1", octet: 3},
 	}
 	core := prefix + "core"
-	var allNS []string
 	for i := range sites {
 		sites[i].ns = prefix + sites[i].role
-		allNS = append(allNS, sites[i].ns)
 	}
-	allNS = append(allNS, core)
 	onprem, cloud, edge := sites[0], sites[1], sites[2]
 
-	// Registered first, so it runs last: after every process is killed and
-	// every namespace deleted, none of ours is left.
-	t.Cleanup(func() {
-		names, err := netns.List(context.Background())
-		if err != nil {
-			t.Errorf("cleanup check: %v", err)
-			return
-		}
-		for _, ns := range allNS {
-			if slices.Contains(names, ns) {
-				t.Errorf("cleanup check: namespace %s still exists", ns)
-			}
-		}
-	})
-
 	// ---- topology
-	addNetns(t, core, true)
-	inNetns(t, core, "sh", "-c", "echo 1 > /proc/sys/net/ipv4/ip_forward")
+	ctx := context.Background()
+	tp := newNetnsTopo(t)
+	hosts, err := tp.Star(ctx, core, "10.99", onprem.ns, cloud.ns, edge.ns)
+	tp.must(err)
+	for i, h := range hosts {
+		if h.IP != sites[i].ip() {
+			t.Fatalf("site %s at %s, want %s", sites[i].role, h.IP, sites[i].ip())
+		}
+	}
 	cutRules := fmt.Sprintf(`table inet me2e_cut {
 	chain forward {
 		type filter hook forward priority 0; policy accept;
@@ -86,22 +73,8 @@ func TestNetns(t *testing.T) {
 	}
 }
 `, onprem.octet)
-	rulesFile := filepath.Join(t.TempDir(), "cut.nft")
-	if err := os.WriteFile(rulesFile, []byte(cutRules), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if out, err := netnsCmd("ip", "netns", "exec", core, "nft", "-c", "-f", rulesFile); err != nil {
-		t.Skipf("network-namespace test: nftables not usable here (kernel without nf_tables?): %v %s", err, out)
-	}
-	for _, s := range sites {
-		addNetns(t, s.ns, false)
-		veth := "v-" + s.role
-		netnsRun(t, "ip", "-n", core, "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", s.ns)
-		netnsRun(t, "ip", "-n", core, "addr", "add", fmt.Sprintf("10.99.%d.1/24", s.octet), "dev", veth)
-		netnsRun(t, "ip", "-n", core, "link", "set", veth, "up")
-		netnsRun(t, "ip", "-n", s.ns, "addr", "add", s.ip()+"/24", "dev", "eth0")
-		netnsRun(t, "ip", "-n", s.ns, "link", "set", "eth0", "up")
-		netnsRun(t, "ip", "-n", s.ns, "route", "add", "10.99.0.0/16", "via", fmt.Sprintf("10.99.%d.1", s.octet))
+	if err := tp.CheckNft(ctx, core, cutRules); err != nil {
+		t.Skipf("network-namespace test: nftables not usable here (kernel without nf_tables?): %v", err)
 	}
 
 	// ---- backends and nodes
@@ -135,7 +108,7 @@ func TestNetns(t *testing.T) {
 	nodes := []*meshNode{o1, c1, e1}
 	pids := map[string]int{}
 	for _, n := range nodes {
-		pids[n.Name] = n.cmd.Process.Pid
+		pids[n.Name] = n.proc.Pid()
 	}
 
 	// ---- 1. converged; the edge's connections go to onprem-1
@@ -188,7 +161,9 @@ func TestNetns(t *testing.T) {
 	// reported apart. Every connection started from tCut on is new.
 	const cutFor = 10 * time.Second
 	tCut0 := time.Now()
-	inNetns(t, core, "nft", "-f", rulesFile)
+	if err := tp.Nft(ctx, core, cutRules); err != nil {
+		t.Fatal(err)
+	}
 	tCut := time.Now()
 	t.Logf("cut: onprem's traffic dropped in %s", core)
 	var seenDown, seenNotUp time.Duration // edge-1's view of onprem-1
@@ -414,8 +389,8 @@ func TestNetns(t *testing.T) {
 
 	// No restart: the same processes ran throughout.
 	for _, n := range nodes {
-		if !n.running() || n.cmd.Process.Pid != pids[n.Name] {
-			t.Errorf("%s is not the process started at the beginning (running %v): %v", n.Name, n.running(), n.waitErr)
+		if !n.running() || n.proc.Pid() != pids[n.Name] {
+			t.Errorf("%s is not the process started at the beginning (running %v): %v", n.Name, n.running(), n.exitErr())
 		}
 	}
 }

@@ -7,7 +7,7 @@ package e2e
 // the router, and long-lived checksummed echo streams dialled from inside
 // a namespace. Only addresses of 10.98.0.0/16 inside namespaces these
 // tests create (and remove) are used. The generic namespace helpers
-// (addNetns, startInNetns, startNetnsEcho, dialInNetns) are TestNetns's.
+// (newNetnsTopo, startInNetns, startNetnsEcho, dialInNetns) are TestNetns's.
 
 import (
 	"bufio"
@@ -22,7 +22,6 @@ import (
 	"net"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"regexp"
 	"slices"
 	"strconv"
@@ -33,7 +32,6 @@ import (
 	"time"
 
 	"github.com/meshd/meshd/internal/lab"
-	"github.com/meshd/meshd/internal/netns"
 	"github.com/meshd/meshd/node"
 )
 
@@ -80,7 +78,7 @@ type rnTopo struct {
 	router string
 	hosts  map[string]*rnHost // by role
 	c      *cluster
-	tmp    string
+	topo   *netnsTopo
 }
 
 // rnSkipUnlessPossible skips unless we are root with ip, nft and iptables.
@@ -92,55 +90,32 @@ func rnSkipUnlessPossible(t *testing.T) {
 	}
 }
 
-// newRNTopo creates the router and one namespace per host, and the
-// cluster (key, temp dir) the nodes will share. Everything is removed in
-// t.Cleanup, even on failure; the last cleanup checks that no namespace
-// of ours is left.
+// newRNTopo creates the router and one namespace per host (a lab.Topo
+// star: the i-th host at octet i), and the cluster (key, temp dir) the
+// nodes will share. Everything is removed in t.Cleanup, even on failure;
+// then no namespace of ours may be left (newNetnsTopo).
 func newRNTopo(t *testing.T, specs ...rnHostSpec) *rnTopo {
 	t.Helper()
 	rnSkipUnlessPossible(t)
 	removeStale(t, rnStale)
 	prefix := fmt.Sprintf("%s%d-%d-", rnPrefix, os.Getpid(), rnSeq.Add(1))
-	tp := &rnTopo{t: t, router: prefix + "rt", hosts: map[string]*rnHost{}, tmp: t.TempDir()}
-	all := []string{tp.router}
+	tp := &rnTopo{t: t, router: prefix + "rt", hosts: map[string]*rnHost{}, topo: newNetnsTopo(t)}
+	var names []string
 	for i, s := range specs {
 		h := &rnHost{rnHostSpec: s, octet: i + 1, ns: prefix + s.Role}
 		tp.hosts[s.Role] = h
-		all = append(all, h.ns)
+		names = append(names, h.ns)
 	}
-	// Registered first, so it runs last.
-	t.Cleanup(func() {
-		names, err := netns.List(context.Background())
-		if err != nil {
-			t.Errorf("cleanup check: %v", err)
-			return
+	ctx := context.Background()
+	hosts, err := tp.topo.Star(ctx, tp.router, "10.98", names...)
+	tp.topo.must(err)
+	for i, h := range hosts {
+		if want := tp.hosts[specs[i].Role].ip(); h.IP != want {
+			t.Fatalf("host %s at %s, want %s", specs[i].Role, h.IP, want)
 		}
-		for _, ns := range all {
-			if slices.Contains(names, ns) {
-				t.Errorf("cleanup check: namespace %s still exists", ns)
-			}
-		}
-	})
-
-	addNetns(t, tp.router, true)
-	inNetns(t, tp.router, "sh", "-c", "echo 1 > /proc/sys/net/ipv4/ip_forward")
-	probe := filepath.Join(tp.tmp, "probe.nft")
-	if err := os.WriteFile(probe, []byte(rnUDPCutRules("10.98.1.2", "10.98.2.2")), 0o600); err != nil {
-		t.Fatal(err)
 	}
-	if out, err := netnsCmd("ip", "netns", "exec", tp.router, "nft", "-c", "-f", probe); err != nil {
-		t.Skipf("relay network-namespace test: nftables not usable here (kernel without nf_tables?): %v %s", err, out)
-	}
-	for _, s := range specs {
-		h := tp.hosts[s.Role]
-		addNetns(t, h.ns, false)
-		veth := "r-" + h.Role
-		netnsRun(t, "ip", "-n", tp.router, "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", h.ns)
-		netnsRun(t, "ip", "-n", tp.router, "addr", "add", fmt.Sprintf("10.98.%d.1/24", h.octet), "dev", veth)
-		netnsRun(t, "ip", "-n", tp.router, "link", "set", veth, "up")
-		netnsRun(t, "ip", "-n", h.ns, "addr", "add", h.ip()+"/24", "dev", "eth0")
-		netnsRun(t, "ip", "-n", h.ns, "link", "set", "eth0", "up")
-		netnsRun(t, "ip", "-n", h.ns, "route", "add", "10.98.0.0/16", "via", fmt.Sprintf("10.98.%d.1", h.octet))
+	if err := tp.topo.CheckNft(ctx, tp.router, rnUDPCutRules("10.98.1.2", "10.98.2.2")); err != nil {
+		t.Skipf("relay network-namespace test: nftables not usable here (kernel without nf_tables?): %v", err)
 	}
 	tp.c = newCluster(t)
 	return tp
@@ -204,11 +179,9 @@ func rnUDPCutRules(a, b string) string {
 // (TCP between them, and everything else, still flows).
 func (tp *rnTopo) blockUDP(a, b string) {
 	tp.t.Helper()
-	f := filepath.Join(tp.tmp, "udpcut.nft")
-	if err := os.WriteFile(f, []byte(rnUDPCutRules(tp.host(a).ip(), tp.host(b).ip())), 0o600); err != nil {
+	if err := tp.topo.Nft(context.Background(), tp.router, rnUDPCutRules(tp.host(a).ip(), tp.host(b).ip())); err != nil {
 		tp.t.Fatal(err)
 	}
-	inNetns(tp.t, tp.router, "nft", "-f", f)
 }
 
 // unblockUDP removes blockUDP's table.

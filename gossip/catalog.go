@@ -9,6 +9,7 @@ import (
 	"slices"
 
 	"github.com/meshd/meshd/internal/key"
+	"github.com/meshd/meshd/internal/wire"
 )
 
 // Export catalog wire format.
@@ -134,7 +135,7 @@ func appendRecord(b []byte, r *record) []byte {
 // appendInner appends the fields of r, without length prefix or signature.
 // The identity fields are written only when r has a signing key.
 func appendInner(inner []byte, r *record) []byte {
-	inner = appendStr(inner, r.name)
+	inner = wire.AppendString(inner, r.name)
 	inner = binary.AppendUvarint(inner, r.version)
 	var flags byte
 	if r.leaving {
@@ -145,7 +146,7 @@ func appendInner(inner []byte, r *record) []byte {
 	var ex []byte
 	for _, e := range r.exports {
 		ex = ex[:0]
-		ex = appendStr(ex, e.Name)
+		ex = wire.AppendString(ex, e.Name)
 		ex = binary.AppendVarint(ex, int64(e.Weight))
 		var f byte
 		if e.Healthy {
@@ -158,17 +159,12 @@ func appendInner(inner []byte, r *record) []byte {
 	if r.signKey == nil {
 		return inner
 	}
-	inner = appendStr(inner, r.meta.Site)
-	inner = appendStr(inner, string(r.meta.PublicKey[:]))
+	inner = wire.AppendString(inner, r.meta.Site)
+	inner = wire.AppendString(inner, string(r.meta.PublicKey[:]))
 	inner = appendAddrPort(inner, r.meta.Tunnel)
 	inner = appendAddrPort(inner, r.meta.Relay)
-	inner = appendStr(inner, string(r.signKey))
-	return appendStr(inner, string(r.cert))
-}
-
-func appendStr(b []byte, s string) []byte {
-	b = binary.AppendUvarint(b, uint64(len(s)))
-	return append(b, s...)
+	inner = wire.AppendString(inner, string(r.signKey))
+	return wire.AppendString(inner, string(r.cert))
 }
 
 // encodeRecordMsg returns the message (kind 1) carrying r.
@@ -176,173 +172,114 @@ func encodeRecordMsg(r *record) []byte {
 	return appendRecord([]byte{wireVersion, kindRecord}, r)
 }
 
-// reader decodes the wire format; the first error sticks and every later
-// read returns zero values.
-type reader struct {
-	b   []byte
-	err error
-}
+// reader decodes the wire format (wire.Decoder); the first error sticks
+// and every later read returns zero values.
+type reader struct{ wire.Decoder }
 
-func (r *reader) fail(format string, args ...any) {
-	if r.err == nil {
-		r.err = fmt.Errorf("%w: %s", errDecode, fmt.Sprintf(format, args...))
-	}
-}
-
-func (r *reader) uvarint(what string) uint64 {
-	if r.err != nil {
-		return 0
-	}
-	v, n := binary.Uvarint(r.b)
-	if n <= 0 {
-		r.fail("bad %s", what)
-		return 0
-	}
-	r.b = r.b[n:]
-	return v
-}
-
-func (r *reader) varint(what string) int64 {
-	if r.err != nil {
-		return 0
-	}
-	v, n := binary.Varint(r.b)
-	if n <= 0 {
-		r.fail("bad %s", what)
-		return 0
-	}
-	r.b = r.b[n:]
-	return v
-}
-
-func (r *reader) byte1(what string) byte {
-	if r.err != nil {
-		return 0
-	}
-	if len(r.b) < 1 {
-		r.fail("truncated %s", what)
-		return 0
-	}
-	c := r.b[0]
-	r.b = r.b[1:]
-	return c
-}
-
-// bytes returns the next length-prefixed field, at most limit bytes long.
-func (r *reader) bytes(what string, limit int) []byte {
-	n := r.uvarint(what + " length")
-	if r.err != nil {
-		return nil
-	}
-	if n > uint64(limit) || n > uint64(len(r.b)) {
-		r.fail("%s of %d bytes (limit %d, %d left)", what, n, limit, len(r.b))
-		return nil
-	}
-	v := r.b[:n]
-	r.b = r.b[n:]
-	return v
+func newReader(b []byte) reader {
+	return reader{wire.Decoder{Buf: b, Malformed: errDecode}}
 }
 
 // readRecord decodes one record. name is set as soon as it is known, so that
 // errors can be attributed to a sender.
 func (r *reader) readRecord() (rec *record, name string) {
-	start := r.b
-	body := r.bytes("record", maxMessageBytes)
-	if r.err != nil {
+	start := r.Buf
+	body := r.Bytes("record", maxMessageBytes)
+	if r.Err != nil {
 		return nil, ""
 	}
-	in := reader{b: body}
+	in := newReader(body)
 	rec = &record{}
-	rec.name = string(in.bytes("node name", maxNameLen))
-	rec.version = in.uvarint("version")
-	flags := in.byte1("flags")
+	rec.name = string(in.Bytes("node name", maxNameLen))
+	rec.version = in.Uvarint("version")
+	flags := in.Byte("flags")
 	rec.leaving = flags&flagLeaving != 0
-	n := in.uvarint("export count")
-	if in.err == nil && n > maxExports {
-		in.fail("%d exports (limit %d)", n, maxExports)
+	n := in.Uvarint("export count")
+	if in.Err == nil && n > maxExports {
+		in.Fail("%d exports (limit %d)", n, maxExports)
 	}
-	if in.err == nil && n > uint64(len(in.b)) {
-		in.fail("%d exports in %d bytes", n, len(in.b))
+	if in.Err == nil && n > uint64(len(in.Buf)) {
+		in.Fail("%d exports in %d bytes", n, len(in.Buf))
 	}
-	if in.err == nil && rec.name == "" {
-		in.fail("empty node name")
+	if in.Err == nil && rec.name == "" {
+		in.Fail("empty node name")
 	}
-	if in.err != nil {
-		r.err = in.err
+	if in.Err != nil {
+		r.Err = in.Err
 		return nil, rec.name
 	}
 	rec.exports = make([]Export, 0, n)
 	for range n {
-		eb := in.bytes("export", maxMessageBytes)
-		if in.err != nil {
+		eb := in.Bytes("export", maxMessageBytes)
+		if in.Err != nil {
 			break
 		}
-		er := reader{b: eb}
+		er := newReader(eb)
 		var e Export
-		e.Name = string(er.bytes("export name", maxNameLen))
-		w := er.varint("weight")
-		e.Healthy = er.byte1("export flags")&flagHealthy != 0
-		if er.err == nil && (w < math.MinInt32 || w > math.MaxInt32) {
-			er.fail("weight %d out of range", w)
+		e.Name = string(er.Bytes("export name", maxNameLen))
+		w := er.Varint("weight")
+		e.Healthy = er.Byte("export flags")&flagHealthy != 0
+		if er.Err == nil && (w < math.MinInt32 || w > math.MaxInt32) {
+			er.Fail("weight %d out of range", w)
 		}
-		if er.err != nil {
-			in.err = er.err
+		if er.Err != nil {
+			in.Err = er.Err
 			break
 		}
 		e.Weight = int(min(max(w, 1), MaxWeight))
 		rec.exports = append(rec.exports, e)
 	}
-	if in.err == nil && len(in.b) > 0 {
+	if in.Err == nil && len(in.Buf) > 0 {
 		in.readIdentity(rec, body)
 	}
-	if in.err != nil {
-		r.err = in.err
+	if in.Err != nil {
+		r.Err = in.Err
 		return nil, rec.name
 	}
-	rec.raw = start[:len(start)-len(r.b)]
+	rec.raw = start[:len(start)-len(r.Buf)]
 	return rec, rec.name
 }
 
 // readIdentity decodes the identity fields and signature that follow the
 // exports of a signed record whose whole inner bytes are body.
 func (in *reader) readIdentity(rec *record, body []byte) {
-	if len(in.b) < ed25519.SignatureSize {
-		in.fail("truncated signature")
+	if len(in.Buf) < ed25519.SignatureSize {
+		in.Fail("truncated signature")
 		return
 	}
 	sigAt := len(body) - ed25519.SignatureSize
 	rec.sig = body[sigAt:]
 	rec.signed = body[:sigAt]
-	in.b = in.b[:len(in.b)-ed25519.SignatureSize]
-	rec.meta.Site = string(in.bytes("site", maxSiteLen))
-	if pk := in.bytes("wireguard key", key.Len); in.err == nil {
+	in.Buf = in.Buf[:len(in.Buf)-ed25519.SignatureSize]
+	rec.meta.Site = string(in.Bytes("site", maxSiteLen))
+	if pk := in.Bytes("wireguard key", key.Len); in.Err == nil {
 		if len(pk) != key.Len {
-			in.fail("wireguard key of %d bytes", len(pk))
+			in.Fail("wireguard key of %d bytes", len(pk))
 			return
 		}
 		copy(rec.meta.PublicKey[:], pk)
 	}
-	if in.err != nil {
+	if in.Err != nil {
 		return
 	}
 	var err error
-	if rec.meta.Tunnel, in.b, err = readAddrPort(in.b); err == nil {
-		rec.meta.Relay, in.b, err = readAddrPort(in.b)
+	if rec.meta.Tunnel, in.Buf, err = readAddrPort(in.Buf); err == nil {
+		rec.meta.Relay, in.Buf, err = readAddrPort(in.Buf)
 	}
 	if err != nil {
-		in.fail("address: %v", err)
+		in.Fail("address: %v", err)
 		return
 	}
-	sk := in.bytes("signing key", ed25519.PublicKeySize)
-	if in.err == nil && len(sk) != ed25519.PublicKeySize {
-		in.fail("signing key of %d bytes", len(sk))
+	sk := in.Bytes("signing key", ed25519.PublicKeySize)
+	if in.Err == nil && len(sk) != ed25519.PublicKeySize {
+		in.Fail("signing key of %d bytes", len(sk))
 	}
 	rec.signKey = ed25519.PublicKey(sk)
-	rec.cert = in.bytes("certificate", maxCertBytes)
-	if in.err == nil && len(rec.cert) == 0 {
+	rec.cert = in.Bytes("certificate", maxCertBytes)
+	if in.Err == nil && len(rec.cert) == 0 {
 		rec.cert = nil
 	}
-	in.b = nil // unknown fields up to the signature are ignored
+	in.Buf = nil // unknown fields up to the signature are ignored
 }
 
 // decodeEnvelope checks the size, version and kind of a message or state.
@@ -360,7 +297,8 @@ func decodeEnvelope(b []byte, kind byte, limit int) (*reader, error) {
 		return nil, fmt.Errorf("%w: unexpected kind %d", errDecode, b[1])
 	}
 	// Records keep slices of their wire form; memberlist reuses b.
-	return &reader{b: slices.Clone(b[2:])}, nil
+	r := newReader(slices.Clone(b[2:]))
+	return &r, nil
 }
 
 // decodeRecordMsg decodes a kind 1 message. The returned name is the sender
@@ -371,8 +309,8 @@ func decodeRecordMsg(b []byte) (*record, string, error) {
 		return nil, "", err
 	}
 	rec, name := r.readRecord()
-	if r.err != nil {
-		return nil, name, r.err
+	if r.Err != nil {
+		return nil, name, r.Err
 	}
 	return rec, name, nil
 }
@@ -383,18 +321,18 @@ func decodeState(b []byte) ([]*record, error) {
 	if err != nil {
 		return nil, err
 	}
-	n := r.uvarint("record count")
-	if r.err == nil && (n > maxStateRecords || n > uint64(len(r.b))) {
-		r.fail("%d records", n)
+	n := r.Uvarint("record count")
+	if r.Err == nil && (n > maxStateRecords || n > uint64(len(r.Buf))) {
+		r.Fail("%d records", n)
 	}
-	if r.err != nil {
-		return nil, r.err
+	if r.Err != nil {
+		return nil, r.Err
 	}
 	recs := make([]*record, 0, n)
 	for range n {
 		rec, _ := r.readRecord()
-		if r.err != nil {
-			return nil, r.err
+		if r.Err != nil {
+			return nil, r.Err
 		}
 		recs = append(recs, rec)
 	}

@@ -52,12 +52,8 @@ func roundTrip(t testing.TB, from, to *Tunnel, d time.Duration) time.Duration {
 }
 
 func probesSent(t *Tunnel, pub key.PublicKey) uint64 {
-	t.bind.mu.Lock()
-	defer t.bind.mu.Unlock()
-	if p := t.bind.paths[pub]; p != nil {
-		return p.seq
-	}
-	return 0
+	st, _ := t.SessionStats(pub)
+	return st.Probes
 }
 
 func waitUntil(t testing.TB, d time.Duration, what string, cond func() bool) {
@@ -307,14 +303,12 @@ func TestIdleMembersCostNoGoroutines(t *testing.T) {
 	if d := runtime.NumGoroutine() - base; d > 5 {
 		t.Fatalf("200 idle members cost %d goroutines", d)
 	}
-	a.ipcMu.Lock()
 	on := 0
-	for _, p := range a.peers {
-		if p.wgOn {
+	for _, st := range a.AllSessionStats() {
+		if st.WireGuard {
 			on++
 		}
 	}
-	a.ipcMu.Unlock()
 	if on != 0 {
 		t.Fatalf("%d idle members are WireGuard peers", on)
 	}
@@ -330,11 +324,10 @@ func TestIdleWireGuardPeerTrimmed(t *testing.T) {
 	a, b := newProbingTunnel(t), newProbingTunnel(t)
 	link(t, a, b)
 	roundTrip(t, a, b, 5*time.Second)
-	pa, pb := a.peers[b.PublicKey()], b.peers[a.PublicKey()]
-	wgOn := func(tn *Tunnel, p *peer) bool {
-		tn.ipcMu.Lock()
-		defer tn.ipcMu.Unlock()
-		return p.wgOn
+	pa, pb := b.PublicKey(), a.PublicKey() // a's peer, b's peer
+	wgOn := func(tn *Tunnel, pub key.PublicKey) bool {
+		st, _ := tn.SessionStats(pub)
+		return st.WireGuard
 	}
 	if !wgOn(a, pa) || !wgOn(b, pb) {
 		t.Fatal("no WireGuard peers after a stream")

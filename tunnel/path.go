@@ -181,6 +181,9 @@ type peerPath struct {
 	// (not probes, not black-holed packets): atomic, so that metrics and
 	// status read them without the device's UAPI lock.
 	tx, rx atomic.Uint64
+	// pings counts the probes (pings) sent to the peer: probeRecord's seq,
+	// readable without PathBind.mu.
+	pings atomic.Uint64
 
 	pongAt    atomic.Int64 // unix nanoseconds of the last fresh probe answer (see LastProbePong)
 	handshook atomic.Bool  // a WireGuard handshake message was sent or received
@@ -435,6 +438,23 @@ func (b *PathBind) Bytes(pub key.PublicKey) (tx, rx uint64) {
 		return 0, 0
 	}
 	return p.tx.Load(), p.rx.Load()
+}
+
+// IsWG reports whether peer is a WireGuard peer of the device (see SetWG).
+func (b *PathBind) IsWG(pub key.PublicKey) bool {
+	p := b.peer(pub)
+	return p != nil && p.wg.Load()
+}
+
+// Probes returns how many direct-path probes were sent to peer since it
+// was added (peers are probed only while a session is held or being
+// dialled); zero for an unknown peer.
+func (b *PathBind) Probes(pub key.PublicKey) uint64 {
+	p := b.peer(pub)
+	if p == nil {
+		return 0
+	}
+	return p.pings.Load()
 }
 
 // SetBlocked drops all packets to and from the given peers (a drill's

@@ -118,6 +118,7 @@ func (b *PathBind) applyDue(now time.Time, due []judgement, sends []probeOut) []
 		p.next = now.Add(p.every - probeEvery/4) // due at the tick nearest every
 		st := b.stamp.Add(1)
 		sends = append(sends, probeOut{p.direct, j.pub, p.startProbe(st), st})
+		p.pings.Add(1)
 	}
 	return sends
 }

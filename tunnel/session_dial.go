@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/yamux"
+
+	"github.com/meshd/meshd/tunnel/internal/framing"
 )
 
 // Getting a peer's session up: dialling it with backoff (dialLoop), asking
@@ -66,7 +68,7 @@ func (p *peer) dialLoop() {
 		}
 		if err == nil {
 			attemptTimeout = firstDialTimeout
-			sess, err := yamux.Client(newFrameConn(c), p.t.ymxCfg)
+			sess, err := yamux.Client(framing.NewConn(c), p.t.ymxCfg)
 			if err != nil {
 				c.Close()
 			} else {
@@ -154,7 +156,7 @@ func (p *peer) acceptSession(c net.Conn) {
 			}
 			return
 		}
-		sess, err := yamux.Server(newFrameConn(c), p.t.ymxCfg)
+		sess, err := yamux.Server(framing.NewConn(c), p.t.ymxCfg)
 		if err != nil {
 			c.Close()
 			return

@@ -19,6 +19,7 @@ type PeerStats struct {
 	LastHandshake time.Time // zero if never
 	TxBytes       uint64
 	RxBytes       uint64
+	Probes        uint64        // direct-path probes sent (only while a session is held or dialled)
 	Path          string        // "direct", "relay" or "none"
 	RelayVia      string        // the relay's name when Path is "relay"
 	RTT           time.Duration // last session ping; 0 if unknown
@@ -27,6 +28,9 @@ type PeerStats struct {
 	PingPending   time.Time     // when the unanswered ping was sent; zero if none
 	SessionUp     bool
 	Streams       int
+	// WireGuard: the peer is a WireGuard peer of the device now (only
+	// peers with traffic are; see wgIdleAfter).
+	WireGuard bool
 	// Session is SessionStateUp, SessionStateIdle or SessionStateDown.
 	Session string
 	// Owned: this node holds a session it needed (which it closes when
@@ -100,6 +104,8 @@ func (t *Tunnel) SessionStats(pub key.PublicKey) (st PeerStats, ok bool) {
 	st = p.stats()
 	st.Path, st.RelayVia = t.bind.Path(pub)
 	st.TxBytes, st.RxBytes = t.bind.Bytes(pub)
+	st.Probes = t.bind.Probes(pub)
+	st.WireGuard = t.bind.IsWG(pub)
 	return st, true
 }
 

@@ -15,85 +15,13 @@ import (
 	"github.com/meshd/meshd/internal/version"
 )
 
-// benchHelp is the long help of meshd bench: what is measured and every
-// result key (README "Performance" quotes figures by these keys).
-const benchHelp = "Starts `meshd join` processes (this binary) on 127.0.0.1 with generated configs\n" +
-	"in a temporary directory: an exporter in site a exporting `sink` and `echo` (both\n" +
-	"served by the bench process) and an importer in site b importing them. Every\n" +
-	"figure is measured through the import and, in the same run right before it,\n" +
-	"directly against the target (key _direct), with the ratio meshd/direct (key\n" +
-	"_ratio): the machine may be shared and noisy, the ratio is the comparable figure.\n" +
-	"\n" +
-	"  throughput  1 and 8 parallel streams into a discarding sink for --duration;\n" +
-	"              MB/s = 10^6 bytes/s acknowledged by the sink (keys throughput_N_mbps)\n" +
-	"  latency     64-byte echo round trips over 1 and 16 connections for --duration/2;\n" +
-	"              p50/p99/max in microseconds (latency_N_p50_us, ...)\n" +
-	"  connrate    --conn-workers concurrent clients (default 32): connect, one 64-byte\n" +
-	"              round trip, close, for --duration/2; connections per second\n" +
-	"              (conn_rate, per second)\n" +
-	"  idle        --idle connections, each verified by a round trip, held --idle-hold,\n" +
-	"              verified again, through --idle-nodes importer/exporter pairs of their\n" +
-	"              own (see below)\n" +
-	"\n" +
-	"Idle connections (run first, on nodes started only for them, so that the RSS\n" +
-	"figures are not inflated by the throughput runs): each of the --idle-nodes exporters\n" +
-	"(site a) exports `echo` from its own backend process, the importers (site b) import\n" +
-	"it with balance least_conn, and the connections are spread evenly over the importers\n" +
-	"and held by client processes of at most 16,000 connections each, bound to source\n" +
-	"addresses 127.0.0.2-254 in turn. No process holds more than its share, so a hard\n" +
-	"RLIMIT_NOFILE of 20,000 allows up to ~19,000 connections per node: --idle 18000\n" +
-	"(one pair) and --idle 100000 --idle-nodes 6 (6+6 nodes). Keys: idle_conns,\n" +
-	"idle_setup_ms, idle_open_errors, idle_verify1_errors, idle_verify2_errors,\n" +
-	"idle_backend_conns (held by the backends: the exporters' share), and RSS growth\n" +
-	"per connection that node carried: idle_rss_per_conn_importer_bytes and\n" +
-	"_exporter_bytes (mean over the nodes of the role), _importer_max_bytes,\n" +
-	"_exporter_max_bytes, idle_rss_per_conn_mesh_bytes (growth of all nodes / conns);\n" +
-	"with one pair idle_rss_{importer,exporter}_{before,after}_bytes, with more\n" +
-	"idle_{importer,exporter}_N_conns and _N_rss_growth_bytes for each node.\n" +
-	"\n" +
-	"--netns (root, ip, /dev/net/tun) measures throughput, latency and connrate once more\n" +
-	"between two network namespaces mb-<pid>-a (servers, exporters) and mb-<pid>-b\n" +
-	"(clients, importers) joined by a veth pair 10.213.0.2 <-> 10.213.0.1, for four\n" +
-	"paths in the same run: direct over the veth; plain wireguard-go on kernel TUN\n" +
-	"devices (10.214.0.2 <-> .1, one bench-wgref process per namespace, no meshd) as\n" +
-	"the reference for what WireGuard itself costs; meshd userspace; meshd kernel mode.\n" +
-	"Clients and servers are bench-worker processes of this binary inside the\n" +
-	"namespaces. Keys (FIG = netns_throughput_1, netns_throughput_8,\n" +
-	"netns_latency_{1,16}_{p50,p99,max}, netns_conn_rate; UNIT = _mbps, _us or none):\n" +
-	"  FIG UNIT, FIG_kernel UNIT, FIG_wireguard UNIT, FIG_direct UNIT   the figures\n" +
-	"  FIG_vs_wireguard, FIG_kernel_vs_wireguard    meshd (userspace, kernel) / wireguard-go\n" +
-	"  FIG_ratio, FIG_kernel_ratio, FIG_wireguard_ratio    the same / direct\n" +
-	"  netns_errors (and FIG[_variant]_errors when not 0)\n" +
-	"e.g. netns_throughput_1_wireguard_mbps, netns_latency_1_p50_vs_wireguard. The\n" +
-	"namespaces, their veth and TUN devices and every process are removed at the end,\n" +
-	"also on errors and Ctrl-C; namespaces of a killed earlier run are removed at start.\n" +
-	"Traffic uses only loopback and the addresses above inside those namespaces.\n" +
-	"--loopback=false skips the loopback measurements (namespaces only).\n" +
-	"\n" +
-	"scale (only with --only scale; not run by default): --nodes real `meshd join`\n" +
-	"processes in 4 sites on loopback; the first node of each site exports echo, every\n" +
-	"node imports it preferring its own site, then the next. Keys: scale_convergence_s\n" +
-	"(last start -> every node sees all others alive), scale_import_ok/_errors (an echo\n" +
-	"round trip through every node's import), then over --scale-idle of idling:\n" +
-	"scale_idle_cpu_pct_per_node (mean, % of one core), _max, _exporters, _others,\n" +
-	"scale_idle_cpu_cores_total, scale_rss_mb_per_node, scale_rss_mb_max,\n" +
-	"scale_gossip_{sent,recv}_bytes_per_s_per_node (gossip on the wire),\n" +
-	"scale_sessions_per_node and _max (sessions up), and the first connection to a cold\n" +
-	"peer (meshd ping's first round trip to a node without a session: one WireGuard and\n" +
-	"one TCP handshake): scale_cold_first_conn_p50_ms, _max_ms, scale_cold_samples,\n" +
-	"against a warm one: scale_warm_conn_p50_ms, scale_cold_first_conn_p50_ratio.\n" +
-	"\n" +
-	"Results go to stdout (one JSON object, or key=value lines); progress to stderr.\n" +
-	"Exits 1 if any measurement had errors or a setup step failed (the results so far\n" +
-	"are still printed, with setup_error), 2 for bad flags, 130 when interrupted."
-
 func benchCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "bench",
 		Usage: "start two meshd nodes on loopback and measure them against direct TCP; print machine-readable results",
 		UsageText: "meshd bench [--duration 10s] [--idle 2000] [--idle-nodes 1] [--idle-hold 30s] [--only throughput,latency,connrate,idle]\n" +
 			"   [--netns [--loopback=false]] [--only scale --nodes 25 [--scale-idle 20s]] [--format json|kv|both] [--quick] [--verbose]",
-		Description: benchHelp,
+		Description: benchrun.Help,
 		Flags: []cli.Flag{
 			&cli.Float64Flag{Name: "netns-loss", Usage: "with --netns: percent of UDP packets dropped leaving each namespace (iptables statistic), e.g. 1"},
 			&cli.IntFlag{Name: "conn-workers", Value: 32, Usage: "concurrent clients of the connection rate measurement"},
@@ -117,45 +45,33 @@ func benchCommand() *cli.Command {
 
 // benchOptions maps the flags to the run's options (--quick shortens what
 // is not set explicitly) and the output format.
-func benchOptions(c *cli.Context) (o benchrun.Options, asJSON, asKV bool, err error) {
-	o = benchrun.Options{Duration: c.Duration("duration"), Idle: c.Int("idle"), IdleNodes: c.Int("idle-nodes"),
+func benchOptions(c *cli.Context) (benchrun.Options, benchrun.Format, error) {
+	o := benchrun.Options{Duration: c.Duration("duration"), Idle: c.Int("idle"), IdleNodes: c.Int("idle-nodes"),
 		IdleHold: c.Duration("idle-hold"), ConnWorkers: c.Int("conn-workers"), NetnsLoss: c.Float64("netns-loss"),
 		Netns: c.Bool("netns"), Loopback: c.Bool("loopback"), Verbose: c.Bool("verbose"),
 		Nodes: c.Int("nodes"), ScaleIdle: c.Duration("scale-idle")}
 	if c.Bool("quick") {
-		for name, set := range map[string]func(){
-			"duration":  func() { o.Duration = 300 * time.Millisecond },
-			"idle":      func() { o.Idle = 100 },
-			"idle-hold": func() { o.IdleHold = 500 * time.Millisecond },
-		} {
-			if !c.IsSet(name) {
-				set()
-			}
-		}
+		o.Quick(c.IsSet)
 	}
+	var err error
 	if o.Only, err = benchrun.ParseOnly(c.String("only")); err == nil {
 		err = o.Validate()
 	}
+	var f benchrun.Format
+	if err == nil {
+		f, err = benchrun.ParseFormat(c.String("format"), c.IsSet("format"), c.Bool("json"))
+	}
 	if err != nil {
-		return o, false, false, cli.Exit(err.Error(), 2)
+		return o, f, cli.Exit(err.Error(), 2)
 	}
-	format := c.String("format")
-	if c.Bool("json") && !c.IsSet("format") {
-		format = "json"
-	}
-	switch format {
-	case "json", "kv", "both":
-	default:
-		return o, false, false, cli.Exit(fmt.Sprintf("--format %q: allowed: json, kv, both", format), 2)
-	}
-	return o, format != "kv" || c.Bool("json"), format != "json", nil
+	return o, f, nil
 }
 
 func runBench(c *cli.Context) error {
-	if c.NArg() > 0 {
-		return cli.Exit(fmt.Sprintf("bench takes no arguments, got %q", c.Args().First()), 2)
+	if err := noArgs(c, "bench"); err != nil {
+		return err
 	}
-	o, asJSON, asKV, err := benchOptions(c)
+	o, f, err := benchOptions(c)
 	if err != nil {
 		return err
 	}
@@ -171,15 +87,8 @@ func runBench(c *cli.Context) error {
 	if err != nil {
 		return cli.Exit(err.Error(), 2)
 	}
-	if asJSON {
-		if err := rep.Results.WriteJSON(c.App.Writer); err != nil {
-			return err
-		}
-	}
-	if asKV {
-		if err := rep.Results.WriteKV(c.App.Writer); err != nil {
-			return err
-		}
+	if err := f.Write(c.App.Writer, rep.Results); err != nil {
+		return err
 	}
 	switch {
 	case rep.Interrupted:

@@ -14,7 +14,9 @@ func benchFlags(t *testing.T, args ...string) (o benchrun.Options, asJSON, asKV 
 	t.Helper()
 	cmd := benchCommand()
 	cmd.Action = func(c *cli.Context) error {
-		o, asJSON, asKV, err = benchOptions(c)
+		var f benchrun.Format
+		o, f, err = benchOptions(c)
+		asJSON, asKV = f.JSON, f.KV
 		return nil
 	}
 	app := &cli.App{Commands: []*cli.Command{cmd}, ExitErrHandler: func(*cli.Context, error) {}}

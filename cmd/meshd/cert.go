@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
 	"time"
 
@@ -15,10 +14,9 @@ func caCommand() *cli.Command {
 		Name:  "ca",
 		Usage: "manage the mesh certificate authority (pki; see README.md)",
 		Subcommands: []*cli.Command{{
-			Name:         "init",
-			OnUsageError: usageError,
-			Usage:        "create a CA: DIR/ca.crt and DIR/ca.key (0600)",
-			UsageText:    "meshd ca init --out DIR [--name NAME] [--valid 87600h]\n\nKeep ca.key offline; copy ca.crt to every node (pki.ca).",
+			Name:      "init",
+			Usage:     "create a CA: DIR/ca.crt and DIR/ca.key (0600)",
+			UsageText: "meshd ca init --out DIR [--name NAME] [--valid 87600h]\n\nKeep ca.key offline; copy ca.crt to every node (pki.ca).",
 			Flags: []cli.Flag{
 				&cli.StringFlag{Name: "out", Usage: "directory for ca.crt and ca.key"},
 				&cli.StringFlag{Name: "name", Value: "meshd-ca", Usage: "the CA's name"},
@@ -45,9 +43,8 @@ func certCommand() *cli.Command {
 		Name:  "cert",
 		Usage: "issue and inspect node certificates (pki; see README.md)",
 		Subcommands: []*cli.Command{{
-			Name:         "sign",
-			OnUsageError: usageError,
-			Usage:        "issue a node identity: DIR/NODE.crt and DIR/NODE.key (0600)",
+			Name:  "sign",
+			Usage: "issue a node identity: DIR/NODE.crt and DIR/NODE.key (0600)",
 			UsageText: "meshd cert sign --ca DIR --name NODE --site SITE [--groups a,b] [--exports pat,...] [--drill] [--valid 8760h] --out DIR\n\n" +
 				"Creates the node's WireGuard and signing keys in DIR/NODE.key. If DIR/NODE.key already\n" +
 				"exists, its keys are kept and only DIR/NODE.crt is replaced (renewal; `meshd reload`).",
@@ -80,11 +77,10 @@ func certCommand() *cli.Command {
 				return nil
 			},
 		}, {
-			Name:         "show",
-			OnUsageError: usageError,
-			Usage:        "print a certificate's fields, fingerprint and expiry",
-			UsageText:    "meshd cert show FILE [--json]",
-			Flags:        []cli.Flag{&cli.BoolFlag{Name: "json", Usage: "print JSON"}},
+			Name:      "show",
+			Usage:     "print a certificate's fields, fingerprint and expiry",
+			UsageText: "meshd cert show FILE [--json]",
+			Flags:     []cli.Flag{jsonFlag("print JSON")},
 			Action: func(c *cli.Context) error {
 				if c.NArg() != 1 {
 					return cli.Exit("cert show takes one FILE argument", 2)
@@ -93,19 +89,7 @@ func certCommand() *cli.Command {
 				if err != nil {
 					return err
 				}
-				now := time.Now()
-				for i, crt := range cs {
-					in := crt.Describe(now)
-					if c.Bool("json") {
-						b, _ := json.MarshalIndent(in, "", "  ")
-						fmt.Fprintln(c.App.Writer, string(b))
-						continue
-					}
-					if i > 0 {
-						fmt.Fprintln(c.App.Writer)
-					}
-					fmt.Fprint(c.App.Writer, in.Text())
-				}
+				cert.Show(c.App.Writer, cs, time.Now(), c.Bool("json"))
 				return nil
 			},
 		}},

@@ -2,9 +2,6 @@ package main
 
 import (
 	"fmt"
-	"os"
-	"os/signal"
-	"syscall"
 
 	"github.com/urfave/cli/v2"
 
@@ -53,7 +50,7 @@ func runDrill(c *cli.Context) error {
 		return cli.Exit(fmt.Sprintf("--site %s is this node's own site: its imports could not watch the failover; run the drill from a node outside %s", site, site), 2)
 	}
 	// Ctrl-C ends the request; the node then cancels the drill everywhere.
-	ctx, stop := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM)
+	ctx, stop := interruptible(c)
 	defer stop()
 	rep, err := control.Drill(ctx, sock, node.DrillRequest{Site: c.String("site"), Service: c.String("service"), DurationMS: d.Milliseconds()})
 	if err != nil {

@@ -1,17 +1,14 @@
 package main
 
 import (
-	"log/slog"
 	"os"
 	"os/signal"
 	"syscall"
-	"time"
 
 	"github.com/urfave/cli/v2"
 
 	"github.com/meshd/meshd/internal/config"
 	"github.com/meshd/meshd/internal/daemon"
-	"github.com/meshd/meshd/node"
 )
 
 func joinCommand() *cli.Command {
@@ -47,21 +44,16 @@ func runJoin(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	level := new(slog.LevelVar)
-	level.Set(daemon.ParseLevel(cfg.Log.Level))
-	lg := daemon.NewLogger(os.Stderr, cfg.Log, level)
-	n, err := node.New(cfg, lg)
+	p, err := daemon.Open(cfg, os.Stderr)
 	if err != nil {
 		return err
 	}
-	n.OnReload("log.level", daemon.LevelStep(level, lg, n.ReloadNote))
 	// Catch signals before starting so an early SIGTERM still leaves cleanly.
 	stop, hup := make(chan os.Signal, 2), make(chan os.Signal, 1)
 	signal.Notify(stop, syscall.SIGINT, syscall.SIGTERM)
 	defer signal.Stop(stop)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
-	p := &daemon.Process{Node: n, Log: lg, Stop: stop, Hangup: hup,
-		Grace: func() time.Duration { return n.Config().Failover.DrainGrace }}
+	p.Stop, p.Hangup = stop, hup
 	return p.Run() // an error exits 1
 }

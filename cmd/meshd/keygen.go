@@ -1,11 +1,11 @@
 package main
 
 import (
-	"crypto/rand"
-	"encoding/base64"
 	"fmt"
 
 	"github.com/urfave/cli/v2"
+
+	"github.com/meshd/meshd/internal/config"
 )
 
 func keygenCommand() *cli.Command {
@@ -17,11 +17,11 @@ func keygenCommand() *cli.Command {
 			if c.NArg() > 0 {
 				return cli.Exit("keygen takes no arguments", 2)
 			}
-			k := make([]byte, 32)
-			if _, err := rand.Read(k); err != nil {
+			k, err := config.NewClusterKey()
+			if err != nil {
 				return fmt.Errorf("keygen: %w", err)
 			}
-			fmt.Fprintln(c.App.Writer, base64.StdEncoding.EncodeToString(k))
+			fmt.Fprintln(c.App.Writer, k)
 			return nil
 		},
 	}

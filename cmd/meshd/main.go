@@ -44,23 +44,10 @@ func newApp() *cli.App {
 			&cli.BoolFlag{Name: "version", Usage: "print the version (the first line of `meshd version`) and exit"},
 		},
 		Action: rootAction,
-		Commands: []*cli.Command{
-			keygenCommand(),
-			joinCommand(),
-			statusCommand(),
-			drillCommand(),
-			reloadCommand(),
-			maintCommand(),
-			pingCommand(),
-			configCommand(),
-			completionCommand(),
-			demoCommand(),
-			benchCommand(),
-			benchWorkerCommand(),
-			benchWGRefCommand(),
-			caCommand(),
-			certCommand(),
-			versionCommand(),
+		Commands: []*cli.Command{ // in the order --help lists them
+			keygenCommand(), joinCommand(), statusCommand(), drillCommand(), reloadCommand(), maintCommand(),
+			pingCommand(), configCommand(), completionCommand(), demoCommand(), benchCommand(),
+			benchWorkerCommand(), benchWGRefCommand(), caCommand(), certCommand(), versionCommand(),
 		},
 	}
 	var setUsage func(cs []*cli.Command)

@@ -2,9 +2,6 @@ package main
 
 import (
 	"fmt"
-	"os"
-	"os/signal"
-	"syscall"
 	"time"
 
 	"github.com/urfave/cli/v2"
@@ -46,7 +43,7 @@ func runPing(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	ctx, stop := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM)
+	ctx, stop := interruptible(c)
 	defer stop()
 	res, err := control.Ping(ctx, sock, node.PingRequest{Peer: c.Args().First(), Count: n, IntervalMS: iv.Milliseconds()})
 	if err != nil {

@@ -1,9 +1,13 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
+	"os"
+	"os/signal"
+	"syscall"
 
 	"github.com/urfave/cli/v2"
 
@@ -33,6 +37,11 @@ func noArgs(c *cli.Context, name string) error {
 		return cli.Exit(fmt.Sprintf("%s takes no arguments, got %q", name, c.Args().First()), 2)
 	}
 	return nil
+}
+
+// interruptible is the command's context, ended by SIGINT or SIGTERM.
+func interruptible(c *cli.Context) (context.Context, context.CancelFunc) {
+	return signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM)
 }
 
 // writeJSON prints v as one JSON object, indented or on one line.

@@ -12,7 +12,8 @@
 //     four paths: direct, plain wireguard-go, meshd userspace and kernel
 //     mode (netns.go).
 //
-// cmd/meshd maps its flags to Options and prints the Report.
+// cmd/meshd maps its flags to Options (Quick, ParseFormat) and prints the
+// Report; Help is its --help.
 package benchrun
 
 import (

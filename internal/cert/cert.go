@@ -40,6 +40,7 @@ import (
 	"time"
 
 	"github.com/meshd/meshd/internal/key"
+	"github.com/meshd/meshd/internal/wire"
 )
 
 // Version is the certificate format version this package writes.
@@ -116,15 +117,15 @@ func (c *Certificate) appendTBS(b []byte) []byte {
 		kind = kindCA
 	}
 	b = append(b, kind)
-	b = appendStr(b, c.Name)
-	b = appendStr(b, c.Site)
+	b = wire.AppendString(b, c.Name)
+	b = wire.AppendString(b, c.Site)
 	b = binary.AppendUvarint(b, uint64(len(c.Groups)))
 	for _, g := range c.Groups {
-		b = appendStr(b, g)
+		b = wire.AppendString(b, g)
 	}
 	b = binary.AppendUvarint(b, uint64(len(c.Exports)))
 	for _, e := range c.Exports {
-		b = appendStr(b, e)
+		b = wire.AppendString(b, e)
 	}
 	flags := c.flags &^ flagDrill
 	if c.Drill {
@@ -138,11 +139,6 @@ func (c *Certificate) appendTBS(b []byte) []byte {
 	b = binary.BigEndian.AppendUint64(b, uint64(c.NotBefore.Unix()))
 	b = binary.BigEndian.AppendUint64(b, uint64(c.NotAfter.Unix()))
 	return append(b, c.Issuer[:]...)
-}
-
-func appendStr(b []byte, s string) []byte {
-	b = binary.AppendUvarint(b, uint64(len(s)))
-	return append(b, s...)
 }
 
 // check validates the fields of a certificate about to be signed.
@@ -235,38 +231,38 @@ func Parse(b []byte) (*Certificate, error) {
 	if b[len(magic)] != Version {
 		return nil, fmt.Errorf("%w: unknown version %d", ErrMalformed, b[len(magic)])
 	}
-	r := &reader{b: b[len(magic)+1:]}
-	tbs := r.bytes("signed part", MaxCertSize)
-	sig := r.fixed("signature", ed25519.SignatureSize)
-	if r.err == nil && len(r.b) != 0 {
-		r.fail("%d bytes after the signature", len(r.b))
+	r := newReader(b[len(magic)+1:])
+	tbs := r.Bytes("signed part", MaxCertSize)
+	sig := r.Fixed("signature", ed25519.SignatureSize)
+	if r.Err == nil && len(r.Buf) != 0 {
+		r.Fail("%d bytes after the signature", len(r.Buf))
 	}
-	if r.err != nil {
-		return nil, r.err
+	if r.Err != nil {
+		return nil, r.Err
 	}
 	c := &Certificate{Signature: append([]byte(nil), sig...)}
-	t := &reader{b: tbs}
-	switch t.byte1("kind") {
+	t := newReader(tbs)
+	switch t.Byte("kind") {
 	case kindNode:
 	case kindCA:
 		c.IsCA = true
 	default:
-		t.fail("unknown kind")
+		t.Fail("unknown kind")
 	}
 	c.Name = t.str("name")
 	c.Site = t.str("site")
 	c.Groups = t.strs("group", MaxGroups)
 	c.Exports = t.strs("export pattern", MaxExports)
-	flags := t.byte1("flags")
+	flags := t.Byte("flags")
 	c.Drill = flags&flagDrill != 0
 	c.flags = flags
-	copy(c.WGKey[:], t.fixed("wireguard key", key.Len))
-	c.SigningKey = ed25519.PublicKey(append([]byte(nil), t.fixed("signing key", ed25519.PublicKeySize)...))
-	nb := t.fixed("not_before", 8)
-	na := t.fixed("not_after", 8)
-	copy(c.Issuer[:], t.fixed("issuer", 32))
-	if t.err != nil {
-		return nil, t.err
+	copy(c.WGKey[:], t.Fixed("wireguard key", key.Len))
+	c.SigningKey = ed25519.PublicKey(append([]byte(nil), t.Fixed("signing key", ed25519.PublicKeySize)...))
+	nb := t.Fixed("not_before", 8)
+	na := t.Fixed("not_after", 8)
+	copy(c.Issuer[:], t.Fixed("issuer", 32))
+	if t.Err != nil {
+		return nil, t.Err
 	}
 	c.NotBefore = time.Unix(int64(binary.BigEndian.Uint64(nb)), 0).UTC()
 	c.NotAfter = time.Unix(int64(binary.BigEndian.Uint64(na)), 0).UTC()
@@ -284,83 +280,31 @@ func (c *Certificate) CheckSignature(pub ed25519.PublicKey) bool {
 		c.tbs != nil && ed25519.Verify(pub, c.tbs, c.Signature)
 }
 
-// reader decodes the format; the first error sticks.
-type reader struct {
-	b   []byte
-	err error
+// reader decodes the format (wire.Decoder); the first error sticks.
+type reader struct{ wire.Decoder }
+
+func newReader(b []byte) *reader {
+	return &reader{wire.Decoder{Buf: b, Malformed: ErrMalformed}}
 }
 
-func (r *reader) fail(format string, args ...any) {
-	if r.err == nil {
-		r.err = fmt.Errorf("%w: %s", ErrMalformed, fmt.Sprintf(format, args...))
-	}
-}
-
-func (r *reader) byte1(what string) byte {
-	if b := r.fixed(what, 1); b != nil {
-		return b[0]
-	}
-	return 0
-}
-
-func (r *reader) fixed(what string, n int) []byte {
-	if r.err != nil {
-		return nil
-	}
-	if len(r.b) < n {
-		r.fail("truncated %s", what)
-		return nil
-	}
-	v := r.b[:n]
-	r.b = r.b[n:]
-	return v
-}
-
-func (r *reader) uvarint(what string) uint64 {
-	if r.err != nil {
-		return 0
-	}
-	v, n := binary.Uvarint(r.b)
-	if n <= 0 {
-		r.fail("bad %s", what)
-		return 0
-	}
-	r.b = r.b[n:]
-	return v
-}
-
-func (r *reader) bytes(what string, limit int) []byte {
-	n := r.uvarint(what + " length")
-	if r.err != nil {
-		return nil
-	}
-	if n > uint64(limit) || n > uint64(len(r.b)) {
-		r.fail("%s of %d bytes (limit %d, %d left)", what, n, limit, len(r.b))
-		return nil
-	}
-	v := r.b[:n]
-	r.b = r.b[n:]
-	return v
-}
-
-func (r *reader) str(what string) string { return string(r.bytes(what, MaxNameLen)) }
+func (r *reader) str(what string) string { return string(r.Bytes(what, MaxNameLen)) }
 
 func (r *reader) strs(what string, limit int) []string {
-	n := r.uvarint(what + " count")
-	if r.err == nil && (n > uint64(limit) || n > uint64(len(r.b))) {
-		r.fail("%d %ss (limit %d)", n, what, limit)
+	n := r.Uvarint(what + " count")
+	if r.Err == nil && (n > uint64(limit) || n > uint64(len(r.Buf))) {
+		r.Fail("%d %ss (limit %d)", n, what, limit)
 	}
-	if r.err != nil {
+	if r.Err != nil {
 		return nil
 	}
 	out := make([]string, 0, n)
 	for range n {
 		s := r.str(what)
-		if r.err != nil {
+		if r.Err != nil {
 			return nil
 		}
 		if s == "" {
-			r.fail("empty %s", what)
+			r.Fail("empty %s", what)
 			return nil
 		}
 		out = append(out, s)

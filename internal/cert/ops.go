@@ -2,8 +2,10 @@ package cert
 
 import (
 	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -154,4 +156,22 @@ func (in Info) Text() string {
 	}
 	row("fingerprint", in.Fingerprint)
 	return b.String()
+}
+
+// Show writes `meshd cert show` of certs as seen at now: each one's Text,
+// an empty line between two, or with asJSON each Info as an indented JSON
+// object.
+func Show(w io.Writer, certs []*Certificate, now time.Time, asJSON bool) {
+	for i, c := range certs {
+		in := c.Describe(now)
+		if asJSON {
+			b, _ := json.MarshalIndent(in, "", "  ")
+			fmt.Fprintln(w, string(b))
+			continue
+		}
+		if i > 0 {
+			fmt.Fprintln(w)
+		}
+		fmt.Fprint(w, in.Text())
+	}
 }

@@ -9,11 +9,14 @@ package daemon
 
 import (
 	"errors"
+	"io"
 	"log/slog"
 	"os"
 	"time"
 
+	"github.com/meshd/meshd/internal/config"
 	"github.com/meshd/meshd/internal/sdnotify"
+	"github.com/meshd/meshd/node"
 )
 
 // StopSlack is how much longer than the drain grace a graceful shutdown
@@ -52,6 +55,21 @@ type Process struct {
 	// Monotonic is the MONOTONIC_USEC assignment of a reload; nil means
 	// sdnotify.MonotonicUsec.
 	Monotonic func() string
+}
+
+// Open builds the node of cfg with the process logger on w (log.level,
+// live: a reload that changes it applies at once) and returns the Process
+// that runs it; the caller adds the signal channels.
+func Open(cfg *config.Config, w io.Writer) (*Process, error) {
+	level := new(slog.LevelVar)
+	level.Set(ParseLevel(cfg.Log.Level))
+	lg := NewLogger(w, cfg.Log, level)
+	n, err := node.New(cfg, lg)
+	if err != nil {
+		return nil, err
+	}
+	n.OnReload("log.level", LevelStep(level, lg, n.ReloadNote))
+	return &Process{Node: n, Log: lg, Grace: func() time.Duration { return n.Config().Failover.DrainGrace }}, nil
 }
 
 // Run starts the node, reports it ready, and serves hangups (reload) and

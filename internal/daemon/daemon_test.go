@@ -182,3 +182,29 @@ func TestLevel(t *testing.T) {
 		t.Errorf("after commit: level %v, notes %q, log %q", level.Level(), notes, b.String())
 	}
 }
+
+// TestOpen: the node of the config with the process logger at log.level,
+// and the drain grace read from the node's live config.
+func TestOpen(t *testing.T) {
+	cfg := &config.Config{Name: "n1", Site: "a"}
+	cfg.Cluster.Key = make([]byte, 32)
+	cfg.Log.Level, cfg.Log.Format = "warn", "json"
+	cfg.Failover.DrainGrace = 7 * time.Second
+	var b strings.Builder
+	p, err := Open(cfg, &b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Node.Close()
+	p.Log.Info("hidden")
+	p.Log.Warn("shown")
+	if s := b.String(); strings.Contains(s, "hidden") || !strings.Contains(s, `"msg":"shown"`) {
+		t.Errorf("logger at warn, json wrote %q", s)
+	}
+	if g := p.Grace(); g != 7*time.Second {
+		t.Errorf("Grace = %v, want the config's drain grace", g)
+	}
+	if _, err := Open(&config.Config{}, &b); err == nil {
+		t.Error("Open without a cluster key: no error")
+	}
+}

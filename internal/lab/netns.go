@@ -35,8 +35,8 @@ type Netns struct {
 	// Progress reports cleanup problems and what was skipped.
 	Progress func(format string, args ...any)
 
-	namespaces []string // created, deleted by Close
-	wgrefs     []*WGRefProc
+	topo   Topo // the namespaces, deleted by Close
+	wgrefs []*WGRefProc
 }
 
 // NetnsPossible says why a namespace lab cannot run here ("" if it can).
@@ -81,26 +81,18 @@ func NewNetns(ctx context.Context, prefix string, progress func(string, ...any))
 }
 
 func (n *Netns) setup(ctx context.Context) error {
+	n.topo.Progress = n.Progress
 	for _, ns := range []string{n.A, n.B} {
-		if err := netns.Add(ctx, ns); err != nil {
+		if err := n.topo.Add(ctx, ns); err != nil {
 			return err
 		}
-		n.namespaces = append(n.namespaces, ns)
 	}
-	if _, err := netns.Run(ctx, "ip", "-n", n.B, "link", "add", "veth0", "type", "veth", "peer", "name", "veth0", "netns", n.A); err != nil {
+	if err := n.topo.Veth(ctx, n.B, "veth0", VethB+"/24", n.A, "veth0", VethA+"/24"); err != nil {
 		return err
 	}
-	for _, e := range []struct{ ns, ip string }{{n.A, VethA}, {n.B, VethB}} {
-		for _, args := range [][]string{
-			{"-n", e.ns, "addr", "add", e.ip + "/24", "dev", "veth0"},
-			{"-n", e.ns, "link", "set", "veth0", "up"},
-		} {
-			if _, err := netns.Run(ctx, "ip", args...); err != nil {
-				return err
-			}
-		}
-		for _, kv := range []string{"net.ipv4.tcp_tw_reuse=1", "net.ipv4.ip_local_port_range=1024 65000"} {
-			if _, err := netns.Run(ctx, "ip", "netns", "exec", e.ns, "sysctl", "-q", "-w", kv); err != nil {
+	for _, ns := range []string{n.A, n.B} {
+		for _, kv := range [][2]string{{"net.ipv4.tcp_tw_reuse", "1"}, {"net.ipv4.ip_local_port_range", "1024 65000"}} {
+			if err := n.topo.Sysctl(ctx, ns, kv[0], kv[1]); err != nil {
 				n.Progress("netns: %v (continuing)", err)
 			}
 		}
@@ -176,10 +168,8 @@ func (n *Netns) Close() {
 		w.Close()
 	}
 	n.wgrefs = nil
-	for _, ns := range n.namespaces {
-		if _, err := netns.Delete(context.Background(), ns); err != nil {
-			n.Progress("netns cleanup: %v", err)
-		}
+	n.topo.Progress = n.Progress
+	if err := n.topo.Close(); err != nil {
+		n.Progress("%v", err)
 	}
-	n.namespaces = nil
 }

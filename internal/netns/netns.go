@@ -34,6 +34,19 @@ func Run(ctx context.Context, name string, args ...string) (string, error) {
 	return string(out), nil
 }
 
+// RunInput is Run with input on the command's stdin (nft -f -).
+func RunInput(ctx context.Context, input, name string, args ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, cmdTimeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, name, args...)
+	cmd.Stdin = strings.NewReader(input)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return string(out), fmt.Errorf("%s %s: %v: %s", name, strings.Join(args, " "), err, strings.TrimSpace(string(out)))
+	}
+	return string(out), nil
+}
+
 // Exec is the command line that runs argv inside namespace ns.
 func Exec(ns string, argv ...string) []string {
 	return append([]string{"ip", "netns", "exec", ns}, argv...)

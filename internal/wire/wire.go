@@ -50,6 +50,13 @@
 // inconsistent (ErrMalformed). Fields added later go at the end of a body,
 // where version 1 readers skip them; a change that old readers cannot skip
 // needs a new Version.
+//
+// # Fields
+//
+// The package also holds the field encoding that other formats share
+// (the gossip catalog record, the certificate): AppendString and Decoder,
+// which reads uvarints, varints, bytes and uvarint-length-prefixed strings
+// with a sticky error.
 package wire
 
 import (

@@ -1,4 +1,4 @@
-package tunnel
+package framing_test
 
 import (
 	"bytes"
@@ -9,6 +9,15 @@ import (
 	"testing"
 
 	"github.com/hashicorp/yamux"
+
+	"github.com/meshd/meshd/tunnel/internal/framing"
+)
+
+// yamux's frame header (github.com/hashicorp/yamux const.go): version,
+// type, flags (2), stream ID (4), length (4); type 0 is data.
+const (
+	headerSize = 12
+	typeData   = 0
 )
 
 // countingConn counts writes and their sizes.
@@ -22,14 +31,14 @@ type countingConn struct {
 func (c *countingConn) Write(p []byte) (int, error) {
 	c.mu.Lock()
 	c.writes = append(c.writes, len(p))
-	if len(p) == yamuxHeaderSize {
+	if len(p) == headerSize {
 		c.loneTypes = append(c.loneTypes, p[1])
 	}
 	c.mu.Unlock()
 	return c.Conn.Write(p)
 }
 
-// TestFrameConnOneWritePerDataFrame runs yamux over frameConn: small and
+// TestFrameConnOneWritePerDataFrame runs yamux over framing.Conn: small and
 // large messages arrive intact, and every data frame leaves in one write
 // (header and body together), never as a lone 12-byte header.
 func TestFrameConnOneWritePerDataFrame(t *testing.T) {
@@ -37,12 +46,12 @@ func TestFrameConnOneWritePerDataFrame(t *testing.T) {
 	ca := &countingConn{Conn: a}
 	cfg := yamux.DefaultConfig()
 	cfg.LogOutput = io.Discard
-	cli, err := yamux.Client(newFrameConn(ca), cfg)
+	cli, err := yamux.Client(framing.NewConn(ca), cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer cli.Close()
-	srv, err := yamux.Server(newFrameConn(b), cfg)
+	srv, err := yamux.Server(framing.NewConn(b), cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -82,7 +91,7 @@ func TestFrameConnOneWritePerDataFrame(t *testing.T) {
 	ca.mu.Lock()
 	defer ca.mu.Unlock()
 	for _, typ := range ca.loneTypes {
-		if typ == yamuxTypeData {
+		if typ == typeData {
 			t.Fatalf("a data frame header went out alone (writes: %v)", ca.writes)
 		}
 	}

@@ -1,4 +1,10 @@
-package tunnel
+// Package framing gives yamux a connection that writes each frame whole:
+// yamux's send loop writes a frame as two writes, header then body, which
+// inside the tunnel cost two TCP segments, two WireGuard packets and two
+// UDP sends per small message. A Conn holds a data frame's header back and
+// writes it with its body (and a stream's open or accept window update
+// with the frame that follows it), changing nothing of what is written.
+package framing
 
 import (
 	"encoding/binary"
@@ -22,11 +28,11 @@ const (
 // update may wait for the frame that follows it.
 const openHold = time.Millisecond
 
-// frameConn is the session's connection as yamux sees it; it cuts the
+// Conn is the session's connection as yamux sees it; it cuts the
 // packets per message. yamux's send loop writes each frame as two writes,
 // header then body: on a TCP connection without Nagle that is two
 // segments, two WireGuard packets and two UDP sends for every small
-// message. frameConn holds a data frame's header back and writes it with
+// message. Conn holds a data frame's header back and writes it with
 // its body. It also holds a stream's open or accept window update (a bare
 // header) for up to openHold: the open request (after a SYN) or the open
 // response (after an ACK) follows at once, and they leave together. Other
@@ -35,7 +41,7 @@ const openHold = time.Millisecond
 // yamux writes from its single send loop goroutine; the flush timer is the
 // only other writer, and mu serializes the two (a write lock on the
 // connection, like a buffered writer's).
-type frameConn struct {
+type Conn struct {
 	net.Conn
 
 	mu       sync.Mutex
@@ -45,14 +51,16 @@ type frameConn struct {
 	err      error // a failed flush by the timer, returned by the next Write
 }
 
-func newFrameConn(c net.Conn) *frameConn {
-	f := &frameConn{Conn: c, held: make([]byte, 0, 4<<10)}
+// NewConn wraps c, the connection a yamux session runs over.
+func NewConn(c net.Conn) *Conn {
+	f := &Conn{Conn: c, held: make([]byte, 0, 4<<10)}
 	f.timer = time.AfterFunc(time.Hour, f.timerFlush)
 	f.timer.Stop()
 	return f
 }
 
-func (f *frameConn) Write(p []byte) (int, error) {
+// Write writes p, or holds it back for the frame that follows (see Conn).
+func (f *Conn) Write(p []byte) (int, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.err != nil {
@@ -82,7 +90,7 @@ func (f *frameConn) Write(p []byte) (int, error) {
 
 // flush writes what is held followed by p and reports how much of p was
 // written. Called with mu held.
-func (f *frameConn) flush(p []byte) (int, error) {
+func (f *Conn) flush(p []byte) (int, error) {
 	if len(f.held) == 0 {
 		return f.Conn.Write(p)
 	}
@@ -110,7 +118,7 @@ func (f *frameConn) flush(p []byte) (int, error) {
 }
 
 // timerFlush writes held open/accept updates that nothing followed.
-func (f *frameConn) timerFlush() {
+func (f *Conn) timerFlush() {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if len(f.held) == 0 || f.wantBody || f.err != nil {
@@ -122,7 +130,7 @@ func (f *frameConn) timerFlush() {
 }
 
 // Close stops the flush timer and closes the connection.
-func (f *frameConn) Close() error {
+func (f *Conn) Close() error {
 	f.timer.Stop()
 	return f.Conn.Close()
 }

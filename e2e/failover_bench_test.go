@@ -116,14 +116,14 @@ func BenchmarkFailoverSIGSTOP(b *testing.B) {
 		cl.quiesce(func() {
 			stopAt = time.Now()
 			for _, n := range tp.onprem {
-				foSignal(b, n, syscall.SIGSTOP)
+				n.signal(b, syscall.SIGSTOP)
 			}
 		})
 		rtos = append(rtos, cl.waitFirst(b, stopAt, foIn("cloud-1"), 2*foBenchCut, "cloud-1 after SIGSTOP"))
 		time.Sleep(time.Until(stopAt.Add(foBenchCut)))
 		contAt := time.Now()
 		for _, n := range tp.onprem {
-			foSignal(b, n, syscall.SIGCONT)
+			n.signal(b, syscall.SIGCONT)
 		}
 		failbacks = append(failbacks, cl.waitFirst(b, contAt, foSiteOnprem, 30*time.Second, "onprem after SIGCONT"))
 		if fb := failbacks[len(failbacks)-1]; fb > 4*time.Second {

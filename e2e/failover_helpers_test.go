@@ -19,13 +19,11 @@ import (
 	"math"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"sort"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -161,18 +159,15 @@ func (m *foMesh) start(s foSpec) *meshNode {
 	}
 	m.nodes = append(m.nodes, n)
 	m.mu.Unlock()
-	if err := os.WriteFile(n.Config, []byte(m.configYAML(n, s, join)), 0o600); err != nil {
-		tb.Fatal(err)
-	}
-	foStartProcess(tb, n)
+	launch(tb, n, m.config(n, s, join))
 	if join == "" {
 		foWaitUp(tb, n, 20*time.Second)
 	}
 	return n
 }
 
-// configYAML renders a node config (README "Configuration reference").
-func (m *foMesh) configYAML(n *meshNode, s foSpec, join string) string {
+// config is a node's config (README "Configuration reference").
+func (m *foMesh) config(n *meshNode, s foSpec, join string) lab.Node {
 	level := "info"
 	if os.Getenv("MESHD_E2E_DEBUG") != "" {
 		level = "debug"
@@ -188,47 +183,7 @@ func (m *foMesh) configYAML(n *meshNode, s foSpec, join string) string {
 		im.Listen = n.Imports[im.Name]
 		cfg.Imports = append(cfg.Imports, im)
 	}
-	return cfg.YAML()
-}
-
-// foStartProcess starts (or restarts, with the same config and data dir)
-// n's `meshd join`. At the end of the test the process is continued (it
-// may be SIGSTOPped) and killed.
-func foStartProcess(tb testing.TB, n *meshNode) {
-	tb.Helper()
-	lf, err := os.OpenFile(n.LogPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	cmd := exec.Command(meshdBin, "join", "--config", n.Config)
-	cmd.Stdout, cmd.Stderr = lf, lf
-	cmd.Env = childEnv()
-	cmd.SysProcAttr = childAttr()
-	if err := cmd.Start(); err != nil {
-		lf.Close()
-		tb.Fatalf("start %s: %v", n.Name, err)
-	}
-	done := make(chan struct{})
-	n.cmd, n.logFile, n.done = cmd, lf, done
-	go func() {
-		n.waitErr = cmd.Wait()
-		lf.Close()
-		close(done)
-	}()
-	tb.Cleanup(func() {
-		select {
-		case <-done:
-			return
-		default:
-		}
-		cmd.Process.Signal(syscall.SIGCONT)
-		cmd.Process.Kill()
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			tb.Errorf("%s: process %d did not exit after SIGKILL", n.Name, cmd.Process.Pid)
-		}
-	})
+	return cfg
 }
 
 // foWaitUp waits until n's control socket answers.
@@ -236,19 +191,11 @@ func foWaitUp(tb testing.TB, n *meshNode, d time.Duration) {
 	tb.Helper()
 	waitFor(tb, d, n.Name+" to answer status", func() (bool, string) {
 		if !n.running() {
-			tb.Fatalf("%s exited: %v\n%s", n.Name, n.waitErr, tail(n.LogPath, 20))
+			tb.Fatalf("%s exited: %v\n%s", n.Name, n.exitErr(), tail(n.LogPath, 20))
 		}
 		_, err := tryStatus(tb, n)
 		return err == nil, fmt.Sprint(err)
 	})
-}
-
-// foSignal sends sig to n's process.
-func foSignal(tb testing.TB, n *meshNode, sig syscall.Signal) {
-	tb.Helper()
-	if err := n.cmd.Process.Signal(sig); err != nil {
-		tb.Fatalf("signal %v to %s: %v", sig, n.Name, err)
-	}
 }
 
 // foSeesUp reports whether obs sees every one of names alive, with a direct
@@ -697,7 +644,7 @@ func (tp *foTopo) waitSteady(tb testing.TB, d time.Duration) {
 	waitFor(tb, d, "edge-1 to see every exporter up", func() (bool, string) {
 		for _, n := range tp.m.all() {
 			if !n.running() {
-				tb.Fatalf("%s exited: %v\n%s", n.Name, n.waitErr, tail(n.LogPath, 30))
+				tb.Fatalf("%s exited: %v\n%s", n.Name, n.exitErr(), tail(n.LogPath, 30))
 			}
 		}
 		return foSeesUp(tb, tp.edge, "echo", names...)

@@ -52,7 +52,7 @@ func TestFailoverSIGSTOP(t *testing.T) {
 	cl.quiesce(func() {
 		stopAt = time.Now()
 		for _, n := range tp.onprem {
-			foSignal(t, n, syscall.SIGSTOP)
+			n.signal(t, syscall.SIGSTOP)
 		}
 	})
 	rto := cl.waitFirst(t, stopAt, foIn("cloud-1"), 2*foMaxRecovery, "cloud-1 after SIGSTOP of onprem")
@@ -73,7 +73,7 @@ func TestFailoverSIGSTOP(t *testing.T) {
 
 	contAt := time.Now()
 	for _, n := range tp.onprem {
-		foSignal(t, n, syscall.SIGCONT)
+		n.signal(t, syscall.SIGCONT)
 	}
 	failback := cl.waitFirst(t, contAt, foSiteOnprem, 2*foMaxFailback, "onprem after SIGCONT")
 	t.Logf("SIGCONT after %s: first client connection served by onprem completed %s after it", contAt.Sub(stopAt).Round(time.Millisecond), failback.Round(time.Millisecond))
@@ -214,7 +214,7 @@ func TestFailoverKill9(t *testing.T) {
 	cl.quiesce(func() {
 		killAt = time.Now()
 		for _, n := range tp.onprem {
-			foSignal(t, n, syscall.SIGKILL)
+			n.signal(t, syscall.SIGKILL)
 		}
 	})
 	for _, n := range tp.onprem {
@@ -240,7 +240,7 @@ func TestFailoverKill9(t *testing.T) {
 
 	restartAt := time.Now()
 	for _, n := range tp.onprem {
-		foStartProcess(t, n) // same config, data dir (node key) and ports
+		n.restart(t) // same config, data dir (node key) and ports
 	}
 	failback := cl.waitFirst(t, restartAt, foSiteOnprem, 3*foMaxFailback, "onprem after the restart")
 	t.Logf("restarted %s after the kill: first client connection served by onprem completed %s after the restart",
@@ -337,7 +337,7 @@ func TestRollingRestart(t *testing.T) {
 		}()
 
 		termAt := time.Now()
-		foSignal(t, x, syscall.SIGTERM)
+		x.signal(t, syscall.SIGTERM)
 		var r result
 		select {
 		case r = <-res:
@@ -354,10 +354,10 @@ func TestRollingRestart(t *testing.T) {
 		}
 		exitAt := time.Now()
 
-		foStartProcess(t, x)
+		x.restart(t)
 		waitFor(t, 30*time.Second, "edge-1 to see the restarted "+x.Name+" up", func() (bool, string) {
 			if !x.running() {
-				t.Fatalf("%s exited: %v\n%s", x.Name, x.waitErr, tail(x.LogPath, 20))
+				t.Fatalf("%s exited: %v\n%s", x.Name, x.exitErr(), tail(x.LogPath, 20))
 			}
 			return foSeesUp(t, tp.edge, "echo", x.Name)
 		})
@@ -467,7 +467,7 @@ func TestEstablishedStreamSurvivesFreeze(t *testing.T) {
 	var stopAt time.Time
 	cl.quiesce(func() {
 		stopAt = time.Now()
-		foSignal(t, o1, syscall.SIGSTOP)
+		o1.signal(t, syscall.SIGSTOP)
 	})
 	atStop := got.n.Load()
 	waitFor(t, freeze-500*time.Millisecond, "edge-1 to mark the frozen onprem-1 down", func() (bool, string) {
@@ -482,7 +482,7 @@ func TestEstablishedStreamSurvivesFreeze(t *testing.T) {
 	time.Sleep(time.Until(stopAt.Add(freeze))) // the scenario: frozen for `freeze`
 	atCont := got.n.Load()
 	contAt := time.Now()
-	foSignal(t, o1, syscall.SIGCONT)
+	o1.signal(t, syscall.SIGCONT)
 	waitBytes(atCont+256<<10, 20*time.Second, "the transfer to go on after SIGCONT")
 	resumed := time.Since(contAt)
 	if !o1.running() {

@@ -163,10 +163,7 @@ type meshNode struct {
 	Socket     string            // control socket for status; "" = found from Config
 	Metrics    string            // metrics.listen address ("" = off): /metrics and the status page
 
-	cmd     *exec.Cmd
-	logFile *os.File
-	done    chan struct{} // closed when the process has exited
-	waitErr error         // valid after done
+	proc *lab.Proc // the `meshd join` process, once started (launch)
 }
 
 // newCluster makes the temp dir and the cluster key.
@@ -268,11 +265,9 @@ func (c *cluster) start(s nodeSpec) *meshNode {
 	if len(filepath.Join(n.Dir, "meshd.sock")) >= 100 {
 		c.t.Fatalf("control socket path too long: %s", filepath.Join(n.Dir, "meshd.sock"))
 	}
-	if err := os.WriteFile(n.Config, []byte(c.configYAML(n, s)), 0o600); err != nil {
-		c.t.Fatal(err)
-	}
+	cfg := c.nodeConfig(n, s)
 	c.nodes = append(c.nodes, n)
-	n.startProcess(c.t)
+	launch(c.t, n, cfg)
 	if len(c.nodes) == 1 && s.Join == nil {
 		// Others join this one: let it listen first, so that their first
 		// join attempt succeeds instead of backing off.
@@ -287,66 +282,77 @@ func waitUp(t *testing.T, n *meshNode, d time.Duration) {
 	t.Helper()
 	waitFor(t, d, n.Name+" to answer status", func() (bool, string) {
 		if !n.running() {
-			t.Fatalf("%s exited: %v\n%s", n.Name, n.waitErr, tail(n.LogPath, 20))
+			t.Fatalf("%s exited: %v\n%s", n.Name, n.exitErr(), tail(n.LogPath, 20))
 		}
 		_, err := tryStatus(t, n)
 		return err == nil, fmt.Sprint(err)
 	})
 }
 
-func (n *meshNode) startProcess(t *testing.T) {
-	t.Helper()
-	lf, err := os.OpenFile(n.LogPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+// launch writes cfg to n.Config and starts `meshd join --config n.Config
+// n.Flags...` (behind prefix, like ip netns exec NS, if any) as a
+// lab.Proc logging to n.LogPath. At the end of the test the process is
+// continued (it may be SIGSTOPped) and killed.
+func launch(tb testing.TB, n *meshNode, cfg lab.Node, prefix ...string) {
+	tb.Helper()
+	env := &lab.Env{Exe: meshdBin, Dir: filepath.Dir(n.Config), ChildEnv: childEnv()}
+	p, err := env.StartWith(cfg, prefix, n.Flags)
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatalf("start %s: %v", n.Name, err)
 	}
-	cmd := exec.Command(meshdBin, append([]string{"join", "--config", n.Config}, n.Flags...)...)
-	cmd.Stdout, cmd.Stderr = lf, lf
-	cmd.Env = childEnv()
-	cmd.SysProcAttr = childAttr()
-	if err := cmd.Start(); err != nil {
-		lf.Close()
-		t.Fatalf("start %s: %v", n.Name, err)
+	n.proc = p
+	tb.Cleanup(func() { n.kill(tb) })
+	if p.Config != n.Config || p.LogPath != n.LogPath {
+		tb.Fatalf("%s: lab wrote config %s and log %s, want %s and %s", n.Name, p.Config, p.LogPath, n.Config, n.LogPath)
 	}
-	n.cmd, n.logFile, n.done = cmd, lf, make(chan struct{})
-	go func() {
-		n.waitErr = cmd.Wait()
-		lf.Close()
-		close(n.done)
-	}()
-	t.Cleanup(func() { n.kill(t) })
 }
 
-// kill SIGKILLs the process if it still runs and waits for it.
-func (n *meshNode) kill(t *testing.T) {
+// restart starts n's `meshd join` again, with its config file as it is
+// now, its data dir (node key), ports and flags, once the process has
+// exited; its log goes on in the same file.
+func (n *meshNode) restart(tb testing.TB) {
+	tb.Helper()
 	select {
-	case <-n.done:
-		return
-	default:
-	}
-	n.cmd.Process.Kill()
-	select {
-	case <-n.done:
+	case <-n.proc.Done():
 	case <-time.After(10 * time.Second):
-		t.Errorf("%s: process %d did not exit after SIGKILL", n.Name, n.cmd.Process.Pid)
+		tb.Fatalf("restart %s: process %d still running after 10 s", n.Name, n.proc.Pid())
+	}
+	if err := n.proc.Restart(); err != nil {
+		tb.Fatal(err)
+	}
+}
+
+// kill SIGKILLs the process if it still runs (continuing it first, in
+// case it is stopped) and waits for it.
+func (n *meshNode) kill(tb testing.TB) {
+	if n.proc.Exited() {
+		return
+	}
+	n.proc.Signal(syscall.SIGCONT)
+	n.proc.Signal(syscall.SIGKILL)
+	select {
+	case <-n.proc.Done():
+	case <-time.After(10 * time.Second):
+		tb.Errorf("%s: process %d did not exit after SIGKILL", n.Name, n.proc.Pid())
 	}
 }
 
 // running reports whether the process is still running.
-func (n *meshNode) running() bool {
-	select {
-	case <-n.done:
-		return false
-	default:
-		return true
+func (n *meshNode) running() bool { return !n.proc.Exited() }
+
+// exitErr is how the process ended (nil while it runs, or after exit 0).
+func (n *meshNode) exitErr() error {
+	if n.running() {
+		return nil
 	}
+	return n.proc.WaitErr()
 }
 
 // signal sends sig to the process.
-func (n *meshNode) signal(t *testing.T, sig syscall.Signal) {
+func (n *meshNode) signal(t testing.TB, sig syscall.Signal) {
 	t.Helper()
-	if err := n.cmd.Process.Signal(sig); err != nil {
-		t.Fatalf("signal %s: %v", n.Name, err)
+	if err := n.proc.Signal(sig); err != nil {
+		t.Fatalf("signal %v to %s: %v", sig, n.Name, err)
 	}
 }
 
@@ -354,16 +360,17 @@ func (n *meshNode) signal(t *testing.T, sig syscall.Signal) {
 func (n *meshNode) waitExit(t testing.TB, d time.Duration) int {
 	t.Helper()
 	select {
-	case <-n.done:
+	case <-n.proc.Done():
 	case <-time.After(d):
 		t.Fatalf("%s did not exit within %s", n.Name, d)
 	}
+	err := n.proc.WaitErr()
 	var ee *exec.ExitError
-	if errors.As(n.waitErr, &ee) {
+	if errors.As(err, &ee) {
 		return ee.ExitCode()
 	}
-	if n.waitErr != nil {
-		t.Fatalf("%s: wait: %v", n.Name, n.waitErr)
+	if err != nil {
+		t.Fatalf("%s: wait: %v", n.Name, err)
 	}
 	return 0
 }

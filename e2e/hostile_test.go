@@ -408,7 +408,7 @@ func measureProc(t *testing.T, n *meshNode) procStats {
 }
 
 func readProc(n *meshNode) (procStats, error) {
-	pid := n.cmd.Process.Pid
+	pid := n.proc.Pid()
 	var st procStats
 	if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid)); err == nil {
 		for line := range strings.SplitSeq(string(b), "\n") {

@@ -118,7 +118,7 @@ func TestGracefulLeave(t *testing.T) {
 
 	// The node comes back with the same config (same name, key and
 	// addresses) and is alive again everywhere.
-	x.startProcess(t)
+	x.restart(t)
 	back := time.Now()
 	waitAlive(t, 5*time.Second, "n3 to be alive again within 5s of restarting", []*meshNode{a, b}, "n3")
 	t.Logf("n3 alive again %s after restarting", time.Since(back).Round(time.Millisecond))

@@ -262,31 +262,10 @@ func startInNetns(t *testing.T, c *cluster, ns string, n *meshNode, cfg lab.Node
 	for _, im := range cfg.Imports {
 		n.Imports[im.Name] = im.Listen
 	}
-	if err := os.WriteFile(n.Config, []byte(cfg.YAML()), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	lf, err := os.OpenFile(n.LogPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command("ip", "netns", "exec", ns, meshdBin, "join", "--config", n.Config)
-	cmd.Stdout, cmd.Stderr = lf, lf
-	cmd.Env = childEnv()
-	// ip execs meshd in place: the pid is meshd's. Should this test
-	// process die without its cleanup, meshd dies with it.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		lf.Close()
-		t.Fatalf("start %s in %s: %v", n.Name, ns, err)
-	}
-	n.cmd, n.logFile, n.done = cmd, lf, make(chan struct{})
-	go func() {
-		n.waitErr = cmd.Wait()
-		lf.Close()
-		close(n.done)
-	}()
 	c.nodes = append(c.nodes, n)
-	t.Cleanup(func() { n.kill(t) })
+	// ip execs meshd in place: the pid is meshd's, and it dies with this
+	// test process (lab.Proc's Pdeathsig).
+	launch(t, n, cfg, "ip", "netns", "exec", ns)
 }
 
 // startNetnsEcho starts the echo helper (this test binary) inside

@@ -108,7 +108,7 @@ func TestNetns(t *testing.T) {
 	nodes := []*meshNode{o1, c1, e1}
 	pids := map[string]int{}
 	for _, n := range nodes {
-		pids[n.Name] = n.cmd.Process.Pid
+		pids[n.Name] = n.proc.Pid()
 	}
 
 	// ---- 1. converged; the edge's connections go to onprem-1
@@ -389,8 +389,8 @@ func TestNetns(t *testing.T) {
 
 	// No restart: the same processes ran throughout.
 	for _, n := range nodes {
-		if !n.running() || n.cmd.Process.Pid != pids[n.Name] {
-			t.Errorf("%s is not the process started at the beginning (running %v): %v", n.Name, n.running(), n.waitErr)
+		if !n.running() || n.proc.Pid() != pids[n.Name] {
+			t.Errorf("%s is not the process started at the beginning (running %v): %v", n.Name, n.running(), n.exitErr())
 		}
 	}
 }

@@ -343,7 +343,7 @@ func TestSeedRestart(t *testing.T) {
 		return p.State == "left", p.State
 	})
 	t0 := time.Now()
-	seed.startProcess(t)
+	seed.restart(t)
 	waitFor(t, 10*time.Second, "a and b to see the restarted seed alive", func() (bool, string) {
 		for _, n := range []*meshNode{a, b} {
 			st, err := tryStatus(t, n)

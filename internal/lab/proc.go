@@ -23,6 +23,8 @@ type Env struct {
 	// to dir/NAME.log (read back by Proc.LogTail).
 	Verbose bool
 	Stderr  io.Writer
+	// ChildEnv is the environment of the nodes; nil: this process's.
+	ChildEnv []string
 }
 
 // NewEnv makes a temporary directory named pattern (os.MkdirTemp) with a
@@ -81,6 +83,7 @@ type Proc struct {
 	LogPath string // its log ("" when verbose: the log goes to stderr)
 
 	argv    []string
+	env     []string  // nil: this process's
 	stderr  io.Writer // the log's destination when verbose
 	cmd     *exec.Cmd
 	done    chan struct{}
@@ -104,6 +107,7 @@ func (e *Env) StartWith(n Node, prefix, flags []string) (*Proc, error) {
 		return nil, fmt.Errorf("lab: %w", err)
 	}
 	p.argv = append(append(append([]string(nil), prefix...), e.Exe, "join", "--config", p.Config), flags...)
+	p.env = e.ChildEnv
 	if e.Verbose {
 		p.stderr = e.Stderr
 	} else {
@@ -119,8 +123,8 @@ func (e *Env) StartWith(n Node, prefix, flags []string) (*Proc, error) {
 // O_APPEND).
 func (p *Proc) start(mode int) error {
 	p.cmd = exec.Command(p.argv[0], p.argv[1:]...)
-	// ip netns exec execs in place, so Pdeathsig reaches meshd itself.
-	p.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	p.cmd.Env = p.env
+	p.cmd.SysProcAttr = childAttr()
 	if p.LogPath == "" {
 		p.cmd.Stdout, p.cmd.Stderr = p.stderr, p.stderr
 	} else {
@@ -167,6 +171,10 @@ func (p *Proc) Exited() bool {
 		return false
 	}
 }
+
+// Done is closed when the process has exited (the current one, after a
+// Restart).
+func (p *Proc) Done() <-chan struct{} { return p.done }
 
 // WaitErr is the process's exit error; valid once Exited.
 func (p *Proc) WaitErr() error {

@@ -290,3 +290,31 @@ func TestWantMissing(t *testing.T) {
 		}
 	}
 }
+
+// TestChildEnvDone: the nodes get Env.ChildEnv as their environment, not
+// this process's, and Done is closed when the process exits.
+func TestChildEnvDone(t *testing.T) {
+	e := newTestEnv(t)
+	script := filepath.Join(t.TempDir(), "env-meshd")
+	if err := os.WriteFile(script, []byte("#!/bin/sh\necho \"var=$LAB_VAR home=$HOME\"\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	e.Exe = script
+	t.Setenv("HOME", "/from-parent")
+	e.ChildEnv = []string{"LAB_VAR=child"}
+	p, err := e.Start(e.Node("n4", "a"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-p.Done():
+	case <-time.After(10 * time.Second):
+		t.Fatal("Done not closed after the process exited")
+	}
+	if !p.Exited() || p.WaitErr() != nil {
+		t.Fatalf("exited %v, %v", p.Exited(), p.WaitErr())
+	}
+	if got := p.LogTail(); got != "var=child home=" {
+		t.Errorf("log %q, want the child environment only", got)
+	}
+}

@@ -10,7 +10,6 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"golang.zx2c4.com/wireguard/conn"
@@ -165,7 +164,7 @@ type WGRefProc struct {
 // print "ready". On error the process is gone.
 func StartWGRef(ctx context.Context, argv []string) (*WGRefProc, error) {
 	w := &WGRefProc{cmd: exec.Command(argv[0], argv[1:]...), done: make(chan struct{})}
-	w.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	w.cmd.SysProcAttr = childAttr()
 	errTail := bench.NewTail(4000)
 	w.cmd.Stderr = errTail
 	var err error

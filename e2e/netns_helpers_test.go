@@ -262,7 +262,7 @@ func startInNetns(t *testing.T, c *cluster, ns string, n *meshNode, cfg lab.Node
 	for _, im := range cfg.Imports {
 		n.Imports[im.Name] = im.Listen
 	}
-	c.nodes = append(c.nodes, n)
+	c.add(n)
 	// ip execs meshd in place: the pid is meshd's, and it dies with this
 	// test process (lab.Proc's Pdeathsig).
 	launch(t, n, cfg, "ip", "netns", "exec", ns)

@@ -187,34 +187,57 @@ func (n *Node) sendDrillOrder(o failover.DrillOrder, targets []string, local boo
 // receiveDrills executes drill orders from other nodes and keeps the
 // tunnel's black hole in step with them; a cut ends by itself when its
 // time is up, even if the node that ordered it is gone.
+//
+// While a cut is in force it is re-applied every drillHoleCheck (members
+// that joined meanwhile are cut too, and the cut ends on time); with none
+// in force nothing ticks.
 func (n *Node) receiveDrills() {
 	tick := time.NewTicker(drillHoleCheck)
+	tick.Stop()
 	defer tick.Stop()
 	for {
 		select {
 		case <-n.ctx.Done():
 			return
 		case msg := <-n.gsp.Messages():
-			sealed, sig, err := failover.SplitSignedDrillOrder(msg)
-			var o failover.DrillOrder
-			if err == nil {
-				o, err = n.openDrillOrder(sealed)
+			n.receiveDrill(msg)
+			if n.cutInForce() { // tick while a cut is in force
+				tick.Reset(drillHoleCheck)
 			}
-			if err != nil {
-				n.log.Warn("drill order rejected", "err", err)
-				continue
-			}
-			if err := n.authorizeDrill(o, sealed, sig); err != nil {
-				if n.refusals.allow("drill:"+o.Origin, err.Error(), time.Now()) {
-					n.log.Warn("drill order refused: nothing cut", "origin", o.Origin, "site", o.Site, "reason", err.Error())
-				}
-				continue
-			}
-			n.applyDrillOrder(o)
 		case <-tick.C:
 			n.syncBlackhole()
+			if !n.cutInForce() {
+				tick.Stop()
+			}
 		}
 	}
+}
+
+// receiveDrill checks and applies one drill order from gossip.
+func (n *Node) receiveDrill(msg []byte) {
+	sealed, sig, err := failover.SplitSignedDrillOrder(msg)
+	var o failover.DrillOrder
+	if err == nil {
+		o, err = n.openDrillOrder(sealed)
+	}
+	if err != nil {
+		n.log.Warn("drill order rejected", "err", err)
+		return
+	}
+	if err := n.authorizeDrill(o, sealed, sig); err != nil {
+		if n.refusals.allow("drill:"+o.Origin, err.Error(), time.Now()) {
+			n.log.Warn("drill order refused: nothing cut", "origin", o.Origin, "site", o.Site, "reason", err.Error())
+		}
+		return
+	}
+	n.applyDrillOrder(o)
+}
+
+// cutInForce reports whether a drill's black hole is applied.
+func (n *Node) cutInForce() bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.holeActive
 }
 
 func (n *Node) applyDrillOrder(o failover.DrillOrder) {

@@ -20,14 +20,30 @@ const (
 	silentMult  = 4
 )
 
+// Health passes: the peers due are judged, at most every healthTick. A peer whose
+// session carries no stream, with no ping outstanding and reachable, is
+// due again healthIdleEvery later: its pings go out every second (tunnel's
+// IdlePingInterval), so judging it ten times a second found nothing new,
+// and an exporter that many importers keep warm paid for each of them.
+// The set of sessions is re-read every healthRescan.
+const (
+	healthIdleEvery = 500 * time.Millisecond
+	healthRescan    = 500 * time.Millisecond
+)
+
 // watchHealth observes the reachability of the peers this node holds or
-// needs a session with, each healthTick, and logs the transitions of their
-// usability for endpoint selection. Peers without a session are judged by
-// gossip alone and cost nothing here (README "Performance", fleet scale).
+// needs a session with, and logs the transitions of their usability for
+// endpoint selection. Peers without a session are judged by gossip alone
+// and cost nothing here (README "Performance", fleet scale).
 func (n *Node) watchHealth() {
-	tick := time.NewTicker(healthTick)
+	tick := time.NewTimer(0)
 	defer tick.Stop()
-	tracked := make(map[string]key.PublicKey) // owned by this goroutine: peers whose session has been up
+	type judged struct {
+		pub  key.PublicKey
+		next time.Time // when it is due to be judged again
+	}
+	tracked := make(map[string]*judged) // owned by this goroutine: peers whose session has been up
+	var rescan time.Time
 	for {
 		select {
 		case <-n.ctx.Done():
@@ -36,19 +52,29 @@ func (n *Node) watchHealth() {
 		}
 		now := time.Now()
 		c := n.catalog.Load()
-		for _, si := range n.tun.Sessions() {
-			if name, ok := c.byKey[si.PublicKey]; ok {
-				tracked[name] = si.PublicKey // a new peer is judged once its first session is up
+		if !now.Before(rescan) {
+			rescan = now.Add(healthRescan)
+			for _, si := range n.tun.Sessions() {
+				if name, ok := c.byKey[si.PublicKey]; ok {
+					if j := tracked[name]; j == nil || j.pub != si.PublicKey {
+						tracked[name] = &judged{pub: si.PublicKey} // a new peer is judged once its first session is up
+					}
+				}
 			}
 		}
-		for name, pub := range tracked {
+		wake := rescan // the next pass: the rescan, or the first peer due before it
+		for name, j := range tracked {
 			m, ok := c.byName[name]
-			if !ok || m.Meta.PublicKey != pub {
+			if !ok || m.Meta.PublicKey != j.pub {
 				delete(tracked, name)
 				n.health.Forget(name)
 				continue
 			}
-			st, _ := n.tun.SessionStats(pub)
+			if now.Before(j.next) {
+				wake = minTime(wake, j.next)
+				continue
+			}
+			st, _ := n.tun.SessionStats(j.pub)
 			if st.Session == tunnel.SessionStateIdle {
 				// Closed as idle, or broken with nobody needing it: from
 				// now on gossip speaks for it, and the next session starts
@@ -57,7 +83,10 @@ func (n *Node) watchHealth() {
 				n.health.Forget(name)
 				continue
 			}
-			switch n.health.Observe(m.Name, peerReachable(m, st, now), now) {
+			reachable := peerReachable(m, st, now)
+			j.next = now.Add(healthDue(st, reachable))
+			wake = minTime(wake, j.next)
+			switch n.health.Observe(m.Name, reachable, now) {
 			case failover.TransitionDown:
 				n.log.Warn("peer down: new connections avoid it", "peer", m.Name, "site", m.Meta.Site,
 					"state", m.State.String(), "session", st.Session)
@@ -67,7 +96,25 @@ func (n *Node) watchHealth() {
 				n.metrics.PeerTransition(m.Name, m.Meta.Site, "up")
 			}
 		}
+		tick.Reset(max(time.Until(wake), time.Millisecond))
 	}
+}
+
+func minTime(a, b time.Time) time.Time {
+	if b.Before(a) {
+		return b
+	}
+	return a
+}
+
+// healthDue is how long after an observation a peer is judged again: at
+// every tick while its session carries streams, a ping is outstanding or
+// it is unreachable; healthIdleEvery otherwise.
+func healthDue(st tunnel.PeerStats, reachable bool) time.Duration {
+	if st.Streams > 0 || !st.PingPending.IsZero() || !reachable {
+		return healthTick
+	}
+	return healthIdleEvery
 }
 
 // peerReachable: with a session, the session is up and its pings are

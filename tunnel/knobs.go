@@ -5,6 +5,7 @@ import (
 	"strconv"
 	"time"
 
+	"golang.zx2c4.com/wireguard/conn"
 	"gvisor.dev/gvisor/pkg/tcpip"
 )
 
@@ -26,6 +27,12 @@ type knobs struct {
 	minRTO          int    // ms
 	maxRetries      uint64 // set from the session timeout, not the environment
 }
+
+// batchSize is how many packets the bind and the netstack TUN hand
+// wireguard-go at once. wireguard-go keeps that many 64 KiB message buffers
+// per receive routine for the device's life, so it sets a node's idle
+// memory as well as its bulk throughput.
+var batchSize = envInt("MESHD_DEBUG_BATCH", conn.IdealBatchSize, 1, conn.IdealBatchSize)
 
 func readKnobs() knobs {
 	k := knobs{

@@ -18,7 +18,6 @@ import (
 	"syscall"
 	"time"
 
-	"golang.zx2c4.com/wireguard/conn"
 	"golang.zx2c4.com/wireguard/tun"
 	"gvisor.dev/gvisor/pkg/buffer"
 	"gvisor.dev/gvisor/pkg/tcpip"
@@ -139,7 +138,7 @@ func (t *netTUN) Name() (string, error)    { return "meshd-netstack", nil }
 func (t *netTUN) File() *os.File           { return nil }
 func (t *netTUN) Events() <-chan tun.Event { return t.events }
 func (t *netTUN) MTU() (int, error)        { return t.mtu, nil }
-func (t *netTUN) BatchSize() int           { return conn.IdealBatchSize }
+func (t *netTUN) BatchSize() int           { return batchSize }
 
 // Read hands wireguard-go the packets the stack sends: it waits for one,
 // then takes what else is queued, up to len(bufs), so WireGuard encrypts

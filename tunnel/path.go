@@ -185,6 +185,7 @@ type peerPath struct {
 	// readable without PathBind.mu.
 	pings atomic.Uint64
 
+	pongAt    atomic.Int64 // unix nanoseconds of the last fresh probe answer (see LastProbePong)
 	handshook atomic.Bool  // a WireGuard handshake message was sent or received
 	wg        atomic.Bool  // the peer is a WireGuard peer of the device (see SetWG)
 	pokedAt   atomic.Int64 // unix nanoseconds of the last stale-keypair poke
@@ -319,6 +320,18 @@ func (b *PathBind) SetBusy(pub key.PublicKey, busy bool) {
 	if busy {
 		p.every, p.next = probeEvery, time.Time{}
 	}
+}
+
+// LastProbePong returns when peer last answered one of this node's path
+// probes (zero: never, or probing is off). An answer proves the peer's
+// process and its direct path alive: an idle session needs no ping of its
+// own while its peer answers (see pingLoop).
+func (b *PathBind) LastProbePong(pub key.PublicKey) time.Time {
+	v, ok := b.fast.Load(pub)
+	if !ok {
+		return time.Time{}
+	}
+	return unixNano(v.(*peerPath).pongAt.Load())
 }
 
 // TakeStranger reports whether a WireGuard handshake initiation came from

@@ -111,6 +111,7 @@ func (b *PathBind) handleProbe(pkt []byte, from netip.AddrPort) {
 	}
 	if !blocked && pkt[1] == probePong && p != nil {
 		p.ack(seq)
+		p.pongAt.Store(time.Now().UnixNano())
 	}
 	if p == nil && pkt[1] == probeCall {
 		b.noteStrangerLocked(from, time.Now()) // answered by a handshake once we learn of it

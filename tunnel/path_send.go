@@ -36,7 +36,7 @@ func (b *PathBind) SetMark(uint32) error { return nil }
 
 // BatchSize is how many packets wireguard-go hands Send, or takes from a
 // receive function, at once.
-func (b *PathBind) BatchSize() int { return conn.IdealBatchSize }
+func (b *PathBind) BatchSize() int { return batchSize }
 
 // ParseEndpoint accepts a peer's hex public key (meshd's form) or ip:port.
 func (b *PathBind) ParseEndpoint(s string) (conn.Endpoint, error) {

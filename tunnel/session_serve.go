@@ -111,43 +111,40 @@ func (p *peer) markBusy() {
 	}
 }
 
+// idleSessionPingEvery is how often an idle session whose peer answers
+// path probes is pinged all the same: the probes prove the peer and its
+// path alive, this ping the session itself, end to end.
+const idleSessionPingEvery = 10 * time.Second
+
 // pingLoop measures RTT and liveness. One ping is outstanding at a time;
 // while it waits, pingSent tells how long the peer has been silent. A ping
 // unanswered for the session timeout closes the session (yamux's Ping
 // gives up after ConnectionWriteTimeout); shorter stalls are ridden out.
-// A busy session is pinged every PingInterval, an idle one every
-// IdlePingInterval.
+// A busy session is pinged every PingInterval. An idle one is looked at
+// every IdlePingInterval: if its peer answered a path probe since the last
+// look, that answer stands for a pong (a probe costs two UDP packets; a
+// session ping two WireGuard packets and the TCP segments under yamux,
+// on both nodes, and an exporter many importers keep warm paid that for
+// each), and the session is pinged only every idleSessionPingEvery; if
+// not, it is pinged, so a silent peer is seen as soon as before.
 func (p *peer) pingLoop(sess *yamux.Session) {
 	timer := time.NewTimer(0)
 	defer timer.Stop()
 	<-timer.C
 	wasBusy := true
+	var looked, pinged time.Time
 	for {
-		p.pingSent.Store(time.Now().UnixNano())
-		rtt, err := sess.Ping()
-		if err != nil {
-			if !sess.IsClosed() {
-				p.logger().Warn("tunnel: session unresponsive; closing", "err", err)
-				sess.Close()
-			}
-			return
-		}
 		now := time.Now()
-		if silent := now.Sub(time.Unix(0, p.pingSent.Load())); silent > time.Second {
-			p.logger().Debug("tunnel: session answering again", "silent", silent.Round(time.Millisecond))
+		if pong := p.t.bind.LastProbePong(p.pub); !wasBusy && pong.After(looked) && now.Sub(pinged) < idleSessionPingEvery {
+			p.lastPong.Store(pong.UnixNano())
+		} else {
+			if err := p.ping(sess); err != nil {
+				return
+			}
+			pinged = time.Now()
 		}
-		p.lastPong.Store(now.UnixNano())
-		p.pingSent.Store(0)
-		rtt = max(rtt, time.Microsecond)
-		p.rtt.Store(int64(rtt))
-		// A ping that waited out a stall measures the stall, not the path:
-		// it would inflate the smoothed RTT and with it every deadline
-		// derived from it, just as the peer comes back.
-		if old := time.Duration(p.srtt.Load()); old == 0 {
-			p.srtt.Store(int64(rtt))
-		} else if rtt < maxRTTSample {
-			p.srtt.Store(int64(old - old/8 + rtt/8))
-		}
+		looked = now
+		now = time.Now()
 		busy := p.busy(sess, now)
 		if busy != wasBusy {
 			p.t.bind.SetBusy(p.pub, busy)
@@ -164,6 +161,37 @@ func (p *peer) pingLoop(sess *yamux.Session) {
 			return
 		}
 	}
+}
+
+// ping sends one session ping and records its answer; an unanswered one
+// closes the session and returns the error.
+func (p *peer) ping(sess *yamux.Session) error {
+	p.pingSent.Store(time.Now().UnixNano())
+	rtt, err := sess.Ping()
+	if err != nil {
+		if !sess.IsClosed() {
+			p.logger().Warn("tunnel: session unresponsive; closing", "err", err)
+			sess.Close()
+		}
+		return err
+	}
+	now := time.Now()
+	if silent := now.Sub(time.Unix(0, p.pingSent.Load())); silent > time.Second {
+		p.logger().Debug("tunnel: session answering again", "silent", silent.Round(time.Millisecond))
+	}
+	p.lastPong.Store(now.UnixNano())
+	p.pingSent.Store(0)
+	rtt = max(rtt, time.Microsecond)
+	p.rtt.Store(int64(rtt))
+	// A ping that waited out a stall measures the stall, not the path:
+	// it would inflate the smoothed RTT and with it every deadline
+	// derived from it, just as the peer comes back.
+	if old := time.Duration(p.srtt.Load()); old == 0 {
+		p.srtt.Store(int64(rtt))
+	} else if rtt < maxRTTSample {
+		p.srtt.Store(int64(old - old/8 + rtt/8))
+	}
+	return nil
 }
 
 // openStream opens a stream on the peer's session, dialling one on demand

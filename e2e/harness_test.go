@@ -14,7 +14,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -63,40 +62,19 @@ func runMain(m *testing.M) int {
 
 // ---------------------------------------------------------------- ports
 
-var (
-	portsMu sync.Mutex
-	ports   = map[int]bool{} // handed out in this process; never reused
-)
-
 // freePort returns a port of 127.0.0.1 that is free for both TCP and UDP
-// right now and that was not handed out before in this process.
+// right now and that was not handed out before in this process
+// (lab.FreePorts, which bench uses too).
 func freePort(t testing.TB) int {
 	t.Helper()
-	for range 200 {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatalf("freePort: %v", err)
-		}
-		p := l.Addr().(*net.TCPAddr).Port
-		u, err := net.ListenPacket("udp", net.JoinHostPort("127.0.0.1", strconv.Itoa(p)))
-		l.Close()
-		if err != nil {
-			continue
-		}
-		u.Close()
-		portsMu.Lock()
-		used := ports[p]
-		ports[p] = true
-		portsMu.Unlock()
-		if !used {
-			return p
-		}
+	p, err := lab.FreePorts(1)
+	if err != nil {
+		t.Fatalf("freePort: %v", err)
 	}
-	t.Fatal("freePort: no free TCP+UDP port found")
-	return 0
+	return p[0]
 }
 
-func addr(port int) string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(port)) }
+func addr(port int) string { return lab.Loopback(port) }
 
 // portFree reports whether port is bindable on 127.0.0.1 for TCP and UDP.
 func portFree(port int) error {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -24,7 +25,8 @@ import (
 
 const (
 	foEvery       = 20 * time.Millisecond // a new connection this often, per loop
-	foConnTimeout = 3 * time.Second       // one connection: connect and round trip
+	foConnTimeout = 10 * time.Second      // one connection: connect and round trip (longer than a cut: caught, it rides it out)
+	foMaxOpen     = 100                   // connections a loop has open at once
 	foMaxConns    = 5000                  // per loop; at foEvery that is 100 s
 	foPayload     = 64                    // bytes of one round trip: the tag, padded
 	foMaxTags     = 20000                 // tags a tagBook keeps (the loops take theirs back)
@@ -156,81 +158,102 @@ func foExchange(ctx context.Context, addr string, payload []byte, timeout time.D
 }
 
 // foLoop opens a new connection through one import every foEvery until
-// stopped, at most foMaxConns times.
+// stopped, at most foMaxConns times, without waiting for the ones still
+// open (at most foMaxOpen): like independent clients, a connection caught
+// by a cut does not hold back the ones after it.
 type foLoop struct {
-	name string // the node whose import it uses
-	addr string
-	id   int
-	book *tagBook
+	name    string // the node whose import it uses
+	addr    string
+	id      int
+	book    *tagBook
+	timeout time.Duration // of one connection
 
-	conn sync.Mutex // held while a connection is open (quiesce takes it)
+	gate sync.RWMutex // a connection holds it shared while open; quiesce takes it
 	mu   sync.Mutex
-	recs []foConn // guarded by mu
+	recs []foConn // guarded by mu; in the order the connections ended
 }
 
 // foLoops are the client loops of one phase; Stop ends them.
 type foLoops struct {
-	loops  []*foLoop
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
+	loops []*foLoop
+	stop  chan struct{}
+	once  sync.Once
+	wg    sync.WaitGroup
 }
 
 // startFOLoops starts a loop through each of the import addresses addrs
-// (names: their nodes).
-func startFOLoops(ctx context.Context, book *tagBook, names, addrs []string) *foLoops {
-	ctx, cancel := context.WithCancel(ctx)
-	ls := &foLoops{cancel: cancel}
+// (names: their nodes), each connection within timeout. ctx bounds the
+// connections too (Ctrl-C).
+func startFOLoops(ctx context.Context, book *tagBook, names, addrs []string, timeout time.Duration) *foLoops {
+	ls := &foLoops{stop: make(chan struct{})}
 	for i := range addrs {
-		l := &foLoop{name: names[i], addr: addrs[i], id: i, book: book}
+		l := &foLoop{name: names[i], addr: addrs[i], id: i, book: book, timeout: timeout}
 		ls.loops = append(ls.loops, l)
 		ls.wg.Add(1)
 		go func() {
 			defer ls.wg.Done()
-			l.run(ctx)
+			l.run(ctx, ls.stop)
 		}()
 	}
 	return ls
 }
 
-func (l *foLoop) run(ctx context.Context) {
+func (l *foLoop) run(ctx context.Context, stop <-chan struct{}) {
 	tick := time.NewTicker(foEvery)
 	defer tick.Stop()
+	var open sync.WaitGroup
+	defer open.Wait()
+	slots := make(chan struct{}, foMaxOpen)
 	for seq := 0; seq < foMaxConns; seq++ {
 		select {
 		case <-ctx.Done():
 			return
+		case <-stop:
+			return
 		case <-tick.C:
 		}
-		l.conn.Lock()
-		if ctx.Err() != nil {
-			l.conn.Unlock()
-			return
+		select {
+		case slots <- struct{}{}:
+		default:
+			continue // foMaxOpen connections open: skip this tick
 		}
-		payload := foTag(l.id, seq)
-		rec := foConn{Start: time.Now(), Site: -1}
-		err := foExchange(ctx, l.addr, payload, foConnTimeout)
-		rec.End = time.Now()
-		tag, _ := parseTag(payload)
-		site := l.book.take(tag)
-		l.conn.Unlock()
-		if err != nil && ctx.Err() != nil {
-			return // stopped mid-connection: not a failure of the mesh
-		}
-		rec.OK = err == nil
-		if rec.OK {
-			rec.Site = site
-		} else {
-			rec.Err = err.Error()
-		}
-		l.mu.Lock()
-		l.recs = append(l.recs, rec)
-		l.mu.Unlock()
+		l.gate.RLock()
+		open.Add(1)
+		go func() {
+			defer open.Done()
+			defer func() { <-slots }()
+			l.exchange(ctx, seq)
+		}()
 	}
 }
 
-// Stop ends the loops and waits for them.
+// exchange is connection seq; it releases l.gate when it is closed.
+func (l *foLoop) exchange(ctx context.Context, seq int) {
+	payload := foTag(l.id, seq)
+	rec := foConn{Start: time.Now(), Site: -1}
+	err := foExchange(ctx, l.addr, payload, l.timeout)
+	rec.End = time.Now()
+	l.gate.RUnlock()
+	tag, _ := parseTag(payload)
+	site := l.book.take(tag)
+	if err != nil && ctx.Err() != nil {
+		return // interrupted: not a failure of the mesh
+	}
+	rec.OK = err == nil
+	if rec.OK {
+		rec.Site = site
+	} else {
+		rec.Err = err.Error()
+	}
+	l.mu.Lock()
+	l.recs = append(l.recs, rec)
+	l.mu.Unlock()
+}
+
+// Stop stops opening connections and waits for the open ones to end
+// (each within its timeout).
 func (ls *foLoops) Stop() {
-	ls.cancel()
+	ls.once.Do(func() { close(ls.stop) })
 	ls.wg.Wait()
 }
 
@@ -238,11 +261,11 @@ func (ls *foLoops) Stop() {
 // process then catches no connection halfway, which nothing could save).
 func (ls *foLoops) quiesce(f func()) {
 	for _, l := range ls.loops {
-		l.conn.Lock()
+		l.gate.Lock()
 	}
 	defer func() {
 		for _, l := range ls.loops {
-			l.conn.Unlock()
+			l.gate.Unlock()
 		}
 	}()
 	f()
@@ -283,14 +306,14 @@ func (ls *foLoops) waitServed(ctx context.Context, since time.Time, site, n int,
 	}
 }
 
-// foServedLast reports whether the last n records that started at or
-// after since all worked and were served by site.
+// foServedLast reports whether the last n records (by their end) that
+// started at or after since all worked and were served by site.
 func foServedLast(recs []foConn, since time.Time, site, n int) bool {
 	got := 0
 	for i := len(recs) - 1; i >= 0 && got < n; i-- {
 		r := recs[i]
 		if r.Start.Before(since) {
-			break
+			continue
 		}
 		if !r.OK || r.Site != site {
 			return false
@@ -336,28 +359,36 @@ func foSummary(recs []foConn, since time.Time) string {
 	return out
 }
 
-// foRecovery is the time from cut to the end of the first connection that
-// started at or after cut, worked, and was served by a site other than
-// site: when the client got through again. ok is false if none did.
+// foRecovery is the time from cut to the earliest end of a connection
+// that started at or after cut, worked, and was served by a site other
+// than site: when the client got through again. ok is false if none did.
 func foRecovery(recs []foConn, cut time.Time, site int) (time.Duration, bool) {
+	var first time.Time
 	for _, r := range recs {
-		if !r.Start.Before(cut) && r.OK && r.Site >= 0 && r.Site != site {
-			return r.End.Sub(cut), true
+		if !r.Start.Before(cut) && r.OK && r.Site >= 0 && r.Site != site && (first.IsZero() || r.End.Before(first)) {
+			first = r.End
 		}
 	}
-	return 0, false
+	if first.IsZero() {
+		return 0, false
+	}
+	return first.Sub(cut), true
 }
 
 // foBack is the time from thaw to the end of the first connection that
 // started at or after thaw, worked and was served by site again; ok is
 // false if none did.
 func foBack(recs []foConn, thaw time.Time, site int) (time.Duration, bool) {
+	var first time.Time
 	for _, r := range recs {
-		if !r.Start.Before(thaw) && r.OK && r.Site == site {
-			return r.End.Sub(thaw), true
+		if !r.Start.Before(thaw) && r.OK && r.Site == site && (first.IsZero() || r.End.Before(first)) {
+			first = r.End
 		}
 	}
-	return 0, false
+	if first.IsZero() {
+		return 0, false
+	}
+	return first.Sub(thaw), true
 }
 
 // foMaxGap is the longest time within [from, to] during which the client
@@ -365,14 +396,18 @@ func foBack(recs []foConn, thaw time.Time, site int) (time.Duration, bool) {
 // connections in the window, and to. The loop runs before from, so from
 // counts as a success.
 func foMaxGap(recs []foConn, from, to time.Time) time.Duration {
+	var ends []time.Time
+	for _, r := range recs {
+		if r.OK && !r.End.Before(from) && !r.End.After(to) {
+			ends = append(ends, r.End)
+		}
+	}
+	slices.SortFunc(ends, time.Time.Compare)
 	last := from
 	var gap time.Duration
-	for _, r := range recs {
-		if !r.OK || r.End.Before(from) || r.End.After(to) {
-			continue
-		}
-		gap = max(gap, r.End.Sub(last))
-		last = r.End
+	for _, e := range ends {
+		gap = max(gap, e.Sub(last))
+		last = e
 	}
 	return max(gap, to.Sub(last))
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"slices"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -60,7 +61,7 @@ func foLoopsOn(ctx context.Context, book *tagBook, ns []*scaleNode) *foLoops {
 		names = append(names, sn.cfg.Name)
 		addrs = append(addrs, sn.imp)
 	}
-	return startFOLoops(ctx, book, names, addrs)
+	return startFOLoops(ctx, book, names, addrs, foConnTimeout)
 }
 
 // foFigures are what the client loops of one phase saw.
@@ -191,6 +192,15 @@ func (r *run) scaleDrill(ctx context.Context, nodes []scaleNode, book *tagBook) 
 	res.Set("scale_drill_gap_max_ms", ms(f.gap))
 	r.progress("scale: drill: report rto %d ms, failback %d ms, %d of %d probes failed (%s → %s → %s); clients: %d of %d connections failed, first served by another site %.1f ms after the cut, longest gap %.1f ms",
 		s.RTOMS, s.FailbackMS, s.Failed, s.Probes, s.Before, s.During, s.After, f.failed, f.conns, ms(f.recovery), ms(f.gap))
+	var tl []string
+	for _, e := range s.Timeline {
+		ev := fmt.Sprintf("%s %d..%d ms", e.Kind, e.AtMS, e.EndMS)
+		if e.Kind == failover.EventServed {
+			ev += fmt.Sprintf(" by %s (%s)", strings.Join(append([]string{e.Node}, e.Nodes...), ","), e.Site)
+		}
+		tl = append(tl, ev)
+	}
+	r.progress("scale: drill: the report's timeline: %s; clients: %s", strings.Join(tl, "; "), foSummary(slices.Concat(loops.records()...), cut))
 	if f.firstErr != "" {
 		r.progress("scale: drill: first failed client connection: %s", f.firstErr)
 	}
@@ -254,6 +264,7 @@ func (r *run) scaleSigstop(ctx context.Context, nodes []scaleNode, book *tagBook
 	res.Set("scale_sigstop_failback_ms", ms(failback))
 	r.progress("scale: sigstop: clients first served by another site %.1f ms after the stop (longest gap %.1f ms), %d of %d connections failed; back on s2 %.1f ms after SIGCONT",
 		ms(f.recovery), ms(foSummarize(recs, stopAt, 2, end).gap), f.failed, f.conns, ms(failback))
+	r.progress("scale: sigstop: clients after the stop: %s", foSummary(slices.Concat(recs...), stopAt))
 	if f.firstErr != "" {
 		r.progress("scale: sigstop: first failed client connection: %s", f.firstErr)
 	}

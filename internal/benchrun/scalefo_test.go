@@ -3,6 +3,7 @@ package benchrun
 import (
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"strings"
@@ -35,6 +36,7 @@ func TestFORecovery(t *testing.T) {
 		{"a connection started before the cut does not count", []foConn{conn(0, 800, 2, true), conn(820, 822, 2, true)}, 30, 1, 792 * time.Millisecond},
 		{"still the cut site: not recovered", []foConn{conn(40, 42, 1, true), conn(60, 62, 1, true)}, 30, 1, -1},
 		{"failures, then another site", []foConn{conn(40, 3040, -1, false), conn(3060, 3065, 2, true)}, 30, 1, 3035 * time.Millisecond},
+		{"the earliest end counts, not the first record", []foConn{conn(40, 900, 2, true), conn(60, 70, 2, true)}, 30, 1, 40 * time.Millisecond},
 		{"unknown site does not count", []foConn{conn(40, 45, -1, true), conn(60, 66, 3, true)}, 30, 1, 36 * time.Millisecond},
 		{"nothing after the cut", []foConn{conn(0, 2, 1, true)}, 30, 1, -1},
 	} {
@@ -70,6 +72,7 @@ func TestFOMaxGap(t *testing.T) {
 		{"failures do not end a gap", []foConn{conn(0, 2, 1, true), conn(20, 3020, -1, false), conn(3040, 3042, 2, true)}, 0, 3050, 3040 * time.Millisecond},
 		{"from counts as a success", []foConn{conn(100, 400, 2, true)}, 100, 410, 300 * time.Millisecond},
 		{"an outage to the end", []foConn{conn(0, 2, 1, true), conn(20, 3020, -1, false)}, 0, 3100, 3098 * time.Millisecond},
+		{"ends out of order", []foConn{conn(0, 2, 1, true), conn(20, 900, 1, true), conn(40, 45, 2, true), conn(60, 66, 2, true)}, 0, 950, 834 * time.Millisecond},
 		{"records outside the window are ignored", []foConn{conn(0, 2, 1, true), conn(5000, 5001, 1, true)}, 10, 110, 100 * time.Millisecond},
 	} {
 		if got := foMaxGap(tc.recs, at(tc.from), at(tc.to)); got != tc.want {
@@ -143,12 +146,12 @@ func TestTagEchoAndLoops(t *testing.T) {
 	if err := foExchange(ctx, addrs[0], []byte("plain bytes, no tag"), time.Second); err != nil {
 		t.Fatalf("plain echo: %v", err)
 	}
-	one := startFOLoops(ctx, book, []string{"x"}, addrs[:1])
+	one := startFOLoops(ctx, book, []string{"x"}, addrs[:1], time.Second)
 	if err := one.waitServed(ctx, time.Now(), 1, 5, 10*time.Second); err != nil {
 		t.Fatalf("one loop on s1's target: %v", err)
 	}
 	one.Stop()
-	ls := startFOLoops(ctx, book, []string{"x", "y"}, addrs)
+	ls := startFOLoops(ctx, book, []string{"x", "y"}, addrs, time.Second)
 	defer ls.Stop()
 	if err := ls.waitServed(ctx, time.Now(), 1, 5, 300*time.Millisecond); err == nil || !strings.Contains(err.Error(), "y: ok [") {
 		t.Fatalf("waitServed(s1) for both loops: %v; want an error naming y (served by s2)", err)
@@ -172,6 +175,48 @@ func TestTagEchoAndLoops(t *testing.T) {
 	}
 }
 
+// TestFOLoopDoesNotWait: a connection that hangs does not hold back the
+// ones after it, and fails at its timeout.
+func TestFOLoopDoesNotWait(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		first := true
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			if first { // never answered; closed with the listener's test
+				first = false
+				defer c.Close()
+				continue
+			}
+			go func() {
+				defer c.Close()
+				b := make([]byte, foPayload)
+				if _, err := io.ReadFull(c, b); err == nil {
+					c.Write(b)
+				}
+			}()
+		}
+	}()
+	ls := startFOLoops(context.Background(), newTagBook(), []string{"x"}, []string{ln.Addr().String()}, 500*time.Millisecond)
+	time.Sleep(300 * time.Millisecond)
+	ls.Stop() // waits for the hanging one's timeout
+	recs := ls.records()[0]
+	failed, ok := foFailed(recs)
+	if failed != 1 || ok < 5 {
+		t.Fatalf("%d failed, %d ok; want the first failed and the others through", failed, ok)
+	}
+	if last := recs[len(recs)-1]; last.OK || last.End.Sub(last.Start) < 500*time.Millisecond {
+		t.Errorf("the last record to end is %+v, want the hanging one, failed after 500ms", last)
+	}
+}
+
 func TestFOLoopFailures(t *testing.T) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -179,7 +224,7 @@ func TestFOLoopFailures(t *testing.T) {
 	}
 	addr := ln.Addr().String()
 	ln.Close() // nothing listens: every connection fails
-	ls := startFOLoops(context.Background(), newTagBook(), []string{"x"}, []string{addr})
+	ls := startFOLoops(context.Background(), newTagBook(), []string{"x"}, []string{addr}, time.Second)
 	time.Sleep(200 * time.Millisecond)
 	ls.Stop()
 	recs := ls.records()[0]

@@ -19,7 +19,6 @@ import (
 	"math"
 	"net"
 	"os"
-	"path/filepath"
 	"slices"
 	"sort"
 	"strings"
@@ -65,137 +64,25 @@ type foSpec struct {
 	Imports    []foImport
 }
 
-// foMesh is a set of meshd processes sharing a cluster key, like the
-// harness's cluster but usable from benchmarks and with a failover section
-// in every config. The first node started is the others' join address.
-type foMesh struct {
-	tb      testing.TB
-	dir     string
-	keyFile string
-
-	mu    sync.Mutex
-	nodes []*meshNode
-}
+// foMesh is the harness's cluster with the failover section above in
+// every config (and log level debug with MESHD_E2E_DEBUG=1).
+type foMesh struct{ *cluster }
 
 func newFOMesh(tb testing.TB) *foMesh {
 	tb.Helper()
-	dir, err := os.MkdirTemp("", "mfo")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	m := &foMesh{tb: tb, dir: dir}
-	tb.Cleanup(func() { os.RemoveAll(dir) })
-	// Cleanups run last-registered first: these two run after every node
-	// was killed (the nodes register their kill later) and before the
-	// directory goes.
-	tb.Cleanup(func() {
-		// MESHD_E2E_KEEP=DIR keeps the whole logs of failed tests there.
-		if keep := os.Getenv("MESHD_E2E_KEEP"); keep != "" && tb.Failed() {
-			to := filepath.Join(keep, strings.ReplaceAll(tb.Name(), "/", "_"))
-			if err := os.MkdirAll(to, 0o700); err == nil {
-				for _, n := range m.all() {
-					if b, err := os.ReadFile(n.LogPath); err == nil {
-						os.WriteFile(filepath.Join(to, n.Name+".log"), b, 0o600)
-					}
-				}
-				tb.Logf("logs kept in %s", to)
-			}
-		}
-		if tb.Failed() || os.Getenv("MESHD_E2E_LOGS") != "" {
-			for _, n := range m.all() {
-				tb.Logf("---- log of %s (%s), last lines ----\n%s", n.Name, n.LogPath, tail(n.LogPath, 80))
-			}
-		}
-	})
-	tb.Cleanup(func() {
-		for _, n := range m.all() {
-			log := n.logText()
-			for _, bad := range []string{"WARNING: DATA RACE", "panic: ", "fatal error: "} {
-				if strings.Contains(log, bad) {
-					tb.Errorf("%s's log contains %q", n.Name, bad)
-				}
-			}
-		}
-	})
-	out, errOut, code := runMeshd(tb, 10*time.Second, "keygen")
-	if code != 0 {
-		tb.Fatalf("meshd keygen: exit %d: %s", code, errOut)
-	}
-	m.keyFile = filepath.Join(dir, "cluster.key")
-	if err := os.WriteFile(m.keyFile, []byte(out), 0o600); err != nil {
-		tb.Fatal(err)
-	}
-	return m
-}
-
-func (m *foMesh) all() []*meshNode {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return slices.Clone(m.nodes)
-}
-
-// start writes the node's config and starts `meshd join`; the first node is
-// waited for until its control socket answers, so that the others' first
-// join succeeds.
-func (m *foMesh) start(s foSpec) *meshNode {
-	tb := m.tb
-	tb.Helper()
-	n := &meshNode{
-		Name: s.Name, Site: s.Site,
-		Dir:        filepath.Join(m.dir, s.Name),
-		Config:     filepath.Join(m.dir, s.Name+".yaml"),
-		LogPath:    filepath.Join(m.dir, s.Name+".log"),
-		GossipPort: freePort(tb),
-		TunnelPort: freePort(tb),
-		Imports:    map[string]string{},
-	}
-	for _, im := range s.Imports {
-		n.Imports[im.Name] = addr(freePort(tb))
-	}
-	m.mu.Lock()
-	var join string
-	if len(m.nodes) > 0 {
-		join = addr(m.nodes[0].GossipPort)
-	}
-	m.nodes = append(m.nodes, n)
-	m.mu.Unlock()
-	launch(tb, n, m.config(n, s, join))
-	if join == "" {
-		foWaitUp(tb, n, 20*time.Second)
-	}
-	return n
-}
-
-// config is a node's config (README "Configuration reference").
-func (m *foMesh) config(n *meshNode, s foSpec, join string) lab.Node {
-	level := "info"
+	c := newClusterIn(tb, "mfo")
+	c.failover = lab.Failover{SessionTimeout: foSessionTimeout, HoldDown: foHoldDown, DrainGrace: foDrainGrace}
 	if os.Getenv("MESHD_E2E_DEBUG") != "" {
-		level = "debug"
+		c.logLevel = "debug"
 	}
-	cfg := lab.Node{Name: s.Name, Site: s.Site, DataDir: n.Dir, KeyFile: m.keyFile,
-		GossipBind: addr(n.GossipPort), TunnelListen: addr(n.TunnelPort), TunnelMode: "userspace",
-		Exports: s.Exports, LogLevel: level, LogFormat: "text",
-		Failover: lab.Failover{SessionTimeout: foSessionTimeout, HoldDown: foHoldDown, DrainGrace: foDrainGrace}}
-	if join != "" {
-		cfg.Join = []string{join}
-	}
-	for _, im := range s.Imports {
-		im.Listen = n.Imports[im.Name]
-		cfg.Imports = append(cfg.Imports, im)
-	}
-	return cfg
+	return &foMesh{c}
 }
 
-// foWaitUp waits until n's control socket answers.
-func foWaitUp(tb testing.TB, n *meshNode, d time.Duration) {
-	tb.Helper()
-	waitFor(tb, d, n.Name+" to answer status", func() (bool, string) {
-		if !n.running() {
-			tb.Fatalf("%s exited: %v\n%s", n.Name, n.exitErr(), tail(n.LogPath, 20))
-		}
-		_, err := tryStatus(tb, n)
-		return err == nil, fmt.Sprint(err)
-	})
+// start starts a node; the first one is waited for until its control
+// socket answers, so that the others' first join succeeds.
+func (m *foMesh) start(s foSpec) *meshNode {
+	m.t.Helper()
+	return m.cluster.start(nodeSpec{Name: s.Name, Site: s.Site, Exports: s.Exports, Imports: s.Imports})
 }
 
 // foSeesUp reports whether obs sees every one of names alive, with a direct
@@ -668,6 +555,44 @@ func (tp *foTopo) waitUp(tb testing.TB, d time.Duration) {
 	waitFor(tb, d, "edge-1 to see every exporter up", func() (bool, string) {
 		return foSeesUp(tb, tp.edge, "echo", names...)
 	})
+}
+
+// waitDown waits up to d until edge-1 marks every one of nodes not up
+// (what says why they are down: frozen, killed).
+func (tp *foTopo) waitDown(tb testing.TB, d time.Duration, what string, nodes ...*meshNode) {
+	tb.Helper()
+	waitFor(tb, d, "edge-1 to mark the "+what+" down", func() (bool, string) {
+		st, err := tryStatus(tb, tp.edge)
+		if err != nil {
+			return false, err.Error()
+		}
+		for _, n := range nodes {
+			if p, _ := peer(st, n.Name); p.Up {
+				return false, fmt.Sprintf("%s still up: %+v", n.Name, p)
+			}
+		}
+		return true, ""
+	})
+}
+
+// checkOutage fails tb unless an outage of every onprem exporter (what)
+// went as the issue demands: no client connection failed, none waited
+// longer than foMaxConnect to connect, recovery to cloud-1 took less than
+// foMaxRecovery, failback less than foMaxFailback, and edge-1 counts no
+// failed connection.
+func (tp *foTopo) checkOutage(tb testing.TB, cl *foClient, what, failbackWhat string, t0 time.Time, rto, failback time.Duration) {
+	tb.Helper()
+	cl.checkNoFailures(tb, what, t0)
+	cl.checkConnectDelay(tb, what, t0, foMaxConnect)
+	if rto >= foMaxRecovery {
+		tb.Errorf("recovery took %s, want < %s", rto.Round(time.Millisecond), foMaxRecovery)
+	}
+	if failback >= foMaxFailback {
+		tb.Errorf("%s took %s, want < %s", failbackWhat, failback.Round(time.Millisecond), foMaxFailback)
+	}
+	if f := tp.importFailed(tb, "echo"); f != 0 {
+		tb.Errorf("edge-1's echo import counts %d failed connections, want 0", f)
+	}
 }
 
 // importFailed returns edge-1's failed counter of import name.

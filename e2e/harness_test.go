@@ -13,7 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -62,40 +62,19 @@ func runMain(m *testing.M) int {
 
 // ---------------------------------------------------------------- ports
 
-var (
-	portsMu sync.Mutex
-	ports   = map[int]bool{} // handed out in this process; never reused
-)
-
 // freePort returns a port of 127.0.0.1 that is free for both TCP and UDP
-// right now and that was not handed out before in this process.
+// right now and that was not handed out before in this process
+// (lab.FreePorts, which bench uses too).
 func freePort(t testing.TB) int {
 	t.Helper()
-	for range 200 {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatalf("freePort: %v", err)
-		}
-		p := l.Addr().(*net.TCPAddr).Port
-		u, err := net.ListenPacket("udp", net.JoinHostPort("127.0.0.1", strconv.Itoa(p)))
-		l.Close()
-		if err != nil {
-			continue
-		}
-		u.Close()
-		portsMu.Lock()
-		used := ports[p]
-		ports[p] = true
-		portsMu.Unlock()
-		if !used {
-			return p
-		}
+	p, err := lab.FreePorts(1)
+	if err != nil {
+		t.Fatalf("freePort: %v", err)
 	}
-	t.Fatal("freePort: no free TCP+UDP port found")
-	return 0
+	return p[0]
 }
 
-func addr(port int) string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(port)) }
+func addr(port int) string { return lab.Loopback(port) }
 
 // portFree reports whether port is bindable on 127.0.0.1 for TCP and UDP.
 func portFree(port int) error {
@@ -114,12 +93,17 @@ func portFree(port int) error {
 
 // ---------------------------------------------------------------- cluster
 
-// cluster is a set of meshd nodes of one test, sharing a cluster key.
+// cluster is a set of meshd nodes of one test (or benchmark), sharing a
+// cluster key. The first node started is the others' join address.
 type cluster struct {
-	t       *testing.T
-	dir     string // short temp dir: data dirs, configs, logs
-	keyFile string
-	nodes   []*meshNode
+	t        testing.TB
+	dir      string // short temp dir: data dirs, configs, logs
+	keyFile  string
+	logLevel string       // log.level of every node: info unless set
+	failover lab.Failover // the failover section of every node (zero: the defaults)
+
+	mu    sync.Mutex
+	nodes []*meshNode // guarded by mu
 }
 
 // exportSpec and importSpec are lab's typed config entries: every config
@@ -167,28 +151,45 @@ type meshNode struct {
 }
 
 // newCluster makes the temp dir and the cluster key.
-func newCluster(t *testing.T) *cluster {
+func newCluster(t testing.TB) *cluster { return newClusterIn(t, "me2e") }
+
+// newClusterIn is newCluster with the temp dir named by pattern
+// (os.MkdirTemp). At the end the nodes are killed, then their logs are
+// checked for races and panics, and shown if the test failed.
+func newClusterIn(t testing.TB, pattern string) *cluster {
 	t.Helper()
-	dir, err := os.MkdirTemp("", "me2e")
+	dir, err := os.MkdirTemp("", pattern)
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := &cluster{t: t, dir: dir}
+	c := &cluster{t: t, dir: dir, logLevel: "info"}
 	t.Cleanup(func() { os.RemoveAll(dir) })
 	// Registered after RemoveAll and before any node's kill: runs after
 	// every process is dead, before the logs are removed. Skipped tests
 	// (known bugs) show them too; set MESHD_E2E_LOGS=1 to see the logs of
-	// passing tests.
+	// passing tests, MESHD_E2E_KEEP=DIR to keep the whole logs of failed
+	// tests there.
 	t.Cleanup(func() {
+		if keep := os.Getenv("MESHD_E2E_KEEP"); keep != "" && t.Failed() {
+			to := filepath.Join(keep, strings.ReplaceAll(t.Name(), "/", "_"))
+			if err := os.MkdirAll(to, 0o700); err == nil {
+				for _, n := range c.all() {
+					if b, err := os.ReadFile(n.LogPath); err == nil {
+						os.WriteFile(filepath.Join(to, n.Name+".log"), b, 0o600)
+					}
+				}
+				t.Logf("logs kept in %s", to)
+			}
+		}
 		if t.Failed() || t.Skipped() || os.Getenv("MESHD_E2E_LOGS") != "" {
-			for _, n := range c.nodes {
-				t.Logf("---- log of %s (%s), last lines ----\n%s", n.Name, n.LogPath, tail(n.LogPath, 60))
+			for _, n := range c.all() {
+				t.Logf("---- log of %s (%s), last lines ----\n%s", n.Name, n.LogPath, tail(n.LogPath, 80))
 			}
 		}
 	})
 	// Runs after the nodes are killed, before the logs are printed.
 	t.Cleanup(func() {
-		for _, n := range c.nodes {
+		for _, n := range c.all() {
 			log := n.logText()
 			for _, bad := range []string{"WARNING: DATA RACE", "panic: ", "fatal error: "} {
 				if strings.Contains(log, bad) {
@@ -199,6 +200,25 @@ func newCluster(t *testing.T) *cluster {
 	})
 	c.keyFile = c.newKeyFile("cluster.key")
 	return c
+}
+
+// all returns the nodes started so far.
+func (c *cluster) all() []*meshNode {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return slices.Clone(c.nodes)
+}
+
+// add records n as one of the cluster's nodes and returns the first node
+// (nil if n is the first).
+func (c *cluster) add(n *meshNode) (first *meshNode) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.nodes) > 0 {
+		first = c.nodes[0]
+	}
+	c.nodes = append(c.nodes, n)
+	return first
 }
 
 // newKeyFile runs `meshd keygen` and writes its output to a 0600 file.
@@ -216,17 +236,17 @@ func (c *cluster) newKeyFile(name string) string {
 }
 
 // nodeConfig is the node's config (README "Configuration reference").
-func (c *cluster) nodeConfig(n *meshNode, s nodeSpec) lab.Node {
-	cfg := lab.Node{Name: s.Name, Site: s.Site, DataDir: n.Dir, KeyFile: s.KeyFile, Join: s.Join,
+func (c *cluster) nodeConfig(n *meshNode, s nodeSpec, first *meshNode) lab.Node {
+	cfg := lab.Node{Failover: c.failover, Name: s.Name, Site: s.Site, DataDir: n.Dir, KeyFile: s.KeyFile, Join: s.Join,
 		GossipBind: addr(n.GossipPort), TunnelListen: addr(n.TunnelPort), TunnelAdvertise: s.TunnelAdvertise,
 		TunnelMode: "userspace", RelayEnabled: s.RelayListen != "", RelayListen: s.RelayListen,
-		Exports: s.Exports, MetricsListen: n.Metrics, LogLevel: "info", LogFormat: "text",
+		Exports: s.Exports, MetricsListen: n.Metrics, LogLevel: c.logLevel, LogFormat: "text",
 		PKI: s.PKI, Limits: s.Limits, Extra: s.Extra}
 	if cfg.KeyFile == "" {
 		cfg.KeyFile = c.keyFile
 	}
-	if cfg.Join == nil && len(c.nodes) > 0 {
-		cfg.Join = []string{addr(c.nodes[0].GossipPort)}
+	if cfg.Join == nil && first != nil {
+		cfg.Join = []string{addr(first.GossipPort)}
 	}
 	for _, im := range s.Imports {
 		im.Listen = n.Imports[im.Name]
@@ -235,8 +255,14 @@ func (c *cluster) nodeConfig(n *meshNode, s nodeSpec) lab.Node {
 	return cfg
 }
 
-// configYAML renders the node's config file.
-func (c *cluster) configYAML(n *meshNode, s nodeSpec) string { return c.nodeConfig(n, s).YAML() }
+// configYAML renders the config file of n, a node of c.
+func (c *cluster) configYAML(n *meshNode, s nodeSpec) string {
+	var first *meshNode
+	if all := c.all(); len(all) > 0 && all[0] != n {
+		first = all[0]
+	}
+	return c.nodeConfig(n, s, first).YAML()
+}
 
 // start writes the node's config and starts `meshd join`.
 func (c *cluster) start(s nodeSpec) *meshNode {
@@ -265,20 +291,19 @@ func (c *cluster) start(s nodeSpec) *meshNode {
 	if len(filepath.Join(n.Dir, "meshd.sock")) >= 100 {
 		c.t.Fatalf("control socket path too long: %s", filepath.Join(n.Dir, "meshd.sock"))
 	}
-	cfg := c.nodeConfig(n, s)
-	c.nodes = append(c.nodes, n)
-	launch(c.t, n, cfg)
-	if len(c.nodes) == 1 && s.Join == nil {
+	first := c.add(n)
+	launch(c.t, n, c.nodeConfig(n, s, first))
+	if first == nil && s.Join == nil {
 		// Others join this one: let it listen first, so that their first
 		// join attempt succeeds instead of backing off.
-		waitUp(c.t, n, 15*time.Second)
+		waitUp(c.t, n, 20*time.Second)
 	}
 	return n
 }
 
 // waitUp waits until n's control socket answers (it answers once gossip,
 // tunnel, exports and imports are up).
-func waitUp(t *testing.T, n *meshNode, d time.Duration) {
+func waitUp(t testing.TB, n *meshNode, d time.Duration) {
 	t.Helper()
 	waitFor(t, d, n.Name+" to answer status", func() (bool, string) {
 		if !n.running() {

@@ -2,10 +2,12 @@
 
 package e2e
 
-// Helpers of TestNetns: network namespaces joined by veth pairs, meshd
-// processes and echo servers inside them, a client that dials from inside
-// a namespace, nftables cuts. Only addresses of 10.99.0.0/16 inside the
-// namespaces that the test creates (and removes) are ever used.
+// Helpers of the network-namespace tests (TestNetns, TestKernelNetns,
+// TestRelayNetns*): a per-test lab.Topo (namespaces, veth pairs, routes,
+// nftables; internal/lab) removed even on failure, meshd processes and
+// echo servers inside the namespaces, a client that dials from inside a
+// namespace. Only private addresses inside the namespaces that the tests
+// create (and remove) are ever used.
 
 import (
 	"bufio"
@@ -262,7 +264,7 @@ func startInNetns(t *testing.T, c *cluster, ns string, n *meshNode, cfg lab.Node
 	for _, im := range cfg.Imports {
 		n.Imports[im.Name] = im.Listen
 	}
-	c.nodes = append(c.nodes, n)
+	c.add(n)
 	// ip execs meshd in place: the pid is meshd's, and it dies with this
 	// test process (lab.Proc's Pdeathsig).
 	launch(t, n, cfg, "ip", "netns", "exec", ns)

@@ -20,7 +20,7 @@ func benchCommand() *cli.Command {
 		Name:  "bench",
 		Usage: "start two meshd nodes on loopback and measure them against direct TCP; print machine-readable results",
 		UsageText: "meshd bench [--duration 10s] [--idle 2000] [--idle-nodes 1] [--idle-hold 30s] [--only throughput,latency,connrate,idle]\n" +
-			"   [--netns [--loopback=false]] [--only scale --nodes 25 [--scale-idle 20s]] [--format json|kv|both] [--quick] [--verbose]",
+			"   [--netns [--loopback=false]] [--only scale --nodes 25 [--scale-idle 20s] [--scale-drill=false] [--scale-sigstop=false] [--scale-partition=false]] [--format json|kv|both] [--quick] [--verbose]",
 		Description: benchrun.Help,
 		Flags: []cli.Flag{
 			&cli.Float64Flag{Name: "netns-loss", Usage: "with --netns: percent of UDP packets dropped leaving each namespace (iptables statistic), e.g. 1"},
@@ -38,6 +38,9 @@ func benchCommand() *cli.Command {
 			&cli.BoolFlag{Name: "verbose", Usage: "show the nodes' logs on stderr"},
 			&cli.IntFlag{Name: "nodes", Value: 25, Usage: "scale: meshd processes (4-300)"},
 			&cli.DurationFlag{Name: "scale-idle", Value: 20 * time.Second, Usage: "scale: idle window for CPU and gossip figures"},
+			&cli.BoolFlag{Name: "scale-drill", Value: true, Usage: "scale: then a drill of site s1 under client loops (--scale-drill=false skips it)"},
+			&cli.BoolFlag{Name: "scale-sigstop", Value: true, Usage: "scale: then SIGSTOP of s2's exporter for 5 s under client loops"},
+			&cli.BoolFlag{Name: "scale-partition", Value: true, Usage: "scale: then split {s0,s1} from {s2,s3} with nftables and measure the heal (root; skipped otherwise)"},
 		},
 		Action: runBench,
 	}
@@ -49,7 +52,8 @@ func benchOptions(c *cli.Context) (benchrun.Options, benchrun.Format, error) {
 	o := benchrun.Options{Duration: c.Duration("duration"), Idle: c.Int("idle"), IdleNodes: c.Int("idle-nodes"),
 		IdleHold: c.Duration("idle-hold"), ConnWorkers: c.Int("conn-workers"), NetnsLoss: c.Float64("netns-loss"),
 		Netns: c.Bool("netns"), Loopback: c.Bool("loopback"), Verbose: c.Bool("verbose"),
-		Nodes: c.Int("nodes"), ScaleIdle: c.Duration("scale-idle")}
+		Nodes: c.Int("nodes"), ScaleIdle: c.Duration("scale-idle"),
+		ScaleDrill: c.Bool("scale-drill"), ScaleSigstop: c.Bool("scale-sigstop"), ScalePartition: c.Bool("scale-partition")}
 	if c.Bool("quick") {
 		o.Quick(c.IsSet)
 	}

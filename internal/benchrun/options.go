@@ -43,6 +43,11 @@ type Options struct {
 	Netns       bool // also measure between two network namespaces
 	Loopback    bool // run the loopback measurements
 	Verbose     bool // the nodes' logs on stderr
+
+	// Scale's failover phases after the idle ones (scalefo.go): a drill
+	// of s1, a SIGSTOP of s2's exporter, a partition and its heal (root,
+	// nft). --scale-drill, --scale-sigstop, --scale-partition.
+	ScaleDrill, ScaleSigstop, ScalePartition bool
 }
 
 // ParseOnly reads a comma-separated list of Measurements.

@@ -4,13 +4,13 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"net/netip"
 	"slices"
 	"sync"
 	"time"
 
 	"github.com/meshd/meshd/internal/bench"
 	"github.com/meshd/meshd/internal/control"
-	"github.com/meshd/meshd/internal/echo"
 	"github.com/meshd/meshd/internal/lab"
 	"github.com/meshd/meshd/node"
 )
@@ -85,8 +85,9 @@ func (r *run) scale(ctx context.Context) error {
 	res.Set("scale_nodes", n)
 	res.Set("scale_sites", scaleSites)
 	var targets []string
-	for range scaleSites {
-		e, err := echo.Listen("127.0.0.1:0")
+	book := newTagBook() // which site served a failover phase's client connection
+	for site := range scaleSites {
+		e, err := listenTagEcho(book, site)
 		if err != nil {
 			return err
 		}
@@ -173,6 +174,7 @@ func (r *run) scale(ctx context.Context) error {
 		return err
 	}
 	r.scaleCold(ctx, nodes)
+	r.scaleFailover(ctx, nodes, book)
 	for _, sn := range nodes {
 		if sn.proc.Exited() {
 			r.addErrs("node_exits", 1, exitedErr(sn.cfg.Name, sn.proc.LogTail()))
@@ -184,9 +186,14 @@ func (r *run) scale(ctx context.Context) error {
 // scaleConverge polls every node's status until each sees all others
 // alive, and returns when the last did, from since.
 func scaleConverge(ctx context.Context, nodes []scaleNode, since time.Time) (time.Duration, error) {
+	return scaleConvergeWithin(ctx, nodes, since, scaleConvergeMax)
+}
+
+// scaleConvergeWithin is scaleConverge giving up after limit.
+func scaleConvergeWithin(ctx context.Context, nodes []scaleNode, since time.Time, limit time.Duration) (time.Duration, error) {
 	done := make([]bool, len(nodes))
 	var last time.Time
-	deadline := time.Now().Add(scaleConvergeMax)
+	deadline := time.Now().Add(limit)
 	for {
 		round := time.Now()
 		var mu sync.Mutex
@@ -231,7 +238,7 @@ func scaleConverge(ctx context.Context, nodes []scaleNode, since time.Time) (tim
 			return 0, exited
 		}
 		if time.Now().After(deadline) {
-			return 0, fmt.Errorf("scale: mesh did not converge within %v: %s", scaleConvergeMax, why)
+			return 0, fmt.Errorf("scale: mesh did not converge within %v: %s", limit, why)
 		}
 		// Status reads cost the nodes CPU (each lists every peer): at
 		// least as long a pause as the round took, so that watching the
@@ -401,6 +408,15 @@ func (r *run) scaleCold(ctx context.Context, nodes []scaleNode) {
 	}
 	r.progress("scale: first connection to a cold peer p50 %v max %v (%d samples); to a warm one p50 %v",
 		cp50.Round(time.Microsecond), cold[len(cold)-1].Round(time.Microsecond), len(cold), bench.Percentile(warm, 50).Round(time.Microsecond))
+}
+
+// port is the port of a host:port the topology wrote.
+func port(hostport string) int {
+	ap, err := netip.ParseAddrPort(hostport)
+	if err != nil {
+		return 0
+	}
+	return int(ap.Port())
 }
 
 func cmpErr(first, err error) error {

@@ -557,6 +557,44 @@ func (tp *foTopo) waitUp(tb testing.TB, d time.Duration) {
 	})
 }
 
+// waitDown waits up to d until edge-1 marks every one of nodes not up
+// (what says why they are down: frozen, killed).
+func (tp *foTopo) waitDown(tb testing.TB, d time.Duration, what string, nodes ...*meshNode) {
+	tb.Helper()
+	waitFor(tb, d, "edge-1 to mark the "+what+" down", func() (bool, string) {
+		st, err := tryStatus(tb, tp.edge)
+		if err != nil {
+			return false, err.Error()
+		}
+		for _, n := range nodes {
+			if p, _ := peer(st, n.Name); p.Up {
+				return false, fmt.Sprintf("%s still up: %+v", n.Name, p)
+			}
+		}
+		return true, ""
+	})
+}
+
+// checkOutage fails tb unless an outage of every onprem exporter (what)
+// went as the issue demands: no client connection failed, none waited
+// longer than foMaxConnect to connect, recovery to cloud-1 took less than
+// foMaxRecovery, failback less than foMaxFailback, and edge-1 counts no
+// failed connection.
+func (tp *foTopo) checkOutage(tb testing.TB, cl *foClient, what, failbackWhat string, t0 time.Time, rto, failback time.Duration) {
+	tb.Helper()
+	cl.checkNoFailures(tb, what, t0)
+	cl.checkConnectDelay(tb, what, t0, foMaxConnect)
+	if rto >= foMaxRecovery {
+		tb.Errorf("recovery took %s, want < %s", rto.Round(time.Millisecond), foMaxRecovery)
+	}
+	if failback >= foMaxFailback {
+		tb.Errorf("%s took %s, want < %s", failbackWhat, failback.Round(time.Millisecond), foMaxFailback)
+	}
+	if f := tp.importFailed(tb, "echo"); f != 0 {
+		tb.Errorf("edge-1's echo import counts %d failed connections, want 0", f)
+	}
+}
+
 // importFailed returns edge-1's failed counter of import name.
 func (tp *foTopo) importFailed(tb testing.TB, name string) uint64 {
 	tb.Helper()

@@ -227,10 +227,18 @@ func New(cfg Config) (*Gossip, error) {
 	g.keyring = kr
 	mc.GossipVerifyIncoming = true
 	mc.GossipVerifyOutgoing = true
+	// Failure detection in seconds (a peer without a session is judged by
+	// gossip alone; one with a session by its pings, within a second):
+	// probes every 500 ms, and a 100 ms gossip tick, which also bounds how
+	// long Leave waits for its broadcast to be retransmitted. A 250 ms probe
+	// timeout with one confirmation enough to kill made a 100-node mesh on
+	// a busy host mark live members failed faster than they could refute
+	// it, a storm that fed itself: 400 ms and memberlist's LAN default
+	// suspicion (README "Performance", fleet scale).
 	mc.ProbeInterval = 500 * time.Millisecond
-	mc.ProbeTimeout = 250 * time.Millisecond
+	mc.ProbeTimeout = 400 * time.Millisecond
 	mc.GossipInterval = 100 * time.Millisecond
-	mc.SuspicionMult = 3
+	mc.SuspicionMult = 4
 	mc.PushPullInterval = 10 * time.Second
 	mc.TCPTimeout = 2 * time.Second
 	// A node that crashed and comes back from another address (DHCP, a

@@ -31,8 +31,11 @@ type knobs struct {
 // batchSize is how many packets the bind and the netstack TUN hand
 // wireguard-go at once. wireguard-go keeps that many 64 KiB message buffers
 // per receive routine for the device's life, so it sets a node's idle
-// memory as well as its bulk throughput.
-var batchSize = envInt("MESHD_DEBUG_BATCH", conn.IdealBatchSize, 1, conn.IdealBatchSize)
+// memory as well as its bulk throughput. 32 packets of 1,420 bytes fill
+// one 64 KiB GSO send, and a GRO receive takes up to 64 KiB per message:
+// wireguard-go's 128 (conn.IdealBatchSize) bought no throughput here and
+// cost every node 6 MB of RSS (README "Performance", fleet scale).
+var batchSize = envInt("MESHD_DEBUG_BATCH", 32, 1, conn.IdealBatchSize)
 
 func readKnobs() knobs {
 	k := knobs{

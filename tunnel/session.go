@@ -62,8 +62,9 @@ type peer struct {
 	pendingAccepts int // guarded by mu; session handshakes in progress (acceptSession)
 	// Each session is owned by the side that needed it (dialled it on its
 	// own behalf, or called for it): only the owner closes it when idle.
-	outOwned bool // guarded by mu
-	inOwned  bool // guarded by mu
+	outOwned bool      // guarded by mu
+	inOwned  bool      // guarded by mu
+	asked    time.Time // guarded by mu: when this node last called the peer to dial it
 	// quietSince: when the peer last had no session and no dial (guarded
 	// by mu). wgOn and wgSince: it is a WireGuard peer of the device,
 	// since then (guarded by t.ipcMu).

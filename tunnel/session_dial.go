@@ -110,6 +110,9 @@ const (
 func (p *peer) callPeer() bool {
 	ready := p.readyChan()
 	for range callTries {
+		p.mu.Lock()
+		p.asked = time.Now()
+		p.mu.Unlock()
 		p.t.bind.Call(p.pub)
 		select {
 		case <-ready:

@@ -27,7 +27,11 @@ func (p *peer) serve(sess *yamux.Session, out bool) {
 		p.outOwned = p.want || p.waiters > 0 // else dialled only because the peer called
 	} else {
 		old, p.in = p.in, sess
-		p.inOwned = p.dialing // we were calling for it
+		// Ours if we need it or called for it: a session that answers our
+		// call after we stopped needing it (a warm set that changed) is
+		// still ours to close when idle. The caller dialled it for us and
+		// owns nothing, so nobody else would.
+		p.inOwned = p.dialing || p.want || p.waiters > 0 || time.Since(p.asked) < callHold
 	}
 	p.called = time.Time{} // a call is answered by any session
 	select {

@@ -28,7 +28,8 @@ const (
 	scaleConvergeMax = 3 * time.Minute
 	scaleSettle      = 3 * time.Second // after the imports' round trips, before the idle window
 	scaleColdSamples = 20
-	scaleParallel    = 8 // status reads and import round trips at a time
+	scaleParallel    = 8                     // status reads and import round trips at a time
+	scaleStartEvery  = 50 * time.Millisecond // between node starts (20 a second)
 )
 
 // scaleNode is one node of the scale mesh.
@@ -112,6 +113,14 @@ func (r *run) scale(ctx context.Context) error {
 	}()
 	r.progress("scale: starting %d meshd nodes in %d sites on 127.0.0.1", n, scaleSites)
 	for i := range nodes {
+		if i > 1 {
+			// A paced start, as a fleet's rollout is: N processes
+			// initialising at once on two cores starve each other's
+			// gossip probes, and the mesh measures its own start-up storm.
+			if err := sleepCtx(ctx, scaleStartEvery); err != nil {
+				return err
+			}
+		}
 		if nodes[i].proc, err = env.Start(nodes[i].cfg); err != nil {
 			return err
 		}

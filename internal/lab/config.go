@@ -3,10 +3,13 @@
 // rendered to the config file format (Node.YAML), `meshd join` child
 // processes with their logs (Env, Proc), readiness read from the control
 // socket (Want, WaitReady), loopback ports free for TCP and UDP
-// (FreePorts), a network-namespace lab of two namespaces joined by a veth
-// pair (Netns), and plain wireguard-go on a kernel TUN device as the
-// reference for what WireGuard itself costs (WGRef). It knows nothing of
-// what is measured over the nodes: internal/bench does that.
+// (FreePorts), network-namespace topologies (Topo: namespaces, veth
+// pairs, routes, a router star, nftables rules), the bench's two
+// namespaces joined by a veth pair (Netns), and plain wireguard-go on a
+// kernel TUN device as the reference for what WireGuard itself costs
+// (WGRef). It knows nothing of what is measured over the nodes:
+// internal/bench does that. The e2e tests use the same configs,
+// processes, ports and topologies.
 package lab
 
 import (

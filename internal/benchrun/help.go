@@ -67,6 +67,29 @@ const Help = "Starts `meshd join` processes (this binary) on 127.0.0.1 with gene
 	"peer (meshd ping's first round trip to a node without a session: one WireGuard and\n" +
 	"one TCP handshake): scale_cold_first_conn_p50_ms, _max_ms, scale_cold_samples,\n" +
 	"against a warm one: scale_warm_conn_p50_ms, scale_cold_first_conn_p50_ratio.\n" +
+	"Then three failover phases (each on by default; --scale-drill=false,\n" +
+	"--scale-sigstop=false, --scale-partition=false skip one), with client loops: a new\n" +
+	"connection every 20 ms through a node's import, one tagged 64-byte round trip each\n" +
+	"(timeout 10 s), the echo target telling which site served it.\n" +
+	"  drill      4 non-exporters of s0 are reloaded to prefer [s1, s2] and carry loops\n" +
+	"             while the first runs a 4 s drill of s1 (as meshd drill): the report's\n" +
+	"             scale_drill_rto_ms, _failback_ms, _probes, _probes_failed; the clients'\n" +
+	"             scale_drill_conns, scale_drill_failed, scale_drill_client_rto_ms (cut ->\n" +
+	"             first connection served by another site, slowest loop; the cut is taken\n" +
+	"             as the request + 550 ms), scale_drill_gap_max_ms (longest time a loop\n" +
+	"             completed no connection); their imports are reloaded back afterwards\n" +
+	"  sigstop    loops on 4 non-exporters of s2 while n002 (s2's exporter) is stopped for\n" +
+	"             5 s (SIGSTOP, SIGCONT): scale_sigstop_rto_ms (stop -> first connection\n" +
+	"             served by another site, slowest loop), _gap_max_ms, _conns, _failed,\n" +
+	"             _failback_ms (SIGCONT -> served by s2 again), _reconverge_s\n" +
+	"  partition  (root, nft; else scale_partition_skipped=REASON) nft table inet\n" +
+	"             meshd_scale_<pid> drops UDP between the gossip and tunnel ports of\n" +
+	"             {s0,s1} and {s2,s3} and TCP to every gossip port, until each half sees\n" +
+	"             the other not alive (scale_partition_split_s, -1 if not within 20 s;\n" +
+	"             scale_partition_held_s); then removed: scale_partition_heal_s (until\n" +
+	"             every node sees all others alive). The table is removed on every way out.\n" +
+	"  Errors of a phase: scale_drill_errors, scale_sigstop_errors, scale_partition_errors;\n" +
+	"  scale_drill_skipped / scale_sigstop_skipped=REASON when --nodes is too small.\n" +
 	"\n" +
 	"Results go to stdout (one JSON object, or key=value lines); progress to stderr.\n" +
 	"Exits 1 if any measurement had errors or a setup step failed (the results so far\n" +

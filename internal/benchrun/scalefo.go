@@ -93,6 +93,20 @@ func foSummarize(recs [][]foConn, cut time.Time, site int, end time.Time) foFigu
 	return f
 }
 
+// foPerLoop is each loop's foRecovery, "node 123.4 ms" ("never" if none).
+func foPerLoop(ls *foLoops, cut time.Time, site int) string {
+	var out []string
+	for i, rs := range ls.records() {
+		d, ok := foRecovery(rs, cut, site)
+		v := "never"
+		if ok {
+			v = fmt.Sprintf("%.1f ms", ms(d))
+		}
+		out = append(out, ls.loops[i].name+" "+v)
+	}
+	return strings.Join(out, ", ")
+}
+
 func ms(d time.Duration) float64 {
 	if d < 0 {
 		return -1
@@ -200,7 +214,8 @@ func (r *run) scaleDrill(ctx context.Context, nodes []scaleNode, book *tagBook) 
 		}
 		tl = append(tl, ev)
 	}
-	r.progress("scale: drill: the report's timeline: %s; clients: %s", strings.Join(tl, "; "), foSummary(slices.Concat(loops.records()...), cut))
+	r.progress("scale: drill: the report's timeline: %s; clients: %s; each served by another site after the cut: %s",
+		strings.Join(tl, "; "), foSummary(slices.Concat(loops.records()...), cut), foPerLoop(loops, cut, 1))
 	if f.firstErr != "" {
 		r.progress("scale: drill: first failed client connection: %s", f.firstErr)
 	}
@@ -264,7 +279,8 @@ func (r *run) scaleSigstop(ctx context.Context, nodes []scaleNode, book *tagBook
 	res.Set("scale_sigstop_failback_ms", ms(failback))
 	r.progress("scale: sigstop: clients first served by another site %.1f ms after the stop (longest gap %.1f ms), %d of %d connections failed; back on s2 %.1f ms after SIGCONT",
 		ms(f.recovery), ms(foSummarize(recs, stopAt, 2, end).gap), f.failed, f.conns, ms(failback))
-	r.progress("scale: sigstop: clients after the stop: %s", foSummary(slices.Concat(recs...), stopAt))
+	r.progress("scale: sigstop: clients after the stop: %s; each served by another site after the stop: %s",
+		foSummary(slices.Concat(recs...), stopAt), foPerLoop(loops, stopAt, 2))
 	if f.firstErr != "" {
 		r.progress("scale: sigstop: first failed client connection: %s", f.firstErr)
 	}

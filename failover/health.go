@@ -133,6 +133,14 @@ func (h *Health) usableLocked(p *peerHealth, now time.Time) bool {
 	return !p.wasDown || now.Sub(p.since) >= h.holdDown
 }
 
+// Observed reports whether peer key has been observed since it was last
+// forgotten (or ever).
+func (h *Health) Observed(key string) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.peers[key] != nil
+}
+
 // Forget drops what is known about peer key, for peers that left; if it
 // comes back it is treated as brand new.
 func (h *Health) Forget(key string) {

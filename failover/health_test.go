@@ -172,3 +172,21 @@ func TestSilent(t *testing.T) {
 		})
 	}
 }
+
+// TestHealthObserved: a peer is observed from its first observation until
+// it is forgotten.
+func TestHealthObserved(t *testing.T) {
+	h := NewHealth(HealthConfig{HoldDown: time.Second})
+	now := time.Unix(1000, 0)
+	if h.Observed("p") {
+		t.Fatal("observed before any observation")
+	}
+	h.Observe("p", true, now)
+	if !h.Observed("p") {
+		t.Fatal("not observed after an observation")
+	}
+	h.Forget("p")
+	if h.Observed("p") {
+		t.Fatal("observed after Forget")
+	}
+}

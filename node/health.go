@@ -149,12 +149,19 @@ const deadOverride = 500 * time.Millisecond
 
 // peerUsable tells whether new connections may go to member m now: a peer
 // with a session by its health (pings, hold-down after a recovery), one
-// without by gossip.
+// without by gossip. So is one whose first session is being dialled (a
+// peer that just joined a warm set, or opened on demand): health has not
+// judged it yet, and a connection to it waits the few milliseconds its
+// session takes. Judged down until then, a warm candidate listed in an
+// import's sites lost to an unlisted site during a drill that began right
+// after the warm set changed (the scale bench's drill phase).
 func (n *Node) peerUsable(m gossip.Member, st tunnel.PeerStats, now time.Time) bool {
 	if m.State == gossip.StateLeft {
 		return false
 	}
-	if st.Session == tunnel.SessionStateIdle {
+	switch {
+	case st.Session == tunnel.SessionStateIdle,
+		st.Session == tunnel.SessionStateDown && !n.health.Observed(m.Name):
 		return m.State == gossip.StateAlive && n.health.Usable(m.Name, now)
 	}
 	return st.SessionUp && n.health.Usable(m.Name, now)

@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -90,6 +91,23 @@ func TestRotation(t *testing.T) {
 		p.issueInto("ca2", "ca1", n.Name, n.Site, args...)
 	}
 	reloadAll("CA 2/3 (certificates from ca2)")
+	// Step 3 only once every node lists every other's new certificate
+	// (README "Rotation, step by step"): the records travel by gossip.
+	waitFor(t, 10*time.Second, "every node sees the certificates from ca2", func() (bool, string) {
+		own := map[string]string{}
+		for _, n := range nodes {
+			own[n.Name] = status(t, n).Node.Identity.Fingerprint
+		}
+		for _, n := range nodes {
+			st := status(t, n)
+			for _, o := range nodes {
+				if pe, ok := peer(st, o.Name); o != n && (!ok || pe.CertFingerprint != own[o.Name]) {
+					return false, fmt.Sprintf("%s sees %s's certificate %q, want %q", n.Name, o.Name, pe.CertFingerprint, own[o.Name])
+				}
+			}
+		}
+		return true, ""
+	})
 	writeFile(trust, ca2, 0o644)
 	reloadAll("CA 3/3 (retire ca1)")
 

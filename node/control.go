@@ -185,6 +185,9 @@ func (n *Node) peerStatus(m gossip.Member, stats map[key.PublicKey]tunnel.PeerSt
 		ps.PublicKey = m.Meta.PublicKey.String()
 	}
 	ps.Up = n.peerUsable(m, stats[m.Meta.PublicKey], now)
+	if c := n.catalog.Load().certs[m.Meta.PublicKey]; c != nil {
+		ps.CertFingerprint = c.Fingerprint().String()
+	}
 	ps.Session = SessionDown // not alive (or not a tunnel peer): no session state to show
 	if ts, ok := stats[m.Meta.PublicKey]; ok {
 		if ts.Endpoint.IsValid() {

@@ -62,6 +62,11 @@ type PeerStatus struct {
 	// connection opens one) or "down" (one is needed and not up), per
 	// docs/formats.md, README "Performance", fleet scale; "down" for a peer that is not alive.
 	Session string `json:"session"`
+	// CertFingerprint is the SHA-256 fingerprint of the certificate in
+	// the peer's record as this node admitted it (with pki; "" without):
+	// a rotation's next step waits until every node shows the new ones
+	// (README "Rotation, step by step").
+	CertFingerprint string `json:"cert_fingerprint,omitempty"`
 }
 
 // RTT returns the peer's RTT in milliseconds, 0 when unknown.

@@ -31,15 +31,19 @@ import (
 //     until each half sees the other not alive (at most foSplitMax), then
 //     healed; the time until every node sees all others alive again.
 const (
-	foClients   = 4
-	foDrillCut  = 4 * time.Second
-	foFreeze    = 5 * time.Second
-	foWarmOK    = 10               // connections in a row served by the preferred site before a cut
-	foWarmMax   = 15 * time.Second // to get there
-	foBackMax   = 15 * time.Second // after a thaw, to be served by the thawed site again
-	foTail      = 300 * time.Millisecond
-	foSplitMax  = 20 * time.Second
-	foReconvMax = 60 * time.Second // after a freeze, before the next phase
+	foClients  = 4
+	foDrillCut = 4 * time.Second
+	foFreeze   = 5 * time.Second
+	foWarmOK   = 10               // connections in a row served by the preferred site before a cut
+	foWarmMax  = 15 * time.Second // to get there
+	// foDrillSettle is how long the drill's importers run after their
+	// reload before the cut: their new warm sessions (s2's exporter) get
+	// past the failback hold-down, as in a mesh that has been running.
+	foDrillSettle = 3 * time.Second
+	foBackMax     = 15 * time.Second // after a thaw, to be served by the thawed site again
+	foTail        = 300 * time.Millisecond
+	foSplitMax    = 20 * time.Second
+	foReconvMax   = 60 * time.Second // after a freeze, before the next phase
 )
 
 // foPick returns up to k non-exporters of site, from the end of the node
@@ -176,6 +180,9 @@ func (r *run) scaleDrill(ctx context.Context, nodes []scaleNode, book *tagBook) 
 	defer loops.Stop()
 	if err := loops.waitServed(ctx, time.Now(), 1, foWarmOK, foWarmMax); err != nil {
 		fail(fmt.Errorf("scale: drill: %w", err))
+		return
+	}
+	if err := sleepCtx(ctx, foDrillSettle); err != nil {
 		return
 	}
 	from := clients[0]

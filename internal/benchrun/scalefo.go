@@ -28,7 +28,7 @@ import (
 //   - sigstop: client loops on foClients non-exporters of s2 (which
 //     prefer [s2, s3]) while n002, s2's exporter, is frozen for foFreeze.
 //   - partition (root, nft): sites {s0,s1} and {s2,s3} split (partition.go)
-//     until each half sees the other not alive (at most foSplitMax), then
+//     until each half sees the other not alive (at most foSplitWait), then
 //     healed; the time until every node sees all others alive again.
 const (
 	foClients  = 4
@@ -42,8 +42,14 @@ const (
 	foDrillSettle = 3 * time.Second
 	foBackMax     = 15 * time.Second // after a thaw, to be served by the thawed site again
 	foTail        = 300 * time.Millisecond
-	foSplitMax    = 20 * time.Second
-	foReconvMax   = 60 * time.Second // after a freeze, before the next phase
+	// foSplitMin and foSplitProbe bound the wait for the split: at least
+	// 20 s, and a full round of memberlist's probes (each node probes one
+	// member every 500 ms, so every one of N in N × 500 ms): a member that
+	// missed the others' suspicion of a peer sees it go only when it
+	// probes it itself.
+	foSplitMin   = 20 * time.Second
+	foSplitProbe = 500 * time.Millisecond
+	foReconvMax  = 60 * time.Second // after a freeze, before the next phase
 )
 
 // foPick returns up to k non-exporters of site, from the end of the node
@@ -342,13 +348,14 @@ func (r *run) scalePartition(ctx context.Context, nodes []scaleNode) {
 		return
 	}
 	splitAt := time.Now()
-	r.progress("scale: partition: {s0,s1} and {s2,s3} split (nft table inet %s); waiting up to %v for each half to see the other not alive", table, foSplitMax)
-	split, why := r.waitSplit(ctx, nodes, half, foSplitMax)
+	wait := foSplitWait(len(nodes))
+	r.progress("scale: partition: {s0,s1} and {s2,s3} split (nft table inet %s); waiting up to %v for each half to see the other not alive", table, wait)
+	split, why := r.waitSplit(ctx, nodes, half, wait)
 	if split {
 		res.Set("scale_partition_split_s", bench.Round(time.Since(splitAt).Seconds(), 3))
 	} else {
 		res.Set("scale_partition_split_s", -1)
-		r.progress("scale: partition: not split within %v: %s", foSplitMax, why)
+		r.progress("scale: partition: not split within %v: %s", wait, why)
 	}
 	held := time.Since(splitAt)
 	remove()
@@ -363,6 +370,9 @@ func (r *run) scalePartition(ctx context.Context, nodes []scaleNode) {
 	res.Set("scale_partition_heal_s", bench.Round(conv.Seconds(), 3))
 	r.progress("scale: partition: all nodes see all others alive %.2fs after the heal", conv.Seconds())
 }
+
+// foSplitWait is how long the partition waits for the split with n nodes.
+func foSplitWait(n int) time.Duration { return max(foSplitMin, time.Duration(n)*foSplitProbe) }
 
 // waitSplit polls the nodes until each sees no node of the other half
 // alive, for at most d; why says who still does.

@@ -194,11 +194,15 @@ func (t *guardTransport) screening(c net.Conn, on bool) bool {
 func (t *guardTransport) packetLoop() {
 	defer t.wg.Done()
 	in := t.inner.PacketCh()
+	counter, _ := t.inner.(interface{ countPacket(n int) })
 	for {
 		select {
 		case <-t.done:
 			return
 		case p := <-in:
+			if counter != nil {
+				counter.countPacket(len(p.Buf))
+			}
 			if why := badPacket(p.Buf); why != "" {
 				t.stats.PacketsDropped.Add(1)
 				src := sourceIP(p.From)

@@ -143,6 +143,7 @@ type PathBind struct {
 	active    map[key.PublicKey]*peerPath  // guarded by mu; the peers probed (see SetActive)
 	onCall    func(key.PublicKey)          // set before Open; a peer asks us to dial it
 	stale     chan key.PublicKey           // bounded; peers to answer with a handshake (see stalePokeEvery)
+	kick      chan struct{}                // one slot: wakes the probe loop (kickLoop)
 }
 
 // relayRef is the relay path and its name.
@@ -226,6 +227,7 @@ func NewPathBind(addr netip.AddrPort, self key.PublicKey, clusterKey []byte, lg 
 		strangers: make(map[netip.AddrPort]time.Time),
 		active:    make(map[key.PublicKey]*peerPath),
 		stale:     make(chan key.PublicKey, staleQueueLen),
+		kick:      make(chan struct{}, 1),
 	}
 	if len(clusterKey) > 0 {
 		b.probeKey = probeKeyOf(clusterKey)
@@ -301,6 +303,7 @@ func (b *PathBind) SetActive(pub key.PublicKey, active bool) {
 	if active {
 		p.base, p.every, p.next, p.idle = p.seq, probeEvery, time.Time{}, false
 		b.active[pub] = p
+		b.kickLoop()
 	} else {
 		delete(b.active, pub)
 	}
@@ -319,6 +322,7 @@ func (b *PathBind) SetBusy(pub key.PublicKey, busy bool) {
 	p.idle = !busy
 	if busy {
 		p.every, p.next = probeEvery, time.Time{}
+		b.kickLoop()
 	}
 }
 

@@ -36,9 +36,13 @@ type probeOut struct {
 }
 
 // probeLoop pings every peer's direct address and re-judges its path.
+// Rounds are at least probeEvery apart; the loop sleeps until the first
+// peer is due (an idle peer is probed every probeIdleEvery: five wakeups
+// a second for nothing were an idle node's largest cost after gossip), or
+// until a peer turns active or busy (kick).
 func (b *PathBind) probeLoop(c *net.UDPConn, done chan struct{}) {
 	defer b.wg.Done()
-	tick := time.NewTicker(probeEvery)
+	tick := time.NewTimer(probeEvery)
 	defer tick.Stop()
 	var sends []probeOut
 	var due []judgement
@@ -47,6 +51,7 @@ func (b *PathBind) probeLoop(c *net.UDPConn, done chan struct{}) {
 		case <-done:
 			return
 		case <-tick.C:
+		case <-b.kick: // the timer is Reset after the round
 		}
 		now := time.Now()
 		due = b.takeDue(now, due[:0])
@@ -59,6 +64,28 @@ func (b *PathBind) probeLoop(c *net.UDPConn, done chan struct{}) {
 		for _, s := range sends {
 			c.WriteToUDPAddrPort(b.probe(probePing, s.pub, s.seq, s.stamp), s.to)
 		}
+		tick.Reset(b.untilDue(time.Now()))
+	}
+}
+
+// untilDue is how long the probe loop may sleep at now: until the first
+// active peer is due, at least probeEvery, at most probeMaxEvery.
+func (b *PathBind) untilDue(now time.Time) time.Duration {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	d := probeMaxEvery
+	for _, p := range b.active {
+		d = min(d, p.next.Sub(now))
+	}
+	return max(d, probeEvery)
+}
+
+// kickLoop wakes the probe loop for a round now (a peer turned active or
+// busy and is due at once).
+func (b *PathBind) kickLoop() {
+	select {
+	case b.kick <- struct{}{}:
+	default:
 	}
 }
 

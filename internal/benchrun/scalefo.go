@@ -161,7 +161,11 @@ func (r *run) scaleDrill(ctx context.Context, nodes []scaleNode, book *tagBook) 
 		res.Set("scale_drill_skipped", "no non-exporter in s0 (--nodes < 5)")
 		return
 	}
-	fail := func(err error) { r.addErrs("scale_drill_errors", 1, err) }
+	fail := func(err error) {
+		if ctx.Err() == nil { // an interrupt is not the mesh's failure
+			r.addErrs("scale_drill_errors", 1, err)
+		}
+	}
 	prefer := []string{"s1", "s2"}
 	var reloaded []*scaleNode
 	defer func() { // back to the base topology, also after an error
@@ -243,7 +247,11 @@ func (r *run) scaleSigstop(ctx context.Context, nodes []scaleNode, book *tagBook
 		res.Set("scale_sigstop_skipped", "no non-exporter in s2 (--nodes < 7)")
 		return
 	}
-	fail := func(err error) { r.addErrs("scale_sigstop_errors", 1, err) }
+	fail := func(err error) {
+		if ctx.Err() == nil { // an interrupt is not the mesh's failure
+			r.addErrs("scale_sigstop_errors", 1, err)
+		}
+	}
 	target := &nodes[2]
 	res.Set("scale_sigstop_clients", len(clients))
 	r.progress("scale: sigstop: client loops through %d importers of s2, a new connection every %v", len(clients), foEvery)
@@ -320,7 +328,11 @@ func (r *run) scalePartition(ctx context.Context, nodes []scaleNode) {
 		return
 	}
 	removeStaleTables()
-	fail := func(err error) { r.addErrs("scale_partition_errors", 1, err) }
+	fail := func(err error) {
+		if ctx.Err() == nil { // an interrupt is not the mesh's failure
+			r.addErrs("scale_partition_errors", 1, err)
+		}
+	}
 	half := func(i int) int { return (i % scaleSites) / 2 } // 0: s0, s1; 1: s2, s3
 	var a, b, gossip []int
 	for i, sn := range nodes {
@@ -338,7 +350,7 @@ func (r *run) scalePartition(ctx context.Context, nodes []scaleNode) {
 		if !removed {
 			removed = true
 			if err := nftDeleteTable(table); err != nil {
-				fail(err)
+				r.addErrs("scale_partition_errors", 1, err) // also after an interrupt: the rules stay
 			}
 		}
 	}

@@ -227,7 +227,11 @@ func (r *run) scaleDrill(ctx context.Context, nodes []scaleNode, book *tagBook) 
 	for _, e := range s.Timeline {
 		ev := fmt.Sprintf("%s %d..%d ms", e.Kind, e.AtMS, e.EndMS)
 		if e.Kind == failover.EventServed {
-			ev += fmt.Sprintf(" by %s (%s)", strings.Join(append([]string{e.Node}, e.Nodes...), ","), e.Site)
+			by := e.Node
+			if len(e.Nodes) > 0 { // every node of the run, e.Node first
+				by = strings.Join(e.Nodes, ",")
+			}
+			ev += fmt.Sprintf(" by %s (%s)", by, e.Site)
 		}
 		tl = append(tl, ev)
 	}

@@ -85,7 +85,7 @@ const Help = "Starts `meshd join` processes (this binary) on 127.0.0.1 with gene
 	"  partition  (root, nft; else scale_partition_skipped=REASON) nft table inet\n" +
 	"             meshd_scale_<pid> drops UDP between the gossip and tunnel ports of\n" +
 	"             {s0,s1} and {s2,s3} and TCP to every gossip port, until each half sees\n" +
-	"             the other not alive (scale_partition_split_s, -1 if not within 20 s;\n" +
+	"             the other not alive (scale_partition_split_s, -1 if not within max(20 s, N x 0.5 s);\n" +
 	"             scale_partition_held_s); then removed: scale_partition_heal_s (until\n" +
 	"             every node sees all others alive). The table is removed on every way out.\n" +
 	"  Errors of a phase: scale_drill_errors, scale_sigstop_errors, scale_partition_errors;\n" +

@@ -28,18 +28,28 @@ import (
 //   - sigstop: client loops on foClients non-exporters of s2 (which
 //     prefer [s2, s3]) while n002, s2's exporter, is frozen for foFreeze.
 //   - partition (root, nft): sites {s0,s1} and {s2,s3} split (partition.go)
-//     until each half sees the other not alive (at most foSplitMax), then
+//     until each half sees the other not alive (at most foSplitWait), then
 //     healed; the time until every node sees all others alive again.
 const (
-	foClients   = 4
-	foDrillCut  = 4 * time.Second
-	foFreeze    = 5 * time.Second
-	foWarmOK    = 10               // connections in a row served by the preferred site before a cut
-	foWarmMax   = 15 * time.Second // to get there
-	foBackMax   = 15 * time.Second // after a thaw, to be served by the thawed site again
-	foTail      = 300 * time.Millisecond
-	foSplitMax  = 20 * time.Second
-	foReconvMax = 60 * time.Second // after a freeze, before the next phase
+	foClients  = 4
+	foDrillCut = 4 * time.Second
+	foFreeze   = 5 * time.Second
+	foWarmOK   = 10               // connections in a row served by the preferred site before a cut
+	foWarmMax  = 15 * time.Second // to get there
+	// foDrillSettle is how long the drill's importers run after their
+	// reload before the cut: their new warm sessions (s2's exporter) get
+	// past the failback hold-down, as in a mesh that has been running.
+	foDrillSettle = 3 * time.Second
+	foBackMax     = 15 * time.Second // after a thaw, to be served by the thawed site again
+	foTail        = 300 * time.Millisecond
+	// foSplitMin and foSplitProbe bound the wait for the split: at least
+	// 20 s, and a full round of memberlist's probes (each node probes one
+	// member every 500 ms, so every one of N in N × 500 ms): a member that
+	// missed the others' suspicion of a peer sees it go only when it
+	// probes it itself.
+	foSplitMin   = 20 * time.Second
+	foSplitProbe = 500 * time.Millisecond
+	foReconvMax  = 60 * time.Second // after a freeze, before the next phase
 )
 
 // foPick returns up to k non-exporters of site, from the end of the node
@@ -151,7 +161,11 @@ func (r *run) scaleDrill(ctx context.Context, nodes []scaleNode, book *tagBook) 
 		res.Set("scale_drill_skipped", "no non-exporter in s0 (--nodes < 5)")
 		return
 	}
-	fail := func(err error) { r.addErrs("scale_drill_errors", 1, err) }
+	fail := func(err error) {
+		if ctx.Err() == nil { // an interrupt is not the mesh's failure
+			r.addErrs("scale_drill_errors", 1, err)
+		}
+	}
 	prefer := []string{"s1", "s2"}
 	var reloaded []*scaleNode
 	defer func() { // back to the base topology, also after an error
@@ -176,6 +190,9 @@ func (r *run) scaleDrill(ctx context.Context, nodes []scaleNode, book *tagBook) 
 	defer loops.Stop()
 	if err := loops.waitServed(ctx, time.Now(), 1, foWarmOK, foWarmMax); err != nil {
 		fail(fmt.Errorf("scale: drill: %w", err))
+		return
+	}
+	if err := sleepCtx(ctx, foDrillSettle); err != nil {
 		return
 	}
 	from := clients[0]
@@ -210,7 +227,11 @@ func (r *run) scaleDrill(ctx context.Context, nodes []scaleNode, book *tagBook) 
 	for _, e := range s.Timeline {
 		ev := fmt.Sprintf("%s %d..%d ms", e.Kind, e.AtMS, e.EndMS)
 		if e.Kind == failover.EventServed {
-			ev += fmt.Sprintf(" by %s (%s)", strings.Join(append([]string{e.Node}, e.Nodes...), ","), e.Site)
+			by := e.Node
+			if len(e.Nodes) > 0 { // every node of the run, e.Node first
+				by = strings.Join(e.Nodes, ",")
+			}
+			ev += fmt.Sprintf(" by %s (%s)", by, e.Site)
 		}
 		tl = append(tl, ev)
 	}
@@ -230,7 +251,11 @@ func (r *run) scaleSigstop(ctx context.Context, nodes []scaleNode, book *tagBook
 		res.Set("scale_sigstop_skipped", "no non-exporter in s2 (--nodes < 7)")
 		return
 	}
-	fail := func(err error) { r.addErrs("scale_sigstop_errors", 1, err) }
+	fail := func(err error) {
+		if ctx.Err() == nil { // an interrupt is not the mesh's failure
+			r.addErrs("scale_sigstop_errors", 1, err)
+		}
+	}
 	target := &nodes[2]
 	res.Set("scale_sigstop_clients", len(clients))
 	r.progress("scale: sigstop: client loops through %d importers of s2, a new connection every %v", len(clients), foEvery)
@@ -307,7 +332,11 @@ func (r *run) scalePartition(ctx context.Context, nodes []scaleNode) {
 		return
 	}
 	removeStaleTables()
-	fail := func(err error) { r.addErrs("scale_partition_errors", 1, err) }
+	fail := func(err error) {
+		if ctx.Err() == nil { // an interrupt is not the mesh's failure
+			r.addErrs("scale_partition_errors", 1, err)
+		}
+	}
 	half := func(i int) int { return (i % scaleSites) / 2 } // 0: s0, s1; 1: s2, s3
 	var a, b, gossip []int
 	for i, sn := range nodes {
@@ -325,7 +354,7 @@ func (r *run) scalePartition(ctx context.Context, nodes []scaleNode) {
 		if !removed {
 			removed = true
 			if err := nftDeleteTable(table); err != nil {
-				fail(err)
+				r.addErrs("scale_partition_errors", 1, err) // also after an interrupt: the rules stay
 			}
 		}
 	}
@@ -335,13 +364,14 @@ func (r *run) scalePartition(ctx context.Context, nodes []scaleNode) {
 		return
 	}
 	splitAt := time.Now()
-	r.progress("scale: partition: {s0,s1} and {s2,s3} split (nft table inet %s); waiting up to %v for each half to see the other not alive", table, foSplitMax)
-	split, why := r.waitSplit(ctx, nodes, half, foSplitMax)
+	wait := foSplitWait(len(nodes))
+	r.progress("scale: partition: {s0,s1} and {s2,s3} split (nft table inet %s); waiting up to %v for each half to see the other not alive", table, wait)
+	split, why := r.waitSplit(ctx, nodes, half, wait)
 	if split {
 		res.Set("scale_partition_split_s", bench.Round(time.Since(splitAt).Seconds(), 3))
 	} else {
 		res.Set("scale_partition_split_s", -1)
-		r.progress("scale: partition: not split within %v: %s", foSplitMax, why)
+		r.progress("scale: partition: not split within %v: %s", wait, why)
 	}
 	held := time.Since(splitAt)
 	remove()
@@ -356,6 +386,9 @@ func (r *run) scalePartition(ctx context.Context, nodes []scaleNode) {
 	res.Set("scale_partition_heal_s", bench.Round(conv.Seconds(), 3))
 	r.progress("scale: partition: all nodes see all others alive %.2fs after the heal", conv.Seconds())
 }
+
+// foSplitWait is how long the partition waits for the split with n nodes.
+func foSplitWait(n int) time.Duration { return max(foSplitMin, time.Duration(n)*foSplitProbe) }
 
 // waitSplit polls the nodes until each sees no node of the other half
 // alive, for at most d; why says who still does.

@@ -253,6 +253,17 @@ func TestPartitionRules(t *testing.T) {
 	}
 }
 
+func TestFOSplitWait(t *testing.T) {
+	for _, tc := range []struct {
+		n    int
+		want time.Duration
+	}{{4, 20 * time.Second}, {25, 20 * time.Second}, {40, 20 * time.Second}, {60, 30 * time.Second}, {100, 50 * time.Second}} {
+		if got := foSplitWait(tc.n); got != tc.want {
+			t.Errorf("foSplitWait(%d) = %v, want %v", tc.n, got, tc.want)
+		}
+	}
+}
+
 func TestStaleTables(t *testing.T) {
 	list := "table inet filter\ntable inet meshd_scale_100\ntable inet meshd_scale_200\ntable ip meshd_scale_300\ntable inet meshd_scale_x\n"
 	got := staleTables(list, func(pid int) bool { return pid == 200 })

@@ -25,6 +25,7 @@ import (
 	"math"
 	"net"
 	"net/netip"
+	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -229,14 +230,15 @@ func New(cfg Config) (*Gossip, error) {
 	mc.GossipVerifyOutgoing = true
 	// Failure detection in seconds (a peer without a session is judged by
 	// gossip alone; one with a session by its pings, within a second):
-	// probes every 500 ms, and a 100 ms gossip tick, which also bounds how
-	// long Leave waits for its broadcast to be retransmitted. A 250 ms probe
-	// timeout with one confirmation enough to kill made a 100-node mesh on
-	// a busy host mark live members failed faster than they could refute
-	// it, a storm that fed itself: 400 ms and memberlist's LAN default
-	// suspicion (README "Performance", fleet scale).
-	mc.ProbeInterval = 500 * time.Millisecond
-	mc.ProbeTimeout = 400 * time.Millisecond
+	// probes every 500 ms with a 250 ms timeout (the rest of the interval
+	// for indirect probes), and a 100 ms gossip tick, which also bounds how
+	// long Leave waits for its broadcast to be retransmitted. Suspicion
+	// takes memberlist's LAN multiplier, 4 (two confirmations, not one,
+	// shorten it to its minimum): with 3, a 100-node mesh on a busy host
+	// killed live members faster than they could refute it (README
+	// "Performance", fleet scale). MESHD_DEBUG_GOSSIP_PROBE_* measure others.
+	mc.ProbeInterval = debugDuration("MESHD_DEBUG_GOSSIP_PROBE_INTERVAL", 500*time.Millisecond)
+	mc.ProbeTimeout = debugDuration("MESHD_DEBUG_GOSSIP_PROBE_TIMEOUT", 250*time.Millisecond)
 	mc.GossipInterval = 100 * time.Millisecond
 	mc.SuspicionMult = 4
 	mc.PushPullInterval = 10 * time.Second
@@ -533,4 +535,15 @@ func addrPort(ip net.IP, port uint16) netip.AddrPort {
 		return netip.AddrPort{}
 	}
 	return netip.AddrPortFrom(a.Unmap(), port)
+}
+
+// debugDuration reads a tuning knob from the environment (MESHD_DEBUG_*,
+// for measuring one setting against another in one run; not a stable
+// interface): def when unset or not a duration between 10 ms and 10 s.
+func debugDuration(name string, def time.Duration) time.Duration {
+	d, err := time.ParseDuration(os.Getenv(name))
+	if err != nil || d < 10*time.Millisecond || d > 10*time.Second {
+		return def
+	}
+	return d
 }

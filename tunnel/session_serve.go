@@ -24,7 +24,11 @@ func (p *peer) serve(sess *yamux.Session, out bool) {
 	var old *yamux.Session
 	if out {
 		old, p.out = p.out, sess
-		p.outOwned = p.want || p.waiters > 0 // else dialled only because the peer called
+		// Ours unless dialled only because the peer called (its session,
+		// then: it owns it). A dial of our own that completes after our
+		// need ended (a warm set that changed) is still ours to close when
+		// idle: the peer did not ask for it, so nobody else would.
+		p.outOwned = p.want || p.waiters > 0 || !time.Now().Before(p.called)
 	} else {
 		old, p.in = p.in, sess
 		// Ours if we need it or called for it: a session that answers our

@@ -12,6 +12,7 @@ import (
 	"github.com/meshd/meshd/internal/config"
 	"github.com/meshd/meshd/internal/key"
 	"github.com/meshd/meshd/internal/metrics"
+	"github.com/meshd/meshd/internal/ratelimit"
 	"github.com/meshd/meshd/internal/statuspage"
 	"github.com/meshd/meshd/internal/wire"
 )
@@ -195,12 +196,16 @@ func (n *Node) receiveDrills() {
 	tick := time.NewTicker(drillHoleCheck)
 	tick.Stop()
 	defer tick.Stop()
+	// Orders come from any holder of the cluster key: their log lines are
+	// bounded overall (a line a second, with the count left out), not only
+	// per origin, which the sender chooses.
+	gate := ratelimit.NewEvery(time.Second)
 	for {
 		select {
 		case <-n.ctx.Done():
 			return
 		case msg := <-n.gsp.Messages():
-			n.receiveDrill(msg)
+			n.receiveDrill(msg, gate)
 			if n.cutInForce() { // tick while a cut is in force
 				tick.Reset(drillHoleCheck)
 			}
@@ -213,20 +218,27 @@ func (n *Node) receiveDrills() {
 	}
 }
 
-// receiveDrill checks and applies one drill order from gossip.
-func (n *Node) receiveDrill(msg []byte) {
+// receiveDrill checks and applies one drill order from gossip; gate bounds
+// the log lines of rejected and refused orders.
+func (n *Node) receiveDrill(msg []byte, gate *ratelimit.Every) {
+	now := time.Now()
 	sealed, sig, err := failover.SplitSignedDrillOrder(msg)
 	var o failover.DrillOrder
 	if err == nil {
 		o, err = n.openDrillOrder(sealed)
 	}
 	if err != nil {
-		n.log.Warn("drill order rejected", "err", err)
+		if ok, suppressed := gate.Allow(now); ok {
+			n.log.Warn("drill order rejected", "err", err, "suppressed", suppressed)
+		}
 		return
 	}
 	if err := n.authorizeDrill(o, sealed, sig); err != nil {
-		if n.refusals.allow("drill:"+o.Origin, err.Error(), time.Now()) {
-			n.log.Warn("drill order refused: nothing cut", "origin", o.Origin, "site", o.Site, "reason", err.Error())
+		if n.refusals.allow("drill:"+o.Origin, err.Error(), now) {
+			if ok, suppressed := gate.Allow(now); ok {
+				n.log.Warn("drill order refused: nothing cut", "origin", o.Origin, "site", o.Site, "reason", err.Error(),
+					"suppressed", suppressed)
+			}
 		}
 		return
 	}

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/memberlist"
+
+	"github.com/meshd/meshd/internal/pace"
 )
 
 // A Gossip's configuration, its defaults and its validation.
@@ -42,6 +44,11 @@ type Config struct {
 	// push/pull) until Announce: a node that may turn out to carry the name
 	// of a live member (NameConflict) must not replace that member's record.
 	Quiet bool
+
+	// Pacer, if set, gets a beat at every gossip tick (memberlist asks for
+	// broadcasts then), and paces this Gossip's own upkeep: the node's
+	// unhurried loops ride a wakeup that happens anyway (package pace).
+	Pacer *pace.Pacer
 
 	RetainGone        time.Duration // how long dead/left members stay listed; default 10m
 	ReconnectInterval time.Duration // how often to retry dead members' addresses; default 5s

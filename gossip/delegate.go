@@ -47,6 +47,7 @@ func (d *delegate) NotifyMsg(b []byte) {
 
 // GetBroadcasts hands memberlist the catalog records waiting to be gossiped.
 func (d *delegate) GetBroadcasts(overhead, limit int) [][]byte {
+	d.g.pacer.Beat(time.Now()) // memberlist's gossip tick (Config.Pacer)
 	return d.g.queue.GetBroadcasts(overhead, limit)
 }
 

@@ -35,6 +35,7 @@ import (
 	"github.com/hashicorp/memberlist"
 
 	"github.com/meshd/meshd/internal/key"
+	"github.com/meshd/meshd/internal/pace"
 )
 
 // Meta is the record each node publishes about itself in its memberlist node
@@ -111,6 +112,7 @@ type Gossip struct {
 	retainGone time.Duration
 	reconnect  time.Duration
 	probe      time.Duration // memberlist ProbeInterval
+	pacer      *pace.Pacer   // nil: plain timers
 	suspectMax time.Duration // longest memberlist keeps a node suspect (per member count 1)
 	started    time.Time
 	signKey    ed25519.PrivateKey
@@ -181,6 +183,7 @@ func New(cfg Config) (*Gossip, error) {
 	now := time.Now()
 	g := &Gossip{
 		name:       cfg.Name,
+		pacer:      cfg.Pacer,
 		meta:       cfg.Meta,
 		metaBytes:  metaBytes,
 		log:        cfg.Logger,
@@ -237,11 +240,12 @@ func New(cfg Config) (*Gossip, error) {
 	// shorten it to its minimum): with 3, a 100-node mesh on a busy host
 	// killed live members faster than they could refute it (README
 	// "Performance", fleet scale). MESHD_DEBUG_GOSSIP_PROBE_* measure others.
-	mc.ProbeInterval = debugDuration("MESHD_DEBUG_GOSSIP_PROBE_INTERVAL", 500*time.Millisecond)
-	mc.ProbeTimeout = debugDuration("MESHD_DEBUG_GOSSIP_PROBE_TIMEOUT", 250*time.Millisecond)
-	mc.GossipInterval = 100 * time.Millisecond
+	mc.ProbeInterval = debugDuration("MESHD_DEBUG_GOSSIP_PROBE_INTERVAL", time.Second)
+	mc.ProbeTimeout = debugDuration("MESHD_DEBUG_GOSSIP_PROBE_TIMEOUT", 500*time.Millisecond)
+	mc.GossipInterval = TickInterval()
 	mc.SuspicionMult = 4
 	mc.PushPullInterval = 10 * time.Second
+	mc.EnableCompression = os.Getenv("MESHD_DEBUG_GOSSIP_COMPRESS") == "1"
 	mc.TCPTimeout = 2 * time.Second
 	// A node that crashed and comes back from another address (DHCP, a
 	// rescheduled VM) may take its name back once it has been dead this long.
@@ -540,6 +544,12 @@ func addrPort(ip net.IP, port uint16) netip.AddrPort {
 // debugDuration reads a tuning knob from the environment (MESHD_DEBUG_*,
 // for measuring one setting against another in one run; not a stable
 // interface): def when unset or not a duration between 10 ms and 10 s.
+// TickInterval is memberlist's gossip interval: how often a node sends
+// queued broadcasts, and the beat of Config.Pacer.
+func TickInterval() time.Duration {
+	return debugDuration("MESHD_DEBUG_GOSSIP_INTERVAL", 200*time.Millisecond)
+}
+
 func debugDuration(name string, def time.Duration) time.Duration {
 	d, err := time.ParseDuration(os.Getenv(name))
 	if err != nil || d < 10*time.Millisecond || d > 10*time.Second {

@@ -373,7 +373,8 @@ func (g *Gossip) badInput(what, sender string, err error) {
 // suspicions that memberlist resolved without telling us.
 func (g *Gossip) maintainLoop() {
 	defer g.wg.Done()
-	t := time.NewTicker(min(max(g.retainGone/4, 10*time.Millisecond), 500*time.Millisecond))
+	every := min(max(g.retainGone/4, 10*time.Millisecond), 500*time.Millisecond)
+	t := g.pacer.NewTimer(every)
 	defer t.Stop()
 	for {
 		select {
@@ -381,6 +382,7 @@ func (g *Gossip) maintainLoop() {
 			return
 		case now := <-t.C:
 			g.maintain(now)
+			t.Reset(every)
 		}
 	}
 }

@@ -36,7 +36,7 @@ const (
 // endpoint selection. Peers without a session are judged by gossip alone
 // and cost nothing here (README "Performance", fleet scale).
 func (n *Node) watchHealth() {
-	tick := time.NewTimer(0)
+	tick := n.pacer.NewTimer(0) // quiet peers' passes ride the beat; busy ones' are plain timers
 	defer tick.Stop()
 	type judged struct {
 		pub  key.PublicKey

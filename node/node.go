@@ -26,6 +26,7 @@ import (
 	"github.com/meshd/meshd/internal/config"
 	"github.com/meshd/meshd/internal/key"
 	"github.com/meshd/meshd/internal/metrics"
+	"github.com/meshd/meshd/internal/pace"
 	"github.com/meshd/meshd/internal/statuspage"
 	"github.com/meshd/meshd/internal/version"
 	"github.com/meshd/meshd/tunnel"
@@ -58,6 +59,7 @@ type Node struct {
 	breaker    *failover.Breaker      // per service/node circuit breaker
 	holes      *failover.Blackhole    // drill orders this node is executing
 	idle       *failover.IdleSessions // idle close of the sessions this node owns
+	pacer      *pace.Pacer            // the beat of the unhurried loops: memberlist's gossip tick
 	warmLimit  int                    // warm-set cap per import
 	ctx        context.Context        // cancelled by Close: ends every proxied connection
 	cancel     context.CancelFunc
@@ -122,6 +124,7 @@ func New(cfg *config.Config, lg *slog.Logger) (*Node, error) {
 		holes:   &failover.Blackhole{},
 		drills:  statuspage.NewRing(statuspage.DefaultRingSize),
 		idle:    failover.NewIdleSessions(sessionIdleTimeout()), warmLimit: warmLimit(),
+		pacer: pace.New(gossip.TickInterval()),
 	}
 	n.metrics = metrics.New(metrics.Info{Node: cfg.Name, Site: cfg.Site, Version: version.Get().Short()}, n.metricsSample)
 	n.fatal = make(chan error, 1)
@@ -205,6 +208,7 @@ func (n *Node) openTunnel(undo *rollback) error {
 		SessionTimeout: n.cfg.Failover.SessionTimeout,
 		ClusterKey:     n.cfg.Cluster.Key,
 		PeerName:       n.peerName,
+		Pacer:          n.pacer,
 	})
 	if err != nil {
 		return fmt.Errorf("node: %w", err)
@@ -260,6 +264,7 @@ func (n *Node) openGossip(undo *rollback) error {
 		SignKey:  n.signKey,
 		Cert:     n.ownCert(),
 		Identity: n.identityCheck(),
+		Pacer:    n.pacer,
 	})
 	if err != nil {
 		return fmt.Errorf("node: %w", err)

@@ -94,7 +94,7 @@ func (n *Node) isWarm(pub key.PublicKey) bool {
 // one (both sides dialled) as soon as it carries nothing.
 func (n *Node) watchSessions() {
 	every := min(time.Second, n.idle.Timeout()/4)
-	tick := time.NewTicker(every)
+	tick := n.pacer.NewTimer(every)
 	defer tick.Stop()
 	tracked := make(map[string]bool) // owned by this goroutine
 	for {
@@ -102,6 +102,7 @@ func (n *Node) watchSessions() {
 		case <-n.ctx.Done():
 			return
 		case <-tick.C:
+			tick.Reset(every)
 		}
 		now := time.Now()
 		seen := make(map[string]bool, len(tracked))

@@ -354,3 +354,35 @@ func TestIdleWireGuardPeerTrimmed(t *testing.T) {
 	roundTrip(t, b, a, 5*time.Second)
 	roundTrip(t, a, b, 5*time.Second)
 }
+
+// TestPassiveSideNotProbing: the node that keeps a peer warm probes it; the
+// peer, which does not need the session, answers and sends no probes of its
+// own while it hears them (an exporter many importers keep warm would
+// otherwise probe every one of them). A stream makes it probe again.
+func TestPassiveSideNotProbing(t *testing.T) {
+	a, b := newProbingTunnel(t), newProbingTunnel(t)
+	a.SetWarm([]key.PublicKey{b.PublicKey()})
+	link(t, a, b)
+	waitUntil(t, 3*time.Second, "warm session", func() bool {
+		return a.Stats()[b.PublicKey()].SessionUp && b.Stats()[a.PublicKey()].SessionUp
+	})
+	// b's first probes settle its path on direct; then it goes quiet.
+	waitUntil(t, 5*time.Second, "a's probes", func() bool { return probesSent(a, b.PublicKey()) >= probeFirstVerdict+2 })
+	fromA, fromB := probesSent(a, b.PublicKey()), probesSent(b, a.PublicKey())
+	time.Sleep(3500 * time.Millisecond) // three idle probe intervals
+	da, db := probesSent(a, b.PublicKey())-fromA, probesSent(b, a.PublicKey())-fromB
+	t.Logf("over 3.5 s idle: a (warm) sent %d probes, b (passive) %d", da, db)
+	if da < 2 {
+		t.Fatalf("the warm side sent %d probes in 3.5 s, want ≥ 2", da)
+	}
+	if db > 1 {
+		t.Fatalf("the passive side sent %d probes in 3.5 s while it heard the peer's, want ≤ 1", db)
+	}
+	if st := b.Stats()[a.PublicKey()]; !st.SessionUp || st.Path != "direct" {
+		t.Fatalf("passive side: %+v", st)
+	}
+	// A stream: b is busy and probes at the busy rate again.
+	before := probesSent(b, a.PublicKey())
+	roundTrip(t, a, b, 5*time.Second)
+	waitUntil(t, 2*time.Second, "b probing again", func() bool { return probesSent(b, a.PublicKey()) >= before+2 })
+}

@@ -13,6 +13,7 @@ import (
 	"golang.zx2c4.com/wireguard/conn"
 
 	"github.com/meshd/meshd/internal/key"
+	"github.com/meshd/meshd/internal/pace"
 )
 
 // Relay is a second packet path to peers: a relay server that forwards
@@ -144,6 +145,7 @@ type PathBind struct {
 	onCall    func(key.PublicKey)          // set before Open; a peer asks us to dial it
 	stale     chan key.PublicKey           // bounded; peers to answer with a handshake (see stalePokeEvery)
 	kick      chan struct{}                // one slot: wakes the probe loop (kickLoop)
+	pacer     *pace.Pacer                  // paces the loop's idle waits; nil: plain timers (tunnel.Config.Pacer)
 }
 
 // relayRef is the relay path and its name.
@@ -175,8 +177,9 @@ type peerPath struct {
 	learned   netip.AddrPort    // source address seen in its probes, if not direct
 	// Probe scheduling: only active peers (a session held or being
 	// dialled) are probed, every `every` (see probeRecord), next at `next`.
-	active bool
-	next   time.Time
+	active  bool
+	passive bool // guarded by PathBind.mu: see SetPassive
+	next    time.Time
 
 	// WireGuard bytes sent to and received from the peer on any path
 	// (not probes, not black-holed packets): atomic, so that metrics and
@@ -186,7 +189,8 @@ type peerPath struct {
 	// readable without PathBind.mu.
 	pings atomic.Uint64
 
-	pongAt    atomic.Int64 // unix nanoseconds of the last fresh probe answer (see LastProbePong)
+	pongAt    atomic.Int64 // unix nanoseconds of the last fresh probe answer (see LastHeard)
+	heardAt   atomic.Int64 // unix nanoseconds of the last fresh ping from the peer (see SetPassive)
 	handshook atomic.Bool  // a WireGuard handshake message was sent or received
 	wg        atomic.Bool  // the peer is a WireGuard peer of the device (see SetWG)
 	pokedAt   atomic.Int64 // unix nanoseconds of the last stale-keypair poke
@@ -326,16 +330,41 @@ func (b *PathBind) SetBusy(pub key.PublicKey, busy bool) {
 	}
 }
 
-// LastProbePong returns when peer last answered one of this node's path
-// probes (zero: never, or probing is off). An answer proves the peer's
-// process and its direct path alive: an idle session needs no ping of its
-// own while its peer answers (see pingLoop).
-func (b *PathBind) LastProbePong(pub key.PublicKey) time.Time {
+// SetPassive marks peer's session as one this node does not need (the
+// peer opened it: an importer keeping this exporter warm). While such a
+// peer is idle, its path is direct and its own fresh pings keep arriving,
+// this node sends it no probes of its own: the peer's pings prove it alive,
+// and an exporter that many importers keep warm would otherwise probe each
+// of them every probeIdleEvery and take each answer in a wakeup of its own.
+// A stream (SetBusy), a path on the relay or a silent peer restores its
+// probes.
+func (b *PathBind) SetPassive(pub key.PublicKey, passive bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if p := b.paths[pub]; p != nil {
+		p.passive = passive
+	}
+}
+
+// LastHeard returns when peer last answered one of this node's path
+// probes or sent a fresh ping of its own (zero: never, or probing is
+// off). Either proves the peer's process and its direct path alive: an
+// idle session needs no ping of its own while its peer is heard (see
+// pingLoop).
+func (b *PathBind) LastHeard(pub key.PublicKey) time.Time {
 	v, ok := b.fast.Load(pub)
 	if !ok {
 		return time.Time{}
 	}
-	return unixNano(v.(*peerPath).pongAt.Load())
+	pp := v.(*peerPath)
+	return unixNano(max(pp.pongAt.Load(), pp.heardAt.Load()))
+}
+
+// heardRecently reports whether an idle, passive peer on its direct path
+// was heard from by its own pings lately, so that it needs no probe of
+// ours at now (SetPassive).
+func (p *peerPath) heardRecently(now time.Time) bool {
+	return p.passive && p.idle && !p.useRelay && now.Sub(unixNano(p.heardAt.Load())) < 2*probeIdleEvery
 }
 
 // TakeStranger reports whether a WireGuard handshake initiation came from

@@ -42,7 +42,7 @@ type probeOut struct {
 // until a peer turns active or busy (kick).
 func (b *PathBind) probeLoop(c *net.UDPConn, done chan struct{}) {
 	defer b.wg.Done()
-	tick := time.NewTimer(probeEvery)
+	tick := b.pacer.NewTimer(probeEvery)
 	defer tick.Stop()
 	var sends []probeOut
 	var due []judgement
@@ -143,6 +143,9 @@ func (b *PathBind) applyDue(now time.Time, due []judgement, sends []probeOut) []
 			continue
 		}
 		p.next = now.Add(p.every - probeEvery/4) // due at the tick nearest every
+		if p.heardRecently(now) {
+			continue // its pings speak for it (SetPassive)
+		}
 		st := b.stamp.Add(1)
 		sends = append(sends, probeOut{p.direct, j.pub, p.startProbe(st), st})
 		p.pings.Add(1)

@@ -113,6 +113,9 @@ func (b *PathBind) handleProbe(pkt []byte, from netip.AddrPort) {
 		p.ack(seq)
 		p.pongAt.Store(time.Now().UnixNano())
 	}
+	if !blocked && pkt[1] == probePing && p != nil {
+		p.heardAt.Store(time.Now().UnixNano())
+	}
 	if p == nil && pkt[1] == probeCall {
 		b.noteStrangerLocked(from, time.Now()) // answered by a handshake once we learn of it
 	}

@@ -124,6 +124,16 @@ func (p *peer) stateLocked() string {
 // while a session is held or being dialled.
 func (p *peer) syncActiveLocked() {
 	p.t.bind.SetActive(p.pub, p.out != nil || p.in != nil || p.dialing)
+	p.t.bind.SetPassive(p.pub, !p.ownsLocked())
+}
+
+// ownsLocked reports whether this node needs the peer's session: warm, a
+// stream waits, it holds a session it owns, or none is up yet. (A dial
+// loop serves the session it dialled, so dialing stays set while it is
+// up: it says nothing of who needs it.)
+func (p *peer) ownsLocked() bool {
+	return p.want || p.waiters > 0 || (p.out != nil && p.outOwned) || (p.in != nil && p.inOwned) ||
+		(p.out == nil && p.in == nil)
 }
 
 // needLocked tells whether a session is needed: warm, a stream waits for
@@ -150,6 +160,7 @@ func (p *peer) setWant(want bool) {
 	defer p.mu.Unlock()
 	p.want = want
 	p.ensureDialLocked()
+	p.syncActiveLocked()
 }
 
 func (p *peer) readyChan() <-chan struct{} {

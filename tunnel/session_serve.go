@@ -130,20 +130,25 @@ const idleSessionPingEvery = 10 * time.Second
 // gives up after ConnectionWriteTimeout); shorter stalls are ridden out.
 // A busy session is pinged every PingInterval. An idle one is looked at
 // every IdlePingInterval: if its peer answered a path probe since the last
-// look, that answer stands for a pong (a probe costs two UDP packets; a
+// look, or was heard by probes lately (LastHeard: a peer that keeps this
+// node warm pings it, and is not probed back), that stands for a pong (a
+// probe costs two UDP packets; a
 // session ping two WireGuard packets and the TCP segments under yamux,
 // on both nodes, and an exporter many importers keep warm paid that for
 // each), and the session is pinged only every idleSessionPingEvery; if
 // not, it is pinged, so a silent peer is seen as soon as before.
 func (p *peer) pingLoop(sess *yamux.Session) {
-	timer := time.NewTimer(0)
+	timer := p.t.cfg.Pacer.NewTimer(0) // pings of an idle session ride the beat
 	defer timer.Stop()
 	<-timer.C
 	wasBusy := true
 	var looked, pinged time.Time
 	for {
 		now := time.Now()
-		if pong := p.t.bind.LastProbePong(p.pub); !wasBusy && pong.After(looked) && now.Sub(pinged) < idleSessionPingEvery {
+		// Heard since the last look, or within a probe interval and a
+		// half: the peer's own pings (SetPassive) come on its beat, not ours.
+		if pong := p.t.bind.LastHeard(p.pub); !wasBusy && (pong.After(looked) || now.Sub(pong) < probeIdleEvery*3/2) &&
+			now.Sub(pinged) < idleSessionPingEvery {
 			p.lastPong.Store(pong.UnixNano())
 		} else {
 			if err := p.ping(sess); err != nil {

@@ -31,6 +31,7 @@ import (
 	"golang.zx2c4.com/wireguard/device"
 
 	"github.com/meshd/meshd/internal/key"
+	"github.com/meshd/meshd/internal/pace"
 )
 
 // SessionPort is the TCP port inside the tunnel that carries yamux sessions.
@@ -83,6 +84,11 @@ type Config struct {
 	// of a busy session, and is still known good within a second or two
 	// when failover needs it. Its path probes slow down alike.
 	IdlePingInterval time.Duration
+
+	// Pacer, if set, paces the idle sessions' pings and the probes of
+	// idle paths: they fire at the node's beat (package pace). Busy
+	// sessions keep plain timers.
+	Pacer *pace.Pacer
 }
 
 // Peer is what SetPeers needs to know of a mesh node.
@@ -161,6 +167,7 @@ func New(cfg Config) (*Tunnel, error) {
 		t.log.Warn("tunnel: kernel mode without an input filter: peers can reach every host service on the mesh address; install nft", "err", f.filterError())
 	}
 	t.bind = NewPathBind(cfg.Listen, t.pub, cfg.ClusterKey, t.log)
+	t.bind.pacer = cfg.Pacer
 	t.bind.SetPrivateKey(cfg.PrivateKey)
 	t.bind.SetPeerNamer(cfg.PeerName)
 	t.bind.noOffload = !kn.udpOffload

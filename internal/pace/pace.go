@@ -1,0 +1,156 @@
+// Package pace lines up a process's periodic, unhurried wakeups on one
+// beat.
+//
+// On an idle node a timer's wakeup costs far more than the work it does: a
+// thread woken from epoll, the scheduler looking for work, another thread
+// started and parked again, the runtime's monitor spinning after a
+// syscall. Two goroutines that wake five times a second at the same instant
+// cost what one does; apart they cost twice as much (measured: 0.7 vs
+// 1.6 ms of CPU a second). So the node's idle loops (health passes over
+// quiet peers, idle sessions' pings and path probes, gossip upkeep) do not
+// each keep a timer: they wait on a Pacer, which wakes them at a beat, and
+// the beat is a wakeup the process has anyway (memberlist's gossip tick,
+// see gossip.Config.Pacer).
+//
+// A paced timer fires at the first beat at or after its deadline: never
+// early, at most one beat late while beats come, and at most a backstop
+// later when they stop (a node alone has no gossip tick). Timers shorter
+// than two beats are plain timers: a busy peer's 100 ms passes keep their
+// precision, and a busy node is awake anyway.
+package pace
+
+import (
+	"sync"
+	"time"
+)
+
+// A Pacer wakes the timers made from it at its beats. The zero value is
+// not usable; a nil *Pacer makes plain timers.
+type Pacer struct {
+	every time.Duration // the expected time between beats
+
+	mu       sync.Mutex
+	armed    map[*Timer]struct{}
+	backstop *time.Timer // at the earliest deadline + every, for beats that stop
+	earliest time.Time   // of the armed timers; zero: none
+}
+
+// New returns a Pacer whose beats are expected every: a timer fires
+// at most every after its deadline while beats come, 1.5×every without.
+// Timers shorter than 2×every are plain timers.
+func New(every time.Duration) *Pacer {
+	p := &Pacer{every: every, armed: make(map[*Timer]struct{})}
+	p.backstop = time.AfterFunc(time.Hour, func() { p.Beat(time.Now()) })
+	p.backstop.Stop()
+	return p
+}
+
+// Beat wakes every timer due at now. Call it from a wakeup that happens
+// anyway (more than once per tick is harmless); it does not block and
+// takes a lock briefly.
+func (p *Pacer) Beat(now time.Time) {
+	if p == nil {
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.earliest.IsZero() || now.Before(p.earliest) {
+		p.rearmLocked(now)
+		return
+	}
+	var earliest time.Time
+	for t := range p.armed {
+		if !now.Before(t.deadline) {
+			delete(p.armed, t)
+			t.fire()
+			continue
+		}
+		if earliest.IsZero() || t.deadline.Before(earliest) {
+			earliest = t.deadline
+		}
+	}
+	p.earliest = earliest
+	p.rearmLocked(now)
+}
+
+// rearmLocked sets the backstop one interval (two when beats have
+// stopped) after the earliest armed deadline.
+func (p *Pacer) rearmLocked(now time.Time) {
+	if p.earliest.IsZero() {
+		p.backstop.Stop()
+		return
+	}
+	p.backstop.Reset(max(p.earliest.Add(p.every+p.every/2).Sub(now), time.Millisecond))
+}
+
+// Timer is a timer that fires at a beat (or a plain one: see New); its channel C receives once per
+// arming, as a time.Timer's does (with Go 1.23 semantics: Reset and Stop
+// discard a value not yet received).
+type Timer struct {
+	C <-chan time.Time
+
+	c        chan time.Time
+	p        *Pacer
+	plain    *time.Timer // for durations under MinPaced, or a nil Pacer
+	deadline time.Time   // while armed on p
+}
+
+// NewTimer returns a timer armed to fire d from now.
+func (p *Pacer) NewTimer(d time.Duration) *Timer {
+	c := make(chan time.Time, 1)
+	t := &Timer{C: c, c: c, p: p}
+	t.Reset(d)
+	return t
+}
+
+// fire sends the time without blocking; the caller holds p.mu.
+func (t *Timer) fire() {
+	select {
+	case t.c <- time.Now():
+	default:
+	}
+}
+
+// Reset re-arms t to fire d from now, discarding a firing not yet received.
+func (t *Timer) Reset(d time.Duration) {
+	t.Stop()
+	if t.p == nil || d < 2*t.p.every {
+		if t.plain == nil {
+			t.plain = time.AfterFunc(d, func() {
+				select {
+				case t.c <- time.Now():
+				default:
+				}
+			})
+		} else {
+			t.plain.Reset(d)
+		}
+		return
+	}
+	now := time.Now()
+	p := t.p
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	t.deadline = now.Add(d)
+	p.armed[t] = struct{}{}
+	if p.earliest.IsZero() || t.deadline.Before(p.earliest) {
+		p.earliest = t.deadline
+		p.rearmLocked(now)
+	}
+}
+
+// Stop disarms t and discards a firing not yet received.
+func (t *Timer) Stop() {
+	if t.plain != nil {
+		t.plain.Stop()
+	}
+	if t.p != nil {
+		t.p.mu.Lock()
+		delete(t.p.armed, t)
+		t.p.mu.Unlock()
+	}
+	select {
+	case <-t.c:
+	default:
+	}
+}

@@ -15,6 +15,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -27,6 +28,7 @@ import (
 	"github.com/meshd/meshd/internal/config"
 	"github.com/meshd/meshd/internal/lab"
 	"github.com/meshd/meshd/internal/tcpserver"
+	"github.com/meshd/meshd/node"
 )
 
 // pkiEnv holds the CAs of a test and issues node identities with the real
@@ -144,6 +146,69 @@ func scrape(t *testing.T, addr, name string, labels ...string) float64 {
 		}
 	}
 	return -1
+}
+
+// forger is a gossip client holding the cluster key (memberlist, not
+// meshd): what an attacker with one node's files could run.
+type forger struct {
+	ml  *memberlist.Memberlist
+	key ed25519.PrivateKey // signs its forgeries
+}
+
+// newForger joins the mesh through via's gossip port; it leaves at the end
+// of the test.
+func newForger(t *testing.T, c *cluster, via *meshNode) *forger {
+	t.Helper()
+	key, err := os.ReadFile(c.keyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ck, err := config.DecodeClusterKey(string(key))
+	if err != nil {
+		t.Fatal(err)
+	}
+	mc := memberlist.DefaultLocalConfig()
+	mc.Name, mc.BindAddr, mc.BindPort, mc.AdvertisePort = "forger", "127.0.0.1", 0, 0
+	mc.SecretKey = ck
+	mc.Logger = log.New(io.Discard, "", 0)
+	ml, err := memberlist.Create(mc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ml.Shutdown() })
+	if _, err := ml.Join([]string{addr(via.GossipPort)}); err != nil {
+		t.Fatalf("forger join: %v", err)
+	}
+	_, k, _ := ed25519.GenerateKey(nil)
+	return &forger{ml: ml, key: k}
+}
+
+// send sends msg over TCP to each of the named members.
+func (f *forger) send(t *testing.T, msg []byte, to ...string) {
+	t.Helper()
+	sent := 0
+	for _, m := range f.ml.Members() {
+		if slices.Contains(to, m.Name) {
+			if err := f.ml.SendReliable(m, msg); err != nil {
+				t.Fatalf("send forged record to %s: %v", m.Name, err)
+			}
+			sent++
+		}
+	}
+	if sent != len(to) {
+		t.Fatalf("forger: sent to %d of %v", sent, to)
+	}
+}
+
+// peerKey returns the WireGuard public key (32 bytes) st lists for name.
+func peerKey(t *testing.T, st node.Status, name string) []byte {
+	t.Helper()
+	pe, _ := peer(st, name)
+	k, err := base64.StdEncoding.DecodeString(pe.PublicKey)
+	if err != nil || len(k) != 32 {
+		t.Fatalf("%s's public key %q: %v", name, pe.PublicKey, err)
+	}
+	return k
 }
 
 // forgeRecordMsg hand-encodes a gossip catalog record message (gossip's
@@ -344,32 +409,9 @@ func TestPKI(t *testing.T) {
 
 	// A gossip client with the cluster key forges a-1's record: withdrawn
 	// svc, highest version. c-ok drops it.
-	key, err := os.ReadFile(c.keyFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ck, err := config.DecodeClusterKey(string(key))
-	if err != nil {
-		t.Fatal(err)
-	}
-	mc := memberlist.DefaultLocalConfig()
-	mc.Name, mc.BindAddr, mc.BindPort, mc.AdvertisePort = "forger", "127.0.0.1", 0, 0
-	mc.SecretKey = ck
-	mc.Logger = log.New(io.Discard, "", 0)
-	ml, err := memberlist.Create(mc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ml.Shutdown()
-	if _, err := ml.Join([]string{addr(cOK.GossipPort)}); err != nil {
-		t.Fatalf("forger join: %v", err)
-	}
-	_, forgerKey, _ := ed25519.GenerateKey(nil)
-	a1Peer, _ := peer(st, "a-1")
-	a1WG, err := base64.StdEncoding.DecodeString(a1Peer.PublicKey)
-	if err != nil || len(a1WG) != 32 {
-		t.Fatalf("a-1's public key %q: %v", a1Peer.PublicKey, err)
-	}
+	fg := newForger(t, c, cOK)
+	forgerKey := fg.key
+	a1WG := peerKey(t, st, "a-1")
 	a1PEM, err := os.ReadFile(a1PKI.Cert)
 	if err != nil {
 		t.Fatal(err)
@@ -378,16 +420,7 @@ func TestPKI(t *testing.T) {
 	if a1Cert == nil {
 		t.Fatalf("%s: no PEM block", a1PKI.Cert)
 	}
-	send := func(msg []byte) {
-		t.Helper()
-		for _, m := range ml.Members() {
-			if m.Name == "c-ok" {
-				if err := ml.SendReliable(m, msg); err != nil {
-					t.Fatalf("send forged record: %v", err)
-				}
-			}
-		}
-	}
+	send := func(msg []byte) { t.Helper(); fg.send(t, msg, "c-ok") }
 	// Without a certificate, then with a-1's own (public) certificate, site
 	// and WireGuard key: only the signature is the forger's.
 	send(forgeRecordMsg("a-1", "a", make([]byte, 32), nil, math.MaxUint64, nil, forgerKey))
@@ -431,5 +464,58 @@ func TestPKI(t *testing.T) {
 	}
 	if n := bB.conns.Load(); n != 0 {
 		t.Errorf("%d connections reached b-1 (c-no must not fall back to it, c-ok prefers a)", n)
+	}
+}
+
+// TestForgedRecordNoPKI: without pki (README "Identity and policy", signed
+// records), a gossip client holding the cluster key forges a-1's record —
+// signed by its own key, a-1's site and WireGuard key, no exports, the
+// highest version — and sends it to the importer and to a-1 itself. Both
+// drop it with one line; the importer keeps a-1's svc and its connections
+// land there; a-1's own record changes (maint on, off) still reach the
+// importer, so its version was neither taken over nor wrapped.
+func TestForgedRecordNoPKI(t *testing.T) {
+	c := newCluster(t)
+	bA := startCountingBackend(t, "a-1")
+	a1 := c.start(nodeSpec{Name: "a-1", Site: "a", Exports: []exportSpec{{Name: "svc", Target: bA.Addr()}}})
+	c1 := c.start(nodeSpec{Name: "c-1", Site: "c", Imports: []importSpec{{Name: "svc", Sites: []string{"a"}}}})
+	waitFor(t, 20*time.Second, "c-1 sees a-1's svc", func() (bool, string) { return foSeesUp(t, c1, "svc", "a-1") })
+
+	fg := newForger(t, c, c1)
+	forged := forgeRecordMsg("a-1", "a", peerKey(t, status(t, c1), "a-1"), nil, math.MaxUint64, nil, fg.key)
+	fg.send(t, forged, "c-1", "a-1")
+	const dropped = `gossip: dropped a record" node=a-1 reason="record signed by another key than the node's"`
+	waitFor(t, 5*time.Second, "c-1 and a-1 drop the forged record", func() (bool, string) {
+		return strings.Contains(c1.logText(), dropped) && strings.Contains(a1.logText(), dropped), "no drop logged"
+	})
+	fg.send(t, forged, "c-1", "a-1") // again: no second line
+	time.Sleep(500 * time.Millisecond)
+	for _, n := range []*meshNode{c1, a1} {
+		if got := countLines(n.logText(), dropped); got != 1 {
+			t.Errorf("%s: %d lines about the forged records, want 1", n.Name, got)
+		}
+	}
+	sv, _ := service(status(t, c1), "svc")
+	if ep, ok := serviceEndpoint(sv, "a-1"); !ok || !ep.Healthy {
+		t.Fatalf("after the forgery c-1 lists a-1's svc as %+v, %v", ep, ok)
+	}
+	for i := range 3 {
+		if name, _, err := foExchange(c1.Imports["svc"], i, 10*time.Second); err != nil || name != "a-1" {
+			t.Fatalf("after the forgery: connection %d served by %q, %v", i, name, err)
+		}
+	}
+	// a-1's own changes still win at c-1.
+	for _, step := range []struct {
+		mode string
+		want bool
+	}{{"on", false}, {"off", true}} {
+		if _, errOut, code := runMeshd(t, 10*time.Second, "maint", step.mode, "--config", a1.Config); code != 0 {
+			t.Fatalf("maint %s: exit %d: %s", step.mode, code, errOut)
+		}
+		waitFor(t, 10*time.Second, "c-1 sees a-1's maint "+step.mode, func() (bool, string) {
+			sv, _ := service(status(t, c1), "svc")
+			ep, ok := serviceEndpoint(sv, "a-1")
+			return (ok && ep.Healthy) == step.want, fmt.Sprintf("svc %+v", sv)
+		})
 	}
 }

@@ -185,6 +185,13 @@ func TestReload(t *testing.T) {
 	}
 	waitServedBy(t, 10*time.Second, z.Imports["extra"], "x-extra")
 	t.Logf("new import served by x's new export %s after the reload", time.Since(t0).Round(time.Millisecond))
+	// Both reloads (x's export, z's imports) have applied: the transfer
+	// must still be under way, or it did not span them.
+	select {
+	case err := <-xfer:
+		t.Fatalf("the transfer through the unchanged import ended before the reloads applied (%v): make it longer", err)
+	default:
+	}
 
 	if cn, err := net.DialTimeout("tcp", oldAddr, time.Second); err == nil {
 		cn.Close()

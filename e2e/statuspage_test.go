@@ -173,7 +173,7 @@ func TestStatusPage(t *testing.T) {
 			t.Errorf("the running drill is not shown")
 		}
 		for _, want := range []string{`class="lanewrap" data-service="echo"`, `data-kind="served" data-site="onprem"`,
-			`data-kind="served" data-site="cloud"`, `class="cut"`, `data-endpoint="onprem-1"`, `data-import="echo"`} {
+			`data-kind="served" data-site="cloud"`, `class="cut"`, `class="tick rto"`, `data-endpoint="onprem-1"`, `data-import="echo"`} {
 			if !strings.Contains(dom, want) {
 				t.Errorf("page lacks %s", want)
 			}
@@ -222,7 +222,7 @@ func TestStatusPage(t *testing.T) {
 			return
 		}
 		dom := renderDOM(t, browser, base+"/")
-		for _, want := range []string{`class="drill" data-drill-site="onprem" data-running="no"`, `class="restore"`} {
+		for _, want := range []string{`class="drill" data-drill-site="onprem" data-running="no"`, `class="restore"`, `class="tick rto"`, `class="tick failback"`} {
 			if !strings.Contains(dom, want) {
 				t.Errorf("page after the drill lacks %s", want)
 			}
@@ -230,6 +230,33 @@ func TestStatusPage(t *testing.T) {
 		shot := screenshot(t, browser, base+"/", "drill-done.png")
 		if os.Getenv("MESHD_SCREENSHOTS") != "" {
 			copyFile(t, shot, filepath.Join(os.Getenv("MESHD_SCREENSHOTS"), "drill-done.png"))
+		}
+	})
+
+	// The events of this test reached cloud-1's metrics: the client
+	// connection's connect latency, the onprem peers going down and up
+	// again, and the drill's result and RTO.
+	t.Run("event metrics", func(t *testing.T) {
+		if n := scrape(t, c1.Metrics, "meshd_import_connect_seconds_count", "import", "echo"); n < 1 {
+			t.Errorf("meshd_import_connect_seconds_count{import=echo} = %v after a connection", n)
+		}
+		for _, to := range []string{"down", "up"} {
+			if n := scrape(t, c1.Metrics, "meshd_peer_transitions_total", "site", "onprem", "to", to); n < 1 {
+				t.Errorf("meshd_peer_transitions_total{site=onprem,to=%s} = %v after the drill", to, n)
+			}
+		}
+		ok := scrape(t, c1.Metrics, "meshd_drills_total", "site", "onprem", "result", "ok")
+		failed := scrape(t, c1.Metrics, "meshd_drills_total", "site", "onprem", "result", "failed")
+		if ok < 0 || failed < 0 || ok+failed != 1 {
+			t.Errorf("meshd_drills_total{site=onprem}: ok %v, failed %v; want one drill", ok, failed)
+		}
+		var dr statuspage.Drills
+		if err := getJSON(base+"/api/drills", &dr); err != nil || len(dr.Drills) != 1 || len(dr.Drills[0].Services) != 1 {
+			t.Fatalf("/api/drills: %+v %v", dr, err)
+		}
+		want := float64(dr.Drills[0].Services[0].RTOMS) / 1000
+		if got := scrape(t, c1.Metrics, "meshd_drill_rto_seconds", "site", "onprem", "service", "echo"); math.Abs(got-want) > 0.0015 {
+			t.Errorf("meshd_drill_rto_seconds{site=onprem,service=echo} = %v, the report says %v s", got, want)
 		}
 	})
 
@@ -244,15 +271,20 @@ func TestStatusPage(t *testing.T) {
 			if len(exprs) < 5 {
 				t.Fatalf("%s: only %d expressions", file, len(exprs))
 			}
+			checked := map[string]bool{}
 			for _, e := range exprs {
 				for _, name := range metricNames(e) {
 					if name == "up" || !strings.HasPrefix(name, "meshd_") {
 						continue // Prometheus's own series for the scrape of the node; label names
 					}
+					checked[name] = true
 					if !served[familyOf(name, served)] {
 						t.Errorf("%s uses %s, which the node does not serve (expr %q)", file, name, e)
 					}
 				}
+			}
+			if len(checked) < 5 {
+				t.Errorf("%s: only %d meshd_ names found in %d expressions: %v", file, len(checked), len(exprs), checked)
 			}
 		}
 		promtool, err := exec.LookPath("promtool")
@@ -269,8 +301,8 @@ func TestStatusPage(t *testing.T) {
 
 // pageStatusFields are the /api/status fields the page's script reads.
 var pageStatusFields = []string{
-	"node.name", "node.site", "node.version", "node.mode", "node.mesh_ip", "node.relay",
-	"peers.0.name", "peers.0.site", "peers.0.state", "peers.0.path", "peers.0.up", "peers.0.rtt_ms",
+	"node.name", "node.site", "node.version", "node.mode", "node.mesh_ip", "node.relay", "node.maintenance",
+	"peers.0.name", "peers.0.site", "peers.0.state", "peers.0.path", "peers.0.up", "peers.0.session", "peers.0.rtt_ms",
 	"peers.0.streams", "peers.0.endpoint", "peers.0.relay_via",
 	"services.0.name", "services.0.endpoints.0.node", "services.0.endpoints.0.site",
 	"services.0.endpoints.0.healthy", "services.0.endpoints.0.active",
@@ -521,5 +553,33 @@ func copyFile(t *testing.T, from, to string) {
 	}
 	if err != nil {
 		t.Errorf("keep screenshot: %v", err)
+	}
+}
+
+// TestMetricNames: the examples' check finds every meshd_ metric name in
+// an expression (so a name the node does not serve cannot slip through)
+// and no label name or string as one (other identifiers it may return,
+// such as a duration's unit, are not meshd_ names and are ignored).
+func TestMetricNames(t *testing.T) {
+	for expr, want := range map[string][]string{
+		`up{job="meshd"} == 0`:                 nil,
+		`sum by (meshd_x) (up{job="meshd_y"})`: nil,
+		`sum by (instance, import) (rate(meshd_import_connections_total{result="failed"}[5m])) / sum by (instance, import) (rate(meshd_bogus_total[5m])) > 0.05`: {
+			"meshd_import_connections_total", "meshd_bogus_total"},
+		`histogram_quantile(0.99, sum by (le, import) (rate(meshd_import_connect_seconds_bucket{instance=~"$instance"}[$__rate_interval])))`: {
+			"meshd_import_connect_seconds_bucket"},
+		`max by (instance, peer, site) (meshd_peer_path{path="relay"}) == 1 and on (instance) meshd_node_info offset 5m`: {
+			"meshd_peer_path", "meshd_node_info"},
+		`label_values(meshd_node_info, instance)`: {"meshd_node_info"},
+	} {
+		var got []string
+		for _, n := range metricNames(expr) {
+			if strings.HasPrefix(n, "meshd_") {
+				got = append(got, n)
+			}
+		}
+		if !slices.Equal(got, want) {
+			t.Errorf("metricNames(%q) = %q, want %q", expr, got, want)
+		}
 	}
 }

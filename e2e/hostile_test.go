@@ -292,8 +292,11 @@ func TestHostile(t *testing.T) {
 			if served == 0 {
 				t.Errorf("the lying node's connections never worked (it may still reach the mesh by the relay)")
 			}
-			if n > 60 {
-				t.Errorf("the third party received %d datagrams in 8 s, want a bounded trickle (≤ 60)", n)
+			// Probes to a silent endpoint back off to one per 3.2 s
+			// (about 10 in 8 s); a busy session probed without backoff
+			// would send 40.
+			if n > 20 {
+				t.Errorf("the third party received %d datagrams in 8 s, want a bounded trickle (≤ 20)", n)
 			}
 			liar.kill(t)
 			return fmt.Sprintf("third party received %d datagrams in 8 s; %d exchanges of the liar served", n, served)

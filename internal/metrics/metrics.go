@@ -59,6 +59,8 @@
 package metrics
 
 import (
+	"bytes"
+	"cmp"
 	"net/http"
 	"sync"
 
@@ -115,12 +117,50 @@ func (m *Metrics) Registry() *prometheus.Registry { return m.reg }
 
 // Handler returns the HTTP handler serving the registry in the Prometheus
 // exposition format (for GET /metrics). A failing collector does not fail
-// the whole scrape; at most 4 scrapes are served at once.
+// the whole scrape; at most maxGathers scrapes are gathered at once (more
+// are answered 503). Each is gathered into memory and then written, so a
+// client that does not read its response holds no gathering slot: it
+// cannot make the others wait (or be refused) while its write times out.
 func (m *Metrics) Handler() http.Handler {
-	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{
+	h := promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{
 		ErrorHandling:       promhttp.ContinueOnError,
-		MaxRequestsInFlight: 4,
+		MaxRequestsInFlight: maxGathers,
 	})
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var rec bufferedResponse
+		rec.header = make(http.Header)
+		h.ServeHTTP(&rec, r)
+		for k, v := range rec.header {
+			w.Header()[k] = v
+		}
+		w.WriteHeader(cmp.Or(rec.code, http.StatusOK))
+		w.Write(rec.body.Bytes())
+	})
+}
+
+// maxGathers bounds the scrapes gathered at once (CPU, not connections).
+const maxGathers = 4
+
+// bufferedResponse is an http.ResponseWriter that keeps the response.
+type bufferedResponse struct {
+	header http.Header
+	code   int
+	body   bytes.Buffer
+}
+
+func (b *bufferedResponse) Header() http.Header { return b.header }
+
+func (b *bufferedResponse) WriteHeader(code int) {
+	if b.code == 0 {
+		b.code = code
+	}
+}
+
+func (b *bufferedResponse) Write(p []byte) (int, error) {
+	if b.code == 0 {
+		b.code = http.StatusOK
+	}
+	return b.body.Write(p)
 }
 
 // Describe implements prometheus.Collector.

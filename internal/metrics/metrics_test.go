@@ -1,7 +1,9 @@
 package metrics
 
 import (
+	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -524,4 +526,69 @@ func TestConcurrentScrapesAndEvents(t *testing.T) {
 		{"meshd_peer_transitions_total", l("site", "s", "to", "up"), counter, 400},
 		{"meshd_drills_total", l("site", "t", "result", "ok"), counter, 400},
 	})
+}
+
+// TestSlowReadersHoldNoScrapeSlot: clients that request /metrics and never
+// read the response (more of them than scrapes are gathered at once) do not
+// make a real scrape wait or be refused: a response is gathered into memory
+// and written after the gathering slot is released (README "Hostile input
+// and limits").
+func TestSlowReadersHoldNoScrapeSlot(t *testing.T) {
+	var imports []ImportSample
+	for i := range 500 {
+		imports = append(imports, ImportSample{Name: fmt.Sprintf("service-with-a-long-name-%05d", i)})
+	}
+	m := New(info("n", "s"), func() Sample { return Sample{Imports: imports} })
+	srv := httptest.NewUnstartedServer(m.Handler())
+	// Small send buffers (no autotuning): a response of about 1 MB is
+	// stuck in the sockets of clients that do not read it.
+	srv.Listener = smallSendBuffers{srv.Listener}
+	srv.Start()
+	defer srv.Close()
+	addr := strings.TrimPrefix(srv.URL, "http://")
+	for range 2 * maxGathers {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		c.(*net.TCPConn).SetReadBuffer(1024)
+		if _, err := io.WriteString(c, "GET /metrics HTTP/1.1\r\nHost: m\r\n\r\n"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Once their responses are gathered (and stuck in the sockets), a
+	// scrape is served; while some are still gathering it may be answered
+	// 503, so it is retried.
+	cl := &http.Client{Timeout: 10 * time.Second}
+	var n int64
+	var status string
+	for end := time.Now().Add(10 * time.Second); time.Now().Before(end); time.Sleep(100 * time.Millisecond) {
+		resp, err := cl.Get(srv.URL + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		n, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if status = resp.Status; resp.StatusCode == http.StatusOK {
+			break
+		}
+	}
+	if status != "200 OK" {
+		t.Fatalf("scrape while %d clients do not read theirs: %s for 10 s", 2*maxGathers, status)
+	}
+	if n < 512<<10 {
+		t.Fatalf("response of %d bytes: too small to be stuck in the socket buffers", n)
+	}
+	srv.CloseClientConnections()
+}
+
+type smallSendBuffers struct{ net.Listener }
+
+func (l smallSendBuffers) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if tc, ok := c.(*net.TCPConn); ok {
+		tc.SetWriteBuffer(4096)
+	}
+	return c, err
 }

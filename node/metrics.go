@@ -52,7 +52,7 @@ type metricsServer struct {
 
 	mu      sync.Mutex
 	conns   map[net.Conn]httpConn // guarded by mu: open connections
-	evicted atomic.Uint64         // connections closed to make room
+	evicted *atomic.Uint64        // connections closed to make room (the node's count)
 }
 
 // httpConn is an open connection's state and since when.
@@ -83,7 +83,10 @@ func serveHTTP(n *Node, addr string, h http.Handler, lim httpLimits) (*metricsSe
 		return nil, fmt.Errorf("node: metrics.listen %s: %w", addr, err)
 	}
 	ms := &metricsServer{done: make(chan struct{}), addr: ln.Addr().String(), maxConns: lim.maxConns,
-		conns: make(map[net.Conn]httpConn)}
+		conns: make(map[net.Conn]httpConn), evicted: new(atomic.Uint64)}
+	if n.lim != nil {
+		ms.evicted = &n.lim.httpEvicted
+	}
 	ms.srv = &http.Server{
 		Handler:           h,
 		ReadHeaderTimeout: lim.readHeader,
@@ -232,9 +235,12 @@ func (n *Node) metricsSample() metrics.Sample {
 		s.Exports = append(s.Exports, metrics.ExportSample{Name: e.Name, Healthy: x.healthy.Load(),
 			Active: x.active.Load(), Served: x.served.Load(), CheckFailures: x.checkFailures.Load(), Denied: x.denied.Load()})
 	}
+	s.Limits = metrics.LimitSample{StreamsRefused: n.lim.streamsRefused.Load(), ExportRefused: n.lim.exportRefused.Load(),
+		SessionsReset: n.lim.sessionsReset.Load(), PeersLeftOut: n.lim.peersLeftOut.Load(), HTTPConns: n.lim.httpEvicted.Load()}
 	if n.gsp != nil {
 		g := n.gsp.Stats()
 		s.Gossip = metrics.GossipSample{Members: g.Members, HealthScore: g.HealthScore, Queued: g.Queued, Malformed: g.Malformed}
+		s.Limits.GossipStreams, s.Limits.GossipPackets = g.StreamsRefused, g.PacketsDropped
 	}
 	rc, connected := n.relayStats.read()
 	s.Relay = metrics.RelaySample{Connected: connected, Sent: rc.Sent, Received: rc.Received, Dropped: rc.Dropped}
@@ -243,6 +249,7 @@ func (n *Node) metricsSample() metrics.Sample {
 		s.Relay.ServerClients, s.Relay.ServerAccepted, s.Relay.ServerAuthFailures = rs.Clients, rs.Accepted, rs.AuthFailures
 		s.Relay.ServerForwarded, s.Relay.ServerForwardedBytes = rs.Forwarded, rs.ForwardedBytes
 		s.Relay.ServerDropped, s.Relay.ServerNoRoute = rs.Dropped, rs.NoRoute
+		s.Limits.RelayConns = rs.Refused + rs.Evicted
 	}
 	return s
 }

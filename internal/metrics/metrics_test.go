@@ -305,6 +305,32 @@ func TestFreshNodeHasEveryCounter(t *testing.T) {
 		{"meshd_relay_client_packets_total", l("kind", "dropped"), counter, 0},
 		{"meshd_relay_server_packets_total", l("result", "no_route"), counter, 0},
 		{"meshd_peers_by_path", l("path", "relay"), gauge, 0},
+		{"meshd_limit_refused_total", l("limit", "max_streams_per_peer"), counter, 0},
+		{"meshd_limit_refused_total", l("limit", "export_max_conns"), counter, 0},
+		{"meshd_limit_sessions_reset_total", l(), counter, 0},
+		{"meshd_limit_peers_left_out", l(), gauge, 0},
+		{"meshd_unauthenticated_refused_total", l("listener", "gossip_tcp"), counter, 0},
+		{"meshd_unauthenticated_refused_total", l("listener", "gossip_udp"), counter, 0},
+		{"meshd_unauthenticated_refused_total", l("listener", "relay"), counter, 0},
+		{"meshd_unauthenticated_refused_total", l("listener", "http"), counter, 0},
+	})
+}
+
+// TestLimitSeries: the limit counters of a sample are exported by name.
+func TestLimitSeries(t *testing.T) {
+	m := New(info("n", "s"), func() Sample {
+		return Sample{Limits: LimitSample{StreamsRefused: 1, ExportRefused: 2, SessionsReset: 3, PeersLeftOut: 4,
+			GossipStreams: 5, GossipPackets: 6, RelayConns: 7, HTTPConns: 8}}
+	})
+	check(t, scrape(t, m.Handler()), []want{
+		{"meshd_limit_refused_total", l("limit", "max_streams_per_peer"), counter, 1},
+		{"meshd_limit_refused_total", l("limit", "export_max_conns"), counter, 2},
+		{"meshd_limit_sessions_reset_total", l(), counter, 3},
+		{"meshd_limit_peers_left_out", l(), gauge, 4},
+		{"meshd_unauthenticated_refused_total", l("listener", "gossip_tcp"), counter, 5},
+		{"meshd_unauthenticated_refused_total", l("listener", "gossip_udp"), counter, 6},
+		{"meshd_unauthenticated_refused_total", l("listener", "relay"), counter, 7},
+		{"meshd_unauthenticated_refused_total", l("listener", "http"), counter, 8},
 	})
 }
 
@@ -558,8 +584,8 @@ func TestSlowReadersHoldNoScrapeSlot(t *testing.T) {
 		}
 	}
 	// Once their responses are gathered (and stuck in the sockets), a
-	// scrape is served; while some are still gathering it may be answered
-	// 503, so it is retried.
+	// scrape is served (it may wait for its turn meanwhile; retried if a
+	// slow machine makes that longer than gatherWait).
 	cl := &http.Client{Timeout: 10 * time.Second}
 	var n int64
 	var status string
@@ -591,4 +617,33 @@ func (l smallSendBuffers) Accept() (net.Conn, error) {
 		tc.SetWriteBuffer(4096)
 	}
 	return c, err
+}
+
+// TestScrapesWaitForAGatheringSlot: more scrapes at once than are gathered
+// at once wait for their turn instead of being refused.
+func TestScrapesWaitForAGatheringSlot(t *testing.T) {
+	release := make(chan struct{})
+	m := New(info("n", "s"), func() Sample { <-release; return Sample{} })
+	srv := httptest.NewServer(m.Handler())
+	defer srv.Close()
+	codes := make(chan int, maxGathers+2)
+	for range maxGathers + 2 {
+		go func() {
+			resp, err := http.Get(srv.URL)
+			if err != nil {
+				codes <- 0
+				return
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			codes <- resp.StatusCode
+		}()
+	}
+	time.Sleep(300 * time.Millisecond) // all arrived; maxGathers of them gathering
+	close(release)
+	for range maxGathers + 2 {
+		if c := <-codes; c != http.StatusOK {
+			t.Fatalf("a scrape beyond the %d gathered at once: status %d, want 200 after waiting", maxGathers, c)
+		}
+	}
 }

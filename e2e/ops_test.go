@@ -10,6 +10,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"os"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -185,6 +186,13 @@ func TestReload(t *testing.T) {
 	}
 	waitServedBy(t, 10*time.Second, z.Imports["extra"], "x-extra")
 	t.Logf("new import served by x's new export %s after the reload", time.Since(t0).Round(time.Millisecond))
+	// Both reloads (x's export, z's imports) have applied: the transfer
+	// must still be under way, or it did not span them.
+	select {
+	case err := <-xfer:
+		t.Fatalf("the transfer through the unchanged import ended before the reloads applied (%v): make it longer", err)
+	default:
+	}
 
 	if cn, err := net.DialTimeout("tcp", oldAddr, time.Second); err == nil {
 		cn.Close()
@@ -414,7 +422,9 @@ func TestNameConflict(t *testing.T) {
 func TestImportWaitsAndLogs(t *testing.T) {
 	c := newCluster(t)
 	webX, webY := startFOBackend(t, "x"), startFOBackend(t, "y")
-	z := c.start(nodeSpec{Name: "z", Site: "s3", Join: []string{}, Imports: []importSpec{
+	// z logs at debug level: its tunnel lines (session up, ...) are checked
+	// for peer names below.
+	z := c.start(nodeSpec{Name: "z", Site: "s3", Join: []string{}, Flags: []string{"--log-level", "debug"}, Imports: []importSpec{
 		{Name: "web", Sites: []string{"s1", "s2"}},
 		{Name: "ghost", ConnectTimeout: 300 * time.Millisecond},
 		{Name: "unchecked"}}})
@@ -487,13 +497,25 @@ func TestImportWaitsAndLogs(t *testing.T) {
 		if strings.Contains(log, `relay=""`) {
 			t.Errorf("%s logs an empty relay:\n%s", n.Name, grepLines(log, `relay=""`))
 		}
+		sessionLines := 0
 		for _, l := range strings.Split(log, "\n") {
-			if strings.Contains(l, "session up") && !strings.Contains(l, "peer=x") && !strings.Contains(l, "peer=y") && !strings.Contains(l, "peer=z") {
-				t.Errorf("%s: a session line that does not name the peer: %s", n.Name, l)
+			if strings.Contains(l, "session up") {
+				sessionLines++
 			}
+			// Every line about a peer (tunnel, path, health, gossip)
+			// names it by node name, never by a key prefix.
+			if m := peerAttr.FindStringSubmatch(l); m != nil && m[1] != "x" && m[1] != "y" && m[1] != "z" {
+				t.Errorf("%s: a line that names a peer %q, not by its node name: %s", n.Name, m[1], l)
+			}
+		}
+		if n == z && sessionLines == 0 {
+			t.Errorf("z (debug level) logged no session up line: the peer-name check saw none")
 		}
 	}
 }
+
+// peerAttr finds a log line's peer= attribute.
+var peerAttr = regexp.MustCompile(` peer=("[^"]*"|\S+)`)
 
 // proxyBackend reads a PROXY protocol header, answers with the addresses
 // it carries ("v2 SRC DST\n"), then echoes.

@@ -149,10 +149,18 @@ func TestReload(t *testing.T) {
 	specZsite := specZ
 	specZsite.Site = "s9"
 	c.writeConfig(z, specZsite, "")
+	siteLine := 0
+	if b, err := os.ReadFile(z.Config); err == nil {
+		for i, l := range strings.Split(string(b), "\n") {
+			if strings.HasPrefix(l, "site: ") {
+				siteLine = i + 1
+			}
+		}
+	}
 	_, errOut, code = runMeshd(t, 20*time.Second, "reload", "--config", z.Config)
 	t.Logf("site change: exit %d, stderr %s", code, strings.TrimSpace(errOut))
-	if code == 0 || !oneLine(errOut) || !strings.Contains(errOut, "site: changed from \"s3\" to \"s9\"") {
-		t.Errorf("site change: exit %d, stderr %q; want non-zero, one line naming site", code, errOut)
+	if want := fmt.Sprintf("%s:%d: site: changed from \"s3\" to \"s9\"", z.Config, siteLine); code == 0 || !oneLine(errOut) || siteLine == 0 || !strings.Contains(errOut, want) {
+		t.Errorf("site change: exit %d, stderr %q; want non-zero, one line with %q", code, errOut, want)
 	}
 	// Nothing changed: same imports, same preference.
 	if st := status(t, z); len(st.Imports) != 3 || st.Node.Site != "s3" {

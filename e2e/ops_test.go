@@ -234,7 +234,10 @@ func TestReload(t *testing.T) {
 func TestMaint(t *testing.T) {
 	c := newCluster(t)
 	webX, webY := startFOBackend(t, "x"), startFOBackend(t, "y")
-	specX := nodeSpec{Name: "x", Site: "s1", Exports: []exportSpec{{Name: "web", Target: webX.Addr()}}}
+	// x imports web too: in maintenance it keeps its imports, which must
+	// then skip its own withdrawn endpoint.
+	specX := nodeSpec{Name: "x", Site: "s1", Exports: []exportSpec{{Name: "web", Target: webX.Addr()}},
+		Imports: []importSpec{{Name: "web", Sites: []string{"s1", "s2"}}}}
 	x := c.start(specX)
 	y := c.start(nodeSpec{Name: "y", Site: "s2", Exports: []exportSpec{{Name: "web", Target: webY.Addr()}}})
 	z := c.start(nodeSpec{Name: "z", Site: "s3", Imports: []importSpec{{Name: "web", Sites: []string{"s1", "s2"}}}})
@@ -280,6 +283,9 @@ func TestMaint(t *testing.T) {
 	st := status(t, x)
 	if !st.Node.Maintenance || st.Node.MaintenanceReason != "kernel upgrade" {
 		t.Errorf("x status node: maintenance %v reason %q; want true, kernel upgrade", st.Node.Maintenance, st.Node.MaintenanceReason)
+	}
+	if got, err := servedBy(x.Imports["web"]); err != nil || got != "y" {
+		t.Errorf("x's own import in maintenance served by %q (%v); want y (x keeps its imports, its own export is withdrawn)", got, err)
 	}
 	if err := foRoundTrip(held, heldBR, []byte("during maintenance")); err != nil {
 		t.Errorf("a connection active when maintenance began broke: %v", err)

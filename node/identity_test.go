@@ -2,6 +2,7 @@ package node
 
 import (
 	"crypto/ed25519"
+	"fmt"
 	"log/slog"
 	"strings"
 	"testing"
@@ -189,5 +190,86 @@ func TestAuthorizeDrillSteps(t *testing.T) {
 		case s.want != "" && (err == nil || !strings.Contains(err.Error(), s.want)):
 			t.Errorf("%s: %v, want a refusal containing %q", s.what, err, s.want)
 		}
+	}
+}
+
+// TestVetRecordSteps: the gossip hook that decides, with pki, whether a
+// received record is stored. A certificate is public (every record carries
+// one), so a key holder can replay a victim's valid certificate in a record
+// it signs itself: refused, because the certificate binds the signing key.
+// Each refusal is one log line naming the node and the reason, at most one
+// a minute per node unless the reason changes.
+func TestVetRecordSteps(t *testing.T) {
+	now := time.Now()
+	f := newPKIFixture(t)
+	var logs strings.Builder
+	f.n.log = slog.New(slog.NewTextHandler(&logs, nil))
+	good, gk := f.issue(cert.Template{Name: "good", Site: "s"}, now)
+	_, thief, _ := ed25519.GenerateKey(nil)
+	other, _ := cert.NewCA("other", now, time.Hour)
+	nkO, _ := cert.NewNodeKey()
+	foreign, _ := other.Sign(cert.Template{Name: "good", Site: "s", NotBefore: now.Add(-time.Minute), NotAfter: now.Add(time.Hour)}, nkO)
+	meta := gossip.Meta{Site: "s", PublicKey: gk.WG.Public()}
+	for _, s := range []struct {
+		what    string
+		name    string
+		meta    gossip.Meta
+		cert    []byte
+		signKey ed25519.PublicKey
+		want    string // "" accepted, else part of the refusal
+		lines   int    // refusal lines logged so far
+	}{
+		{"valid", "good", meta, good.Raw(), gk.Sign.Public().(ed25519.PublicKey), "", 0},
+		{"replayed certificate, another signing key", "good", meta, good.Raw(), thief.Public().(ed25519.PublicKey), "not signed by the certificate's key", 1},
+		{"same again: not logged again", "good", meta, good.Raw(), thief.Public().(ed25519.PublicKey), "not signed by the certificate's key", 1},
+		{"no certificate: another reason, logged", "good", meta, nil, thief.Public().(ed25519.PublicKey), "no certificate", 2},
+		{"garbage certificate", "good", meta, []byte("MDC\x01junk"), gk.Sign.Public().(ed25519.PublicKey), "malformed", 3},
+		{"certificate from another CA", "good", gossip.Meta{Site: "s", PublicKey: nkO.WG.Public()}, foreign.Raw(), nkO.Sign.Public().(ed25519.PublicKey), "unknown CA", 4},
+		{"victim's certificate under another name", "mallory", meta, good.Raw(), gk.Sign.Public().(ed25519.PublicKey), "name does not match", 5},
+		{"victim's certificate, another WireGuard key", "good", gossip.Meta{Site: "s", PublicKey: nkO.WG.Public()}, good.Raw(), gk.Sign.Public().(ed25519.PublicKey), "WireGuard key does not match", 6},
+		{"victim's certificate, another site", "good", gossip.Meta{Site: "t", PublicKey: gk.WG.Public()}, good.Raw(), gk.Sign.Public().(ed25519.PublicKey), "site does not match", 7},
+	} {
+		err := f.n.vetRecord(s.name, s.meta, s.cert, s.signKey)
+		switch {
+		case s.want == "" && err != nil:
+			t.Errorf("%s: refused: %v", s.what, err)
+		case s.want != "" && (err == nil || !strings.Contains(err.Error(), s.want)):
+			t.Errorf("%s: %v, want a refusal containing %q", s.what, err, s.want)
+		}
+		if got := strings.Count(logs.String(), "identity refused"); got != s.lines {
+			t.Errorf("%s: %d refusal lines, want %d:\n%s", s.what, got, s.lines, logs.String())
+		}
+	}
+	if !strings.Contains(logs.String(), `node=mallory reason="cert: certificate name does not match the node name`) {
+		t.Errorf("refusal lines do not name the node and the reason:\n%s", logs.String())
+	}
+}
+
+// TestRefusalLogSteps: one line per key per minute, and at once when the
+// reason changes; the table stays bounded.
+func TestRefusalLogSteps(t *testing.T) {
+	var r refusalLog
+	t0 := time.Unix(1_800_000_000, 0)
+	for _, s := range []struct {
+		key, reason string
+		at          time.Duration
+		want        bool
+	}{
+		{"node:a", "expired", 0, true},
+		{"node:a", "expired", time.Second, false},
+		{"node:b", "expired", time.Second, true},
+		{"node:a", "blocklisted", 2 * time.Second, true},
+		{"node:a", "blocklisted", 61 * time.Second, false},
+		{"node:a", "blocklisted", 62 * time.Second, true},
+	} {
+		if got := r.allow(s.key, s.reason, t0.Add(s.at)); got != s.want {
+			t.Errorf("allow(%s, %s) at +%v = %v, want %v", s.key, s.reason, s.at, got, s.want)
+		}
+	}
+	for i := range 3 * maxRefusalKeys {
+		r.allow(fmt.Sprint("node:", i), "x", t0)
+	}
+	if len(r.last) > maxRefusalKeys {
+		t.Errorf("refusal table holds %d keys, limit %d", len(r.last), maxRefusalKeys)
 	}
 }

@@ -57,7 +57,7 @@ func newStateDescs() stateDescs {
 		peerRx:      d("peer_receive_bytes_total", "WireGuard bytes received from the peer; peers with a session only.", "peer", "site"),
 
 		impActive: d("import_connections_active", "Open client connections on the import.", "import"),
-		impTotal:  d("import_connections_total", "Client connections accepted by the import, by result (ok or failed).", "import", "result"),
+		impTotal:  d("import_connections_total", "Client connections to the import, by result: ok, failed (no endpoint reachable), denied (an exporter's allow list) or limited (closed at once over max_conns or rate).", "import", "result"),
 
 		expHealthy:       d("export_healthy", "Whether the export's backend check passes (1) or not (0).", "export"),
 		expActive:        d("export_streams_active", "Streams currently served by the export.", "export"),

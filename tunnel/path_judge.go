@@ -95,12 +95,12 @@ func (p *probeRecord) schedule(judged uint64) {
 	}
 	for _, s := range []uint64{p.seq, p.seq - 1} { // the one in flight may have been answered too
 		if i := s % probeRing; s > p.base && p.sent[i] == s && p.acked[i] {
-			p.every = base
+			p.every, p.backedOff = base, false
 			return
 		}
 	}
 	if p.useRelay && judged >= probeDeadRun {
-		p.every = min(p.every*2, max(probeMaxEvery, base))
+		p.every, p.backedOff = min(p.every*2, max(probeMaxEvery, base)), true
 	}
 }
 

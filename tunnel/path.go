@@ -70,6 +70,11 @@ const (
 	// stopped answering: each further unanswered probe doubles the
 	// interval up to this; an answer restores probeEvery.
 	probeMaxEvery = 3200 * time.Millisecond
+	// probeSilentAfter, probeSilentEvery: a direct path that never
+	// answered since its peer became active and has been silent this long
+	// is probed only this often (see probeRecord.schedule).
+	probeSilentAfter = time.Minute
+	probeSilentEvery = 30 * time.Second
 	// probeIdleEvery is the probe interval of a peer whose session carries
 	// no stream (see SetBusy).
 	probeIdleEvery = time.Second
@@ -213,6 +218,10 @@ type probeRecord struct {
 	// it, not SetBusy, so a peer cannot speed up the probes to the
 	// endpoint it advertises by opening a stream now and then.
 	backedOff bool
+	// silentSince: when the backoff began; heard: a probe was answered
+	// since the peer became active (see schedule).
+	silentSince time.Time
+	heard       bool
 }
 
 type relayPacket struct {
@@ -307,6 +316,7 @@ func (b *PathBind) SetActive(pub key.PublicKey, active bool) {
 	p.active = active
 	if active {
 		p.base, p.every, p.next, p.idle, p.backedOff = p.seq, probeEvery, time.Time{}, false, false
+		p.silentSince, p.heard = time.Time{}, false
 		b.active[pub] = p
 		b.kickLoop()
 	} else {

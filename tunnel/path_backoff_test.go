@@ -38,8 +38,10 @@ func round(b *PathBind, peer key.PublicKey, now time.Time) (sends []probeOut, ev
 // and limits": a key holder advertising a third party's address). The
 // interval doubles up to probeMaxEvery; the session turning busy again
 // does not reset it (a peer cannot speed the probes up by opening a stream
-// now and then); an answer restores probeEvery at once; and a peer that
-// is no longer active is not probed at all.
+// now and then); a path never answered is probed every probeSilentEvery
+// after probeSilentAfter; an answer restores probeEvery at once; a path
+// heard once stays at probeMaxEvery; and a peer that is no longer active
+// is not probed at all.
 func TestProbeBackoff(t *testing.T) {
 	peer := key.PublicKey{7}
 	victim := netip.MustParseAddrPort("127.0.0.1:9")
@@ -49,7 +51,7 @@ func TestProbeBackoff(t *testing.T) {
 	// Step table: the interval after each round of unanswered probes.
 	want := []time.Duration{probeEvery, probeEvery, probeEvery, probeEvery, 2 * probeEvery, 4 * probeEvery,
 		8 * probeEvery, probeMaxEvery, probeMaxEvery, probeMaxEvery}
-	var next time.Time
+	var next, silentFrom time.Time // silentFrom: the round that began the backoff
 	var lastSeq uint64
 	for i, w := range want {
 		sends, every, nx := round(b, peer, now)
@@ -58,6 +60,9 @@ func TestProbeBackoff(t *testing.T) {
 		}
 		if every != w {
 			t.Fatalf("round %d: interval %v, want %v", i, every, w)
+		}
+		if every > probeEvery && silentFrom.IsZero() {
+			silentFrom = now
 		}
 		next, lastSeq = nx, sends[0].seq
 		now = next
@@ -76,6 +81,22 @@ func TestProbeBackoff(t *testing.T) {
 	}
 	if sends := b.takeDue(now.Add(-time.Millisecond), nil); len(sends) != 0 {
 		t.Fatal("a backed-off peer is due before its interval after turning busy")
+	}
+
+	// Never answered since the peer became active: after probeSilentAfter
+	// of silence, probed only every probeSilentEvery.
+	for every != probeSilentEvery {
+		sends, e, nx := round(b, peer, now)
+		if len(sends) != 1 {
+			t.Fatalf("%v silent: sent %d probes in a due round", now.Sub(silentFrom), len(sends))
+		}
+		if every = e; e == probeSilentEvery && now.Sub(silentFrom) < probeSilentAfter {
+			t.Fatalf("interval %v after only %v of silence", e, now.Sub(silentFrom))
+		}
+		if now.Sub(silentFrom) > probeSilentAfter+probeMaxEvery {
+			t.Fatalf("interval still %v after %v of silence", e, now.Sub(silentFrom))
+		}
+		now, lastSeq = nx, sends[0].seq
 	}
 
 	// An answer to the probe in flight restores probeEvery at once.
@@ -98,6 +119,17 @@ func TestProbeBackoff(t *testing.T) {
 		t.Fatalf("answering path turning busy: interval %v, next %v; want %v, due now", every, nx, probeEvery)
 	}
 
+	// A path that answered since the peer became active and then went
+	// silent keeps probeMaxEvery however long the silence (it comes back
+	// quickly when the network does).
+	for end := now.Add(3 * probeSilentAfter); now.Before(end); {
+		_, e, nx := round(b, peer, now)
+		if e > probeMaxEvery {
+			t.Fatalf("a path heard before: interval %v after %v of silence", e, 3*probeSilentAfter-end.Sub(now))
+		}
+		now = nx
+	}
+
 	// No session: not probed.
 	b.SetActive(peer, false)
 	if sends, _, _ := round(b, peer, now.Add(time.Hour)); len(sends) != 0 {
@@ -107,24 +139,30 @@ func TestProbeBackoff(t *testing.T) {
 
 // TestProbeBackoffBusyToggling: a peer whose session keeps turning busy
 // (a stream every 3 s) while its advertised endpoint never answers gets a
-// bounded trickle of probes there: in 60 s about 60/probeMaxEvery plus the
-// first few, not the five a second of a busy session.
+// bounded trickle of probes there: in the first minute about
+// 60/probeMaxEvery plus the first few, then one per probeSilentEvery — not
+// the five a second of a busy session.
 func TestProbeBackoffBusyToggling(t *testing.T) {
 	peer := key.PublicKey{7}
 	b := backoffBind(peer, netip.MustParseAddrPort("127.0.0.1:9"))
 	start := time.Unix(1_700_000_000, 0)
-	sent := 0
+	const span = 5 * time.Minute
+	sent, firstMinute := 0, 0
 	busy := true
-	for now := start; now.Before(start.Add(60 * time.Second)); now = now.Add(probeEvery / 2) {
+	for now := start; now.Before(start.Add(span)); now = now.Add(probeEvery / 2) {
 		if k := now.Sub(start) / (3 * time.Second); (k%2 == 0) != busy {
 			busy = !busy
 			b.SetBusy(peer, busy)
 		}
 		sends, _, _ := round(b, peer, now)
 		sent += len(sends)
+		if now.Sub(start) < time.Minute {
+			firstMinute = sent
+		}
 	}
-	if limit := 60*time.Second/probeMaxEvery + 10; sent > int(limit) {
-		t.Fatalf("%d probes to a silent endpoint in 60 s, want at most %d", sent, limit)
+	limit := int(time.Minute/probeMaxEvery) + 10 + int((span-time.Minute)/probeSilentEvery) + 2
+	if sent > limit {
+		t.Fatalf("%d probes to a silent endpoint in %v, want at most %d", sent, span, limit)
 	}
-	t.Logf("%d probes in 60 s to an endpoint that never answers", sent)
+	t.Logf("%d probes in %v to an endpoint that never answers (%d in the first minute)", sent, span, firstMinute)
 }

@@ -261,6 +261,16 @@ func TestStatusPage(t *testing.T) {
 	})
 
 	t.Run("examples use served metrics", func(t *testing.T) {
+		// Per-peer series are bounded by the sessions a node holds, not the
+		// mesh: cloud-2 exchanges traffic with cloud-1 only (SPEC §12).
+		for _, p := range peerLabels(t, "http://"+c2.Metrics+"/metrics") {
+			if p != "cloud-1" {
+				t.Errorf("cloud-2 serves per-peer series for %s, with which it exchanges no traffic", p)
+			}
+		}
+		if ps := peerLabels(t, base+"/metrics"); len(ps) == 0 {
+			t.Errorf("cloud-1, importing from all three exporters, serves no per-peer series")
+		}
 		// An importer (after a drill) and an exporter serve every family.
 		served := scrapeFamilies(t, base+"/metrics")
 		for name := range scrapeFamilies(t, "http://"+c2.Metrics+"/metrics") {
@@ -450,6 +460,39 @@ func scrapeFamilies(t *testing.T, url string) map[string]bool {
 		}
 	}
 	t.Logf("%s: %d meshd_ series, %d of them per peer", url, series, perPeer)
+	return out
+}
+
+// peerLabels returns the values of the peer label in a node's meshd_
+// series, sorted, each once.
+func peerLabels(t *testing.T, url string) []string {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, url, nil)
+	req.Header.Set("Accept", "text/plain")
+	resp, err := (&http.Client{Timeout: 5 * time.Second}).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	tp := expfmt.NewTextParser(model.UTF8Validation)
+	fams, err := tp.TextToMetricFamilies(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for name, f := range fams {
+		if !strings.HasPrefix(name, "meshd_") {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "peer" && !slices.Contains(out, l.GetValue()) {
+					out = append(out, l.GetValue())
+				}
+			}
+		}
+	}
+	slices.Sort(out)
 	return out
 }
 

@@ -236,6 +236,9 @@ func TestLimitsThroughMesh(t *testing.T) {
 	if e.lim.streamsRefused.Load() == 0 {
 		t.Fatal("refused stream not counted")
 	}
+	if l := e.metricsSample().Limits; l.StreamsRefused != e.lim.streamsRefused.Load() {
+		t.Fatalf("metrics sample: %d streams refused, want %d", l.StreamsRefused, e.lim.streamsRefused.Load())
+	}
 	for _, c := range held {
 		c.Close()
 	}
@@ -266,6 +269,9 @@ func TestLimitsThroughMesh(t *testing.T) {
 		c.Close()
 	}
 	testutil.Until(t, 5*time.Second, "the session reset", func() bool { return e.lim.sessionsReset.Load() > 0 })
+	if l := e.metricsSample().Limits; l.SessionsReset == 0 {
+		t.Fatal("metrics sample: the session reset not counted")
+	}
 	for _, c := range held {
 		c.SetReadDeadline(time.Now().Add(5 * time.Second))
 		if _, err := c.Read(make([]byte, 1)); err == nil || isTimeout(err) {
@@ -297,6 +303,9 @@ func TestLimitsThroughMesh(t *testing.T) {
 	}
 	if e.lim.exportRefused.Load() == 0 {
 		t.Fatal("export max_conns refusal not counted")
+	}
+	if l := e.metricsSample().Limits; l.ExportRefused == 0 {
+		t.Fatal("metrics sample: export max_conns refusal not counted")
 	}
 	c1.Close()
 	testutil.Until(t, 5*time.Second, "export slot released", func() bool { return e.exportMap()["b"].slots.Load() == 0 })

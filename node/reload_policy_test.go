@@ -20,7 +20,9 @@ import (
 // refused as not allowed, its catalog carries the new weight) and leaves a
 // connection already open through the export alone; a reload that allows
 // the importer again lets new connections through. In maintenance the
-// exporter answers a new stream "denied: maintenance".
+// exporter answers a new stream "denied: maintenance". A reload that
+// removes the export takes it out of the importer's catalog and refuses
+// new streams, while the open connection finishes normally.
 func TestReloadExportPolicy(t *testing.T) {
 	dir, err := os.MkdirTemp("", "meshd-reload-policy")
 	if err != nil {
@@ -145,4 +147,41 @@ func TestReloadExportPolicy(t *testing.T) {
 	} else {
 		release()
 	}
+
+	// The export removed: it leaves the importer's catalog and refuses new
+	// streams; the open connection through it finishes normally.
+	gone := clone(allow)
+	gone.Exports = nil
+	if err := e.Reload(gone); err != nil {
+		t.Fatal(err)
+	}
+	if len(e.retiredX) != 1 || e.retiredX[0].active.Load() != 1 {
+		t.Fatalf("retired exports after the removal: %d; want a, with the held stream active", len(e.retiredX))
+	}
+	if _, _, resp := e.exportFor(i.tun.PublicKey(), wire.Request{Service: "a"}); resp == nil || resp.Status != wire.StatusUnknownService {
+		t.Errorf("stream open to a removed export answered %+v; want unknown service", resp)
+	}
+	testutil.Until(t, 5*time.Second, "the removed export to leave the importer's catalog", func() bool {
+		return len(i.catalog.Load().services["a"]) == 0
+	})
+	if c := open(); c != nil {
+		c.Close()
+		t.Error("a new connection got through a removed export")
+	}
+	if err := roundTrip(held, "still open after the export was removed"); err != nil {
+		t.Errorf("a connection through the removed export broke: %v", err)
+	}
+	held.(*net.TCPConn).CloseWrite()
+	held.SetDeadline(time.Now().Add(5 * time.Second))
+	if rest, err := io.ReadAll(held); err != nil || len(rest) != 0 {
+		t.Errorf("the connection through the removed export did not finish cleanly: %q %v", rest, err)
+	}
+	testutil.Until(t, 5*time.Second, "the removed export's stream to end", func() bool {
+		for _, x := range e.retiredX {
+			if x.active.Load() != 0 {
+				return false
+			}
+		}
+		return true
+	})
 }

@@ -289,9 +289,10 @@ func TestPKI(t *testing.T) {
 	b1 := c.start(nodeSpec{Name: "b-1", Site: "b",
 		Exports: []exportSpec{{Name: "svc", Target: bB.Addr()}, {Name: "svc2", Target: bB2.Addr()}},
 		PKI:     p.issue("mesh", "mesh", "b-1", "b", "--exports", "sv*")})
-	cOK := c.start(nodeSpec{Name: "c-ok", Site: "c",
-		Imports: []importSpec{{Name: "svc", Sites: []string{"x", "y", "a", "b"}}, {Name: "svc2", Sites: []string{"b"}}},
-		PKI:     p.issue("mesh", "mesh", "c-ok", "c", "--groups", "ok")})
+	cOKSpec := nodeSpec{Name: "c-ok", Site: "c",
+		Imports: []importSpec{{Name: "svc", Sites: []string{"x", "y", "a", "b"}}, {Name: "svc2", Sites: []string{"b"}, ConnectTimeout: 2 * time.Second}},
+		PKI:     p.issue("mesh", "mesh", "c-ok", "c", "--groups", "ok")}
+	cOK := c.start(cOKSpec)
 	cNo := c.start(nodeSpec{Name: "c-no", Site: "c",
 		Imports: []importSpec{{Name: "svc", Sites: []string{"a", "b"}}},
 		PKI:     p.issue("mesh", "mesh", "c-no", "c", "--groups", "web"), Metrics: true})
@@ -457,6 +458,33 @@ func TestPKI(t *testing.T) {
 	}
 	if strings.Contains(a1.logText(), "drill: cutting") {
 		t.Errorf("a-1 cut its links on c-ok's order")
+	}
+
+	// A stolen node: c-ok blocklists b-1's certificate (reload). b-1, with
+	// a session to c-ok since the svc2 connection above, is refused at
+	// once: gone from c-ok's peers and catalog, and no stream reaches it.
+	fpB := status(t, b1).Node.Identity.Fingerprint
+	cOKSpec.PKI.Blocklist = []string{fpB}
+	c.writeConfig(cOK, cOKSpec, "")
+	if _, errOut, code := runMeshd(t, 20*time.Second, "reload", "--config", cOK.Config); code != 0 {
+		t.Fatalf("reload c-ok with b-1 blocklisted: exit %d: %s", code, errOut)
+	}
+	waitFor(t, 5*time.Second, "c-ok refuses the blocklisted b-1", func() (bool, string) {
+		st := status(t, cOK)
+		if _, ok := peer(st, "b-1"); ok {
+			return false, "b-1 still a peer"
+		}
+		if sv, _ := service(st, "svc2"); len(sv.Endpoints) != 0 {
+			return false, fmt.Sprintf("svc2 endpoints %+v", sv.Endpoints)
+		}
+		return strings.Contains(cOK.logText(), `node=b-1 reason="cert: certificate blocklisted`), "no refusal logged"
+	})
+	before = bB2.conns.Load()
+	if _, _, name, err := foDial(cOK.Imports["svc2"], 10*time.Second); err == nil || name != "" {
+		t.Errorf("c-ok svc2 after blocklisting b-1: served by %q", name)
+	}
+	if n := bB2.conns.Load() - before; n != 0 {
+		t.Errorf("%d connections reached the blocklisted b-1's svc2", n)
 	}
 
 	if n := bX.conns.Load() + bY.conns.Load(); n != 0 {

@@ -402,3 +402,58 @@ func TestLimitsReload(t *testing.T) {
 		t.Fatal("the reload cut the connection that was open")
 	}
 }
+
+// TestMaxPeersWithholdsTunnelState: a node with limits.max_peers 1 in a
+// mesh of three gives tunnel state to one peer only (the one it had first),
+// counts the other as left out, and takes it in once the limit is raised
+// by a reload.
+func TestMaxPeersWithholdsTunnelState(t *testing.T) {
+	dir := t.TempDir()
+	ck := make([]byte, 32)
+	rand.Read(ck)
+	ac := testConfig(t, dir, "a", "s1", ck)
+	ac.Limits.MaxPeers = 1
+	a, err := New(ac, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	start := func(name string) *Node {
+		c := testConfig(t, dir, name, "s2", ck)
+		c.Cluster.Join = []string{a.GossipAddr().String()}
+		n, err := New(c, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := n.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { n.Close() })
+		return n
+	}
+	b := start("b")
+	testutil.Until(t, 10*time.Second, "a to give b tunnel state", func() bool {
+		_, ok := a.tun.AllSessionStats()[b.tun.PublicKey()]
+		return ok
+	})
+	c := start("c")
+	testutil.Until(t, 10*time.Second, "a to count c left out", func() bool {
+		return a.metricsSample().Limits.PeersLeftOut == 1
+	})
+	peers := a.tun.AllSessionStats()
+	if _, ok := peers[b.tun.PublicKey()]; len(peers) != 1 || !ok {
+		t.Fatalf("a holds tunnel state for %d peers (b among them: %v), want b only", len(peers), ok)
+	}
+	next := clone(ac)
+	next.Limits.MaxPeers = 0 // the default
+	if err := a.Reload(next); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Until(t, 10*time.Second, "a to give c tunnel state after the reload", func() bool {
+		_, ok := a.tun.AllSessionStats()[c.tun.PublicKey()]
+		return ok && a.metricsSample().Limits.PeersLeftOut == 0
+	})
+}

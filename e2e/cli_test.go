@@ -51,6 +51,11 @@ func TestBadConfig(t *testing.T) {
 			/* 20 */ "    listen: " + imp2,
 		}
 	}
+	// A key file others may read: refused by join and config check alike.
+	openKey := filepath.Join(c.dir, "open.key")
+	if k, err := os.ReadFile(c.keyFile); err != nil || os.WriteFile(openKey, k, 0o644) != nil || os.Chmod(openKey, 0o644) != nil {
+		t.Fatalf("open key file: %v", err)
+	}
 	cases := []struct {
 		name string
 		edit func(l []string) []string
@@ -68,6 +73,7 @@ func TestBadConfig(t *testing.T) {
 			return insert(l, 15, "  - name: echo", "    target: 127.0.0.1:8")
 		}, 16, "exports[1].name"},
 		{"two imports on one listen address", func(l []string) []string { l[19] = "    listen: " + imp1; return l }, 20, "imports[1].listen"},
+		{"cluster key readable by others", func(l []string) []string { l[4] = "  key_file: " + openKey; return l }, 5, "cluster.key_file"},
 	}
 	for i, tc := range cases {
 		t.Run(strings.ReplaceAll(tc.name, " ", "_"), func(t *testing.T) {
@@ -105,6 +111,12 @@ func TestBadConfig(t *testing.T) {
 			if !strings.Contains(errOut, tc.key) {
 				t.Errorf("stderr does not name the key %q: %s", tc.key, errOut)
 			}
+			// meshd config check (issue #12 problem 8) finds the same error
+			// without starting anything: exit 1, the same line.
+			cout, cerr, ccode := runMeshd(t, 10*time.Second, "config", "check", "--config", cfg)
+			if ccode != 1 || cout != "" || !oneLine(cerr) || cerr != errOut {
+				t.Errorf("config check: exit %d, stdout %q, stderr %q; want exit 1 and the line join printed, %q", ccode, cout, cerr, errOut)
+			}
 			for _, p := range []int{gossipPort, tunnelPort} {
 				if err := portFree(p); err != nil {
 					t.Errorf("port %d not free after the failed start: %v", p, err)
@@ -123,6 +135,29 @@ func TestBadConfig(t *testing.T) {
 			}
 		})
 	}
+
+	// config check reads the node key in data_dir when there is one: a
+	// corrupt one fails the check (and would fail the start), naming data_dir.
+	t.Run("config_check_node_key", func(t *testing.T) {
+		dataDir := filepath.Join(c.dir, "badkey")
+		if err := os.MkdirAll(dataDir, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		cfg := filepath.Join(c.dir, "badkey.yaml")
+		if err := os.WriteFile(cfg, []byte(strings.Join(base(dataDir), "\n")+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if out, errOut, code := runMeshd(t, 10*time.Second, "config", "check", "--config", cfg); code != 0 || !strings.Contains(out, ": ok (node bad-1, site onprem, 1 exports, 2 imports)") {
+			t.Fatalf("config check of the good base: exit %d, %q %q", code, out, errOut)
+		}
+		if err := os.WriteFile(filepath.Join(dataDir, "node.key"), []byte("not a key\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		_, errOut, code := runMeshd(t, 10*time.Second, "config", "check", "--config", cfg)
+		if code != 1 || !oneLine(errOut) || !strings.Contains(errOut, cfg+": data_dir: ") {
+			t.Errorf("config check with a corrupt node key: exit %d, stderr %q; want 1 and one line naming data_dir", code, errOut)
+		}
+	})
 
 	// A valid config whose start fails half-way (an import's port is
 	// taken) must also exit at once, with one line, releasing what it had

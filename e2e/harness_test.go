@@ -33,6 +33,9 @@ func TestMain(m *testing.M) {
 }
 
 func runMain(m *testing.M) int {
+	if code, ok := afWrapMain(); ok { // TestSystemdAddressFamilies' wrapper
+		return code
+	}
 	wd, err := os.Getwd()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "e2e: getwd:", err)

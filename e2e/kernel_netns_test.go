@@ -4,6 +4,7 @@ package e2e
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
@@ -11,12 +12,14 @@ import (
 	"io"
 	"net"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/meshd/meshd/internal/lab"
+	"github.com/meshd/meshd/tunnel"
 )
 
 // TestKernelNetns runs two meshd nodes in tunnel.mode kernel, each in its
@@ -24,6 +27,9 @@ import (
 // joined by a veth pair (10.97.0.1 and 10.97.0.2). The edge node imports
 // the onprem node's echo: a checksummed 16 MiB transfer and 50 concurrent
 // request/response connections pass, and status reports mode "kernel".
+// In kernel mode the mesh address answers a peer only on the session port,
+// and a local process on the edge host dialling it (from edge's mesh
+// address) gets no session: it cannot prove edge's WireGuard key.
 // The same runs in userspace mode as a baseline; each logs its
 // single-stream throughput.
 //
@@ -120,6 +126,34 @@ func kernelNetnsRun(t *testing.T, mode string) float64 {
 			t.Errorf("kernel mode: a peer reached %s, a non-session port on the mesh address", meshAddr)
 		} else {
 			t.Logf("kernel mode: %s from a peer refused as it should be: %v", meshAddr, err)
+		}
+
+		// ---- any local process on edge can dial onprem's session port,
+		// and the kernel gives it edge's mesh address as the source: it
+		// gets no session without edge's WireGuard key (a bad hello is
+		// closed at once), and edge's own session is not replaced (the
+		// transfers below run on it).
+		if p, _ := peer(status(t, a1), b1.Name); p.Session != "up" {
+			t.Errorf("edge-1's session to onprem-1 before the impostor: %q, want up", p.Session)
+		}
+		sessAddr := net.JoinHostPort(status(t, b1).Node.MeshIP, strconv.Itoa(tunnel.SessionPort))
+		if c, err := dialInNetns(nsPath, sessAddr, 5*time.Second); err != nil {
+			t.Errorf("control: the session port %s from a peer: %v", sessAddr, err)
+		} else {
+			start := time.Now()
+			c.SetDeadline(start.Add(10 * time.Second))
+			c.Write(bytes.Repeat([]byte("x"), 68)) // a hello and a proof's worth of garbage
+			n, _ := io.Copy(io.Discard, c)
+			c.Close()
+			if d := time.Since(start); d > 3*time.Second {
+				t.Errorf("kernel mode: an impostor's session connection stayed open %v", d)
+			}
+			if n > 36+32 {
+				t.Errorf("kernel mode: onprem-1 sent an impostor %d bytes, more than its handshake", n)
+			}
+			waitFor(t, 5*time.Second, "onprem-1 to log refusing the impostor's session", func() (bool, string) {
+				return strings.Contains(b1.logText(), "tunnel: refused a session that did not prove the peer's key"), "no refusal logged"
+			})
 		}
 	}
 

@@ -10,6 +10,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"os"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -148,10 +149,18 @@ func TestReload(t *testing.T) {
 	specZsite := specZ
 	specZsite.Site = "s9"
 	c.writeConfig(z, specZsite, "")
+	siteLine := 0
+	if b, err := os.ReadFile(z.Config); err == nil {
+		for i, l := range strings.Split(string(b), "\n") {
+			if strings.HasPrefix(l, "site: ") {
+				siteLine = i + 1
+			}
+		}
+	}
 	_, errOut, code = runMeshd(t, 20*time.Second, "reload", "--config", z.Config)
 	t.Logf("site change: exit %d, stderr %s", code, strings.TrimSpace(errOut))
-	if code == 0 || !oneLine(errOut) || !strings.Contains(errOut, "site: changed from \"s3\" to \"s9\"") {
-		t.Errorf("site change: exit %d, stderr %q; want non-zero, one line naming site", code, errOut)
+	if want := fmt.Sprintf("%s:%d: site: changed from \"s3\" to \"s9\"", z.Config, siteLine); code == 0 || !oneLine(errOut) || siteLine == 0 || !strings.Contains(errOut, want) {
+		t.Errorf("site change: exit %d, stderr %q; want non-zero, one line with %q", code, errOut, want)
 	}
 	// Nothing changed: same imports, same preference.
 	if st := status(t, z); len(st.Imports) != 3 || st.Node.Site != "s3" {
@@ -185,6 +194,13 @@ func TestReload(t *testing.T) {
 	}
 	waitServedBy(t, 10*time.Second, z.Imports["extra"], "x-extra")
 	t.Logf("new import served by x's new export %s after the reload", time.Since(t0).Round(time.Millisecond))
+	// Both reloads (x's export, z's imports) have applied: the transfer
+	// must still be under way, or it did not span them.
+	select {
+	case err := <-xfer:
+		t.Fatalf("the transfer through the unchanged import ended before the reloads applied (%v): make it longer", err)
+	default:
+	}
 
 	if cn, err := net.DialTimeout("tcp", oldAddr, time.Second); err == nil {
 		cn.Close()
@@ -226,7 +242,10 @@ func TestReload(t *testing.T) {
 func TestMaint(t *testing.T) {
 	c := newCluster(t)
 	webX, webY := startFOBackend(t, "x"), startFOBackend(t, "y")
-	specX := nodeSpec{Name: "x", Site: "s1", Exports: []exportSpec{{Name: "web", Target: webX.Addr()}}}
+	// x imports web too: in maintenance it keeps its imports, which must
+	// then skip its own withdrawn endpoint.
+	specX := nodeSpec{Name: "x", Site: "s1", Exports: []exportSpec{{Name: "web", Target: webX.Addr()}},
+		Imports: []importSpec{{Name: "web", Sites: []string{"s1", "s2"}}}}
 	x := c.start(specX)
 	y := c.start(nodeSpec{Name: "y", Site: "s2", Exports: []exportSpec{{Name: "web", Target: webY.Addr()}}})
 	z := c.start(nodeSpec{Name: "z", Site: "s3", Imports: []importSpec{{Name: "web", Sites: []string{"s1", "s2"}}}})
@@ -273,6 +292,9 @@ func TestMaint(t *testing.T) {
 	if !st.Node.Maintenance || st.Node.MaintenanceReason != "kernel upgrade" {
 		t.Errorf("x status node: maintenance %v reason %q; want true, kernel upgrade", st.Node.Maintenance, st.Node.MaintenanceReason)
 	}
+	if got, err := servedBy(x.Imports["web"]); err != nil || got != "y" {
+		t.Errorf("x's own import in maintenance served by %q (%v); want y (x keeps its imports, its own export is withdrawn)", got, err)
+	}
 	if err := foRoundTrip(held, heldBR, []byte("during maintenance")); err != nil {
 		t.Errorf("a connection active when maintenance began broke: %v", err)
 	} else if err := foFinish(held, heldBR); err != nil {
@@ -314,8 +336,9 @@ func TestMaint(t *testing.T) {
 }
 
 // TestSeedRestart (issue #12 problem 1, README "Operations"): the first node, with an
-// empty cluster.join, is restarted gracefully; it rejoins the members it
-// remembers within 10 s and its export is served again.
+// empty cluster.join, is restarted gracefully (in maintenance, which a
+// restart ends); it rejoins the members it remembers within 10 s and its
+// export is served again.
 func TestSeedRestart(t *testing.T) {
 	c := newCluster(t)
 	web := startFOBackend(t, "seed")
@@ -334,6 +357,11 @@ func TestSeedRestart(t *testing.T) {
 		return err == nil && strings.Contains(string(b), `"a"`) && strings.Contains(string(b), `"b"`), string(b)
 	})
 
+	// Maintenance does not survive a restart (SPEC §10): the restarted
+	// seed must serve its export again below.
+	if _, errOut, code := runMeshd(t, 10*time.Second, "maint", "on", "--config", seed.Config); code != 0 {
+		t.Fatalf("maint on: exit %d: %s", code, errOut)
+	}
 	seed.signal(t, syscall.SIGTERM)
 	if code := seed.waitExit(t, 20*time.Second); code != 0 {
 		t.Fatalf("seed exit %d after SIGTERM", code)
@@ -357,6 +385,9 @@ func TestSeedRestart(t *testing.T) {
 		return true, ""
 	})
 	waitServedBy(t, 10*time.Second-time.Since(t0), b.Imports["web"], "seed")
+	if st := status(t, seed); st.Node.Maintenance {
+		t.Errorf("the restarted seed is still in maintenance")
+	}
 	t.Logf("seed rejoined and serves again %s after its restart", time.Since(t0).Round(time.Millisecond))
 	if !strings.Contains(seed.logText(), "rejoined a remembered member") {
 		t.Errorf("the restarted seed did not log its rejoin")
@@ -414,7 +445,9 @@ func TestNameConflict(t *testing.T) {
 func TestImportWaitsAndLogs(t *testing.T) {
 	c := newCluster(t)
 	webX, webY := startFOBackend(t, "x"), startFOBackend(t, "y")
-	z := c.start(nodeSpec{Name: "z", Site: "s3", Join: []string{}, Imports: []importSpec{
+	// z logs at debug level: its tunnel lines (session up, ...) are checked
+	// for peer names below.
+	z := c.start(nodeSpec{Name: "z", Site: "s3", Join: []string{}, Flags: []string{"--log-level", "debug"}, Imports: []importSpec{
 		{Name: "web", Sites: []string{"s1", "s2"}},
 		{Name: "ghost", ConnectTimeout: 300 * time.Millisecond},
 		{Name: "unchecked"}}})
@@ -487,13 +520,25 @@ func TestImportWaitsAndLogs(t *testing.T) {
 		if strings.Contains(log, `relay=""`) {
 			t.Errorf("%s logs an empty relay:\n%s", n.Name, grepLines(log, `relay=""`))
 		}
+		sessionLines := 0
 		for _, l := range strings.Split(log, "\n") {
-			if strings.Contains(l, "session up") && !strings.Contains(l, "peer=x") && !strings.Contains(l, "peer=y") && !strings.Contains(l, "peer=z") {
-				t.Errorf("%s: a session line that does not name the peer: %s", n.Name, l)
+			if strings.Contains(l, "session up") {
+				sessionLines++
 			}
+			// Every line about a peer (tunnel, path, health, gossip)
+			// names it by node name, never by a key prefix.
+			if m := peerAttr.FindStringSubmatch(l); m != nil && m[1] != "x" && m[1] != "y" && m[1] != "z" {
+				t.Errorf("%s: a line that names a peer %q, not by its node name: %s", n.Name, m[1], l)
+			}
+		}
+		if n == z && sessionLines == 0 {
+			t.Errorf("z (debug level) logged no session up line: the peer-name check saw none")
 		}
 	}
 }
+
+// peerAttr finds a log line's peer= attribute.
+var peerAttr = regexp.MustCompile(` peer=("[^"]*"|\S+)`)
 
 // proxyBackend reads a PROXY protocol header, answers with the addresses
 // it carries ("v2 SRC DST\n"), then echoes.

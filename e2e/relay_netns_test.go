@@ -14,6 +14,7 @@ package e2e
 // namespace. Root only; skipped otherwise or without ip/nft/iptables.
 
 import (
+	"encoding/json"
 	"fmt"
 	"strings"
 	"testing"
@@ -132,6 +133,22 @@ func TestRelayNetnsUDPBlocked(t *testing.T) {
 	waitFor(t, 10*time.Second, "cloud-b to see onprem-a alive via the relay",
 		rnPeerCond(t, bn, a.Node, rnIsRelayVia(r.Node)))
 	t.Logf("relayed session up both ways %s after start", time.Since(t0).Round(time.Millisecond))
+
+	// meshd ping (issue #12 problem 8) reports the relayed path and the relay.
+	out, errOut, code := runMeshd(t, 20*time.Second, "ping", b.Node, "--count", "2", "--interval", "100ms", "--json", "--config", an.Config)
+	var pr node.PingResult
+	if err := json.Unmarshal([]byte(out), &pr); code != 0 || err != nil || pr.Received != 2 || len(pr.Replies) != 2 {
+		t.Errorf("meshd ping %s through the relay: exit %d, %v, %s%s", b.Node, code, err, out, errOut)
+	}
+	for _, rep := range pr.Replies {
+		if !rep.OK || rep.RTTMs <= 0 || rep.Path != node.PathRelay || rep.RelayVia != r.Node {
+			t.Errorf("ping reply %+v; want ok, rtt > 0, path relay via %s", rep, r.Node)
+		}
+	}
+	out, _, _ = runMeshd(t, 20*time.Second, "ping", b.Node, "-n", "1", "--config", an.Config)
+	if !strings.Contains(out, "path=relay via "+r.Node) {
+		t.Errorf("meshd ping text through the relay does not say path=relay via %s:\n%s", r.Node, out)
+	}
 
 	// Membership and path are sampled every second for 60 s. The 64 MiB
 	// transfer starts as soon as a's catalog lists b's echo (seen in the

@@ -14,7 +14,8 @@ import (
 // (three `meshd reload` rounds: add, use, retire), the CA (two CAs in the
 // trust file during the overlap, certificates re-issued by the new CA for
 // the same keys, the old CA retired) — which also renews every
-// certificate. Zero failed connections, no member flap.
+// certificate — and one node's certificate renewed under the same CA (one
+// reload). Zero failed connections, no member flap.
 func TestRotation(t *testing.T) {
 	c := newCluster(t)
 	p := newPKI(t, c.dir, "ca1", "ca2")
@@ -51,6 +52,7 @@ func TestRotation(t *testing.T) {
 	fp0 := status(t, a).Node.Identity.Fingerprint
 
 	client := startFOClient(t, imp.Imports["svc"])
+	var lastReload time.Time // when reloadAll's last reload returned
 	reloadAll := func(step string) {
 		t.Helper()
 		for _, n := range nodes {
@@ -58,6 +60,7 @@ func TestRotation(t *testing.T) {
 				t.Fatalf("%s: reload %s: exit %d: %s", step, n.Name, code, errOut)
 			}
 		}
+		lastReload = time.Now()
 		time.Sleep(700 * time.Millisecond) // a few gossip rounds and client connections per step
 	}
 
@@ -94,23 +97,41 @@ func TestRotation(t *testing.T) {
 	// Step 3 only once every node lists every other's new certificate
 	// (README "Rotation, step by step"): the records travel by gossip, a
 	// missed broadcast by the next push/pull (every 10 s).
-	waitFor(t, 30*time.Second, "every node sees the certificates from ca2", func() (bool, string) {
-		own := map[string]string{}
-		for _, n := range nodes {
-			own[n.Name] = status(t, n).Node.Identity.Fingerprint
-		}
-		for _, n := range nodes {
-			st := status(t, n)
-			for _, o := range nodes {
-				if pe, ok := peer(st, o.Name); o != n && (!ok || pe.CertFingerprint != own[o.Name]) {
-					return false, fmt.Sprintf("%s sees %s's certificate %q, want %q", n.Name, o.Name, pe.CertFingerprint, own[o.Name])
+	waitCerts := func(what string, since time.Time) {
+		t.Helper()
+		waitFor(t, 30*time.Second, what, func() (bool, string) {
+			own := map[string]string{}
+			for _, n := range nodes {
+				own[n.Name] = status(t, n).Node.Identity.Fingerprint
+			}
+			for _, n := range nodes {
+				st := status(t, n)
+				for _, o := range nodes {
+					if pe, ok := peer(st, o.Name); o != n && (!ok || pe.CertFingerprint != own[o.Name]) {
+						return false, fmt.Sprintf("%s sees %s's certificate %q, want %q", n.Name, o.Name, pe.CertFingerprint, own[o.Name])
+					}
 				}
 			}
-		}
-		return true, ""
-	})
+			return true, ""
+		})
+		t.Logf("%s: %v after the (last) reload", what, time.Since(since).Round(time.Millisecond))
+	}
+	waitCerts("every node sees the certificates from ca2", lastReload)
 	writeFile(trust, ca2, 0o644)
 	reloadAll("CA 3/3 (retire ca1)")
+
+	// Certificate renewal: b-1's certificate re-issued (same keys, same
+	// CA), only b-1 reloaded; the others pick it up from its record.
+	fpB := status(t, b).Node.Identity.Fingerprint
+	p.issueInto("ca2", "ca1", b.Name, b.Site, "--exports", "svc")
+	if _, errOut, code := runMeshd(t, 20*time.Second, "reload", "--config", b.Config); code != 0 {
+		t.Fatalf("renewal: reload b-1: exit %d: %s", code, errOut)
+	}
+	renewed := time.Now()
+	if fp := status(t, b).Node.Identity.Fingerprint; fp == fpB {
+		t.Fatalf("b-1's fingerprint did not change on reload of the renewed certificate")
+	}
+	waitCerts("every node sees b-1's renewed certificate", renewed)
 
 	time.Sleep(500 * time.Millisecond)
 	client.Stop()
@@ -135,5 +156,5 @@ func TestRotation(t *testing.T) {
 			}
 		}
 	}
-	t.Logf("%d connections, 0 failed, across 9 reload rounds", len(recs))
+	t.Logf("%d connections, 0 failed, across 9 reload rounds and a renewal", len(recs))
 }

@@ -173,7 +173,7 @@ func TestStatusPage(t *testing.T) {
 			t.Errorf("the running drill is not shown")
 		}
 		for _, want := range []string{`class="lanewrap" data-service="echo"`, `data-kind="served" data-site="onprem"`,
-			`data-kind="served" data-site="cloud"`, `class="cut"`, `data-endpoint="onprem-1"`, `data-import="echo"`} {
+			`data-kind="served" data-site="cloud"`, `class="cut"`, `class="tick rto"`, `data-endpoint="onprem-1"`, `data-import="echo"`} {
 			if !strings.Contains(dom, want) {
 				t.Errorf("page lacks %s", want)
 			}
@@ -222,7 +222,7 @@ func TestStatusPage(t *testing.T) {
 			return
 		}
 		dom := renderDOM(t, browser, base+"/")
-		for _, want := range []string{`class="drill" data-drill-site="onprem" data-running="no"`, `class="restore"`} {
+		for _, want := range []string{`class="drill" data-drill-site="onprem" data-running="no"`, `class="restore"`, `class="tick rto"`, `class="tick failback"`} {
 			if !strings.Contains(dom, want) {
 				t.Errorf("page after the drill lacks %s", want)
 			}
@@ -233,7 +233,44 @@ func TestStatusPage(t *testing.T) {
 		}
 	})
 
+	// The events of this test reached cloud-1's metrics: the client
+	// connection's connect latency, the onprem peers going down and up
+	// again, and the drill's result and RTO.
+	t.Run("event metrics", func(t *testing.T) {
+		if n := scrape(t, c1.Metrics, "meshd_import_connect_seconds_count", "import", "echo"); n < 1 {
+			t.Errorf("meshd_import_connect_seconds_count{import=echo} = %v after a connection", n)
+		}
+		for _, to := range []string{"down", "up"} {
+			if n := scrape(t, c1.Metrics, "meshd_peer_transitions_total", "site", "onprem", "to", to); n < 1 {
+				t.Errorf("meshd_peer_transitions_total{site=onprem,to=%s} = %v after the drill", to, n)
+			}
+		}
+		ok := scrape(t, c1.Metrics, "meshd_drills_total", "site", "onprem", "result", "ok")
+		failed := scrape(t, c1.Metrics, "meshd_drills_total", "site", "onprem", "result", "failed")
+		if ok < 0 || failed < 0 || ok+failed != 1 {
+			t.Errorf("meshd_drills_total{site=onprem}: ok %v, failed %v; want one drill", ok, failed)
+		}
+		var dr statuspage.Drills
+		if err := getJSON(base+"/api/drills", &dr); err != nil || len(dr.Drills) != 1 || len(dr.Drills[0].Services) != 1 {
+			t.Fatalf("/api/drills: %+v %v", dr, err)
+		}
+		want := float64(dr.Drills[0].Services[0].RTOMS) / 1000
+		if got := scrape(t, c1.Metrics, "meshd_drill_rto_seconds", "site", "onprem", "service", "echo"); math.Abs(got-want) > 0.0015 {
+			t.Errorf("meshd_drill_rto_seconds{site=onprem,service=echo} = %v, the report says %v s", got, want)
+		}
+	})
+
 	t.Run("examples use served metrics", func(t *testing.T) {
+		// Per-peer series are bounded by the sessions a node holds, not the
+		// mesh: cloud-2 exchanges traffic with cloud-1 only (SPEC §12).
+		for _, p := range peerLabels(t, "http://"+c2.Metrics+"/metrics") {
+			if p != "cloud-1" {
+				t.Errorf("cloud-2 serves per-peer series for %s, with which it exchanges no traffic", p)
+			}
+		}
+		if ps := peerLabels(t, base+"/metrics"); len(ps) == 0 {
+			t.Errorf("cloud-1, importing from all three exporters, serves no per-peer series")
+		}
 		// An importer (after a drill) and an exporter serve every family.
 		served := scrapeFamilies(t, base+"/metrics")
 		for name := range scrapeFamilies(t, "http://"+c2.Metrics+"/metrics") {
@@ -244,15 +281,20 @@ func TestStatusPage(t *testing.T) {
 			if len(exprs) < 5 {
 				t.Fatalf("%s: only %d expressions", file, len(exprs))
 			}
+			checked := map[string]bool{}
 			for _, e := range exprs {
 				for _, name := range metricNames(e) {
 					if name == "up" || !strings.HasPrefix(name, "meshd_") {
 						continue // Prometheus's own series for the scrape of the node; label names
 					}
+					checked[name] = true
 					if !served[familyOf(name, served)] {
 						t.Errorf("%s uses %s, which the node does not serve (expr %q)", file, name, e)
 					}
 				}
+			}
+			if len(checked) < 5 {
+				t.Errorf("%s: only %d meshd_ names found in %d expressions: %v", file, len(checked), len(exprs), checked)
 			}
 		}
 		promtool, err := exec.LookPath("promtool")
@@ -269,8 +311,8 @@ func TestStatusPage(t *testing.T) {
 
 // pageStatusFields are the /api/status fields the page's script reads.
 var pageStatusFields = []string{
-	"node.name", "node.site", "node.version", "node.mode", "node.mesh_ip", "node.relay",
-	"peers.0.name", "peers.0.site", "peers.0.state", "peers.0.path", "peers.0.up", "peers.0.rtt_ms",
+	"node.name", "node.site", "node.version", "node.mode", "node.mesh_ip", "node.relay", "node.maintenance",
+	"peers.0.name", "peers.0.site", "peers.0.state", "peers.0.path", "peers.0.up", "peers.0.session", "peers.0.rtt_ms",
 	"peers.0.streams", "peers.0.endpoint", "peers.0.relay_via",
 	"services.0.name", "services.0.endpoints.0.node", "services.0.endpoints.0.site",
 	"services.0.endpoints.0.healthy", "services.0.endpoints.0.active",
@@ -421,6 +463,39 @@ func scrapeFamilies(t *testing.T, url string) map[string]bool {
 	return out
 }
 
+// peerLabels returns the values of the peer label in a node's meshd_
+// series, sorted, each once.
+func peerLabels(t *testing.T, url string) []string {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, url, nil)
+	req.Header.Set("Accept", "text/plain")
+	resp, err := (&http.Client{Timeout: 5 * time.Second}).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	tp := expfmt.NewTextParser(model.UTF8Validation)
+	fams, err := tp.TextToMetricFamilies(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for name, f := range fams {
+		if !strings.HasPrefix(name, "meshd_") {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "peer" && !slices.Contains(out, l.GetValue()) {
+					out = append(out, l.GetValue())
+				}
+			}
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
 // familyOf maps a histogram's _bucket/_sum/_count series to its family.
 func familyOf(name string, served map[string]bool) string {
 	for _, suf := range []string{"_bucket", "_sum", "_count"} {
@@ -521,5 +596,33 @@ func copyFile(t *testing.T, from, to string) {
 	}
 	if err != nil {
 		t.Errorf("keep screenshot: %v", err)
+	}
+}
+
+// TestMetricNames: the examples' check finds every meshd_ metric name in
+// an expression (so a name the node does not serve cannot slip through)
+// and no label name or string as one (other identifiers it may return,
+// such as a duration's unit, are not meshd_ names and are ignored).
+func TestMetricNames(t *testing.T) {
+	for expr, want := range map[string][]string{
+		`up{job="meshd"} == 0`:                 nil,
+		`sum by (meshd_x) (up{job="meshd_y"})`: nil,
+		`sum by (instance, import) (rate(meshd_import_connections_total{result="failed"}[5m])) / sum by (instance, import) (rate(meshd_bogus_total[5m])) > 0.05`: {
+			"meshd_import_connections_total", "meshd_bogus_total"},
+		`histogram_quantile(0.99, sum by (le, import) (rate(meshd_import_connect_seconds_bucket{instance=~"$instance"}[$__rate_interval])))`: {
+			"meshd_import_connect_seconds_bucket"},
+		`max by (instance, peer, site) (meshd_peer_path{path="relay"}) == 1 and on (instance) meshd_node_info offset 5m`: {
+			"meshd_peer_path", "meshd_node_info"},
+		`label_values(meshd_node_info, instance)`: {"meshd_node_info"},
+	} {
+		var got []string
+		for _, n := range metricNames(expr) {
+			if strings.HasPrefix(n, "meshd_") {
+				got = append(got, n)
+			}
+		}
+		if !slices.Equal(got, want) {
+			t.Errorf("metricNames(%q) = %q, want %q", expr, got, want)
+		}
 	}
 }

@@ -12,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/meshd/meshd/internal/lab"
 )
 
 // TestSystemdUnit (issue #12 problem 9): examples/meshd.service (with and
@@ -87,7 +89,10 @@ func TestSystemdUnit(t *testing.T) {
 
 // TestSdNotify: under Type=notify meshd reports READY=1 once it serves,
 // RELOADING=1 then READY=1 around a SIGHUP reload, and STOPPING=1 on
-// SIGTERM, on the $NOTIFY_SOCKET datagram socket.
+// SIGTERM, on the $NOTIFY_SOCKET datagram socket. STOPPING=1 carries
+// EXTEND_TIMEOUT_USEC of drain_grace + 10 s, the drain_grace in force (here
+// one the reload changed), so systemd's stop timeout follows drain_grace
+// (issue #12 problem 9).
 func TestSdNotify(t *testing.T) {
 	c := newCluster(t)
 	sock := filepath.Join(c.dir, "notify.sock")
@@ -107,13 +112,17 @@ func TestSdNotify(t *testing.T) {
 		}
 		return string(buf[:k])
 	}
-	n := c.start(nodeSpec{Name: "n1", Site: "s1"})
+	c.failover = lab.Failover{DrainGrace: 3 * time.Second}
+	spec := nodeSpec{Name: "n1", Site: "s1"}
+	n := c.start(spec)
 	if msg := next("READY=1"); !strings.HasPrefix(msg, "READY=1\n") {
 		t.Fatalf("first notification %q; want READY=1", msg)
 	}
 	if _, err := tryStatus(t, n); err != nil {
 		t.Errorf("READY=1 before the control socket answers: %v", err)
 	}
+	c.failover = lab.Failover{DrainGrace: 4 * time.Second}
+	c.writeConfig(n, spec, "")
 	n.signal(t, syscall.SIGHUP)
 	if msg := next("RELOADING=1"); !strings.HasPrefix(msg, "RELOADING=1\nMONOTONIC_USEC=") {
 		t.Errorf("on SIGHUP %q; want RELOADING=1 with MONOTONIC_USEC", msg)
@@ -122,8 +131,8 @@ func TestSdNotify(t *testing.T) {
 		t.Errorf("after the reload %q; want READY=1", msg)
 	}
 	n.signal(t, syscall.SIGTERM)
-	if msg := next("STOPPING=1"); msg != "STOPPING=1\n" {
-		t.Errorf("on SIGTERM %q; want STOPPING=1", msg)
+	if msg, want := next("STOPPING=1"), "STOPPING=1\nEXTEND_TIMEOUT_USEC=14000000\n"; msg != want {
+		t.Errorf("on SIGTERM %q; want %q (drain_grace 4s, from the reload, + 10 s)", msg, want)
 	}
 	if code := n.waitExit(t, 20*time.Second); code != 0 {
 		t.Errorf("exit %d after SIGTERM", code)

@@ -121,7 +121,7 @@ type Gossip struct {
 	keyring    *memberlist.Keyring
 	ml         *memberlist.Memberlist
 	localAddr  netip.AddrPort
-	queue      *memberlist.TransmitLimitedQueue
+	queue      *broadcastQueue
 	limit      *limiter
 	gate       *logGate        // log lines unauthenticated senders can cause
 	guard      *guardTransport // caps unauthenticated gossip input
@@ -277,10 +277,7 @@ func New(cfg Config) (*Gossip, error) {
 
 	g.probe = mc.ProbeInterval
 	g.suspectMax = time.Duration(mc.SuspicionMaxTimeoutMult*mc.SuspicionMult) * mc.ProbeInterval
-	g.queue = &memberlist.TransmitLimitedQueue{
-		NumNodes:       func() int { return int(g.numNodes.Load()) },
-		RetransmitMult: mc.RetransmitMult,
-	}
+	g.queue = newBroadcastQueue(func() int { return int(g.numNodes.Load()) }, mc.RetransmitMult)
 
 	ml, err := memberlist.Create(mc)
 	if err != nil {

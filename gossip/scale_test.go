@@ -131,8 +131,9 @@ func TestStateAtFleetScale(t *testing.T) {
 				}
 			}
 			// memberlist caps a push/pull at 20 MiB (maxPushStateBytes)
-			// and a node's meta at MetaMaxSize.
-			if len(meta) > memberlist.MetaMaxSize || mlState+len(b) > 20<<20 {
+			// and a node's meta at MetaMaxSize; the guard refuses a stream
+			// declaring more than guardMaxMessage before reading it.
+			if len(meta) > memberlist.MetaMaxSize || mlState+len(b) > min(20<<20, guardMaxMessage) {
 				t.Fatalf("push/pull %d bytes, meta %d", mlState+len(b), len(meta))
 			}
 			// One record must travel as a broadcast message, too.

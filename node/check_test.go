@@ -64,12 +64,54 @@ func TestHealthCheckWithdrawsExport(t *testing.T) {
 		}
 	}
 	waitHealth(true, 10*time.Second)
+	if v := metricValue(t, e, "meshd_export_check_failures_total", "export", "svc"); v != 0 {
+		t.Errorf("meshd_export_check_failures_total{export=svc} = %v while the checks pass", v)
+	}
 	backend.Close()
 	t.Logf("withdrawn after %v", waitHealth(false, 3*time.Second))
+	// The exporter's metrics say why (README "Metrics").
+	if v := metricValue(t, e, "meshd_export_check_failures_total", "export", "svc"); v < 1 {
+		t.Errorf("meshd_export_check_failures_total{export=svc} = %v after a failed check", v)
+	}
+	if v := metricValue(t, e, "meshd_export_healthy", "export", "svc"); v != 0 {
+		t.Errorf("meshd_export_healthy{export=svc} = %v while withdrawn", v)
+	}
 	backend, err = echo.Listen(addr)
 	if err != nil {
 		t.Skipf("cannot listen on %s again: %v", addr, err)
 	}
 	defer backend.Close()
 	t.Logf("back after %v", waitHealth(true, 3*time.Second))
+}
+
+// metricValue gathers n's registry and returns the value of the counter
+// or gauge name{labels} (-1 if absent).
+func metricValue(t *testing.T, n *Node, name string, labels ...string) float64 {
+	t.Helper()
+	fams, err := n.metrics.Registry().Gather()
+	if err != nil {
+		t.Fatalf("gather: %v", err)
+	}
+	for _, f := range fams {
+		if f.GetName() != name {
+			continue
+		}
+	next:
+		for _, m := range f.GetMetric() {
+			have := map[string]string{}
+			for _, l := range m.GetLabel() {
+				have[l.GetName()] = l.GetValue()
+			}
+			for i := 0; i+1 < len(labels); i += 2 {
+				if have[labels[i]] != labels[i+1] {
+					continue next
+				}
+			}
+			if c := m.GetCounter(); c != nil {
+				return c.GetValue()
+			}
+			return m.GetGauge().GetValue()
+		}
+	}
+	return -1
 }

@@ -42,6 +42,7 @@ type nodeLimits struct {
 	exportRefused  atomic.Uint64 // streams refused: an export's max_conns
 	peersLeftOut   atomic.Int64  // members without tunnel state now: max_peers
 	sessionsReset  atomic.Uint64 // sessions reset for opening streams beyond the limit
+	httpEvicted    atomic.Uint64 // metrics.listen connections closed to make room (metrics.go)
 
 	streamLog, exportLog, peersLog *ratelimit.Every
 }

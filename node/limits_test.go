@@ -236,6 +236,9 @@ func TestLimitsThroughMesh(t *testing.T) {
 	if e.lim.streamsRefused.Load() == 0 {
 		t.Fatal("refused stream not counted")
 	}
+	if l := e.metricsSample().Limits; l.StreamsRefused != e.lim.streamsRefused.Load() {
+		t.Fatalf("metrics sample: %d streams refused, want %d", l.StreamsRefused, e.lim.streamsRefused.Load())
+	}
 	for _, c := range held {
 		c.Close()
 	}
@@ -266,6 +269,9 @@ func TestLimitsThroughMesh(t *testing.T) {
 		c.Close()
 	}
 	testutil.Until(t, 5*time.Second, "the session reset", func() bool { return e.lim.sessionsReset.Load() > 0 })
+	if l := e.metricsSample().Limits; l.SessionsReset == 0 {
+		t.Fatal("metrics sample: the session reset not counted")
+	}
 	for _, c := range held {
 		c.SetReadDeadline(time.Now().Add(5 * time.Second))
 		if _, err := c.Read(make([]byte, 1)); err == nil || isTimeout(err) {
@@ -297,6 +303,9 @@ func TestLimitsThroughMesh(t *testing.T) {
 	}
 	if e.lim.exportRefused.Load() == 0 {
 		t.Fatal("export max_conns refusal not counted")
+	}
+	if l := e.metricsSample().Limits; l.ExportRefused == 0 {
+		t.Fatal("metrics sample: export max_conns refusal not counted")
 	}
 	c1.Close()
 	testutil.Until(t, 5*time.Second, "export slot released", func() bool { return e.exportMap()["b"].slots.Load() == 0 })
@@ -392,4 +401,59 @@ func TestLimitsReload(t *testing.T) {
 	if n.importList()[0].gate.open.Load() < 1 {
 		t.Fatal("the reload cut the connection that was open")
 	}
+}
+
+// TestMaxPeersWithholdsTunnelState: a node with limits.max_peers 1 in a
+// mesh of three gives tunnel state to one peer only (the one it had first),
+// counts the other as left out, and takes it in once the limit is raised
+// by a reload.
+func TestMaxPeersWithholdsTunnelState(t *testing.T) {
+	dir := t.TempDir()
+	ck := make([]byte, 32)
+	rand.Read(ck)
+	ac := testConfig(t, dir, "a", "s1", ck)
+	ac.Limits.MaxPeers = 1
+	a, err := New(ac, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	start := func(name string) *Node {
+		c := testConfig(t, dir, name, "s2", ck)
+		c.Cluster.Join = []string{a.GossipAddr().String()}
+		n, err := New(c, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := n.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { n.Close() })
+		return n
+	}
+	b := start("b")
+	testutil.Until(t, 10*time.Second, "a to give b tunnel state", func() bool {
+		_, ok := a.tun.AllSessionStats()[b.tun.PublicKey()]
+		return ok
+	})
+	c := start("c")
+	testutil.Until(t, 10*time.Second, "a to count c left out", func() bool {
+		return a.metricsSample().Limits.PeersLeftOut == 1
+	})
+	peers := a.tun.AllSessionStats()
+	if _, ok := peers[b.tun.PublicKey()]; len(peers) != 1 || !ok {
+		t.Fatalf("a holds tunnel state for %d peers (b among them: %v), want b only", len(peers), ok)
+	}
+	next := clone(ac)
+	next.Limits.MaxPeers = 0 // the default
+	if err := a.Reload(next); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Until(t, 10*time.Second, "a to give c tunnel state after the reload", func() bool {
+		_, ok := a.tun.AllSessionStats()[c.tun.PublicKey()]
+		return ok && a.metricsSample().Limits.PeersLeftOut == 0
+	})
 }

@@ -20,15 +20,21 @@ import (
 // httpLimits bound what a client of the metrics.listen server can hold:
 // it is reachable by anyone who can reach the address, so every
 // connection has deadlines, idle keep-alive connections are closed soon,
-// and beyond maxConns open connections new ones are closed at once
-// (README "Hostile input and limits").
+// and at most maxConns are open (README "Hostile input and limits"): a
+// new connection beyond them closes the open one that has waited longest
+// without a request being served (idle keep-alive, or not sent its
+// request yet), so connections held open by someone else cannot lock
+// Prometheus or the status page out; when every one is serving a
+// request, the new one is closed at once.
 type httpLimits struct {
 	readHeader, read, write, idle time.Duration
 	maxHeaderBytes, maxConns      int
 }
 
+// write: a response not taken within 10 s (Prometheus's default scrape
+// timeout) ends its connection.
 var metricsLimits = httpLimits{
-	readHeader: 5 * time.Second, read: 10 * time.Second, write: 30 * time.Second, idle: 15 * time.Second,
+	readHeader: 5 * time.Second, read: 10 * time.Second, write: 10 * time.Second, idle: 15 * time.Second,
 	maxHeaderBytes: 8 << 10, maxConns: 64,
 }
 
@@ -41,9 +47,18 @@ var discardLog = log.New(io.Discard, "", 0)
 type metricsServer struct {
 	srv      *http.Server
 	addr     string
-	maxConns int64
-	conns    atomic.Int64 // open connections
+	maxConns int
 	done     chan struct{}
+
+	mu      sync.Mutex
+	conns   map[net.Conn]httpConn // guarded by mu: open connections
+	evicted *atomic.Uint64        // connections closed to make room (the node's count)
+}
+
+// httpConn is an open connection's state and since when.
+type httpConn struct {
+	state http.ConnState
+	since time.Time
 }
 
 // MetricsAddr returns the bound metrics address ("" when disabled).
@@ -67,7 +82,11 @@ func serveHTTP(n *Node, addr string, h http.Handler, lim httpLimits) (*metricsSe
 	if err != nil {
 		return nil, fmt.Errorf("node: metrics.listen %s: %w", addr, err)
 	}
-	ms := &metricsServer{done: make(chan struct{}), addr: ln.Addr().String(), maxConns: int64(lim.maxConns)}
+	ms := &metricsServer{done: make(chan struct{}), addr: ln.Addr().String(), maxConns: lim.maxConns,
+		conns: make(map[net.Conn]httpConn), evicted: new(atomic.Uint64)}
+	if n.lim != nil {
+		ms.evicted = &n.lim.httpEvicted
+	}
 	ms.srv = &http.Server{
 		Handler:           h,
 		ReadHeaderTimeout: lim.readHeader,
@@ -87,17 +106,51 @@ func serveHTTP(n *Node, addr string, h http.Handler, lim httpLimits) (*metricsSe
 	return ms, nil
 }
 
-// connState caps open connections: one beyond maxConns is closed as soon
-// as it is accepted.
+// connState caps open connections at maxConns (see httpLimits): a new one
+// beyond them takes the place of the one waiting longest for a request,
+// or is closed at once if every one is serving a request.
 func (ms *metricsServer) connState(c net.Conn, st http.ConnState) {
+	now := time.Now()
+	ms.mu.Lock()
 	switch st {
 	case http.StateNew:
-		if ms.conns.Add(1) > ms.maxConns {
-			c.Close()
+		var victim net.Conn
+		if len(ms.conns) >= ms.maxConns {
+			var since time.Time
+			for oc, e := range ms.conns {
+				if e.state != http.StateActive && (victim == nil || e.since.Before(since)) {
+					victim, since = oc, e.since
+				}
+			}
+			if victim == nil {
+				ms.mu.Unlock()
+				c.Close()
+				return
+			}
+			delete(ms.conns, victim)
+		}
+		ms.conns[c] = httpConn{st, now}
+		ms.mu.Unlock()
+		if victim != nil {
+			ms.evicted.Add(1)
+			victim.Close()
+		}
+		return
+	case http.StateActive, http.StateIdle:
+		if _, ok := ms.conns[c]; ok {
+			ms.conns[c] = httpConn{st, now}
 		}
 	case http.StateHijacked, http.StateClosed:
-		ms.conns.Add(-1)
+		delete(ms.conns, c)
 	}
+	ms.mu.Unlock()
+}
+
+// open returns the number of open connections.
+func (ms *metricsServer) open() int {
+	ms.mu.Lock()
+	defer ms.mu.Unlock()
+	return len(ms.conns)
 }
 
 func (ms *metricsServer) close() {
@@ -182,9 +235,12 @@ func (n *Node) metricsSample() metrics.Sample {
 		s.Exports = append(s.Exports, metrics.ExportSample{Name: e.Name, Healthy: x.healthy.Load(),
 			Active: x.active.Load(), Served: x.served.Load(), CheckFailures: x.checkFailures.Load(), Denied: x.denied.Load()})
 	}
+	s.Limits = metrics.LimitSample{StreamsRefused: n.lim.streamsRefused.Load(), ExportRefused: n.lim.exportRefused.Load(),
+		SessionsReset: n.lim.sessionsReset.Load(), PeersLeftOut: n.lim.peersLeftOut.Load(), HTTPConns: n.lim.httpEvicted.Load()}
 	if n.gsp != nil {
 		g := n.gsp.Stats()
 		s.Gossip = metrics.GossipSample{Members: g.Members, HealthScore: g.HealthScore, Queued: g.Queued, Malformed: g.Malformed}
+		s.Limits.GossipStreams, s.Limits.GossipPackets = g.StreamsRefused, g.PacketsDropped
 	}
 	rc, connected := n.relayStats.read()
 	s.Relay = metrics.RelaySample{Connected: connected, Sent: rc.Sent, Received: rc.Received, Dropped: rc.Dropped}
@@ -193,6 +249,7 @@ func (n *Node) metricsSample() metrics.Sample {
 		s.Relay.ServerClients, s.Relay.ServerAccepted, s.Relay.ServerAuthFailures = rs.Clients, rs.Accepted, rs.AuthFailures
 		s.Relay.ServerForwarded, s.Relay.ServerForwardedBytes = rs.Forwarded, rs.ForwardedBytes
 		s.Relay.ServerDropped, s.Relay.ServerNoRoute = rs.Dropped, rs.NoRoute
+		s.Limits.RelayConns = rs.Refused + rs.Evicted
 	}
 	return s
 }

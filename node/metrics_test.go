@@ -11,12 +11,15 @@ import (
 	"net/netip"
 	"os"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	promtestutil "github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/meshd/meshd/internal/config"
+	"github.com/meshd/meshd/internal/testutil"
 	"github.com/meshd/meshd/internal/version"
 )
 
@@ -66,8 +69,9 @@ func TestMetricsEndpoint(t *testing.T) {
 	}
 }
 
-// TestMetricsServerBoundsConnections: connections beyond the cap are
-// closed at once, one that never sends a request is closed after the
+// TestMetricsServerBoundsConnections: beyond the cap, as many connections
+// are closed at once (the oldest silent ones, to make room), one that
+// never sends a request is closed after the
 // header timeout, 200 idle keep-alive clients are all closed after the
 // idle timeout, and oversized headers are refused (README "Hostile input and limits"). The limits
 // are shortened; the node's own are checked for sanity.
@@ -116,7 +120,7 @@ func TestMetricsServerBoundsConnections(t *testing.T) {
 			}
 		}
 		if shut != extra {
-			t.Fatalf("%d of %d connections closed at once, want the %d beyond the cap", shut, len(conns), extra)
+			t.Fatalf("%d of %d connections closed at once, want as many as beyond the cap, %d", shut, len(conns), extra)
 		}
 		for _, c := range conns {
 			if !closed(c, lim.readHeader+2*time.Second) {
@@ -166,12 +170,96 @@ func TestMetricsServerBoundsConnections(t *testing.T) {
 				t.Fatalf("an idle keep-alive connection is still open %v later (idle timeout %v)", time.Since(start), l.idle)
 			}
 		}
-		for end := time.Now().Add(time.Second); ms.conns.Load() != 0 && time.Now().Before(end); {
+		for end := time.Now().Add(time.Second); ms.open() != 0 && time.Now().Before(end); {
 			time.Sleep(10 * time.Millisecond) // the server counts a close just after it closed
 		}
-		if got := ms.conns.Load(); got != 0 {
+		if got := ms.open(); got != 0 {
 			t.Errorf("%d connections counted open after all closed", got)
 		}
+	})
+
+	// Connections someone else holds open (silent ones, idle keep-alive
+	// ones) cannot lock a scraper out: when the server is full, a new
+	// connection closes the one waiting longest for a request. Only when
+	// every connection is serving a request is the new one closed at once.
+	t.Run("room for a new client", func(t *testing.T) {
+		block := make(chan struct{})
+		var serving atomic.Int64
+		h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.URL.Path == "/block" {
+				serving.Add(1)
+				<-block
+			}
+			io.WriteString(w, "ok")
+		})
+		l := lim
+		l.readHeader, l.read, l.write, l.idle = 10*time.Second, 10*time.Second, 10*time.Second, 10*time.Second
+		ms, err := serveHTTP(n, "127.0.0.1:0", h, l)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ms.close()
+		unblock := sync.OnceFunc(func() { close(block) })
+		defer unblock()
+		request := func(c net.Conn, path string) {
+			t.Helper()
+			c.SetDeadline(time.Now().Add(5 * time.Second))
+			if _, err := io.WriteString(c, "GET "+path+" HTTP/1.1\r\nHost: m\r\n\r\n"); err != nil {
+				t.Fatal(err)
+			}
+		}
+		silent := dialN(ms.addr, l.maxConns/2)
+		var idle []net.Conn
+		for range l.maxConns - len(silent) {
+			c := dialN(ms.addr, 1)[0]
+			request(c, "/")
+			resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+			if err != nil || resp.StatusCode != 200 {
+				t.Fatalf("keep-alive request: %v %v", resp, err)
+			}
+			resp.Body.Close()
+			idle = append(idle, c)
+		}
+		testutil.Until(t, 2*time.Second, "the server to be full", func() bool { return ms.open() == l.maxConns })
+
+		scraper := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+		resp, err := scraper.Get("http://" + ms.addr + "/metrics")
+		if err != nil {
+			t.Fatalf("scrape while %d connections are held open: %v", l.maxConns, err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			t.Fatalf("scrape while full: status %d", resp.StatusCode)
+		}
+		if !closed(silent[0], time.Second) {
+			t.Fatal("the oldest silent connection was not closed to make room")
+		}
+		for _, c := range append(silent[1:], idle...) {
+			if closed(c, 10*time.Millisecond) {
+				t.Fatal("a connection other than the oldest was closed")
+			}
+		}
+		if got := ms.evicted.Load(); got != 1 {
+			t.Fatalf("%d connections closed to make room, want 1", got)
+		}
+
+		// Every connection serving a request: a new one is closed at once.
+		for _, c := range append(silent, idle...) {
+			c.Close()
+		}
+		testutil.Until(t, 2*time.Second, "the held connections to end", func() bool { return ms.open() == 0 })
+		for _, c := range dialN(ms.addr, l.maxConns) {
+			request(c, "/block")
+		}
+		testutil.Until(t, 2*time.Second, "every connection serving", func() bool { return serving.Load() == int64(l.maxConns) })
+		c := dialN(ms.addr, 1)[0]
+		if !closed(c, time.Second) {
+			t.Fatal("a connection beyond the cap stayed open while every one was serving")
+		}
+		if got := ms.evicted.Load(); got != 1 {
+			t.Fatalf("a connection serving a request was closed to make room (%d evicted)", got)
+		}
+		unblock()
 	})
 }
 

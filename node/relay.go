@@ -25,7 +25,7 @@ type relayServer struct {
 }
 
 func startRelayServer(n *Node) (*relayServer, error) {
-	srv, err := relay.NewServer(relay.ServerConfig{ClusterKey: n.cfg.Cluster.Key, PrivateKey: n.priv, Logger: n.log.With("component", "relay")})
+	srv, err := relay.NewServer(relay.ServerConfig{ClusterKey: n.cfg.Cluster.Key, PrivateKey: n.priv, Logger: n.log.With("component", "relay"), Namer: n.peerName})
 	if err != nil {
 		return nil, fmt.Errorf("node: relay: %w", err)
 	}

@@ -40,6 +40,24 @@ func TestRelayWhenDirectFails(t *testing.T) {
 	if err != nil || !bytes.Equal(got, payload) {
 		t.Fatalf("relayed echo: %d of %d bytes, %v", len(got), len(payload), err)
 	}
+	// A's metrics show the relay in use (README "Metrics"; the
+	// MeshdRelayInUseTooLong alert reads meshd_peer_path).
+	for _, w := range []struct {
+		name   string
+		labels []string
+		ok     func(float64) bool
+	}{
+		{"meshd_relay_connected", nil, func(v float64) bool { return v == 1 }},
+		{"meshd_relay_client_packets_total", []string{"kind", "sent"}, func(v float64) bool { return v > 0 }},
+		{"meshd_relay_client_packets_total", []string{"kind", "received"}, func(v float64) bool { return v > 0 }},
+		{"meshd_peer_path", []string{"peer", "b", "site", "cloud", "path", "relay"}, func(v float64) bool { return v == 1 }},
+		{"meshd_peer_path", []string{"peer", "b", "site", "cloud", "path", "direct"}, func(v float64) bool { return v == 0 }},
+		{"meshd_peers_by_path", []string{"path", "relay"}, func(v float64) bool { return v >= 1 }},
+	} {
+		if v := metricValue(t, a, w.name, w.labels...); !w.ok(v) {
+			t.Errorf("%s%v = %v on the relayed importer", w.name, w.labels, v)
+		}
+	}
 }
 
 // relayMesh starts a relay node r and nodes a (import echo) and b (export

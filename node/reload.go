@@ -136,11 +136,18 @@ func (n *Node) Reload(cfg *config.Config) error {
 }
 
 // prefixFile makes err name the config file unless it already does (a
-// config.Error always does).
+// config.Error always does); a restart-only key the file sets is named
+// with its line (FILE:LINE: KEY: ...).
 func prefixFile(path string, err error) error {
 	var ce *config.Error
 	if path == "" || errors.As(err, &ce) || strings.HasPrefix(err.Error(), path) {
 		return err
+	}
+	var re *RestartError
+	if errors.As(err, &re) {
+		if line := config.KeyLine(path, re.Key); line > 0 {
+			return fmt.Errorf("%s:%d: %w", path, line, err)
+		}
 	}
 	return fmt.Errorf("%s: %w", path, err)
 }

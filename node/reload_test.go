@@ -159,3 +159,56 @@ func TestReloadSteps(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+// TestRestartOnlyKeys: every key a running node cannot change is refused by
+// a reload with an error naming it (SPEC §10), and a config that changes
+// only live keys passes this step.
+func TestRestartOnlyKeys(t *testing.T) {
+	base := &config.Config{Name: "n1", Site: "s1", DataDir: "/d",
+		Gossip:   config.Gossip{Bind: netip.MustParseAddrPort("127.0.0.1:7946")},
+		Tunnel:   config.Tunnel{Listen: netip.MustParseAddrPort("127.0.0.1:51820"), Mode: config.ModeUserspace},
+		Relay:    config.Relay{Listen: netip.MustParseAddrPort("127.0.0.1:7947")},
+		Failover: config.Failover{SessionTimeout: 15 * time.Second, HoldDown: 2 * time.Second, DrainGrace: 10 * time.Second},
+		Log:      config.Log{Level: "info", Format: "text"}}
+	ap := netip.MustParseAddrPort("10.0.0.1:1")
+	for _, tc := range []struct {
+		key  string
+		edit func(c *config.Config)
+	}{
+		{"name", func(c *config.Config) { c.Name = "n2" }},
+		{"site", func(c *config.Config) { c.Site = "s2" }},
+		{"data_dir", func(c *config.Config) { c.DataDir = "/e" }},
+		{"gossip.bind", func(c *config.Config) { c.Gossip.Bind = ap }},
+		{"gossip.advertise", func(c *config.Config) { c.Gossip.Advertise = ap }},
+		{"tunnel.listen", func(c *config.Config) { c.Tunnel.Listen = ap }},
+		{"tunnel.advertise", func(c *config.Config) { c.Tunnel.Advertise = ap }},
+		{"tunnel.mode", func(c *config.Config) { c.Tunnel.Mode = config.ModeKernel }},
+		{"relay.enabled", func(c *config.Config) { c.Relay.Enabled = true }},
+		{"relay.listen", func(c *config.Config) { c.Relay.Listen = ap }},
+		{"relay.advertise", func(c *config.Config) { c.Relay.Advertise = ap }},
+		{"control.socket", func(c *config.Config) { c.Control.Socket = "/s.sock" }},
+		{"metrics.listen", func(c *config.Config) { c.Metrics.Listen = "127.0.0.1:9469" }},
+		{"log.format", func(c *config.Config) { c.Log.Format = "json" }},
+		{"failover.session_timeout", func(c *config.Config) { c.Failover.SessionTimeout = time.Minute }},
+		{"failover.hold_down", func(c *config.Config) { c.Failover.HoldDown = time.Second }},
+		{"", func(c *config.Config) { // live keys only
+			c.Log.Level = "debug"
+			c.Failover.DrainGrace = time.Minute
+			c.Exports = []config.Export{{Name: "x", Target: "127.0.0.1:1", Weight: 2}}
+		}},
+	} {
+		next := clone(base)
+		tc.edit(next)
+		commit, abort, err := restartOnly(base, next)
+		if commit != nil || abort != nil {
+			t.Errorf("%s: restartOnly returned a commit or abort; it only checks", tc.key)
+		}
+		var re *RestartError
+		switch {
+		case tc.key == "" && err != nil:
+			t.Errorf("live keys only: %v; want nil", err)
+		case tc.key != "" && (!errors.As(err, &re) || re.Key != tc.key || !strings.HasPrefix(err.Error(), tc.key+": changed from ")):
+			t.Errorf("%s changed: %v; want a RestartError naming %s", tc.key, err, tc.key)
+		}
+	}
+}

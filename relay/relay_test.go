@@ -273,3 +273,27 @@ func TestDialContextCanceled(t *testing.T) {
 		t.Fatalf("Dial to a silent server: %v after %v", err, time.Since(start))
 	}
 }
+
+// TestNamerInLogs: the server's lines about an authenticated client name it
+// by cfg.Namer (node names, as the node's other lines do), else by its
+// key's short form.
+func TestNamerInLogs(t *testing.T) {
+	ka, kb := testKey(1), testKey(2)
+	_, addr, logs := startServer(t, ServerConfig{Namer: func(k key.PublicKey) string {
+		if k == ka {
+			return "node-a"
+		}
+		return ""
+	}})
+	var sa, sb pktSink
+	a := dial(t, addr, ka, &sa)
+	dial(t, addr, kb, &sb)
+	waitFor(t, 5*time.Second, "both connections logged", func() bool {
+		return len(logs.lines("relay: client connected", "peer=node-a")) == 1 &&
+			len(logs.lines("relay: client connected", "peer="+kb.ShortString())) == 1
+	})
+	a.Close()
+	waitFor(t, 5*time.Second, "the close logged by name", func() bool {
+		return len(logs.lines("relay: client closed", "peer=node-a")) == 1
+	})
+}

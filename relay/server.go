@@ -29,6 +29,10 @@ type ServerConfig struct {
 	// Logger receives one line per connection event, never per packet.
 	// Default: discard.
 	Logger *slog.Logger
+	// Namer, if set, names an authenticated client's key in log lines
+	// ("peer", the node name, as the node's other lines do); "" or nil
+	// falls back to the key's short form.
+	Namer func(key.PublicKey) string
 	// QueueLen bounds each client's outbound queue, in packets (default
 	// 512). A packet for a client whose queue is full is dropped and
 	// counted in ServerStats.Dropped. Memory per client is bounded by
@@ -442,7 +446,7 @@ func (s *Server) serveConn(sc *sconn) {
 		sc.close(err)
 		if errors.Is(err, errFull) {
 			s.refused.Add(1)
-			s.log.Warn("relay: too many clients; authenticated client refused", "remote", sc.remote,
+			s.log.Warn("relay: too many clients; authenticated client refused", "peer", s.peerName(sc.key), "remote", sc.remote,
 				"key", sc.key.ShortString(), "max", s.cfg.MaxClients)
 		}
 		return
@@ -454,7 +458,7 @@ func (s *Server) serveConn(sc *sconn) {
 		return
 	}
 	s.accepted.Add(1)
-	s.log.Info("relay: client connected", "key", sc.key.ShortString(), "remote", sc.remote)
+	s.log.Info("relay: client connected", "peer", s.peerName(sc.key), "key", sc.key.ShortString(), "remote", sc.remote)
 
 	writerDone := make(chan struct{})
 	go func() {
@@ -469,6 +473,17 @@ func (s *Server) serveConn(sc *sconn) {
 	s.logClosed(sc)
 }
 
+// peerName names an authenticated client for log lines: cfg.Namer's
+// answer, else the key's short form.
+func (s *Server) peerName(k key.PublicKey) string {
+	if s.cfg.Namer != nil {
+		if name := s.cfg.Namer(k); name != "" {
+			return name
+		}
+	}
+	return k.ShortString()
+}
+
 func (s *Server) logClosed(sc *sconn) {
 	reason := sc.reason
 	level := slog.LevelInfo
@@ -480,7 +495,7 @@ func (s *Server) logClosed(sc *sconn) {
 	case errors.Is(reason, errWriteTimeout):
 		level = slog.LevelWarn
 	}
-	s.log.Log(context.Background(), level, "relay: client closed", "key", sc.key.ShortString(), "remote", sc.remote,
+	s.log.Log(context.Background(), level, "relay: client closed", "peer", s.peerName(sc.key), "key", sc.key.ShortString(), "remote", sc.remote,
 		"reason", reason.Error(), "duration", time.Since(sc.start).Round(time.Millisecond),
 		"rx", sc.rx.Load(), "tx", sc.tx.Load(), "dropped", sc.dropped.Load())
 }

@@ -71,6 +71,11 @@ const (
 	// stopped answering: each further unanswered probe doubles the
 	// interval up to this; an answer restores probeEvery.
 	probeMaxEvery = 3200 * time.Millisecond
+	// probeSilentAfter, probeSilentEvery: a direct path that never
+	// answered since its peer became active and has been silent this long
+	// is probed only this often (see probeRecord.schedule).
+	probeSilentAfter = time.Minute
+	probeSilentEvery = 30 * time.Second
 	// probeIdleEvery is the probe interval of a peer whose session carries
 	// no stream (see SetBusy).
 	probeIdleEvery = time.Second
@@ -212,6 +217,15 @@ type probeRecord struct {
 	idle  bool // the session carries nothing: probed every probeIdleEvery
 	base  uint64
 	every time.Duration
+	// backedOff: every was doubled because the direct path stopped
+	// answering; only an answer (or the peer becoming active again) ends
+	// it, not SetBusy, so a peer cannot speed up the probes to the
+	// endpoint it advertises by opening a stream now and then.
+	backedOff bool
+	// silentSince: when the backoff began; heard: a probe was answered
+	// since the peer became active (see schedule).
+	silentSince time.Time
+	heard       bool
 }
 
 type relayPacket struct {
@@ -305,7 +319,8 @@ func (b *PathBind) SetActive(pub key.PublicKey, active bool) {
 	}
 	p.active = active
 	if active {
-		p.base, p.every, p.next, p.idle = p.seq, probeEvery, time.Time{}, false
+		p.base, p.every, p.next, p.idle, p.backedOff = p.seq, probeEvery, time.Time{}, false, false
+		p.silentSince, p.heard = time.Time{}, false
 		b.active[pub] = p
 		b.kickLoop()
 	} else {
@@ -315,7 +330,8 @@ func (b *PathBind) SetActive(pub key.PublicKey, active bool) {
 
 // SetBusy sets how often peer's direct path is probed: every probeEvery
 // while its session carries streams (busy), every probeIdleEvery when not.
-// Turning busy probes at the next tick.
+// Turning busy probes at the next tick, unless the direct path is backed
+// off (it stopped answering): that keeps its interval until an answer.
 func (b *PathBind) SetBusy(pub key.PublicKey, busy bool) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -324,7 +340,7 @@ func (b *PathBind) SetBusy(pub key.PublicKey, busy bool) {
 		return
 	}
 	p.idle = !busy
-	if busy {
+	if busy && !p.backedOff {
 		p.every, p.next = probeEvery, time.Time{}
 		b.kickLoop()
 	}

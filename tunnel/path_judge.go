@@ -45,7 +45,7 @@ func (p *peerPath) ack(seq uint64) { p.acked[seq%probeRing] = true }
 func (p *probeRecord) judge(now time.Time) (moved bool, answered uint64) {
 	sent := p.seq - p.base
 	judged := min(sent-min(sent, 1), probeWindow)
-	defer p.schedule(judged)
+	defer p.schedule(judged, now)
 	for k := uint64(1); k <= judged; k++ {
 		s := p.seq - k
 		if i := s % probeRing; p.sent[i] == s && p.acked[i] {
@@ -83,8 +83,11 @@ func (p *probeRecord) judge(now time.Time) (moved bool, answered uint64) {
 // newest judged probe was answered (or nothing is judged yet), doubled up
 // to probeMaxEvery for each judgement that finds the newest two unanswered
 // while the direct path is out of use, so a dead endpoint is probed at a
-// bounded rate.
-func (p *probeRecord) schedule(judged uint64) {
+// bounded rate. A direct path that never answered since the peer became
+// active, and has been silent for probeSilentAfter, is probed only every
+// probeSilentEvery: an endpoint a peer advertises but does not answer at
+// (a third party's address) gets two probes a minute.
+func (p *probeRecord) schedule(judged uint64, now time.Time) {
 	base := probeEvery
 	if p.idle {
 		base = probeIdleEvery
@@ -95,12 +98,19 @@ func (p *probeRecord) schedule(judged uint64) {
 	}
 	for _, s := range []uint64{p.seq, p.seq - 1} { // the one in flight may have been answered too
 		if i := s % probeRing; s > p.base && p.sent[i] == s && p.acked[i] {
-			p.every = base
+			p.every, p.backedOff, p.silentSince = base, false, time.Time{}
+			p.heard = true
 			return
 		}
 	}
 	if p.useRelay && judged >= probeDeadRun {
-		p.every = min(p.every*2, max(probeMaxEvery, base))
+		if !p.backedOff {
+			p.silentSince = now
+		}
+		p.every, p.backedOff = min(p.every*2, max(probeMaxEvery, base)), true
+		if !p.heard && now.Sub(p.silentSince) >= probeSilentAfter {
+			p.every = probeSilentEvery
+		}
 	}
 }
 

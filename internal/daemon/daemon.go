@@ -23,6 +23,13 @@ import (
 // may take before Run gives up on it.
 const StopSlack = 5 * time.Second
 
+// StopExtend is how much longer than the drain grace Run asks systemd to
+// wait for the stop (EXTEND_TIMEOUT_USEC with STOPPING=1): StopSlack plus
+// time to exit. So the stop timeout follows failover.drain_grace (also
+// one a reload changed), and a unit's fixed TimeoutStopSec does not kill a
+// node with a longer grace in the middle of its drain.
+const StopExtend = StopSlack + 5*time.Second
+
 // Errors Run returns when the shutdown is not clean.
 var (
 	ErrSecondSignal = errors.New("second signal: exiting without a clean shutdown")
@@ -108,14 +115,15 @@ func (p *Process) Run() error {
 			}
 		}
 	}
-	notify(sdnotify.Stopping)
-	p.Log.Info("signal received; leaving the mesh", "signal", sig.String())
+	grace := p.Grace()
+	notify(sdnotify.Stopping, sdnotify.ExtendTimeout(grace+StopExtend))
+	p.Log.Info("signal received; leaving the mesh", "signal", sig.String(), "drain_grace", grace)
 	done := make(chan struct{})
 	go func() {
 		p.Node.Close()
 		close(done)
 	}()
-	timer := time.NewTimer(p.Grace() + StopSlack)
+	timer := time.NewTimer(grace + StopSlack)
 	defer timer.Stop()
 	select {
 	case <-done:

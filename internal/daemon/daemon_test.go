@@ -56,7 +56,9 @@ func (f *fakeNode) Calls() []string {
 }
 
 // TestRun: step tables of what arrives (signals, a fatal error) and what
-// Run then does to the node, tells systemd and returns.
+// Run then does to the node, tells systemd and returns. STOPPING=1 comes
+// with EXTEND_TIMEOUT_USEC of the drain grace + StopExtend (10 s), so
+// systemd's stop timeout follows drain_grace.
 func TestRun(t *testing.T) {
 	boom := errors.New("tunnel: device died")
 	for _, tc := range []struct {
@@ -70,15 +72,15 @@ func TestRun(t *testing.T) {
 	}{
 		{name: "start fails", setup: func(f *fakeNode) { f.startErr = boom }, wantErr: boom, wantCalls: []string{"start"}},
 		{name: "stop", steps: func(f *fakeNode, stop, hup chan os.Signal) { stop <- syscall.SIGTERM },
-			wantCalls: []string{"start", "close"}, wantNotify: []string{"READY=1 STATUS=running", "STOPPING=1"}},
+			wantCalls: []string{"start", "close"}, wantNotify: []string{"READY=1 STATUS=running", "STOPPING=1 EXTEND_TIMEOUT_USEC=10000000"}},
 		{name: "hangup reloads", steps: func(f *fakeNode, stop, hup chan os.Signal) { hup <- syscall.SIGHUP; stop <- syscall.SIGINT },
 			wantCalls:  []string{"start", "reload", "close"},
-			wantNotify: []string{"READY=1 STATUS=running", "RELOADING=1 MONOTONIC_USEC=1", "READY=1 STATUS=running", "STOPPING=1"}},
+			wantNotify: []string{"READY=1 STATUS=running", "RELOADING=1 MONOTONIC_USEC=1", "READY=1 STATUS=running", "STOPPING=1 EXTEND_TIMEOUT_USEC=10000000"}},
 		{name: "refused reload", setup: func(f *fakeNode) { f.reloadErr = errors.New("f.yaml:2: site: required") },
 			steps:     func(f *fakeNode, stop, hup chan os.Signal) { hup <- syscall.SIGHUP; stop <- syscall.SIGINT },
 			wantCalls: []string{"start", "reload", "close"},
 			wantNotify: []string{"READY=1 STATUS=running", "RELOADING=1 MONOTONIC_USEC=1",
-				"READY=1 STATUS=running; last reload refused: f.yaml:2: site: required", "STOPPING=1"}},
+				"READY=1 STATUS=running; last reload refused: f.yaml:2: site: required", "STOPPING=1 EXTEND_TIMEOUT_USEC=10000000"}},
 		{name: "fatal", steps: func(f *fakeNode, stop, hup chan os.Signal) { f.fatal <- boom }, wantErr: boom,
 			wantCalls: []string{"start", "close"}, wantNotify: []string{"READY=1 STATUS=running"}},
 		{name: "second signal", setup: func(f *fakeNode) { f.closeWait = make(chan struct{}) },
@@ -87,11 +89,11 @@ func TestRun(t *testing.T) {
 				<-f.closing
 				stop <- syscall.SIGTERM
 			}, grace: time.Hour, wantErr: ErrSecondSignal,
-			wantCalls: []string{"start", "close"}, wantNotify: []string{"READY=1 STATUS=running", "STOPPING=1"}},
+			wantCalls: []string{"start", "close"}, wantNotify: []string{"READY=1 STATUS=running", "STOPPING=1 EXTEND_TIMEOUT_USEC=3610000000"}},
 		{name: "close too slow", setup: func(f *fakeNode) { f.closeWait = make(chan struct{}) },
 			steps: func(f *fakeNode, stop, hup chan os.Signal) { stop <- syscall.SIGTERM },
 			grace: -StopSlack + 50*time.Millisecond, wantErr: ErrStopTimeout,
-			wantCalls: []string{"start", "close"}, wantNotify: []string{"READY=1 STATUS=running", "STOPPING=1"}},
+			wantCalls: []string{"start", "close"}, wantNotify: []string{"READY=1 STATUS=running", "STOPPING=1 EXTEND_TIMEOUT_USEC=5050000"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			f := newFake()

@@ -47,6 +47,10 @@
 //	relay_server_auth_failures_total                  relay handshakes rejected
 //	relay_server_packets_total{result}                packets forwarded|dropped|no_route
 //	relay_server_forwarded_bytes_total                bytes forwarded
+//	limit_refused_total{limit}                        streams refused, limit max_streams_per_peer|export_max_conns
+//	limit_sessions_reset_total                        sessions reset: the peer left too many refused streams open
+//	limit_peers_left_out                              members given no tunnel state (limits.max_peers)
+//	unauthenticated_refused_total{listener}           refused before authentication, listener gossip_tcp|gossip_udp|relay|http
 //	drills_total{site,result}                         finished drills, result ok|failed
 //	drill_rto_seconds{site,service}                   RTO of the last drill (absent if never recovered)
 //	drill_failback_seconds{site,service}              failback time of the last drill (absent if never)
@@ -59,8 +63,11 @@
 package metrics
 
 import (
+	"bytes"
+	"cmp"
 	"net/http"
 	"sync"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -115,12 +122,64 @@ func (m *Metrics) Registry() *prometheus.Registry { return m.reg }
 
 // Handler returns the HTTP handler serving the registry in the Prometheus
 // exposition format (for GET /metrics). A failing collector does not fail
-// the whole scrape; at most 4 scrapes are served at once.
+// the whole scrape. At most maxGathers scrapes are gathered at once (CPU);
+// more wait up to gatherWait for their turn, then are answered 503. Each is
+// gathered into memory and then written, so a client that does not read
+// its response holds no gathering slot: it cannot make the others wait (or
+// be refused) while its write times out.
 func (m *Metrics) Handler() http.Handler {
-	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{
-		ErrorHandling:       promhttp.ContinueOnError,
-		MaxRequestsInFlight: 4,
+	h := promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError})
+	slots := make(chan struct{}, maxGathers)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		wait := time.NewTimer(gatherWait)
+		defer wait.Stop()
+		select {
+		case slots <- struct{}{}:
+		case <-wait.C:
+			http.Error(w, "metrics: too many scrapes at once", http.StatusServiceUnavailable)
+			return
+		case <-r.Context().Done():
+			return
+		}
+		var rec bufferedResponse
+		rec.header = make(http.Header)
+		h.ServeHTTP(&rec, r)
+		<-slots
+		for k, v := range rec.header {
+			w.Header()[k] = v
+		}
+		w.WriteHeader(cmp.Or(rec.code, http.StatusOK))
+		w.Write(rec.body.Bytes())
 	})
+}
+
+// maxGathers bounds the scrapes gathered at once (CPU, not connections);
+// gatherWait is how long a scrape may wait for its turn.
+const (
+	maxGathers = 4
+	gatherWait = 5 * time.Second
+)
+
+// bufferedResponse is an http.ResponseWriter that keeps the response.
+type bufferedResponse struct {
+	header http.Header
+	code   int
+	body   bytes.Buffer
+}
+
+func (b *bufferedResponse) Header() http.Header { return b.header }
+
+func (b *bufferedResponse) WriteHeader(code int) {
+	if b.code == 0 {
+		b.code = code
+	}
+}
+
+func (b *bufferedResponse) Write(p []byte) (int, error) {
+	if b.code == 0 {
+		b.code = http.StatusOK
+	}
+	return b.body.Write(p)
 }
 
 // Describe implements prometheus.Collector.

@@ -1,7 +1,9 @@
 package metrics
 
 import (
+	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -303,6 +305,32 @@ func TestFreshNodeHasEveryCounter(t *testing.T) {
 		{"meshd_relay_client_packets_total", l("kind", "dropped"), counter, 0},
 		{"meshd_relay_server_packets_total", l("result", "no_route"), counter, 0},
 		{"meshd_peers_by_path", l("path", "relay"), gauge, 0},
+		{"meshd_limit_refused_total", l("limit", "max_streams_per_peer"), counter, 0},
+		{"meshd_limit_refused_total", l("limit", "export_max_conns"), counter, 0},
+		{"meshd_limit_sessions_reset_total", l(), counter, 0},
+		{"meshd_limit_peers_left_out", l(), gauge, 0},
+		{"meshd_unauthenticated_refused_total", l("listener", "gossip_tcp"), counter, 0},
+		{"meshd_unauthenticated_refused_total", l("listener", "gossip_udp"), counter, 0},
+		{"meshd_unauthenticated_refused_total", l("listener", "relay"), counter, 0},
+		{"meshd_unauthenticated_refused_total", l("listener", "http"), counter, 0},
+	})
+}
+
+// TestLimitSeries: the limit counters of a sample are exported by name.
+func TestLimitSeries(t *testing.T) {
+	m := New(info("n", "s"), func() Sample {
+		return Sample{Limits: LimitSample{StreamsRefused: 1, ExportRefused: 2, SessionsReset: 3, PeersLeftOut: 4,
+			GossipStreams: 5, GossipPackets: 6, RelayConns: 7, HTTPConns: 8}}
+	})
+	check(t, scrape(t, m.Handler()), []want{
+		{"meshd_limit_refused_total", l("limit", "max_streams_per_peer"), counter, 1},
+		{"meshd_limit_refused_total", l("limit", "export_max_conns"), counter, 2},
+		{"meshd_limit_sessions_reset_total", l(), counter, 3},
+		{"meshd_limit_peers_left_out", l(), gauge, 4},
+		{"meshd_unauthenticated_refused_total", l("listener", "gossip_tcp"), counter, 5},
+		{"meshd_unauthenticated_refused_total", l("listener", "gossip_udp"), counter, 6},
+		{"meshd_unauthenticated_refused_total", l("listener", "relay"), counter, 7},
+		{"meshd_unauthenticated_refused_total", l("listener", "http"), counter, 8},
 	})
 }
 
@@ -524,4 +552,98 @@ func TestConcurrentScrapesAndEvents(t *testing.T) {
 		{"meshd_peer_transitions_total", l("site", "s", "to", "up"), counter, 400},
 		{"meshd_drills_total", l("site", "t", "result", "ok"), counter, 400},
 	})
+}
+
+// TestSlowReadersHoldNoScrapeSlot: clients that request /metrics and never
+// read the response (more of them than scrapes are gathered at once) do not
+// make a real scrape wait or be refused: a response is gathered into memory
+// and written after the gathering slot is released (README "Hostile input
+// and limits").
+func TestSlowReadersHoldNoScrapeSlot(t *testing.T) {
+	var imports []ImportSample
+	for i := range 500 {
+		imports = append(imports, ImportSample{Name: fmt.Sprintf("service-with-a-long-name-%05d", i)})
+	}
+	m := New(info("n", "s"), func() Sample { return Sample{Imports: imports} })
+	srv := httptest.NewUnstartedServer(m.Handler())
+	// Small send buffers (no autotuning): a response of about 1 MB is
+	// stuck in the sockets of clients that do not read it.
+	srv.Listener = smallSendBuffers{srv.Listener}
+	srv.Start()
+	defer srv.Close()
+	addr := strings.TrimPrefix(srv.URL, "http://")
+	for range 2 * maxGathers {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		c.(*net.TCPConn).SetReadBuffer(1024)
+		if _, err := io.WriteString(c, "GET /metrics HTTP/1.1\r\nHost: m\r\n\r\n"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Once their responses are gathered (and stuck in the sockets), a
+	// scrape is served (it may wait for its turn meanwhile; retried if a
+	// slow machine makes that longer than gatherWait).
+	cl := &http.Client{Timeout: 10 * time.Second}
+	var n int64
+	var status string
+	for end := time.Now().Add(10 * time.Second); time.Now().Before(end); time.Sleep(100 * time.Millisecond) {
+		resp, err := cl.Get(srv.URL + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		n, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if status = resp.Status; resp.StatusCode == http.StatusOK {
+			break
+		}
+	}
+	if status != "200 OK" {
+		t.Fatalf("scrape while %d clients do not read theirs: %s for 10 s", 2*maxGathers, status)
+	}
+	if n < 512<<10 {
+		t.Fatalf("response of %d bytes: too small to be stuck in the socket buffers", n)
+	}
+	srv.CloseClientConnections()
+}
+
+type smallSendBuffers struct{ net.Listener }
+
+func (l smallSendBuffers) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if tc, ok := c.(*net.TCPConn); ok {
+		tc.SetWriteBuffer(4096)
+	}
+	return c, err
+}
+
+// TestScrapesWaitForAGatheringSlot: more scrapes at once than are gathered
+// at once wait for their turn instead of being refused.
+func TestScrapesWaitForAGatheringSlot(t *testing.T) {
+	release := make(chan struct{})
+	m := New(info("n", "s"), func() Sample { <-release; return Sample{} })
+	srv := httptest.NewServer(m.Handler())
+	defer srv.Close()
+	codes := make(chan int, maxGathers+2)
+	for range maxGathers + 2 {
+		go func() {
+			resp, err := http.Get(srv.URL)
+			if err != nil {
+				codes <- 0
+				return
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			codes <- resp.StatusCode
+		}()
+	}
+	time.Sleep(300 * time.Millisecond) // all arrived; maxGathers of them gathering
+	close(release)
+	for range maxGathers + 2 {
+		if c := <-codes; c != http.StatusOK {
+			t.Fatalf("a scrape beyond the %d gathered at once: status %d, want 200 after waiting", maxGathers, c)
+		}
+	}
 }

@@ -9,6 +9,22 @@ type Sample struct {
 	Exports []ExportSample
 	Gossip  GossipSample
 	Relay   RelaySample
+	Limits  LimitSample
+}
+
+// LimitSample counts what the node's limits refused (README "Hostile input
+// and limits"); counters since start.
+type LimitSample struct {
+	StreamsRefused uint64 // streams beyond limits.max_streams_per_peer
+	ExportRefused  uint64 // streams beyond an export's max_conns
+	SessionsReset  uint64 // sessions reset: the peer left too many refused streams open
+	PeersLeftOut   int64  // members given no tunnel state now (limits.max_peers)
+
+	// Unauthenticated input refused before anything was kept for it.
+	GossipStreams uint64 // gossip TCP streams closed by the guard
+	GossipPackets uint64 // gossip UDP packets dropped by the guard
+	RelayConns    uint64 // relay connections refused (per source, full) or evicted in the handshake
+	HTTPConns     uint64 // metrics.listen connections closed to make room
 }
 
 // PeerSample is the state of one peer at scrape time. Per-peer series are

@@ -28,6 +28,7 @@ type stateDescs struct {
 	relayConnected, relayPackets                                      *prometheus.Desc
 	relaySrvClients, relaySrvAccepted, relaySrvAuthFail, relaySrvPkts *prometheus.Desc
 	relaySrvBytes                                                     *prometheus.Desc
+	limRefused, limReset, limLeftOut, unauthRefused                   *prometheus.Desc
 }
 
 func newStateDescs() stateDescs {
@@ -56,7 +57,7 @@ func newStateDescs() stateDescs {
 		peerRx:      d("peer_receive_bytes_total", "WireGuard bytes received from the peer; peers with a session only.", "peer", "site"),
 
 		impActive: d("import_connections_active", "Open client connections on the import.", "import"),
-		impTotal:  d("import_connections_total", "Client connections accepted by the import, by result (ok or failed).", "import", "result"),
+		impTotal:  d("import_connections_total", "Client connections to the import, by result: ok, failed (no endpoint reachable), denied (an exporter's allow list) or limited (closed at once over max_conns or rate).", "import", "result"),
 
 		expHealthy:       d("export_healthy", "Whether the export's backend check passes (1) or not (0).", "export"),
 		expActive:        d("export_streams_active", "Streams currently served by the export.", "export"),
@@ -71,6 +72,11 @@ func newStateDescs() stateDescs {
 		relaySrvAuthFail: d("relay_server_auth_failures_total", "Relay handshakes this node's relay rejected."),
 		relaySrvPkts:     d("relay_server_packets_total", "Packets this node's relay handled, by result (forwarded, dropped, no_route).", "result"),
 		relaySrvBytes:    d("relay_server_forwarded_bytes_total", "Packet bytes this node's relay forwarded."),
+
+		limRefused:    d("limit_refused_total", "Streams refused by a limit: max_streams_per_peer or export_max_conns.", "limit"),
+		limReset:      d("limit_sessions_reset_total", "Peer sessions reset because the peer left more refused streams open than allowed."),
+		limLeftOut:    d("limit_peers_left_out", "Members given no tunnel state because of limits.max_peers."),
+		unauthRefused: d("unauthenticated_refused_total", "Unauthenticated input refused before the node kept state for it, by listener (gossip_tcp, gossip_udp, relay, http).", "listener"),
 	}
 	s.all = all
 	return s
@@ -191,4 +197,14 @@ func (d *stateDescs) collect(ch chan<- prometheus.Metric, info Info, s *Sample) 
 	e.counter(d.relaySrvPkts, float64(r.ServerDropped), "dropped")
 	e.counter(d.relaySrvPkts, float64(r.ServerNoRoute), "no_route")
 	e.counter(d.relaySrvBytes, float64(r.ServerForwardedBytes))
+
+	l := s.Limits
+	e.counter(d.limRefused, float64(l.StreamsRefused), "max_streams_per_peer")
+	e.counter(d.limRefused, float64(l.ExportRefused), "export_max_conns")
+	e.counter(d.limReset, float64(l.SessionsReset))
+	e.gauge(d.limLeftOut, float64(l.PeersLeftOut))
+	e.counter(d.unauthRefused, float64(l.GossipStreams), "gossip_tcp")
+	e.counter(d.unauthRefused, float64(l.GossipPackets), "gossip_udp")
+	e.counter(d.unauthRefused, float64(l.RelayConns), "relay")
+	e.counter(d.unauthRefused, float64(l.HTTPConns), "http")
 }

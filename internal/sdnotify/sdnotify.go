@@ -47,6 +47,14 @@ func Notify(states ...string) (bool, error) {
 	return true, nil
 }
 
+// ExtendTimeout is the EXTEND_TIMEOUT_USEC assignment (systemd 236+): the
+// service manager does not time out the current state (here: stopping)
+// before d from now, even when that is beyond the unit's TimeoutStopSec.
+// A negative d counts as 0.
+func ExtendTimeout(d time.Duration) string {
+	return fmt.Sprintf("EXTEND_TIMEOUT_USEC=%d", max(d, 0).Microseconds())
+}
+
 // MonotonicUsec is the MONOTONIC_USEC assignment systemd wants with
 // RELOADING=1 (Type=notify-reload): CLOCK_MONOTONIC in microseconds.
 func MonotonicUsec() string {

@@ -39,6 +39,12 @@ func TestNotify(t *testing.T) {
 			t.Errorf("abstract=%v: datagram %q", abstract, got)
 		}
 	}
+	for d, want := range map[time.Duration]string{
+		1500 * time.Millisecond: "EXTEND_TIMEOUT_USEC=1500000", 0: "EXTEND_TIMEOUT_USEC=0", -time.Second: "EXTEND_TIMEOUT_USEC=0"} {
+		if got := ExtendTimeout(d); got != want {
+			t.Errorf("ExtendTimeout(%v) = %q; want %q", d, got, want)
+		}
+	}
 	if !strings.HasPrefix(MonotonicUsec(), "MONOTONIC_USEC=") || MonotonicUsec() == "MONOTONIC_USEC=0" {
 		t.Errorf("MonotonicUsec() = %q", MonotonicUsec())
 	}

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -109,24 +110,56 @@ function check() {
     const w = Math.min(ra.right, rb.right) - Math.max(ra.left, rb.left), h = Math.min(ra.bottom, rb.bottom) - Math.max(ra.top, rb.top);
     if (w > 1 && h > 1) bad.push("overlap: " + name(a) + " / " + name(b));
   }
-  document.getElementById("result").textContent = "checked " + texts.length + " texts\n" + (bad.length ? bad.slice(0, 30).join("\n") : "OK");
+  const n = sel => d.querySelectorAll(sel).length;
+  const shown = "nodes=" + n(".site .node[data-node]") + " sites=" + n(".site[data-site]") + " rows=" + n("tr[data-peer]") +
+    " relayed=" + n("tr[data-link=relay]") + " down=" + n("tr[data-link=down]") + " maint=" + n("[data-maintenance=on]") +
+    " drills=" + n(".drill[data-drill-site]") + " running=" + n(".drill[data-running=yes]") + " lanes=" + n(".lanewrap[data-service]");
+  document.getElementById("result").textContent = "checked " + texts.length + " texts; " + shown + "\n" + (bad.length ? bad.slice(0, 30).join("\n") : "OK");
 }
 check();
 </script></body></html>`
 
-// TestRenderNoOverlap renders the page of a 40-node mesh in headless
-// Chromium at laptop and phone widths and fails if any two texts overlap.
-func TestRenderNoOverlap(t *testing.T) {
-	browser := ""
+// findBrowser returns headless Chromium's path, or skips the test.
+func findBrowser(t *testing.T) string {
+	t.Helper()
 	for _, b := range []string{"chromium", "chromium-browser", "google-chrome"} {
 		if p, err := exec.LookPath(b); err == nil {
-			browser = p
-			break
+			return p
 		}
 	}
-	if browser == "" {
-		t.Skip("no headless browser: install Debian's chromium package (.ci/run does when root) to check the page's layout")
+	t.Skip("no headless browser: install Debian's chromium package (.ci/run does when root) to check the rendered page")
+	return ""
+}
+
+// wantShown is what the page must show for fakeStatus(n) and fakeRing(),
+// in the form the checker reports it: every node in its site's card, a
+// row per peer, the relayed and down links marked as such (classified
+// here from the status as the README's "Peer links" says), the
+// maintenance banner, and both drills with a lane per service.
+func wantShown(n int) string {
+	st := fakeStatus(n)
+	peers := st["peers"].([]map[string]any)
+	sites := map[string]bool{st["node"].(map[string]any)["site"].(string): true}
+	relayed, down := 0, 0
+	for _, p := range peers {
+		sites[p["site"].(string)] = true
+		switch {
+		case p["state"] != "alive" || p["up"] == false:
+			down++
+		case p["path"] == "relay":
+			relayed++
+		}
 	}
+	return fmt.Sprintf("nodes=%d sites=%d rows=%d relayed=%d down=%d maint=1 drills=2 running=1 lanes=6",
+		len(peers)+1, len(sites), len(peers), relayed, down)
+}
+
+// TestRenderNoOverlap renders the page of a 40-node mesh in headless
+// Chromium at laptop and phone widths and fails if any two texts overlap
+// or if any node, site, link state, the maintenance banner or a drill lane
+// is missing.
+func TestRenderNoOverlap(t *testing.T) {
+	browser := findBrowser(t)
 	page := Handler(Source{Status: func() any { return fakeStatus(40) }, Drills: fakeRing()})
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /check", func(w http.ResponseWriter, r *http.Request) { w.Write([]byte(checkPage)) })
@@ -154,6 +187,9 @@ func TestRenderNoOverlap(t *testing.T) {
 			if !strings.HasPrefix(res, "checked ") || !strings.HasSuffix(res, "\nOK") {
 				t.Errorf("layout at %s:\n%s", size, res)
 			}
+			if first, _, _ := strings.Cut(res, "\n"); !strings.HasSuffix(first, "; "+wantShown(40)) {
+				t.Errorf("page at %s shows %q, want %q", size, first, wantShown(40))
+			}
 			t.Log(strings.SplitN(res, "\n", 2)[0])
 			if err := exec.Command(browser, append(args, "--hide-scrollbars", "--window-size="+shotSize, "--screenshot="+shot, srv.URL+"/")...).Run(); err == nil {
 				t.Logf("screenshot: %s", shot)
@@ -180,4 +216,32 @@ func (f frameable) Write(b []byte) (int, error) {
 		f.WriteHeader(http.StatusOK)
 	}
 	return f.ResponseWriter.Write(b)
+}
+
+// TestPageRefreshes: the page fetches /api/status again by itself and
+// redraws: loaded once in headless Chromium (virtual time runs its
+// timers), it shows a later status than the first one.
+func TestPageRefreshes(t *testing.T) {
+	browser := findBrowser(t)
+	var calls atomic.Int64
+	src := Source{Status: func() any {
+		st := fakeStatus(4)
+		st["node"].(map[string]any)["name"] = fmt.Sprintf("refresh-%d", calls.Add(1))
+		return st
+	}}
+	srv := httptest.NewServer(newHandler(src, 0)) // every poll computes a new status
+	defer srv.Close()
+	out, err := exec.Command(browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
+		"--user-data-dir="+t.TempDir(), "--virtual-time-budget=7000", "--dump-dom", srv.URL+"/").Output()
+	if err != nil {
+		t.Fatalf("chromium: %v", err)
+	}
+	m := regexp.MustCompile(`<h1 id="title">meshd · refresh-(\d+)</h1>`).FindSubmatch(out)
+	if m == nil {
+		t.Fatalf("no rendered title in %.3000s", out)
+	}
+	if string(m[1]) == "1" {
+		t.Errorf("the page shows the first status only (%d fetched): it did not refresh by itself", calls.Load())
+	}
+	t.Logf("page shows status %s of %d fetched", m[1], calls.Load())
 }

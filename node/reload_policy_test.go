@@ -89,6 +89,12 @@ func TestReloadExportPolicy(t *testing.T) {
 		}
 		return c != nil
 	})
+	// The allow lists below are judged by the importer's identity, which
+	// the exporter learns from the importer's gossip record: that may come
+	// a tick after the importer already uses the exporter's.
+	testutil.Until(t, 5*time.Second, "the exporter to know the importer", func() bool {
+		return e.peerIdentity(i.tun.PublicKey()) != nil
+	})
 	held := open()
 	if held == nil {
 		t.Fatal("held connection failed")

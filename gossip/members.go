@@ -388,6 +388,7 @@ func (g *Gossip) maintainLoop() {
 }
 
 func (g *Gossip) maintain(now time.Time) {
+	refuted := g.refutedSuspects()
 	var forgot []string
 	changed := false
 	g.mu.Lock()
@@ -401,7 +402,7 @@ func (g *Gossip) maintain(now time.Time) {
 				changed = true
 			}
 		case StateSuspect:
-			if now.After(p.suspectUntil) {
+			if now.After(p.suspectUntil) || (refuted[name] && p.since.Before(now.Add(-g.probe))) {
 				p.state, p.since, p.suspectUntil = StateAlive, now, time.Time{}
 				changed = true
 			}
@@ -460,6 +461,36 @@ func (g *Gossip) deadAddrs(n int) []netip.AddrPort {
 	g.mu.Unlock()
 	rand.Shuffle(len(out), func(i, j int) { out[i], out[j] = out[j], out[i] })
 	return out[:min(n, len(out))]
+}
+
+// refutedSuspects returns, when this node holds any member suspect, the
+// members memberlist itself holds alive: memberlist has no event for a
+// suspicion refuted (an alive message with a newer incarnation and the same
+// meta), so without asking, a refuted member would stay suspect here until
+// its longest suspicion timeout ran out (48 s at 100 members). A member
+// marked suspect within the last probe interval is left alone by the caller:
+// memberlist logs the failed probe (markSuspect) just before it marks the
+// member suspect. Called without g.mu (Members takes memberlist's lock,
+// under which memberlist calls into this package).
+func (g *Gossip) refutedSuspects() map[string]bool {
+	g.mu.Lock()
+	var suspects []string
+	for name, p := range g.peers {
+		if p.state == StateSuspect {
+			suspects = append(suspects, name)
+		}
+	}
+	g.mu.Unlock()
+	if len(suspects) == 0 || g.ml == nil {
+		return nil
+	}
+	alive := make(map[string]bool)
+	for _, name := range suspects {
+		if st, ok := g.ml.NodeState(name); ok && st == memberlist.StateAlive {
+			alive[name] = true
+		}
+	}
+	return alive
 }
 
 // sendLoop sends this node's record over TCP to every member when it is too

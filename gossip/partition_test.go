@@ -92,3 +92,31 @@ func (f *filterTransport) DialTimeout(addr string, timeout time.Duration) (net.C
 func (f *filterTransport) DialAddressTimeout(a memberlist.Address, timeout time.Duration) (net.Conn, error) {
 	return f.DialTimeout(a.Addr, timeout)
 }
+
+// TestRefutedSuspicionClears: a member unreachable for a moment is
+// suspected, comes back and refutes it. memberlist has no event for that
+// (the member's meta did not change), yet it must be alive here again within
+// a few maintenance passes, not after the longest suspicion timeout (26 s
+// for three members).
+func TestRefutedSuspicionClears(t *testing.T) {
+	a := newNode(t, "a", withPartition(t))
+	b := newNode(t, "b", withPartition(t))
+	c := newNode(t, "c", withPartition(t))
+	b.join(t, a)
+	c.join(t, a)
+	for _, o := range []*testNode{a, c} {
+		waitState(t, 5*time.Second, "b", StateAlive, o)
+	}
+	a.tr.block(b.LocalAddr())
+	c.tr.block(b.LocalAddr())
+	b.tr.block(a.LocalAddr(), c.LocalAddr())
+	waitState(t, 10*time.Second, "b", StateSuspect, a)
+	// b is reachable again, but not by a's own probes (whose success
+	// would revert the suspicion by itself): only b's refutation, through
+	// c or straight from b, can tell a that b is alive.
+	c.tr.block()
+	b.tr.block()
+	back := time.Now()
+	waitState(t, 8*time.Second, "b", StateAlive, a)
+	t.Logf("b alive again on a %v after the link came back", time.Since(back).Round(time.Millisecond))
+}

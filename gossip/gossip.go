@@ -233,13 +233,15 @@ func New(cfg Config) (*Gossip, error) {
 	mc.GossipVerifyOutgoing = true
 	// Failure detection in seconds (a peer without a session is judged by
 	// gossip alone; one with a session by its pings, within a second):
-	// probes every 500 ms with a 250 ms timeout (the rest of the interval
-	// for indirect probes), and a 100 ms gossip tick, which also bounds how
-	// long Leave waits for its broadcast to be retransmitted. Suspicion
-	// takes memberlist's LAN multiplier, 4 (two confirmations, not one,
-	// shorten it to its minimum): with 3, a 100-node mesh on a busy host
-	// killed live members faster than they could refute it (README
-	// "Performance", fleet scale). MESHD_DEBUG_GOSSIP_PROBE_* measure others.
+	// memberlist's LAN settings, probes every 1 s with a 500 ms timeout and
+	// a 200 ms gossip tick (which spreads a catalog change through 100
+	// nodes in about a second, bounds how long Leave waits for its
+	// broadcast, and is the beat of Config.Pacer), suspicion multiplier 4
+	// (two confirmations, not one, shorten it to its minimum). Faster
+	// probes and ticks cost an idle node most of its CPU in wakeups (README
+	// "Performance", fleet scale). Compression is off: the UDP packets are
+	// small, and LZW's tables were allocated for each. MESHD_DEBUG_GOSSIP_*
+	// measure others.
 	mc.ProbeInterval = debugDuration("MESHD_DEBUG_GOSSIP_PROBE_INTERVAL", time.Second)
 	mc.ProbeTimeout = debugDuration("MESHD_DEBUG_GOSSIP_PROBE_TIMEOUT", 500*time.Millisecond)
 	mc.GossipInterval = TickInterval()

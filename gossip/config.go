@@ -50,6 +50,13 @@ type Config struct {
 	// unhurried loops ride a wakeup that happens anyway (package pace).
 	Pacer *pace.Pacer
 
+	// MaxMembers bounds the other members this node keeps (SPEC §9: nothing
+	// from the network grows memory without bound, and a holder of the
+	// cluster key can announce any number of names): memberlist ignores an
+	// alive message for a new name while this many are listed, dead and
+	// left ones included until forgotten. Default DefaultMaxMembers.
+	MaxMembers int
+
 	RetainGone        time.Duration // how long dead/left members stay listed; default 10m
 	ReconnectInterval time.Duration // how often to retry dead members' addresses; default 5s
 
@@ -61,6 +68,7 @@ type Config struct {
 const (
 	DefaultBindPort          = 7946
 	DefaultRetainGone        = 10 * time.Minute
+	DefaultMaxMembers        = 16384
 	DefaultReconnectInterval = 5 * time.Second
 	DefaultLeaveTimeout      = 5 * time.Second
 )

@@ -17,6 +17,7 @@ var (
 	_ memberlist.EventDelegate    = (*delegate)(nil)
 	_ memberlist.ConflictDelegate = (*delegate)(nil)
 	_ memberlist.PingDelegate     = (*delegate)(nil)
+	_ memberlist.AliveDelegate    = (*delegate)(nil)
 )
 
 // NodeMeta returns this node's encoded Meta (checked to fit by New).
@@ -63,6 +64,10 @@ func (d *delegate) MergeRemoteState(buf []byte, join bool) {
 	}
 	d.g.mergeRecords(recs, true) // newer records learned by push/pull are passed on too (UDP-blocked members)
 }
+
+// NotifyAlive vets every alive message before memberlist takes it: a new
+// name is refused while MaxMembers are listed.
+func (d *delegate) NotifyAlive(n *memberlist.Node) error { return d.g.admitMember(n.Name) }
 
 // NotifyJoin is called when a node becomes alive (new, or back from dead/left).
 func (d *delegate) NotifyJoin(n *memberlist.Node) {

@@ -16,6 +16,7 @@ package gossip
 
 import (
 	"bytes"
+	"cmp"
 	"crypto/ed25519"
 	"crypto/rand"
 	"errors"
@@ -112,6 +113,7 @@ type Gossip struct {
 	retainGone time.Duration
 	reconnect  time.Duration
 	probe      time.Duration // memberlist ProbeInterval
+	maxMembers int           // Config.MaxMembers
 	pacer      *pace.Pacer   // nil: plain timers
 	suspectMax time.Duration // longest memberlist keeps a node suspect (per member count 1)
 	started    time.Time
@@ -135,6 +137,7 @@ type Gossip struct {
 	// Atomic.
 	numNodes  atomic.Int64  // alive+suspect members plus this node, for the broadcast queue
 	malformed atomic.Uint64 // malformed catalog input ignored (Stats)
+	capped    atomic.Uint64 // alive messages for new names ignored at MaxMembers
 	closed    atomic.Bool
 	quiet     atomic.Bool                    // own catalog record held back until Announce (Config.Quiet)
 	conflict  atomic.Pointer[netip.AddrPort] // another node claiming our name, first seen (conflict.go)
@@ -188,6 +191,7 @@ func New(cfg Config) (*Gossip, error) {
 		metaBytes:  metaBytes,
 		log:        cfg.Logger,
 		retainGone: cfg.RetainGone,
+		maxMembers: cmp.Or(cfg.MaxMembers, DefaultMaxMembers),
 		reconnect:  cfg.ReconnectInterval,
 		started:    now,
 		signKey:    cfg.SignKey,
@@ -255,6 +259,7 @@ func New(cfg Config) (*Gossip, error) {
 	d := &delegate{g: g}
 	mc.Delegate = d
 	mc.Events = d
+	mc.Alive = d
 	mc.Conflict = d
 	mc.Ping = d
 	g.gate = newLogGate(g.log, g.limit)

@@ -107,6 +107,12 @@ const (
 func (w *mlWriter) line(s string) {
 	level, text := parseLevel(s)
 	ctx := context.Background()
+	if strings.HasPrefix(text, "memberlist: ignoring alive message for ") {
+		// Refused by NotifyAlive (the member cap), which logs it once per
+		// interval; the names are the sender's to choose.
+		w.log.Debug(text)
+		return
+	}
 
 	if level >= slog.LevelWarn {
 		if msg, key, ok := rejection(text); ok {

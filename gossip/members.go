@@ -2,6 +2,7 @@ package gossip
 
 import (
 	"bytes"
+	"errors"
 	"math"
 	"math/rand/v2"
 	"net/netip"
@@ -356,6 +357,31 @@ func (g *Gossip) localState() []byte {
 		g.log.Warn("gossip: catalog too large for one push/pull; some records left out", "dropped", dropped)
 	}
 	return b
+}
+
+var errMemberCap = errors.New("gossip: member cap reached")
+
+// admitMember reports whether memberlist may take an alive message for
+// name: a known member always, a new one while fewer than maxMembers are
+// listed. Called under memberlist's node lock (it takes g.mu, as NotifyJoin
+// does); a refusal is logged once per limitEvery, and memberlist's own line
+// about it is debug (mlWriter).
+func (g *Gossip) admitMember(name string) error {
+	if name == g.name {
+		return nil
+	}
+	g.mu.Lock()
+	_, known := g.peers[name]
+	full := !known && len(g.peers) >= g.maxMembers
+	g.mu.Unlock()
+	if !full {
+		return nil
+	}
+	g.capped.Add(1)
+	if g.limit.allow("member-cap", time.Now()) {
+		g.log.Warn("gossip: member cap reached; new members ignored", "max", g.maxMembers, "name", name, "ignored", g.capped.Load())
+	}
+	return errMemberCap
 }
 
 // badInput logs a malformed message once per sender per limitEvery.

@@ -265,6 +265,9 @@ func (n *Node) openGossip(undo *rollback) error {
 		Cert:     n.ownCert(),
 		Identity: n.identityCheck(),
 		Pacer:    n.pacer,
+		// Members beyond max_peers get no tunnel state; gossip itself
+		// keeps at most four times as many (SPEC §9), fixed at start.
+		MaxMembers: 4 * maxPeers(n.cfg),
 	})
 	if err != nil {
 		return fmt.Errorf("node: %w", err)

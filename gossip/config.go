@@ -45,8 +45,8 @@ type Config struct {
 	// of a live member (NameConflict) must not replace that member's record.
 	Quiet bool
 
-	// Pacer, if set, gets a beat at every gossip tick (memberlist asks for
-	// broadcasts then), and paces this Gossip's own upkeep: the node's
+	// Pacer, if set, gets a beat at every gossip tick and UDP message sent
+	// (memberlist asks for broadcasts then), and paces this Gossip's own upkeep: the node's
 	// unhurried loops ride a wakeup that happens anyway (package pace).
 	Pacer *pace.Pacer
 

@@ -48,7 +48,10 @@ func (d *delegate) NotifyMsg(b []byte) {
 
 // GetBroadcasts hands memberlist the catalog records waiting to be gossiped.
 func (d *delegate) GetBroadcasts(overhead, limit int) [][]byte {
-	d.g.pacer.Beat(time.Now()) // memberlist's gossip tick (Config.Pacer)
+	// memberlist asks at each gossip tick and before each UDP message it
+	// sends (to piggyback broadcasts): wakeups it has anyway, the beat of
+	// Config.Pacer.
+	d.g.pacer.Beat(time.Now())
 	return d.g.queue.GetBroadcasts(overhead, limit)
 }
 

@@ -91,8 +91,15 @@ type Timer struct {
 
 	c        chan time.Time
 	p        *Pacer
-	plain    *time.Timer // for durations under MinPaced, or a nil Pacer
+	plain    *time.Timer // for durations under two beats, or a nil Pacer
 	deadline time.Time   // while armed on p
+
+	// A plain timer's callback may run concurrently with Stop: it sends
+	// only for the arming it was set for, under mu, so that nothing of an
+	// earlier arming arrives after Stop or Reset returns.
+	mu       sync.Mutex
+	gen      uint64 // guarded by mu; counts armings and stops
+	plainGen uint64 // guarded by mu; the arming the plain timer is set for
 }
 
 // NewTimer returns a timer armed to fire d from now.
@@ -103,7 +110,8 @@ func (p *Pacer) NewTimer(d time.Duration) *Timer {
 	return t
 }
 
-// fire sends the time without blocking; the caller holds p.mu.
+// fire sends the time without blocking; the caller holds p.mu (paced) or
+// t.mu (plain).
 func (t *Timer) fire() {
 	select {
 	case t.c <- time.Now():
@@ -115,13 +123,12 @@ func (t *Timer) fire() {
 func (t *Timer) Reset(d time.Duration) {
 	t.Stop()
 	if t.p == nil || d < 2*t.p.every {
+		t.mu.Lock()
+		defer t.mu.Unlock()
+		t.gen++
+		t.plainGen = t.gen
 		if t.plain == nil {
-			t.plain = time.AfterFunc(d, func() {
-				select {
-				case t.c <- time.Now():
-				default:
-				}
-			})
+			t.plain = time.AfterFunc(d, t.firePlain)
 		} else {
 			t.plain.Reset(d)
 		}
@@ -139,11 +146,23 @@ func (t *Timer) Reset(d time.Duration) {
 	}
 }
 
+// firePlain is the plain timer's callback.
+func (t *Timer) firePlain() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.gen == t.plainGen {
+		t.fire()
+	}
+}
+
 // Stop disarms t and discards a firing not yet received.
 func (t *Timer) Stop() {
+	t.mu.Lock()
+	t.gen++
 	if t.plain != nil {
 		t.plain.Stop()
 	}
+	t.mu.Unlock()
 	if t.p != nil {
 		t.p.mu.Lock()
 		delete(t.p.armed, t)

@@ -130,3 +130,22 @@ func TestStopAndResetDiscard(t *testing.T) {
 		t.Fatalf("%d armed after Stop, want 0", n)
 	}
 }
+
+// TestPlainStopDiscardsARacingFiring: a plain timer's callback may be running
+// when Stop is called; nothing of that arming may arrive after Stop returns.
+func TestPlainStopDiscardsARacingFiring(t *testing.T) {
+	var p *Pacer
+	tm := p.NewTimer(time.Hour)
+	for i := range 2000 {
+		tm.Reset(0)
+		if i%2 == 0 {
+			time.Sleep(time.Microsecond) // let some callbacks start
+		}
+		tm.Stop()
+		select {
+		case <-tm.C:
+			t.Fatalf("round %d: a firing of a stopped timer arrived", i)
+		case <-time.After(20 * time.Microsecond):
+		}
+	}
+}

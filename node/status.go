@@ -42,13 +42,13 @@ type NodeStatus struct {
 
 // PeerStatus describes one other node as this node sees it.
 type PeerStatus struct {
-	Name          string   `json:"name"`
-	Site          string   `json:"site"`
-	State         string   `json:"state"` // alive | suspect | dead | left
+	Name  string `json:"name"`
+	Site  string `json:"site"`
+	State string `json:"state"` // alive | suspect | dead | left
 	// StateSince is when this node saw State begin (its own clock, RFC 3339
 	// with milliseconds): `meshd bench --only scale` takes a node's
 	// convergence from it rather than from the moment its status was read.
-	StateSince string `json:"state_since"`
+	StateSince    string   `json:"state_since"`
 	MeshIP        string   `json:"mesh_ip"`
 	PublicKey     string   `json:"public_key"`
 	Path          string   `json:"path"` // direct | relay | none

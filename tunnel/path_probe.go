@@ -1,6 +1,7 @@
 package tunnel
 
 import (
+	"bytes"
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/binary"
@@ -128,23 +129,58 @@ func (b *PathBind) handleProbe(pkt []byte, from netip.AddrPort) {
 	}
 }
 
-// noteHandshake records a received WireGuard handshake message from the
-// peer, or queues a poke when it sends transport data with no handshake
-// seen since this node started (see stalePokeEvery). It reports whether
-// the packets must be dropped: a handshake initiation from a peer that is
-// not a WireGuard peer yet is dropped here, not left to race the tunnel
-// adding the peer — WireGuard would answer it if the peer were added in
-// time, crossing the handshake the tunnel starts, and both would fail
-// until WireGuard's 5 s retry.
-func (b *PathBind) noteHandshake(pp *peerPath, pub key.PublicKey, typ byte) (drop bool) {
-	if !pp.wg.Load() && (typ == wgInitiationType || typ == wgTransportType) {
-		// WireGuard does not know the peer yet: make it a WireGuard peer
-		// and answer with a handshake of ours.
-		b.wake(pp, pub)
-		return true
+// noteHandshake looks at a WireGuard message pkt from the peer (from: its
+// source address) before WireGuard does, and reports whether it must be
+// dropped. It makes sure that one WireGuard handshake sets a session up:
+//
+//   - An initiation from a peer that is not a WireGuard peer of the device
+//     yet (WireGuard would drop it and the peer retry only after 5 s) is
+//     held: the tunnel makes the peer a WireGuard peer and hands it back
+//     (TakeHeld, Reinject), and WireGuard answers it. (Answering with an
+//     initiation of our own instead cost a second handshake.)
+//   - Two initiations crossing (both sides dial at once) overwrite each
+//     other's handshake state and cost WireGuard's 5 s retry. The smaller
+//     key's wins: while its own initiation to the peer is unanswered, a
+//     node with the smaller key drops the larger's and sends its own again
+//     (once per initiation: the peer may have dropped it, not knowing us
+//     yet), which the larger key's node answers. The larger key's node
+//     lets the smaller's through, and WireGuard answers it.
+//   - Transport data from a peer with no handshake seen since this node
+//     started (the peer restarted us out of its keypair, or we restarted)
+//     queues a poke: a handshake of ours (see stalePokeEvery); from a peer
+//     that is not a WireGuard peer yet it is dropped, likewise.
+func (b *PathBind) noteHandshake(pp *peerPath, pub key.PublicKey, pkt []byte, from netip.AddrPort) (drop bool) {
+	if len(pkt) == 0 {
+		return false
+	}
+	typ := pkt[0]
+	if typ <= wgResponseType {
+		trace(b.self, pub, wgStep("received", typ))
+	}
+	if !pp.wg.Load() {
+		switch typ {
+		case wgInitiationType:
+			if len(pkt) == wgInitiationLen {
+				b.hold(pp, pub, pkt, from)
+			}
+			return true
+		case wgTransportType:
+			b.wake(pp, pub)
+			return true
+		}
+		return false
 	}
 	switch typ {
-	case wgInitiationType, wgResponseType:
+	case wgInitiationType:
+		now := time.Now().UnixNano()
+		if b.self.Less(pub) && pp.initPendingAt(now) != 0 {
+			b.resendInitiation(pp, pub)
+			return true
+		}
+		pp.peerInitAt.Store(now)
+		pp.handshook.Store(true)
+	case wgResponseType:
+		pp.respAt.Store(time.Now().UnixNano())
 		pp.handshook.Store(true)
 	case wgTransportType:
 		if !pp.handshook.Load() {
@@ -152,6 +188,94 @@ func (b *PathBind) noteHandshake(pp *peerPath, pub key.PublicKey, typ byte) (dro
 		}
 	}
 	return false
+}
+
+// withhold reports whether an initiation WireGuard sends to the peer must
+// be dropped: this node has the smaller key and has just let the larger
+// key's initiation through, which WireGuard has not answered yet. (It was
+// let through because this node had none pending; WireGuard made one of
+// its own before answering it. Sent, it would cross the larger's: see
+// noteHandshake. WireGuard answers the larger's, and the larger's first
+// packet on the new keypair sends what waits here.)
+func (b *PathBind) withhold(pp *peerPath, pub key.PublicKey) bool {
+	if !b.self.Less(pub) {
+		return false
+	}
+	at := pp.peerInitAt.Load()
+	if at == 0 || time.Now().UnixNano()-at >= int64(initPending) || pp.respSentAt.Load() >= at {
+		return false
+	}
+	trace(b.self, pub, "wg initiation withheld")
+	return true
+}
+
+// sentInitiation records a WireGuard initiation sent to the peer (not the
+// same one resent: see resendInitiation).
+func (pp *peerPath) sentInitiation(pkt []byte) {
+	if old := pp.initPkt.Load(); old != nil && bytes.Equal(*old, pkt) {
+		return
+	}
+	cp := bytes.Clone(pkt)
+	pp.initPkt.Store(&cp)
+	pp.initAt.Store(time.Now().UnixNano())
+}
+
+// initPendingAt returns when this node sent the peer the initiation it
+// still waits an answer to at now (unix ns), 0 if none.
+func (pp *peerPath) initPendingAt(now int64) int64 {
+	at := pp.initAt.Load()
+	if at == 0 || now-at >= int64(initPending) || pp.respAt.Load() >= at {
+		return 0
+	}
+	return at
+}
+
+// resendInitiation sends the peer this node's pending initiation again,
+// once per initiation.
+func (b *PathBind) resendInitiation(pp *peerPath, pub key.PublicKey) {
+	at, pkt := pp.initAt.Load(), pp.initPkt.Load()
+	if pkt == nil || pp.resentAt.Swap(at) == at {
+		return
+	}
+	trace(b.self, pub, "wg initiation resent")
+	b.Send([][]byte{*pkt}, &Endpoint{Peer: pub})
+}
+
+// hold keeps an initiation from a peer that is not a WireGuard peer yet
+// (the newest one) and queues the peer for the tunnel (see Stale).
+func (b *PathBind) hold(pp *peerPath, pub key.PublicKey, pkt []byte, from netip.AddrPort) {
+	h := &heldInit{pkt: bytes.Clone(pkt), from: from, at: time.Now().UnixNano()}
+	if pp.held.Swap(h) != nil {
+		return // queued already
+	}
+	select {
+	case b.stale <- pub:
+	default:
+		pp.held.CompareAndSwap(h, nil)
+	}
+}
+
+// TakeHeld returns the initiation held for pub (see noteHandshake), if
+// one came within heldInitTTL, and forgets it.
+func (b *PathBind) TakeHeld(pub key.PublicKey) (pkt []byte, from netip.AddrPort, ok bool) {
+	pp := b.peer(pub)
+	if pp == nil {
+		return nil, netip.AddrPort{}, false
+	}
+	h := pp.held.Swap(nil)
+	if h == nil || time.Now().UnixNano()-h.at >= int64(heldInitTTL) {
+		return nil, netip.AddrPort{}, false
+	}
+	return h.pkt, h.from, true
+}
+
+// Reinject hands WireGuard a packet from pub that the bind held back
+// (TakeHeld), as if it had just come from from. It never blocks.
+func (b *PathBind) Reinject(pub key.PublicKey, pkt []byte, from netip.AddrPort) {
+	select {
+	case b.relayIn <- relayPacket{from: pub, pkt: pkt, addr: from}:
+	default:
+	}
 }
 
 // wake queues pub for the tunnel to handshake with, at most once per
@@ -181,30 +305,10 @@ func (b *PathBind) SetWG(pub key.PublicKey, on bool) {
 	}
 }
 
-// Stale delivers peers whose packets show a keypair from before this node
-// started: the tunnel answers each with a handshake.
+// Stale delivers peers the tunnel must make WireGuard peers of the device:
+// one whose initiation the bind holds (TakeHeld), or whose packets show a
+// keypair from before this node started (answered with a handshake).
 func (b *PathBind) Stale() <-chan key.PublicKey { return b.stale }
-
-// Call asks peer, by an authenticated probe to its direct address, to dial a
-// session to this node. Of two peers that both want a session, only the
-// one with the smaller key initiates WireGuard's handshake: two
-// initiations crossing on the wire each overwrite the other's handshake
-// state and cost WireGuard's 5 s retry.
-func (b *PathBind) Call(pub key.PublicKey) {
-	if b.probeKey == nil {
-		return
-	}
-	b.mu.Lock()
-	c := b.conn
-	var to netip.AddrPort
-	if p := b.paths[pub]; p != nil && !b.blocked(pub) {
-		to = p.direct
-	}
-	b.mu.Unlock()
-	if c != nil && to.IsValid() {
-		c.WriteToUDPAddrPort(b.probe(probeCall, pub, 0, 0), to)
-	}
-}
 
 // freshLocked reports whether an authentic probe from peer p is new, and
 // if so records it: a pong must answer the ping in flight with its seq and

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"time"
 
 	"golang.zx2c4.com/wireguard/conn"
 
@@ -88,7 +89,16 @@ func (b *PathBind) Send(bufs [][]byte, ep conn.Endpoint) error {
 		}
 		pp.tx.Add(uint64(n))
 		if len(bufs) > 0 && len(bufs[0]) > 0 && (bufs[0][0] == wgInitiationType || bufs[0][0] == wgResponseType) {
+			if bufs[0][0] == wgInitiationType && b.withhold(pp, e.Peer) {
+				return nil
+			}
 			pp.handshook.Store(true)
+			trace(b.self, e.Peer, wgStep("sent", bufs[0][0]))
+			if bufs[0][0] == wgResponseType {
+				pp.respSentAt.Store(time.Now().UnixNano())
+			} else if len(bufs[0]) == wgInitiationLen {
+				pp.sentInitiation(bufs[0])
+			}
 		}
 	}
 	if r != nil {

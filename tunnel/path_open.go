@@ -81,7 +81,7 @@ func (b *PathBind) Open(port uint16) ([]conn.ReceiveFunc, uint16, error) {
 					pending = nil
 					continue
 				}
-				if pp != nil && b.noteHandshake(pp, pub, scratch[:min(n, s)], from) {
+				if pp != nil && b.noteHandshake(pp, pub, scratch[:min(n, s)], from, time.Now().UnixNano()) {
 					pending = nil
 					continue
 				}
@@ -130,7 +130,7 @@ func (b *PathBind) Open(port uint16) ([]conn.ReceiveFunc, uint16, error) {
 				if blocked || len(rp.pkt) > len(packets[0]) || len(rp.pkt) == 0 {
 					continue
 				}
-				if pp != nil && b.noteHandshake(pp, rp.from, rp.pkt, rp.addr) {
+				if pp != nil && b.noteHandshake(pp, rp.from, rp.pkt, rp.addr, time.Now().UnixNano()) {
 					continue
 				}
 				if pp != nil {

@@ -130,8 +130,8 @@ func (b *PathBind) handleProbe(pkt []byte, from netip.AddrPort) {
 }
 
 // noteHandshake looks at a WireGuard message pkt from the peer (from: its
-// source address) before WireGuard does, and reports whether it must be
-// dropped. It makes sure that one WireGuard handshake sets a session up:
+// source address), received at now (unix ns), before WireGuard does, and
+// reports whether it must be dropped. It makes sure that one WireGuard handshake sets a session up:
 //
 //   - An initiation from a peer that is not a WireGuard peer of the device
 //     yet (WireGuard would drop it and the peer retry only after 5 s) is
@@ -144,12 +144,15 @@ func (b *PathBind) handleProbe(pkt []byte, from netip.AddrPort) {
 //     node with the smaller key drops the larger's and sends its own again
 //     (once per initiation: the peer may have dropped it, not knowing us
 //     yet), which the larger key's node answers. The larger key's node
-//     lets the smaller's through, and WireGuard answers it.
+//     lets the smaller's through, and WireGuard answers it (and an
+//     initiation the smaller's WireGuard makes right after letting the
+//     larger's through is withheld: see noteSent).
 //   - Transport data from a peer with no handshake seen since this node
-//     started (the peer restarted us out of its keypair, or we restarted)
-//     queues a poke: a handshake of ours (see stalePokeEvery); from a peer
-//     that is not a WireGuard peer yet it is dropped, likewise.
-func (b *PathBind) noteHandshake(pp *peerPath, pub key.PublicKey, pkt []byte, from netip.AddrPort) (drop bool) {
+//     started (this node restarted: the peer still uses a keypair of our
+//     previous run) queues a poke, a handshake of ours (see
+//     stalePokeEvery); from a peer that is not a WireGuard peer yet it is
+//     dropped and poked likewise.
+func (b *PathBind) noteHandshake(pp *peerPath, pub key.PublicKey, pkt []byte, from netip.AddrPort, now int64) (drop bool) {
 	if len(pkt) == 0 {
 		return false
 	}
@@ -161,7 +164,7 @@ func (b *PathBind) noteHandshake(pp *peerPath, pub key.PublicKey, pkt []byte, fr
 		switch typ {
 		case wgInitiationType:
 			if len(pkt) == wgInitiationLen {
-				b.hold(pp, pub, pkt, from)
+				b.hold(pp, pub, pkt, from, now)
 			}
 			return true
 		case wgTransportType:
@@ -172,7 +175,6 @@ func (b *PathBind) noteHandshake(pp *peerPath, pub key.PublicKey, pkt []byte, fr
 	}
 	switch typ {
 	case wgInitiationType:
-		now := time.Now().UnixNano()
 		if b.self.Less(pub) && pp.initPendingAt(now) != 0 {
 			b.resendInitiation(pp, pub)
 			return true
@@ -180,7 +182,7 @@ func (b *PathBind) noteHandshake(pp *peerPath, pub key.PublicKey, pkt []byte, fr
 		pp.peerInitAt.Store(now)
 		pp.handshook.Store(true)
 	case wgResponseType:
-		pp.respAt.Store(time.Now().UnixNano())
+		pp.respAt.Store(now)
 		pp.handshook.Store(true)
 	case wgTransportType:
 		if !pp.handshook.Load() {
@@ -190,34 +192,41 @@ func (b *PathBind) noteHandshake(pp *peerPath, pub key.PublicKey, pkt []byte, fr
 	return false
 }
 
-// withhold reports whether an initiation WireGuard sends to the peer must
-// be dropped: this node has the smaller key and has just let the larger
-// key's initiation through, which WireGuard has not answered yet. (It was
-// let through because this node had none pending; WireGuard made one of
-// its own before answering it. Sent, it would cross the larger's: see
-// noteHandshake. WireGuard answers the larger's, and the larger's first
-// packet on the new keypair sends what waits here.)
-func (b *PathBind) withhold(pp *peerPath, pub key.PublicKey) bool {
-	if !b.self.Less(pub) {
-		return false
+// noteSent looks at a WireGuard handshake message pkt WireGuard sends the
+// peer at now (unix ns) and reports whether it must be dropped: an
+// initiation the smaller key's node makes just after it let the larger
+// key's through, which WireGuard has not answered yet (it was let through
+// because this node had none pending; WireGuard made one of its own before
+// answering it). Sent, it would cross the larger's (see noteHandshake);
+// WireGuard answers the larger's, and the larger's first packet on the
+// new keypair sends what waits here.
+func (b *PathBind) noteSent(pp *peerPath, pub key.PublicKey, pkt []byte, now int64) (drop bool) {
+	switch pkt[0] {
+	case wgInitiationType:
+		if at := pp.peerInitAt.Load(); b.self.Less(pub) && at != 0 && now-at < int64(initPending) && pp.respSentAt.Load() < at {
+			trace(b.self, pub, "wg initiation withheld")
+			return true
+		}
+		if len(pkt) == wgInitiationLen {
+			pp.sentInitiation(pkt, now)
+		}
+	case wgResponseType:
+		pp.respSentAt.Store(now)
 	}
-	at := pp.peerInitAt.Load()
-	if at == 0 || time.Now().UnixNano()-at >= int64(initPending) || pp.respSentAt.Load() >= at {
-		return false
-	}
-	trace(b.self, pub, "wg initiation withheld")
-	return true
+	pp.handshook.Store(true)
+	trace(b.self, pub, wgStep("sent", pkt[0]))
+	return false
 }
 
-// sentInitiation records a WireGuard initiation sent to the peer (not the
+// sentInitiation records an initiation sent to the peer at now (not the
 // same one resent: see resendInitiation).
-func (pp *peerPath) sentInitiation(pkt []byte) {
+func (pp *peerPath) sentInitiation(pkt []byte, now int64) {
 	if old := pp.initPkt.Load(); old != nil && bytes.Equal(*old, pkt) {
 		return
 	}
 	cp := bytes.Clone(pkt)
 	pp.initPkt.Store(&cp)
-	pp.initAt.Store(time.Now().UnixNano())
+	pp.initAt.Store(now)
 }
 
 // initPendingAt returns when this node sent the peer the initiation it
@@ -243,8 +252,8 @@ func (b *PathBind) resendInitiation(pp *peerPath, pub key.PublicKey) {
 
 // hold keeps an initiation from a peer that is not a WireGuard peer yet
 // (the newest one) and queues the peer for the tunnel (see Stale).
-func (b *PathBind) hold(pp *peerPath, pub key.PublicKey, pkt []byte, from netip.AddrPort) {
-	h := &heldInit{pkt: bytes.Clone(pkt), from: from, at: time.Now().UnixNano()}
+func (b *PathBind) hold(pp *peerPath, pub key.PublicKey, pkt []byte, from netip.AddrPort, now int64) {
+	h := &heldInit{pkt: bytes.Clone(pkt), from: from, at: now}
 	if pp.held.Swap(h) != nil {
 		return // queued already
 	}

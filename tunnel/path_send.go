@@ -88,17 +88,9 @@ func (b *PathBind) Send(bufs [][]byte, ep conn.Endpoint) error {
 			n += len(buf)
 		}
 		pp.tx.Add(uint64(n))
-		if len(bufs) > 0 && len(bufs[0]) > 0 && (bufs[0][0] == wgInitiationType || bufs[0][0] == wgResponseType) {
-			if bufs[0][0] == wgInitiationType && b.withhold(pp, e.Peer) {
-				return nil
-			}
-			pp.handshook.Store(true)
-			trace(b.self, e.Peer, wgStep("sent", bufs[0][0]))
-			if bufs[0][0] == wgResponseType {
-				pp.respSentAt.Store(time.Now().UnixNano())
-			} else if len(bufs[0]) == wgInitiationLen {
-				pp.sentInitiation(bufs[0])
-			}
+		if len(bufs) > 0 && len(bufs[0]) > 0 && (bufs[0][0] == wgInitiationType || bufs[0][0] == wgResponseType) &&
+			b.noteSent(pp, e.Peer, bufs[0], time.Now().UnixNano()) {
+			return nil
 		}
 	}
 	if r != nil {

@@ -4,6 +4,7 @@ import (
 	"io"
 	"log/slog"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
@@ -14,11 +15,11 @@ import (
 // noteHandshake) at a time the test chooses, and what must follow.
 type hsStep struct {
 	at     time.Duration
-	op     string // send-init, send-resp, recv-init, recv-resp, recv-data, wg-on, wg-off
+	op     string // send-init, send-resp, recv-init, recv-resp (to our last initiation), recv-old-resp, recv-data, wg-on, wg-off
 	drop   bool   // the message is dropped
 	held   bool   // an initiation is held for the tunnel (TakeHeld)
 	queued bool   // the peer is queued for the tunnel (Stale)
-	resent bool   // this node's pending initiation is sent again
+	resent bool   // this node's pending initiation is to be sent again if still unanswered (resendInitiation)
 }
 
 // TestHandshakeOrder: the decisions that make one WireGuard handshake set
@@ -33,22 +34,37 @@ func TestHandshakeOrder(t *testing.T) {
 		{at: time.Millisecond, op: "recv-init", drop: true, held: true}, // the newer one replaces it, queued once
 		{at: 2 * time.Millisecond, op: "wg-on"},
 		// Our initiation is out: the larger's crosses it and is dropped;
-		// ours goes again, once.
+		// ours is to go again, once.
 		{at: 3 * time.Millisecond, op: "send-init"},
 		{at: 4 * time.Millisecond, op: "recv-init", drop: true, resent: true},
 		{at: 5 * time.Millisecond, op: "recv-init", drop: true},
+		// Answered: the larger's initiations are still dropped for
+		// answerGrace (the answer may wait in WireGuard's queue); ours
+		// goes again at most once per initiation, and only unanswered.
 		{at: 6 * time.Millisecond, op: "recv-resp"},
-		// Answered: the larger's next initiation goes to WireGuard; one
-		// WireGuard makes of its own before it answers is withheld.
-		{at: 7 * time.Millisecond, op: "recv-init"},
-		{at: 8 * time.Millisecond, op: "send-init", drop: true},
-		{at: 9 * time.Millisecond, op: "send-resp"},
-		{at: 10 * time.Millisecond, op: "send-init"},
-		// Unanswered for initPending: no longer pending.
-		{at: 10*time.Millisecond + initPending, op: "recv-init"},
-		{at: 11*time.Millisecond + initPending, op: "recv-data"},
-		{at: 12*time.Millisecond + initPending, op: "wg-off"},
-		{at: 13*time.Millisecond + initPending, op: "recv-data", drop: true, queued: true},
+		{at: 7 * time.Millisecond, op: "recv-init", drop: true},
+		// Answered answerGrace ago: the larger's goes to WireGuard (a
+		// restarted peer, say). One WireGuard makes of its own before or
+		// while it answers is withheld, until answerGrace after its answer.
+		{at: 7*time.Millisecond + answerGrace, op: "recv-init"},
+		{at: 8*time.Millisecond + answerGrace, op: "send-init", drop: true},
+		{at: 9*time.Millisecond + answerGrace, op: "send-resp"},
+		{at: 10*time.Millisecond + answerGrace, op: "send-init", drop: true},
+		{at: 10*time.Millisecond + 2*answerGrace, op: "send-init"},
+		// A late answer to an older initiation does not answer this one.
+		{at: 11*time.Millisecond + 2*answerGrace, op: "recv-old-resp"},
+		{at: 12*time.Millisecond + 2*answerGrace, op: "recv-init", drop: true, resent: true},
+		// initPending after ours, the larger's goes to WireGuard.
+		{at: 10*time.Millisecond + 2*answerGrace + initPending, op: "recv-init"},
+		{at: 11*time.Millisecond + 2*answerGrace + initPending, op: "recv-data"},
+		{at: 12*time.Millisecond + 2*answerGrace + initPending, op: "send-init", drop: true},
+		// No longer a WireGuard peer: transport data queues it; made anew,
+		// its handshakes are forgotten: ours goes, and wins.
+		{at: 13*time.Millisecond + 2*answerGrace + initPending, op: "wg-off"},
+		{at: 14*time.Millisecond + 2*answerGrace + initPending, op: "recv-data", drop: true, queued: true},
+		{at: 15*time.Millisecond + 2*answerGrace + initPending, op: "wg-on"},
+		{at: 16*time.Millisecond + 2*answerGrace + initPending, op: "send-init"},
+		{at: 17*time.Millisecond + 2*answerGrace + initPending, op: "recv-init", drop: true, resent: true},
 	}
 	larger := []hsStep{
 		{at: 0, op: "wg-on"},
@@ -75,22 +91,26 @@ func TestHandshakeOrder(t *testing.T) {
 				now := base.Add(st.at).UnixNano()
 				pkt := func(typ byte, n int) []byte {
 					p := make([]byte, n)
-					p[0], p[1] = typ, byte(i)
+					p[0], p[1], p[4] = typ, byte(i), byte(i) // [4:8]: an initiation's sender index
 					return p
 				}
 				resentBefore := pp.resentAt.Load()
 				var drop bool
 				switch st.op {
 				case "wg-on", "wg-off":
-					pp.wg.Store(st.op == "wg-on")
+					b.SetWG(tc.peer, st.op == "wg-on")
 				case "send-init":
 					drop = b.noteSent(pp, tc.peer, pkt(wgInitiationType, wgInitiationLen), now)
 				case "send-resp":
 					drop = b.noteSent(pp, tc.peer, pkt(wgResponseType, 92), now)
 				case "recv-init":
 					drop = b.noteHandshake(pp, tc.peer, pkt(wgInitiationType, wgInitiationLen), from, now)
-				case "recv-resp":
-					drop = b.noteHandshake(pp, tc.peer, pkt(wgResponseType, 92), from, now)
+				case "recv-resp", "recv-old-resp":
+					r := pkt(wgResponseType, 92)
+					if ip := pp.initPkt.Load(); ip != nil && st.op == "recv-resp" {
+						copy(r[8:12], (*ip)[4:8]) // names our initiation
+					}
+					drop = b.noteHandshake(pp, tc.peer, r, from, now)
 				case "recv-data":
 					drop = b.noteHandshake(pp, tc.peer, pkt(wgTransportType, 64), from, now)
 				default:
@@ -103,7 +123,7 @@ func TestHandshakeOrder(t *testing.T) {
 				default:
 				}
 				h := pp.held.Load()
-				resent := pp.resentAt.Load() != resentBefore
+				resent := pp.resentAt.Load() != resentBefore && !strings.HasPrefix(st.op, "wg-")
 				if drop != st.drop || (h != nil) != st.held || queued != st.queued || resent != st.resent {
 					t.Fatalf("step %d (%v %s): drop %v held %v queued %v resent %v, want %+v",
 						i, st.at, st.op, drop, h != nil, queued, resent, st)

@@ -92,12 +92,17 @@ const (
 	wgInitiationLen  = 148
 	wgResponseType   = 2
 	wgTransportType  = 4
-	// initPending is how long after this node sent a peer a WireGuard
-	// initiation it counts as unanswered (WireGuard's RekeyTimeout: it
-	// retries after that); heldInitTTL how long an initiation held for a
+	// initPending is how long after one side's WireGuard initiation the
+	// other side's is dropped or withheld (WireGuard's RekeyTimeout: it
+	// retries after that, and starts none sooner after a handshake; see
+	// noteHandshake); heldInitTTL how long an initiation held for a
 	// peer that is not a WireGuard peer yet is worth handing to WireGuard.
 	initPending = 5 * time.Second
 	heldInitTTL = 5 * time.Second
+	// answerGrace: see initSent and noteSent.
+	answerGrace = 200 * time.Millisecond
+	// resendAfter: see resendInitiation.
+	resendAfter = 100 * time.Millisecond
 	// A peer that sends transport data although no handshake with it was
 	// seen since this node started (it restarted: the peer's keypair is
 	// for its previous run, and WireGuard would only notice after 15 s of
@@ -182,10 +187,11 @@ type peerPath struct {
 	// probeRecord is what judging the peer reads and writes; the probe
 	// loop judges a copy of it outside PathBind.mu (see probeLoop).
 	probeRecord
-	pairKey   []byte            // probe pairmac key (X25519 of the node keys); nil until first used
-	stamps    [probeRing]uint64 // the stamps of sent's probes, which a pong must echo
-	lastStamp uint64            // newest stamp taken from this peer's pings (freshness)
-	learned   netip.AddrPort    // source address seen in its probes, if not direct
+	pairKey   []byte                 // probe pairmac key (X25519 of the node keys); nil until first used
+	secret    atomic.Pointer[[]byte] // X25519 of the node keys, once computed (see sharedSecret)
+	stamps    [probeRing]uint64      // the stamps of sent's probes, which a pong must echo
+	lastStamp uint64                 // newest stamp taken from this peer's pings (freshness)
+	learned   netip.AddrPort         // source address seen in its probes, if not direct
 	// Probe scheduling: only active peers (a session held or being
 	// dialled) are probed, every `every` (see probeRecord), next at `next`.
 	active  bool
@@ -216,10 +222,15 @@ type peerPath struct {
 	resentAt atomic.Int64
 	respAt   atomic.Int64
 	held     atomic.Pointer[heldInit]
+	wantWG   atomic.Bool // a probe came while it was not a WireGuard peer (see TakeWantWG)
 	// peerInitAt: when an initiation from the peer was last let through to
-	// WireGuard; respSentAt: when WireGuard last answered one.
+	// WireGuard; respSentAt: when WireGuard last answered one. hs makes
+	// letting the peer's initiation through and sending ours one step
+	// each (noteHandshake, noteSent): WireGuard's receive and send run at
+	// once.
 	peerInitAt atomic.Int64
 	respSentAt atomic.Int64
+	hs         sync.Mutex
 }
 
 // heldInit is a peer's WireGuard initiation the bind holds until the

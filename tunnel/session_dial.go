@@ -64,13 +64,6 @@ func (p *peer) dialLoop() {
 				}
 			}
 		}
-		if err == nil && p.spareDial() {
-			// Both dialled at once and the peer's, the one streams
-			// prefer, is up: ours would only be closed as redundant.
-			c.Close()
-			trace(p.t.pub, p.pub, "own dial dropped: the peer's session is up")
-			continue // ends the loop
-		}
 		if err == nil {
 			attemptTimeout = firstDialTimeout
 			sess, err := yamux.Client(framing.NewConn(c), p.t.ymxCfg)
@@ -99,15 +92,6 @@ func (p *peer) dialLoop() {
 		}
 		backoff = min(backoff*2, maxBackoff)
 	}
-}
-
-// spareDial reports whether a session this node just dialled would be the
-// redundant one: the peer (the smaller key) dialled too and its session is
-// up.
-func (p *peer) spareDial() bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return !p.prefersOut() && p.in != nil && !p.in.IsClosed()
 }
 
 // callHold: a call (PathBind.Call: "dial me", sent by nodes of earlier

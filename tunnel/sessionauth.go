@@ -59,9 +59,15 @@ func (t *Tunnel) authSession(ctx context.Context, c net.Conn, peer key.PublicKey
 	if _, err := c.Write(append([]byte(sessionAuthMagic), mine[:]...)); err != nil {
 		return fmt.Errorf("tunnel: session hello: %w", err)
 	}
-	d, err := curve25519.X25519(t.cfg.PrivateKey[:], peer[:])
-	if err != nil {
-		return fmt.Errorf("tunnel: session key: %w", err)
+	var d []byte
+	if t.bind != nil {
+		d = t.bind.sharedSecret(peer)
+	}
+	if d == nil {
+		var err error
+		if d, err = curve25519.X25519(t.cfg.PrivateKey[:], peer[:]); err != nil {
+			return fmt.Errorf("tunnel: session key: %w", err)
+		}
 	}
 	var hello [len(sessionAuthMagic) + sessionNonceLen]byte
 	if _, err := io.ReadFull(c, hello[:]); err != nil {

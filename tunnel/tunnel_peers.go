@@ -225,7 +225,8 @@ func (t *Tunnel) SetWarm(pubs []key.PublicKey) {
 
 // pokeStale makes the peers the bind queues (see PathBind.Stale)
 // WireGuard peers: one whose initiation the bind holds gets it handed to
-// WireGuard, which answers it; one that still uses a keypair of this
+// WireGuard, which answers it; one that probes us (it dials a session and
+// its handshake follows) is added; one that still uses a keypair of this
 // node's previous run gets a fresh handshake.
 func (t *Tunnel) pokeStale() {
 	defer t.wg.Done()
@@ -245,6 +246,11 @@ func (t *Tunnel) pokeStale() {
 					trace(t.pub, pub, "initiation handed to WireGuard")
 					t.bind.Reinject(pub, pkt, from)
 				}
+				continue
+			}
+			if t.bind.TakeWantWG(pub) {
+				trace(t.pub, pub, "WireGuard peer added on a probe")
+				t.ensureWG(p)
 				continue
 			}
 			p.logger().Debug("tunnel: peer makes contact: handshaking")

@@ -31,11 +31,9 @@ func (p *peer) serve(sess *yamux.Session, out bool) {
 		p.outOwned = p.want || p.waiters > 0 || !time.Now().Before(p.called)
 	} else {
 		old, p.in = p.in, sess
-		// Ours if we need it or called for it: a session that answers our
-		// call after we stopped needing it (a warm set that changed) is
-		// still ours to close when idle. The caller dialled it for us and
-		// owns nothing, so nobody else would.
-		p.inOwned = p.dialing || p.want || p.waiters > 0 || time.Since(p.asked) < callHold
+		// Ours if we need it or are dialling one ourselves (both dialled
+		// at once): the peer's then is the redundant one or ours.
+		p.inOwned = p.dialing || p.want || p.waiters > 0
 	}
 	p.called = time.Time{} // a call is answered by any session
 	select {
@@ -49,6 +47,7 @@ func (p *peer) serve(sess *yamux.Session, out bool) {
 		old.Close() // the peer redialled: its old session is gone
 	}
 	p.logger().Debug("tunnel: session up", "dialled", out)
+	trace(p.t.pub, p.pub, "session up")
 
 	var wg sync.WaitGroup
 	wg.Add(1)

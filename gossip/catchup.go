@@ -100,18 +100,18 @@ func (c *catchUp) synced(now time.Time) {
 	}
 }
 
-// catchUpKick is a change for catchUpLoop: when, and a member whose state
+// syncKick is a change for catchUpLoop: when, and a member whose state
 // this node has just taken (the join's seed), not to be the first sync's.
-type catchUpKick struct {
+type syncKick struct {
 	at    time.Time
 	avoid netip.AddrPort
 }
 
 // kickCatchUp asks catchUpLoop for catch-up syncs (a change: see above).
 func (g *Gossip) kickCatchUp(avoid netip.AddrPort) {
-	k := catchUpKick{at: time.Now(), avoid: avoid}
+	k := syncKick{at: time.Now(), avoid: avoid}
 	select {
-	case g.catchUpKick <- k:
+	case g.catchKick <- k:
 		return
 	default:
 	}
@@ -119,11 +119,11 @@ func (g *Gossip) kickCatchUp(avoid netip.AddrPort) {
 	// any other is covered by the pending one.
 	if avoid.IsValid() {
 		select {
-		case <-g.catchUpKick:
+		case <-g.catchKick:
 		default:
 		}
 		select {
-		case g.catchUpKick <- k:
+		case g.catchKick <- k:
 		default:
 		}
 	}
@@ -146,7 +146,7 @@ func (g *Gossip) catchUpLoop() {
 		select {
 		case <-g.done:
 			return
-		case k := <-g.catchUpKick:
+		case k := <-g.catchKick:
 			c.trigger(k.at)
 			if k.avoid.IsValid() {
 				last = k.avoid

@@ -106,34 +106,34 @@ var ErrClosed = errors.New("gossip: closed")
 // Gossip is one node's membership in the mesh.
 type Gossip struct {
 	// Immutable after New.
-	name        string
-	meta        Meta
-	metaBytes   []byte
-	log         *slog.Logger
-	retainGone  time.Duration
-	reconnect   time.Duration
-	probe       time.Duration // memberlist ProbeInterval
-	maxMembers  int           // Config.MaxMembers
-	pacer       *pace.Pacer   // nil: plain timers
-	suspectMax  time.Duration // longest memberlist keeps a node suspect (per member count 1)
-	started     time.Time
-	signKey     ed25519.PrivateKey
-	signPub     ed25519.PublicKey
-	identity    func(name string, meta Meta, cert []byte, signKey ed25519.PublicKey) error
-	keyring     *memberlist.Keyring
-	ml          *memberlist.Memberlist
-	localAddr   netip.AddrPort
-	queue       *broadcastQueue
-	limit       *limiter
-	gate        *logGate         // log lines unauthenticated senders can cause
-	guard       *guardTransport  // caps unauthenticated gossip input
-	count       *countTransport  // counts gossip bytes on the wire
-	changes     chan struct{}    // cap 1, never closed
-	bigKick     chan struct{}    // cap 1: own record too big for UDP, send by TCP
-	catchUpKick chan catchUpKick // cap 1: a change that calls for catch-up syncs (catchup.go)
-	userMsgs    chan []byte      // bounded; user messages for Messages()
-	done        chan struct{}    // closed by Close
-	wg          sync.WaitGroup
+	name       string
+	meta       Meta
+	metaBytes  []byte
+	log        *slog.Logger
+	retainGone time.Duration
+	reconnect  time.Duration
+	probe      time.Duration // memberlist ProbeInterval
+	maxMembers int           // Config.MaxMembers
+	pacer      *pace.Pacer   // nil: plain timers
+	suspectMax time.Duration // longest memberlist keeps a node suspect (per member count 1)
+	started    time.Time
+	signKey    ed25519.PrivateKey
+	signPub    ed25519.PublicKey
+	identity   func(name string, meta Meta, cert []byte, signKey ed25519.PublicKey) error
+	keyring    *memberlist.Keyring
+	ml         *memberlist.Memberlist
+	localAddr  netip.AddrPort
+	queue      *broadcastQueue
+	limit      *limiter
+	gate       *logGate        // log lines unauthenticated senders can cause
+	guard      *guardTransport // caps unauthenticated gossip input
+	count      *countTransport // counts gossip bytes on the wire
+	changes    chan struct{}   // cap 1, never closed
+	bigKick    chan struct{}   // cap 1: own record too big for UDP, send by TCP
+	catchKick  chan syncKick   // cap 1: a change that calls for catch-up syncs (catchup.go)
+	userMsgs   chan []byte     // bounded; user messages for Messages()
+	done       chan struct{}   // closed by Close
+	wg         sync.WaitGroup
 
 	// Atomic.
 	numNodes  atomic.Int64  // alive+suspect members plus this node, for the broadcast queue
@@ -186,29 +186,29 @@ func New(cfg Config) (*Gossip, error) {
 
 	now := time.Now()
 	g := &Gossip{
-		name:        cfg.Name,
-		pacer:       cfg.Pacer,
-		meta:        cfg.Meta,
-		metaBytes:   metaBytes,
-		log:         cfg.Logger,
-		retainGone:  cfg.RetainGone,
-		maxMembers:  cmp.Or(cfg.MaxMembers, DefaultMaxMembers),
-		reconnect:   cfg.ReconnectInterval,
-		started:     now,
-		signKey:     cfg.SignKey,
-		signPub:     cfg.SignKey.Public().(ed25519.PublicKey),
-		identity:    cfg.Identity,
-		cert:        slices.Clone(cfg.Cert),
-		limit:       newLimiter(limitEvery, limitKeys),
-		changes:     make(chan struct{}, 1),
-		bigKick:     make(chan struct{}, 1),
-		catchUpKick: make(chan catchUpKick, 1),
-		userMsgs:    make(chan []byte, userQueueLength),
-		done:        make(chan struct{}),
-		version:     uint64(now.UnixNano()),
-		exports:     []Export{},
-		peers:       make(map[string]*peer),
-		catalog:     make(map[string]*catalogEntry),
+		name:       cfg.Name,
+		pacer:      cfg.Pacer,
+		meta:       cfg.Meta,
+		metaBytes:  metaBytes,
+		log:        cfg.Logger,
+		retainGone: cfg.RetainGone,
+		maxMembers: cmp.Or(cfg.MaxMembers, DefaultMaxMembers),
+		reconnect:  cfg.ReconnectInterval,
+		started:    now,
+		signKey:    cfg.SignKey,
+		signPub:    cfg.SignKey.Public().(ed25519.PublicKey),
+		identity:   cfg.Identity,
+		cert:       slices.Clone(cfg.Cert),
+		limit:      newLimiter(limitEvery, limitKeys),
+		changes:    make(chan struct{}, 1),
+		bigKick:    make(chan struct{}, 1),
+		catchKick:  make(chan syncKick, 1),
+		userMsgs:   make(chan []byte, userQueueLength),
+		done:       make(chan struct{}),
+		version:    uint64(now.UnixNano()),
+		exports:    []Export{},
+		peers:      make(map[string]*peer),
+		catalog:    make(map[string]*catalogEntry),
 	}
 	g.numNodes.Store(1)
 	g.quiet.Store(cfg.Quiet)

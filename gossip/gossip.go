@@ -125,6 +125,7 @@ type Gossip struct {
 	// wake is ml once created, for queueLocked, which memberlist's
 	// listeners may reach (a record passed on) before g.ml is set.
 	wake      atomic.Pointer[memberlist.Memberlist]
+	polls     atomic.Uint64 // Stats.Polls
 	localAddr netip.AddrPort
 	queue     *broadcastQueue
 	limit     *limiter

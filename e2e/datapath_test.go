@@ -433,6 +433,9 @@ func checkStatus(st node.Status, self *meshNode, peers []*meshNode, imp string, 
 		if p.TxBytes == 0 || p.RxBytes == 0 {
 			errf("peer %s tx_bytes %d rx_bytes %d, want > 0", p.Name, p.TxBytes, p.RxBytes)
 		}
+		if since, ok := p.Since(); !ok || time.Since(since) > 5*time.Minute || time.Until(since) > time.Minute {
+			errf("peer %s state_since %q: not a recent RFC 3339 time", p.Name, p.StateSince)
+		}
 	}
 	if p, _ := peer(st, "onprem-2"); p.TxBytes < 64<<20 || p.RxBytes < 64<<20 {
 		errf("peer onprem-2 carried the bulk transfer but tx_bytes %d rx_bytes %d < 64 MiB", p.TxBytes, p.RxBytes)

@@ -134,6 +134,7 @@ type Gossip struct {
 	count     *countTransport // counts gossip bytes on the wire
 	changes   chan struct{}   // cap 1, never closed
 	bigKick   chan struct{}   // cap 1: own record too big for UDP, send by TCP
+	catchKick chan syncKick   // cap 1: a change that calls for catch-up syncs (catchup.go)
 	userMsgs  chan []byte     // bounded; user messages for Messages()
 	done      chan struct{}   // closed by Close
 	wg        sync.WaitGroup
@@ -205,6 +206,7 @@ func New(cfg Config) (*Gossip, error) {
 		limit:      newLimiter(limitEvery, limitKeys),
 		changes:    make(chan struct{}, 1),
 		bigKick:    make(chan struct{}, 1),
+		catchKick:  make(chan syncKick, 1),
 		userMsgs:   make(chan []byte, userQueueLength),
 		done:       make(chan struct{}),
 		version:    uint64(now.UnixNano()),
@@ -304,10 +306,11 @@ func New(cfg Config) (*Gossip, error) {
 		g.localAddr = netip.AddrPortFrom(a.Unmap(), ln.Port)
 	}
 
-	g.wg.Add(3)
+	g.wg.Add(4)
 	go g.maintainLoop()
 	go g.reconnectLoop()
 	go g.sendLoop()
+	go g.catchUpLoop()
 	g.log.Debug("gossip: listening", "name", g.name, "addr", g.localAddr.String())
 	return g, nil
 }

@@ -3,6 +3,7 @@ package gossip
 import (
 	"errors"
 	"fmt"
+	"net/netip"
 	"strings"
 )
 
@@ -21,14 +22,22 @@ func (g *Gossip) Join(addrs []string) (int, error) {
 	}
 	var errs []string
 	n := 0
+	var seed netip.AddrPort
 	for _, a := range addrs {
 		k, err := g.ml.Join([]string{a})
 		n += k
 		if err != nil {
 			errs = append(errs, joinError(a, err))
 		}
+		if k > 0 {
+			seed, _ = netip.ParseAddrPort(a) // zero for a host name: then any member may be the first sync's
+		}
 	}
 	if n > 0 {
+		// The seeds' state lacks the members they held suspect, and
+		// broadcasts sent before this node was known never reached it:
+		// catch-up syncs with other members soon (catchup.go).
+		g.kickCatchUp(seed)
 		if len(errs) > 0 {
 			g.log.Warn("gossip: some join addresses failed", "joined", n, "errors", strings.Join(errs, "; "))
 		}

@@ -55,6 +55,7 @@ func (g *Gossip) memberAlive(n *memberlist.Node) {
 	p.meta = meta
 	p.addr = addrPort(n.Addr, n.Port)
 	up := isNew || p.state == StateDead || p.state == StateLeft
+	back := p.state == StateDead // and not new: a healed partition, or a node that came back
 	if p.state != StateAlive || isNew {
 		p.state = StateAlive
 		p.since = now
@@ -67,6 +68,12 @@ func (g *Gossip) memberAlive(n *memberlist.Node) {
 	if warnMeta {
 		g.log.Warn("gossip: member has unreadable meta; listing it without site, key or endpoints",
 			"name", n.Name, "addr", addr.String(), "err", metaErr)
+	}
+	if back {
+		// Its refutation is a broadcast: members that missed it (and
+		// members still held dead by others) learn it by catch-up syncs
+		// (catchup.go).
+		g.kickCatchUp(netip.AddrPort{})
 	}
 	switch {
 	case up:

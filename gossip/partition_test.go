@@ -2,6 +2,7 @@ package gossip
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"log"
 	"net"
@@ -119,4 +120,48 @@ func TestRefutedSuspicionClears(t *testing.T) {
 	back := time.Now()
 	waitState(t, 8*time.Second, "b", StateAlive, a)
 	t.Logf("b alive again on a %v after the link came back", time.Since(back).Round(time.Millisecond))
+}
+
+// TestJoinerLearnsMemberItsSeedHeldSuspect: a node that joins while its
+// seed holds a member suspect does not get that member from the seed's
+// state (memberlist takes only alive members from a push/pull), and the
+// member's refutation was broadcast before the joiner was there. A
+// catch-up sync with another member (catchup.go) must bring it within
+// seconds, not at the joiner's first periodic push/pull (10-20 s here,
+// 30-40 s at 100 members).
+func TestJoinerLearnsMemberItsSeedHeldSuspect(t *testing.T) {
+	a := newNode(t, "a", withPartition(t))
+	b := newNode(t, "b", withPartition(t))
+	c := newNode(t, "c", withPartition(t))
+	b.join(t, a)
+	c.join(t, a)
+	waitState(t, 5*time.Second, "b", StateAlive, a, c)
+	waitState(t, 5*time.Second, "c", StateAlive, a, b)
+	// a cannot reach b, nor hear from c (c's acks of a's indirect probes
+	// of b, c's rebroadcast of b's refutation): a suspects b and stays so,
+	// while c, which reaches b, takes b's refutation.
+	a.tr.block(b.LocalAddr())
+	b.tr.block(a.LocalAddr())
+	c.tr.block(a.LocalAddr())
+	waitFor(t, 10*time.Second, "a suspects b, b refuted, c holds b alive", func() string {
+		if st, _ := a.ml.NodeState("b"); st == memberlist.StateAlive {
+			return fmt.Sprintf("a holds b %v", st)
+		}
+		if len(b.logs.lines("Refuting a suspect message")) == 0 {
+			return "b has not refuted"
+		}
+		if st, _ := c.ml.NodeState("b"); st != memberlist.StateAlive {
+			return fmt.Sprintf("c holds b %v", st)
+		}
+		return ""
+	})
+	time.Sleep(time.Second) // the refutation's retransmits are over
+	d := newNode(t, "d", withPartition(t))
+	d.join(t, a)
+	joined := time.Now()
+	if _, ok := d.member("b"); ok {
+		t.Skip("a's state had b alive after all (a push/pull with c reached it): nothing to catch up")
+	}
+	waitState(t, 4*time.Second, "b", StateAlive, d)
+	t.Logf("d sees b alive %v after its join", time.Since(joined).Round(time.Millisecond))
 }

@@ -184,6 +184,9 @@ func (n *Node) peerStatus(m gossip.Member, stats map[key.PublicKey]tunnel.PeerSt
 		ps.MeshIP = m.Meta.PublicKey.MeshIP().String()
 		ps.PublicKey = m.Meta.PublicKey.String()
 	}
+	if !m.Since.IsZero() {
+		ps.StateSince = m.Since.UTC().Format(StateSinceLayout)
+	}
 	ps.Up = n.peerUsable(m, stats[m.Meta.PublicKey], now)
 	if c := n.catalog.Load().certs[m.Meta.PublicKey]; c != nil {
 		ps.CertFingerprint = c.Fingerprint().String()

@@ -111,8 +111,7 @@ func (n *Node) watchSessions() {
 				continue
 			}
 			k := si.PublicKey.String()
-			if si.Redundant && si.SpareStreams == 0 && n.tun.CloseIdle(si.PublicKey) {
-				n.idle.Forget(k)
+			if si.Redundant && si.SpareStreams == 0 && n.tun.CloseSpare(si.PublicKey) {
 				continue
 			}
 			seen[k] = true

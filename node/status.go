@@ -1,6 +1,10 @@
 package node
 
-import "github.com/meshd/meshd/internal/cert"
+import (
+	"time"
+
+	"github.com/meshd/meshd/internal/cert"
+)
 
 // Status is the node's state as `meshd status --json` prints it
 // (docs/formats.md). Fields may be added; none may be renamed.
@@ -38,9 +42,13 @@ type NodeStatus struct {
 
 // PeerStatus describes one other node as this node sees it.
 type PeerStatus struct {
-	Name          string   `json:"name"`
-	Site          string   `json:"site"`
-	State         string   `json:"state"` // alive | suspect | dead | left
+	Name  string `json:"name"`
+	Site  string `json:"site"`
+	State string `json:"state"` // alive | suspect | dead | left
+	// StateSince is when this node saw State begin (its own clock, RFC 3339
+	// with milliseconds): `meshd bench --only scale` takes a node's
+	// convergence from it rather than from the moment its status was read.
+	StateSince    string   `json:"state_since"`
 	MeshIP        string   `json:"mesh_ip"`
 	PublicKey     string   `json:"public_key"`
 	Path          string   `json:"path"` // direct | relay | none
@@ -75,6 +83,20 @@ func (p PeerStatus) RTT() float64 {
 		return 0
 	}
 	return *p.RTTMs
+}
+
+// StateSinceLayout is the time format of PeerStatus.StateSince: RFC 3339
+// with milliseconds, UTC.
+const StateSinceLayout = "2006-01-02T15:04:05.000Z07:00"
+
+// Since returns StateSince parsed; false when absent (older nodes) or
+// unreadable.
+func (p PeerStatus) Since() (time.Time, bool) {
+	if p.StateSince == "" {
+		return time.Time{}, false
+	}
+	t, err := time.Parse(time.RFC3339Nano, p.StateSince)
+	return t, err == nil
 }
 
 // Session values.

@@ -2,6 +2,7 @@ package tunnel
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net/netip"
 	"runtime"
@@ -164,9 +165,11 @@ func TestWarmKeepsSession(t *testing.T) {
 	}
 }
 
-// TestBothWant: both sides warm each other at once. The larger key calls
-// the smaller instead of dialling (crossing WireGuard handshakes would cost
-// a 5 s retry), so one session comes up fast and serves both ways.
+// TestBothWant: both sides warm each other at once and both dial. Their
+// WireGuard initiations must not cross (that costs a 5 s retry): the
+// sessions are up well within 2 s. If both TCP dials got through, both
+// sides agree on the session new streams use, and CloseSpare closes the
+// other, after which one session serves both ways.
 func TestBothWant(t *testing.T) {
 	for round := range 3 {
 		a, b := newProbingTunnel(t), newProbingTunnel(t)
@@ -180,12 +183,18 @@ func TestBothWant(t *testing.T) {
 		t.Logf("round %d: session up after %v", round, time.Since(start))
 		roundTrip(t, a, b, 5*time.Second)
 		roundTrip(t, b, a, 5*time.Second)
-		if na, nb := len(a.Sessions()), len(b.Sessions()); na != 1 || nb != 1 {
-			t.Fatalf("sessions %d/%d", na, nb)
-		}
-		if a.Sessions()[0].Redundant || b.Sessions()[0].Redundant {
-			t.Fatalf("one session yet redundant: %+v %+v", a.Sessions(), b.Sessions())
-		}
+		waitUntil(t, 2*time.Second, "streams gone", func() bool {
+			return a.Stats()[b.PublicKey()].Streams == 0 && b.Stats()[a.PublicKey()].Streams == 0
+		})
+		a.CloseSpare(b.PublicKey())
+		b.CloseSpare(a.PublicKey())
+		waitUntil(t, 2*time.Second, "one session", func() bool {
+			sa, sb := a.Sessions(), b.Sessions()
+			return len(sa) == 1 && len(sb) == 1 && !sa[0].Redundant && !sb[0].Redundant &&
+				a.Stats()[b.PublicKey()].SessionUp && b.Stats()[a.PublicKey()].SessionUp
+		})
+		roundTrip(t, a, b, 5*time.Second)
+		roundTrip(t, b, a, 5*time.Second)
 	}
 }
 
@@ -385,4 +394,77 @@ func TestPassiveSideNotProbing(t *testing.T) {
 	before := probesSent(b, a.PublicKey())
 	roundTrip(t, a, b, 5*time.Second)
 	waitUntil(t, 2*time.Second, "b probing again", func() bool { return probesSent(b, a.PublicKey()) >= before+2 })
+}
+
+// TestSimultaneousColdOpen: two cold peers (no session, no WireGuard peer
+// on either side) both open a stream to the other at the same moment, as
+// clients on both nodes would. Both sides dial; their WireGuard initiations
+// cross unless the smaller key's wins (noteHandshake), which would cost
+// WireGuard's 5 s retry. Every stream must succeed, within 2 s, in every
+// round, and afterwards one session (or two, one of them redundant, which
+// CloseSpare closes) serves both ways.
+func TestSimultaneousColdOpen(t *testing.T) {
+	a, b := newProbingTunnel(t), newProbingTunnel(t)
+	link(t, a, b)
+	for round := range 6 {
+		if round > 0 {
+			makeCold(t, a, b)
+		}
+		type res struct {
+			d   time.Duration
+			err error
+		}
+		results := make(chan res, 2)
+		startGate := make(chan struct{})
+		for _, x := range []struct{ from, to *Tunnel }{{a, b}, {b, a}} {
+			go func() {
+				<-startGate
+				d, err := roundTripErr(x.from, x.to, 5*time.Second)
+				results <- res{d, err}
+			}()
+		}
+		close(startGate)
+		for range 2 {
+			r := <-results
+			if r.err != nil {
+				t.Fatalf("round %d: a first stream failed: %v", round, r.err)
+			}
+			if r.d > 2*time.Second {
+				t.Fatalf("round %d: a first stream took %v (crossing WireGuard handshakes: the 5 s retry?)", round, r.d)
+			}
+			t.Logf("round %d: first stream %v", round, r.d.Round(time.Microsecond))
+		}
+		waitUntil(t, 2*time.Second, "streams gone", func() bool {
+			return a.Stats()[b.PublicKey()].Streams == 0 && b.Stats()[a.PublicKey()].Streams == 0
+		})
+		a.CloseSpare(b.PublicKey())
+		b.CloseSpare(a.PublicKey())
+		waitUntil(t, 2*time.Second, "one session", func() bool {
+			sa, sb := a.Sessions(), b.Sessions()
+			return len(sa) == 1 && len(sb) == 1 && !sa[0].Redundant && !sb[0].Redundant
+		})
+		roundTrip(t, a, b, 5*time.Second)
+		roundTrip(t, b, a, 5*time.Second)
+	}
+}
+
+// roundTripErr is roundTrip for another goroutine than the test's.
+func roundTripErr(from, to *Tunnel, d time.Duration) (time.Duration, error) {
+	start := time.Now()
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	defer cancel()
+	s, err := from.OpenStream(ctx, to.PublicKey())
+	if err != nil {
+		return 0, err
+	}
+	defer s.Close()
+	s.SetDeadline(time.Now().Add(d))
+	if _, err := s.Write([]byte("ping")); err != nil {
+		return 0, err
+	}
+	buf := make([]byte, 4)
+	if _, err := io.ReadFull(s, buf); err != nil || string(buf) != "ping" {
+		return 0, fmt.Errorf("echo: %q %w", buf, err)
+	}
+	return time.Since(start), nil
 }

@@ -54,7 +54,7 @@ const (
 	probeMagic    = 0xF0
 	probePing     = 1
 	probePong     = 2
-	probeCall     = 3 // "dial me": see PathBind.Call
+	probeCall     = 3 // "dial me": sent by earlier versions (see callHold), answered
 	probeHdrLen   = 1 + 1 + key.Len + 8 + 8
 	probeLen      = probeHdrLen + 16 + 16
 	probeEvery    = 200 * time.Millisecond
@@ -92,6 +92,17 @@ const (
 	wgInitiationLen  = 148
 	wgResponseType   = 2
 	wgTransportType  = 4
+	// initPending is how long after one side's WireGuard initiation the
+	// other side's is dropped or withheld (WireGuard's RekeyTimeout: it
+	// retries after that, and starts none sooner after a handshake; see
+	// noteHandshake); heldInitTTL how long an initiation held for a
+	// peer that is not a WireGuard peer yet is worth handing to WireGuard.
+	initPending = 5 * time.Second
+	heldInitTTL = 5 * time.Second
+	// answerGrace: see initSent and noteSent.
+	answerGrace = 200 * time.Millisecond
+	// resendAfter: see resendInitiation.
+	resendAfter = 100 * time.Millisecond
 	// A peer that sends transport data although no handshake with it was
 	// seen since this node started (it restarted: the peer's keypair is
 	// for its previous run, and WireGuard would only notice after 15 s of
@@ -176,10 +187,11 @@ type peerPath struct {
 	// probeRecord is what judging the peer reads and writes; the probe
 	// loop judges a copy of it outside PathBind.mu (see probeLoop).
 	probeRecord
-	pairKey   []byte            // probe pairmac key (X25519 of the node keys); nil until first used
-	stamps    [probeRing]uint64 // the stamps of sent's probes, which a pong must echo
-	lastStamp uint64            // newest stamp taken from this peer's pings (freshness)
-	learned   netip.AddrPort    // source address seen in its probes, if not direct
+	pairKey   []byte                 // probe pairmac key (X25519 of the node keys); nil until first used
+	secret    atomic.Pointer[[]byte] // X25519 of the node keys, once computed (see sharedSecret)
+	stamps    [probeRing]uint64      // the stamps of sent's probes, which a pong must echo
+	lastStamp uint64                 // newest stamp taken from this peer's pings (freshness)
+	learned   netip.AddrPort         // source address seen in its probes, if not direct
 	// Probe scheduling: only active peers (a session held or being
 	// dialled) are probed, every `every` (see probeRecord), next at `next`.
 	active  bool
@@ -199,6 +211,34 @@ type peerPath struct {
 	handshook atomic.Bool  // a WireGuard handshake message was sent or received
 	wg        atomic.Bool  // the peer is a WireGuard peer of the device (see SetWG)
 	pokedAt   atomic.Int64 // unix nanoseconds of the last stale-keypair poke
+
+	// WireGuard handshakes with the peer (see noteHandshake): the last
+	// initiation this node sent it and when (unix ns), the initiation of
+	// those it resent (initAt's value), when the peer's last response came,
+	// and an initiation from the peer held while it is not a WireGuard
+	// peer of the device yet (see TakeHeld).
+	initPkt  atomic.Pointer[[]byte]
+	initAt   atomic.Int64
+	resentAt atomic.Int64
+	respAt   atomic.Int64
+	held     atomic.Pointer[heldInit]
+	wantWG   atomic.Bool // a probe came while it was not a WireGuard peer (see TakeWantWG)
+	// peerInitAt: when an initiation from the peer was last let through to
+	// WireGuard; respSentAt: when WireGuard last answered one. hs makes
+	// letting the peer's initiation through and sending ours one step
+	// each (noteHandshake, noteSent): WireGuard's receive and send run at
+	// once.
+	peerInitAt atomic.Int64
+	respSentAt atomic.Int64
+	hs         sync.Mutex
+}
+
+// heldInit is a peer's WireGuard initiation the bind holds until the
+// tunnel has made the peer a WireGuard peer (see noteHandshake).
+type heldInit struct {
+	pkt  []byte
+	from netip.AddrPort
+	at   int64 // unix nanoseconds it came
 }
 
 // probeRecord is a peer's probe record and its verdict: all that
@@ -231,6 +271,7 @@ type probeRecord struct {
 type relayPacket struct {
 	from key.PublicKey
 	pkt  []byte
+	addr netip.AddrPort // where it came from when not the relay (Reinject)
 }
 
 var _ conn.Bind = (*PathBind)(nil)

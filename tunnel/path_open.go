@@ -81,7 +81,7 @@ func (b *PathBind) Open(port uint16) ([]conn.ReceiveFunc, uint16, error) {
 					pending = nil
 					continue
 				}
-				if pp != nil && b.noteHandshake(pp, pub, scratch[0]) {
+				if pp != nil && b.noteHandshake(pp, pub, scratch[:min(n, s)], from, time.Now().UnixNano()) {
 					pending = nil
 					continue
 				}
@@ -130,14 +130,14 @@ func (b *PathBind) Open(port uint16) ([]conn.ReceiveFunc, uint16, error) {
 				if blocked || len(rp.pkt) > len(packets[0]) || len(rp.pkt) == 0 {
 					continue
 				}
-				if pp != nil && b.noteHandshake(pp, rp.from, rp.pkt[0]) {
+				if pp != nil && b.noteHandshake(pp, rp.from, rp.pkt, rp.addr, time.Now().UnixNano()) {
 					continue
 				}
 				if pp != nil {
 					pp.rx.Add(uint64(len(rp.pkt)))
 				}
 				sizes[0] = copy(packets[0], rp.pkt)
-				eps[0] = &Endpoint{Peer: rp.from}
+				eps[0] = &Endpoint{Peer: rp.from, Addr: rp.addr}
 				return 1, nil
 			case <-done:
 				return 0, net.ErrClosed

@@ -1,6 +1,7 @@
 package tunnel
 
 import (
+	"bytes"
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/binary"
@@ -47,9 +48,14 @@ func (b *PathBind) pairKeyLocked(pub key.PublicKey, p *peerPath) []byte {
 		return p.pairKey
 	}
 	secret := make([]byte, 32)
-	if b.priv != nil {
+	if p != nil && p.secret.Load() != nil {
+		secret = *p.secret.Load()
+	} else if b.priv != nil {
 		if s, err := curve25519.X25519(b.priv[:], pub[:]); err == nil {
 			secret = s
+			if p != nil {
+				p.secret.Store(&s)
+			}
 		}
 	}
 	m := hmac.New(sha256.New, secret)
@@ -59,6 +65,33 @@ func (b *PathBind) pairKeyLocked(pub key.PublicKey, p *peerPath) []byte {
 		p.pairKey = k
 	}
 	return k
+}
+
+// sharedSecret returns the X25519 of this node's private key and pub's
+// public key, computed once per peer: the probes' pair key and the
+// session proof (authSession) are both derived from it, and X25519 is the
+// dearest step of both. nil if the bind has no private key or pub is not
+// a peer.
+func (b *PathBind) sharedSecret(pub key.PublicKey) []byte {
+	pp := b.peer(pub)
+	if pp == nil {
+		return nil
+	}
+	if s := pp.secret.Load(); s != nil {
+		return *s
+	}
+	b.mu.Lock()
+	priv := b.priv
+	b.mu.Unlock()
+	if priv == nil {
+		return nil
+	}
+	s, err := curve25519.X25519(priv[:], pub[:])
+	if err != nil {
+		return nil
+	}
+	pp.secret.Store(&s)
+	return s
 }
 
 // probeMAC is the 16-byte MAC of a probe header addressed to to.
@@ -115,6 +148,16 @@ func (b *PathBind) handleProbe(pkt []byte, from netip.AddrPort) {
 	}
 	if !blocked && pkt[1] == probePing && p != nil {
 		p.heardAt.Store(time.Now().UnixNano())
+		// A peer probes only while it holds or dials a session with us: one
+		// that is not a WireGuard peer yet is dialling, and its handshake
+		// follows. Made a WireGuard peer now, WireGuard answers that at once.
+		if !p.wg.Load() && p.wantWG.CompareAndSwap(false, true) {
+			select {
+			case b.stale <- pub:
+			default:
+				p.wantWG.Store(false)
+			}
+		}
 	}
 	if p == nil && pkt[1] == probeCall {
 		b.noteStrangerLocked(from, time.Now()) // answered by a handshake once we learn of it
@@ -128,23 +171,68 @@ func (b *PathBind) handleProbe(pkt []byte, from netip.AddrPort) {
 	}
 }
 
-// noteHandshake records a received WireGuard handshake message from the
-// peer, or queues a poke when it sends transport data with no handshake
-// seen since this node started (see stalePokeEvery). It reports whether
-// the packets must be dropped: a handshake initiation from a peer that is
-// not a WireGuard peer yet is dropped here, not left to race the tunnel
-// adding the peer — WireGuard would answer it if the peer were added in
-// time, crossing the handshake the tunnel starts, and both would fail
-// until WireGuard's 5 s retry.
-func (b *PathBind) noteHandshake(pp *peerPath, pub key.PublicKey, typ byte) (drop bool) {
-	if !pp.wg.Load() && (typ == wgInitiationType || typ == wgTransportType) {
-		// WireGuard does not know the peer yet: make it a WireGuard peer
-		// and answer with a handshake of ours.
-		b.wake(pp, pub)
-		return true
+// noteHandshake looks at a WireGuard message pkt from the peer (from: its
+// source address), received at now (unix ns), before WireGuard does, and
+// reports whether it must be dropped. It makes sure that one WireGuard handshake sets a session up:
+//
+//   - An initiation from a peer that is not a WireGuard peer of the device
+//     yet (WireGuard would drop it and the peer retry only after 5 s) is
+//     held: the tunnel makes the peer a WireGuard peer and hands it back
+//     (TakeHeld, Reinject), and WireGuard answers it. (Answering with an
+//     initiation of our own instead cost a second handshake.)
+//   - Two initiations crossing (both sides dial at once) overwrite each
+//     other's handshake state and cost WireGuard's 5 s retry. The smaller
+//     key's wins: within initPending of sending its own initiation, a node
+//     with the smaller key drops the larger's (and sends its own again if
+//     it stays unanswered: see resendInitiation), which the larger key's
+//     node answers. The larger key's node
+//     lets the smaller's through, and WireGuard answers it (and an
+//     initiation the smaller's WireGuard makes right after letting the
+//     larger's through is withheld: see noteSent).
+//   - Transport data from a peer with no handshake seen since this node
+//     started (this node restarted: the peer still uses a keypair of our
+//     previous run) queues a poke, a handshake of ours (see
+//     stalePokeEvery); from a peer that is not a WireGuard peer yet it is
+//     dropped and poked likewise.
+func (b *PathBind) noteHandshake(pp *peerPath, pub key.PublicKey, pkt []byte, from netip.AddrPort, now int64) (drop bool) {
+	if len(pkt) == 0 {
+		return false
+	}
+	typ := pkt[0]
+	if typ <= wgResponseType {
+		trace(b.self, pub, wgStep("received", typ))
+	}
+	if !pp.wg.Load() {
+		switch typ {
+		case wgInitiationType:
+			if len(pkt) == wgInitiationLen {
+				b.hold(pp, pub, pkt, from, now)
+			}
+			return true
+		case wgTransportType:
+			b.wake(pp, pub)
+			return true
+		}
+		return false
 	}
 	switch typ {
-	case wgInitiationType, wgResponseType:
+	case wgInitiationType:
+		pp.hs.Lock() // against noteSent: one of the two sees the other
+		if b.self.Less(pub) && pp.initSent(now) {
+			pp.hs.Unlock()
+			b.resendInitiation(pp, pub)
+			return true
+		}
+		pp.peerInitAt.Store(now)
+		pp.hs.Unlock()
+		pp.handshook.Store(true)
+	case wgResponseType:
+		// An answer to our pending initiation names it (its receiver
+		// index is our initiation's sender index); a late answer to an
+		// older one does not count.
+		if ip := pp.initPkt.Load(); ip != nil && len(pkt) >= 12 && bytes.Equal(pkt[8:12], (*ip)[4:8]) {
+			pp.respAt.Store(now)
+		}
 		pp.handshook.Store(true)
 	case wgTransportType:
 		if !pp.handshook.Load() {
@@ -152,6 +240,146 @@ func (b *PathBind) noteHandshake(pp *peerPath, pub key.PublicKey, typ byte) (dro
 		}
 	}
 	return false
+}
+
+// noteSent looks at a WireGuard handshake message pkt WireGuard sends the
+// peer at now (unix ns) and reports whether it must be dropped: an
+// initiation the smaller key's node makes within initPending of letting
+// the larger key's through, before WireGuard answered that or less than
+// answerGrace after. (It was let through because this node had none
+// pending; WireGuard made one of its own before or while it answered it:
+// its handshake goroutines run at once. After an answer WireGuard starts
+// no initiation for 5 s, unless the peer is made anew.) Sent, it would
+// cross the larger's (see noteHandshake); WireGuard answers the larger's,
+// and the larger's first packet on the new keypair sends what waits here.
+func (b *PathBind) noteSent(pp *peerPath, pub key.PublicKey, pkt []byte, now int64) (drop bool) {
+	switch pkt[0] {
+	case wgInitiationType:
+		pp.hs.Lock()
+		if at, resp := pp.peerInitAt.Load(), pp.respSentAt.Load(); b.self.Less(pub) && at != 0 &&
+			now-at < int64(initPending) && (resp < at || now-resp < int64(answerGrace)) {
+			pp.hs.Unlock()
+			trace(b.self, pub, "wg initiation withheld")
+			return true
+		}
+		if len(pkt) == wgInitiationLen {
+			pp.sentInitiation(pkt, now)
+		}
+		pp.hs.Unlock()
+	case wgResponseType:
+		pp.respSentAt.Store(now)
+	}
+	pp.handshook.Store(true)
+	trace(b.self, pub, wgStep("sent", pkt[0]))
+	return false
+}
+
+// sentInitiation records an initiation sent to the peer at now (not the
+// same one resent: see resendInitiation).
+func (pp *peerPath) sentInitiation(pkt []byte, now int64) {
+	if old := pp.initPkt.Load(); old != nil && bytes.Equal(*old, pkt) {
+		return
+	}
+	cp := bytes.Clone(pkt)
+	pp.initPkt.Store(&cp)
+	pp.initAt.Store(now)
+}
+
+// initSent reports whether this node sent the peer an initiation within
+// initPending of now (unix ns) that is unanswered, or answered less than
+// answerGrace ago: the answer may still wait in WireGuard's handshake
+// queue, which runs on several goroutines, and the peer's initiation let
+// through now could be taken first and spoil it.
+func (pp *peerPath) initSent(now int64) bool {
+	at := pp.initAt.Load()
+	if at == 0 || now-at >= int64(initPending) {
+		return false
+	}
+	resp := pp.respAt.Load()
+	return resp < at || now-resp < int64(answerGrace)
+}
+
+// forgetHandshakes clears what the bind knows of the handshakes with a peer
+// that stops being a WireGuard peer: made anew, its WireGuard state starts
+// afresh.
+func (pp *peerPath) forgetHandshakes() {
+	pp.hs.Lock()
+	defer pp.hs.Unlock()
+	pp.initPkt.Store(nil)
+	pp.initAt.Store(0)
+	pp.resentAt.Store(0)
+	pp.respAt.Store(0)
+	pp.peerInitAt.Store(0)
+	pp.respSentAt.Store(0)
+}
+
+// resendInitiation sends the peer this node's pending initiation again
+// if it is still unanswered resendAfter from now, once per initiation. A
+// peer of an earlier version drops an initiation from a node that is not
+// its WireGuard peer yet and answers with one of its own, which this node
+// drops (see noteHandshake): without the resend, WireGuard's 5 s retry.
+// Not at once: a peer that got the first one answers it within a round
+// trip, and wireguard-go may take two copies of one initiation in flight
+// at once for two handshakes (its replay check and its update are not one
+// step), which spoils the first.
+func (b *PathBind) resendInitiation(pp *peerPath, pub key.PublicKey) {
+	at := pp.initAt.Load()
+	if pp.initPkt.Load() == nil || pp.resentAt.Swap(at) == at {
+		return
+	}
+	trace(b.self, pub, "wg initiation resend scheduled")
+	time.AfterFunc(resendAfter, func() {
+		pkt := pp.initPkt.Load()
+		if pp.initAt.Load() != at || pp.respAt.Load() >= at || pkt == nil {
+			return // answered, or WireGuard made a new one
+		}
+		trace(b.self, pub, "wg initiation resent")
+		b.Send([][]byte{*pkt}, &Endpoint{Peer: pub}) // closed: ErrClosed, nothing sent
+	})
+}
+
+// hold keeps an initiation from a peer that is not a WireGuard peer yet
+// (the newest one) and queues the peer for the tunnel (see Stale).
+func (b *PathBind) hold(pp *peerPath, pub key.PublicKey, pkt []byte, from netip.AddrPort, now int64) {
+	h := &heldInit{pkt: bytes.Clone(pkt), from: from, at: now}
+	if pp.held.Swap(h) != nil {
+		return // queued already
+	}
+	select {
+	case b.stale <- pub:
+	default:
+		pp.held.CompareAndSwap(h, nil)
+	}
+}
+
+// TakeHeld returns the initiation held for pub (see noteHandshake), if
+// one came within heldInitTTL, and forgets it.
+func (b *PathBind) TakeHeld(pub key.PublicKey) (pkt []byte, from netip.AddrPort, ok bool) {
+	pp := b.peer(pub)
+	if pp == nil {
+		return nil, netip.AddrPort{}, false
+	}
+	h := pp.held.Swap(nil)
+	if h == nil || time.Now().UnixNano()-h.at >= int64(heldInitTTL) {
+		return nil, netip.AddrPort{}, false
+	}
+	return h.pkt, h.from, true
+}
+
+// TakeWantWG reports whether pub probed this node while it was not a
+// WireGuard peer of the device (it is dialling a session), and forgets it.
+func (b *PathBind) TakeWantWG(pub key.PublicKey) bool {
+	pp := b.peer(pub)
+	return pp != nil && pp.wantWG.Swap(false)
+}
+
+// Reinject hands WireGuard a packet from pub that the bind held back
+// (TakeHeld), as if it had just come from from. It never blocks.
+func (b *PathBind) Reinject(pub key.PublicKey, pkt []byte, from netip.AddrPort) {
+	select {
+	case b.relayIn <- relayPacket{from: pub, pkt: pkt, addr: from}:
+	default:
+	}
 }
 
 // wake queues pub for the tunnel to handshake with, at most once per
@@ -177,34 +405,17 @@ func (b *PathBind) SetWG(pub key.PublicKey, on bool) {
 		p.wg.Store(on)
 		if on {
 			p.pokedAt.Store(0)
+		} else {
+			p.forgetHandshakes()
 		}
 	}
 }
 
-// Stale delivers peers whose packets show a keypair from before this node
-// started: the tunnel answers each with a handshake.
+// Stale delivers peers the tunnel must make WireGuard peers of the device:
+// one whose initiation the bind holds (TakeHeld), that probed us
+// (TakeWantWG), or whose packets show a keypair from before this node
+// started (answered with a handshake).
 func (b *PathBind) Stale() <-chan key.PublicKey { return b.stale }
-
-// Call asks peer, by an authenticated probe to its direct address, to dial a
-// session to this node. Of two peers that both want a session, only the
-// one with the smaller key initiates WireGuard's handshake: two
-// initiations crossing on the wire each overwrite the other's handshake
-// state and cost WireGuard's 5 s retry.
-func (b *PathBind) Call(pub key.PublicKey) {
-	if b.probeKey == nil {
-		return
-	}
-	b.mu.Lock()
-	c := b.conn
-	var to netip.AddrPort
-	if p := b.paths[pub]; p != nil && !b.blocked(pub) {
-		to = p.direct
-	}
-	b.mu.Unlock()
-	if c != nil && to.IsValid() {
-		c.WriteToUDPAddrPort(b.probe(probeCall, pub, 0, 0), to)
-	}
-}
 
 // freshLocked reports whether an authentic probe from peer p is new, and
 // if so records it: a pong must answer the ping in flight with its seq and

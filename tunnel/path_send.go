@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"time"
 
 	"golang.zx2c4.com/wireguard/conn"
 
@@ -87,8 +88,9 @@ func (b *PathBind) Send(bufs [][]byte, ep conn.Endpoint) error {
 			n += len(buf)
 		}
 		pp.tx.Add(uint64(n))
-		if len(bufs) > 0 && len(bufs[0]) > 0 && (bufs[0][0] == wgInitiationType || bufs[0][0] == wgResponseType) {
-			pp.handshook.Store(true)
+		if len(bufs) > 0 && len(bufs[0]) > 0 && (bufs[0][0] == wgInitiationType || bufs[0][0] == wgResponseType) &&
+			b.noteSent(pp, e.Peer, bufs[0], time.Now().UnixNano()) {
+			return nil
 		}
 	}
 	if r != nil {

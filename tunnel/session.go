@@ -26,11 +26,11 @@ const (
 //
 // Sessions are made on demand (README "Performance", fleet scale): a peer has no goroutine, timer or
 // buffer of its own until this node wants a session with it (SetWarm) or a
-// stream to it (openStream), or the peer dials one. Of the two, the
-// smaller key dials; the larger asks it to (callPeer) and dials itself only
-// if no session comes. The side that needed the session owns it and closes
-// it when idle (closeIdle). When both dialled, both sessions serve until
-// the redundant one is closed; new streams prefer the one dialled by the
+// stream to it (openStream), or the peer dials one. The side that needs the
+// session dials it (one WireGuard handshake: PathBind.noteHandshake keeps
+// two from crossing when both dial at once), owns it and closes it when
+// idle (closeIdle). When both dialled, both sessions serve until the
+// redundant one is closed; new streams prefer the one dialled by the
 // smaller key, so both sides pick the same.
 type peer struct {
 	// immutable
@@ -62,9 +62,8 @@ type peer struct {
 	pendingAccepts int // guarded by mu; session handshakes in progress (acceptSession)
 	// Each session is owned by the side that needed it (dialled it on its
 	// own behalf, or called for it): only the owner closes it when idle.
-	outOwned bool      // guarded by mu
-	inOwned  bool      // guarded by mu
-	asked    time.Time // guarded by mu: when this node last called the peer to dial it
+	outOwned bool // guarded by mu
+	inOwned  bool // guarded by mu
 	// quietSince: when the peer last had no session and no dial (guarded
 	// by mu). wgOn and wgSince: it is a WireGuard peer of the device,
 	// since then (guarded by t.ipcMu).
@@ -218,6 +217,34 @@ func (p *peer) closeIdle() bool {
 		p.logger().Debug("tunnel: idle session closed")
 	}
 	return len(closing) > 0
+}
+
+// closeSpare closes the redundant session (both sides dialled: the one new
+// streams do not use) if this node owns it, it carries no stream and none
+// is being opened, and reports whether it closed it.
+func (p *peer) closeSpare() bool {
+	p.mu.Lock()
+	if p.out == nil || p.in == nil || p.opening > 0 {
+		p.mu.Unlock()
+		return false
+	}
+	spare, owned := p.in, p.inOwned
+	if !p.prefersOut() {
+		spare, owned = p.out, p.outOwned
+	}
+	if !owned || spare.NumStreams() > 0 {
+		p.mu.Unlock()
+		return false
+	}
+	if spare == p.in {
+		p.in = nil
+	} else {
+		p.out = nil
+	}
+	p.mu.Unlock()
+	spare.Close()
+	p.logger().Debug("tunnel: redundant session closed")
+	return true
 }
 
 // infoLocked summarises the peer's sessions.

@@ -12,9 +12,9 @@ import (
 	"github.com/meshd/meshd/tunnel/internal/framing"
 )
 
-// Getting a peer's session up: dialling it with backoff (dialLoop), asking
-// the peer to dial instead (callPeer, calledBy), and accepting the one it
-// dials (acceptSession).
+// Getting a peer's session up: dialling it with backoff (dialLoop), dialling
+// when the peer asks us to (calledBy), and accepting the one it dials
+// (acceptSession).
 
 // dialTimeout bounds one attempt to dial a peer's session port. The first
 // attempts are shorter (firstDialTimeout, doubling): a SYN lost before the
@@ -37,6 +37,7 @@ const (
 // the peer's own session serves.
 func (p *peer) dialLoop() {
 	defer p.wg.Done()
+	trace(p.t.pub, p.pub, "dial")
 	p.t.ensureWG(p)
 	backoff := minBackoff
 	attemptTimeout := firstDialTimeout
@@ -49,16 +50,13 @@ func (p *peer) dialLoop() {
 			p.mu.Unlock()
 			return
 		}
-		callFirst := !p.prefersOut() && time.Now().After(p.called)
 		p.mu.Unlock()
-		if callFirst && p.callPeer() {
-			continue // its session is up
-		}
 		ctx, cancel := context.WithTimeout(p.ctx, attemptTimeout)
 		c, err := p.t.net.DialTCP(ctx, netip.AddrPortFrom(p.ip, SessionPort))
 		cancel()
 		attemptTimeout = min(attemptTimeout*2, dialTimeout)
 		if err == nil {
+			trace(p.t.pub, p.pub, "tcp connected")
 			if err = p.t.authSession(p.ctx, c, p.pub, true); err != nil {
 				c.Close()
 				if p.ctx.Err() == nil && p.t.authLog.allow(time.Now()) {
@@ -96,37 +94,14 @@ func (p *peer) dialLoop() {
 	}
 }
 
-// Calling: of two peers, the larger key asks the smaller to dial (see
-// PathBind.Call) callTries times, callEvery apart, before it dials itself.
-// A call makes the callee dial for callHold.
-const (
-	callTries = 3
-	callEvery = 150 * time.Millisecond
-	callHold  = 3 * time.Second
-)
-
-// callPeer asks the peer to dial us and waits for its session; it reports
-// whether one came up.
-func (p *peer) callPeer() bool {
-	ready := p.readyChan()
-	for range callTries {
-		p.mu.Lock()
-		p.asked = time.Now()
-		p.mu.Unlock()
-		p.t.bind.Call(p.pub)
-		select {
-		case <-ready:
-			return true
-		case <-p.ctx.Done():
-			return false
-		case <-time.After(callEvery):
-		}
-	}
-	return false
-}
+// callHold: a call (PathBind.Call: "dial me", sent by nodes of earlier
+// versions, whose larger key asked the smaller to dial) makes this node dial
+// for callHold.
+const callHold = 3 * time.Second
 
 // calledBy handles the peer's request to dial it.
 func (p *peer) calledBy() {
+	trace(p.t.pub, p.pub, "called")
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.called = time.Now().Add(callHold)
@@ -148,6 +123,7 @@ func (p *peer) acceptSession(c net.Conn) {
 	p.mu.Unlock()
 	go func() {
 		defer p.wg.Done()
+		trace(p.t.pub, p.pub, "tcp accepted")
 		err := p.t.authSession(p.ctx, c, p.pub, false)
 		p.mu.Lock()
 		p.pendingAccepts--

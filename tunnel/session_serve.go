@@ -31,11 +31,9 @@ func (p *peer) serve(sess *yamux.Session, out bool) {
 		p.outOwned = p.want || p.waiters > 0 || !time.Now().Before(p.called)
 	} else {
 		old, p.in = p.in, sess
-		// Ours if we need it or called for it: a session that answers our
-		// call after we stopped needing it (a warm set that changed) is
-		// still ours to close when idle. The caller dialled it for us and
-		// owns nothing, so nobody else would.
-		p.inOwned = p.dialing || p.want || p.waiters > 0 || time.Since(p.asked) < callHold
+		// Ours if we need it or are dialling one ourselves (both dialled
+		// at once): the peer's then is the redundant one or ours.
+		p.inOwned = p.dialing || p.want || p.waiters > 0
 	}
 	p.called = time.Time{} // a call is answered by any session
 	select {
@@ -49,6 +47,7 @@ func (p *peer) serve(sess *yamux.Session, out bool) {
 		old.Close() // the peer redialled: its old session is gone
 	}
 	p.logger().Debug("tunnel: session up", "dialled", out)
+	trace(p.t.pub, p.pub, "session up")
 
 	var wg sync.WaitGroup
 	wg.Add(1)
@@ -119,6 +118,9 @@ func (p *peer) markBusy() {
 	}
 }
 
+// firstPingAfter is how long after a session comes up its first ping goes.
+const firstPingAfter = 50 * time.Millisecond
+
 // idleSessionPingEvery is how often an idle session whose peer answers
 // path probes is pinged all the same: the probes prove the peer and its
 // path alive, this ping the session itself, end to end.
@@ -138,9 +140,16 @@ const idleSessionPingEvery = 10 * time.Second
 // each), and the session is pinged only every idleSessionPingEvery; if
 // not, it is pinged, so a silent peer is seen as soon as before.
 func (p *peer) pingLoop(sess *yamux.Session) {
-	timer := p.t.cfg.Pacer.NewTimer(0) // pings of an idle session ride the beat
+	// The first ping waits out the session's first exchanges (the stream
+	// it was opened for, its answer), not to compete with them for the
+	// two peers' wakeups; pings of an idle session ride the beat.
+	timer := p.t.cfg.Pacer.NewTimer(firstPingAfter)
 	defer timer.Stop()
-	<-timer.C
+	select {
+	case <-timer.C:
+	case <-sess.CloseChan():
+		return
+	}
 	wasBusy := true
 	var looked, pinged time.Time
 	for {

@@ -46,11 +46,9 @@ var errSessionAuth = errors.New("tunnel: session peer did not prove its key")
 
 // authSession runs the handshake on c with peer; dialer tells the role.
 // It reads exactly the handshake's bytes, so the caller may use c after.
+//
+// The hello goes out first: D is computed while the peer's is on its way.
 func (t *Tunnel) authSession(ctx context.Context, c net.Conn, peer key.PublicKey, dialer bool) error {
-	d, err := curve25519.X25519(t.cfg.PrivateKey[:], peer[:])
-	if err != nil {
-		return fmt.Errorf("tunnel: session key: %w", err)
-	}
 	c.SetDeadline(time.Now().Add(sessionAuthTimeout))
 	stop := context.AfterFunc(ctx, func() { c.SetDeadline(time.Unix(1, 0)) })
 	defer stop()
@@ -60,6 +58,16 @@ func (t *Tunnel) authSession(ctx context.Context, c net.Conn, peer key.PublicKey
 	}
 	if _, err := c.Write(append([]byte(sessionAuthMagic), mine[:]...)); err != nil {
 		return fmt.Errorf("tunnel: session hello: %w", err)
+	}
+	var d []byte
+	if t.bind != nil {
+		d = t.bind.sharedSecret(peer)
+	}
+	if d == nil {
+		var err error
+		if d, err = curve25519.X25519(t.cfg.PrivateKey[:], peer[:]); err != nil {
+			return fmt.Errorf("tunnel: session key: %w", err)
+		}
 	}
 	var hello [len(sessionAuthMagic) + sessionNonceLen]byte
 	if _, err := io.ReadFull(c, hello[:]); err != nil {

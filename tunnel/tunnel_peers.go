@@ -223,8 +223,11 @@ func (t *Tunnel) SetWarm(pubs []key.PublicKey) {
 	}
 }
 
-// pokeStale answers peers that still use a keypair of this node's previous
-// run with a fresh handshake (see PathBind.Stale).
+// pokeStale makes the peers the bind queues (see PathBind.Stale)
+// WireGuard peers: one whose initiation the bind holds gets it handed to
+// WireGuard, which answers it; one that probes us (it dials a session and
+// its handshake follows) is added; one that still uses a keypair of this
+// node's previous run gets a fresh handshake.
 func (t *Tunnel) pokeStale() {
 	defer t.wg.Done()
 	for {
@@ -235,10 +238,24 @@ func (t *Tunnel) pokeStale() {
 			t.mu.Lock()
 			p := t.peers[pub]
 			t.mu.Unlock()
-			if p != nil {
-				p.logger().Debug("tunnel: peer makes contact: handshaking")
-				t.poke(p)
+			if p == nil {
+				continue
 			}
+			if pkt, from, ok := t.bind.TakeHeld(pub); ok {
+				if t.ensureWG(p) {
+					trace(t.pub, pub, "initiation handed to WireGuard")
+					t.bind.Reinject(pub, pkt, from)
+				}
+				continue
+			}
+			if t.bind.TakeWantWG(pub) {
+				trace(t.pub, pub, "WireGuard peer added on a probe")
+				t.ensureWG(p)
+				continue
+			}
+			p.logger().Debug("tunnel: peer makes contact: handshaking")
+			trace(t.pub, pub, "poke")
+			t.poke(p)
 		}
 	}
 }

@@ -28,6 +28,19 @@ func (t *Tunnel) CloseIdle(pub key.PublicKey) bool {
 	return p.closeIdle()
 }
 
+// CloseSpare closes the redundant session with pub (see
+// SessionInfo.Redundant) if it carries no stream, and reports whether it
+// closed it. The session new streams use stays.
+func (t *Tunnel) CloseSpare(pub key.PublicKey) bool {
+	t.mu.Lock()
+	p := t.peers[pub]
+	t.mu.Unlock()
+	if p == nil {
+		return false
+	}
+	return p.closeSpare()
+}
+
 // OpenStream opens a new stream to peer, waiting (until ctx ends) for the
 // peer's session to come up if it is not up yet.
 func (t *Tunnel) OpenStream(ctx context.Context, pub key.PublicKey) (net.Conn, error) {

@@ -58,7 +58,9 @@ const Help = "Starts `meshd join` processes (this binary) on 127.0.0.1 with gene
 	"scale (only with --only scale; not run by default): --nodes real `meshd join`\n" +
 	"processes in 4 sites on loopback; the first node of each site exports echo, every\n" +
 	"node imports it preferring its own site, then the next. Keys: scale_convergence_s\n" +
-	"(last start -> every node sees all others alive), scale_import_ok/_errors (an echo\n" +
+	"(last start -> every node sees all others alive, from the peers' state_since;\n" +
+	"every *_seen_s key is the same moment as the status reads first showed it, later\n" +
+	"by the polling's delay), scale_import_ok/_errors (an echo\n" +
 	"round trip through every node's import), then over --scale-idle of idling:\n" +
 	"scale_idle_cpu_pct_per_node (mean, % of one core), _max, _exporters, _others,\n" +
 	"scale_idle_cpu_cores_total, scale_rss_mb_per_node, scale_rss_mb_max,\n" +

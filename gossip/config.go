@@ -45,9 +45,11 @@ type Config struct {
 	// of a live member (NameConflict) must not replace that member's record.
 	Quiet bool
 
-	// Pacer, if set, gets a beat at every gossip tick and UDP message sent
-	// (memberlist asks for broadcasts then), and paces this Gossip's own upkeep: the node's
-	// unhurried loops ride a wakeup that happens anyway (package pace).
+	// Pacer, if set, gets a beat at every UDP message memberlist sends
+	// (it asks for broadcasts to piggyback then: its probe every
+	// BeatInterval, answers to others' probes, gossip rounds), and paces
+	// this Gossip's own upkeep: the node's unhurried loops ride a wakeup
+	// that happens anyway (package pace).
 	Pacer *pace.Pacer
 
 	// MaxMembers bounds the other members this node keeps (SPEC §9: nothing

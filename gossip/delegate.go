@@ -51,6 +51,7 @@ func (d *delegate) GetBroadcasts(overhead, limit int) [][]byte {
 	// memberlist asks at each gossip tick and before each UDP message it
 	// sends (to piggyback broadcasts): wakeups it has anyway, the beat of
 	// Config.Pacer.
+	d.g.polls.Add(1)
 	d.g.pacer.Beat(time.Now())
 	return d.g.queue.GetBroadcasts(overhead, limit)
 }

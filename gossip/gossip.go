@@ -122,18 +122,22 @@ type Gossip struct {
 	identity   func(name string, meta Meta, cert []byte, signKey ed25519.PublicKey) error
 	keyring    *memberlist.Keyring
 	ml         *memberlist.Memberlist
-	localAddr  netip.AddrPort
-	queue      *broadcastQueue
-	limit      *limiter
-	gate       *logGate        // log lines unauthenticated senders can cause
-	guard      *guardTransport // caps unauthenticated gossip input
-	count      *countTransport // counts gossip bytes on the wire
-	changes    chan struct{}   // cap 1, never closed
-	bigKick    chan struct{}   // cap 1: own record too big for UDP, send by TCP
-	catchKick  chan syncKick   // cap 1: a change that calls for catch-up syncs (catchup.go)
-	userMsgs   chan []byte     // bounded; user messages for Messages()
-	done       chan struct{}   // closed by Close
-	wg         sync.WaitGroup
+	// wake is ml once created, for queueLocked, which memberlist's
+	// listeners may reach (a record passed on) before g.ml is set.
+	wake      atomic.Pointer[memberlist.Memberlist]
+	polls     atomic.Uint64 // Stats.Polls
+	localAddr netip.AddrPort
+	queue     *broadcastQueue
+	limit     *limiter
+	gate      *logGate        // log lines unauthenticated senders can cause
+	guard     *guardTransport // caps unauthenticated gossip input
+	count     *countTransport // counts gossip bytes on the wire
+	changes   chan struct{}   // cap 1, never closed
+	bigKick   chan struct{}   // cap 1: own record too big for UDP, send by TCP
+	catchKick chan syncKick   // cap 1: a change that calls for catch-up syncs (catchup.go)
+	userMsgs  chan []byte     // bounded; user messages for Messages()
+	done      chan struct{}   // closed by Close
+	wg        sync.WaitGroup
 
 	// Atomic.
 	numNodes  atomic.Int64  // alive+suspect members plus this node, for the broadcast queue
@@ -239,16 +243,17 @@ func New(cfg Config) (*Gossip, error) {
 	mc.GossipVerifyOutgoing = true
 	// Failure detection in seconds (a peer without a session is judged by
 	// gossip alone; one with a session by its pings, within a second):
-	// memberlist's LAN settings, probes every 1 s with a 500 ms timeout and
-	// a 200 ms gossip tick (which spreads a catalog change through 100
-	// nodes in about a second, bounds how long Leave waits for its
-	// broadcast, and is the beat of Config.Pacer), suspicion multiplier 4
-	// (two confirmations, not one, shorten it to its minimum). Faster
-	// probes and ticks cost an idle node most of its CPU in wakeups (README
-	// "Performance", fleet scale). Compression is off: the UDP packets are
-	// small, and LZW's tables were allocated for each. MESHD_DEBUG_GOSSIP_*
-	// measure others.
-	mc.ProbeInterval = debugDuration("MESHD_DEBUG_GOSSIP_PROBE_INTERVAL", time.Second)
+	// memberlist's LAN settings, probes every 1 s with a 500 ms timeout
+	// (each probe's UDP message is the beat of Config.Pacer) and a 200 ms
+	// gossip tick while broadcasts are queued (which spreads a catalog
+	// change through 100 nodes in about a second and bounds how long Leave
+	// waits for its broadcast; the patched memberlist skips the tick while
+	// nothing is queued), suspicion multiplier 4 (two confirmations, not
+	// one, shorten it to its minimum). Faster probes and ticks cost an
+	// idle node most of its CPU in wakeups (README "Performance", fleet
+	// scale). Compression is off: the UDP packets are small, and LZW's
+	// tables were allocated for each. MESHD_DEBUG_GOSSIP_* measure others.
+	mc.ProbeInterval = BeatInterval()
 	mc.ProbeTimeout = debugDuration("MESHD_DEBUG_GOSSIP_PROBE_TIMEOUT", 500*time.Millisecond)
 	mc.GossipInterval = TickInterval()
 	mc.SuspicionMult = 4
@@ -294,6 +299,8 @@ func New(cfg Config) (*Gossip, error) {
 		return nil, fmt.Errorf("gossip: listen on %s: %w", cfg.Bind, err)
 	}
 	g.ml = ml
+	g.wake.Store(ml)
+	ml.WakeGossip() // for a record queued before
 	ln := ml.LocalNode()
 	if a, ok := netip.AddrFromSlice(ln.Addr); ok {
 		g.localAddr = netip.AddrPortFrom(a.Unmap(), ln.Port)
@@ -548,15 +555,22 @@ func addrPort(ip net.IP, port uint16) netip.AddrPort {
 	return netip.AddrPortFrom(a.Unmap(), port)
 }
 
-// debugDuration reads a tuning knob from the environment (MESHD_DEBUG_*,
-// for measuring one setting against another in one run; not a stable
-// interface): def when unset or not a duration between 10 ms and 10 s.
 // TickInterval is memberlist's gossip interval: how often a node sends
-// queued broadcasts, and the beat of Config.Pacer.
+// queued broadcasts while it has some.
 func TickInterval() time.Duration {
 	return debugDuration("MESHD_DEBUG_GOSSIP_INTERVAL", 200*time.Millisecond)
 }
 
+// BeatInterval is memberlist's probe interval: a member probes another
+// this often, and the UDP message it sends is a beat of Config.Pacer, so
+// beats come at least this often while the node has another member.
+func BeatInterval() time.Duration {
+	return debugDuration("MESHD_DEBUG_GOSSIP_PROBE_INTERVAL", time.Second)
+}
+
+// debugDuration reads a tuning knob from the environment (MESHD_DEBUG_*,
+// for measuring one setting against another in one run; not a stable
+// interface): def when unset or not a duration between 10 ms and 10 s.
 func debugDuration(name string, def time.Duration) time.Duration {
 	d, err := time.ParseDuration(os.Getenv(name))
 	if err != nil || d < 10*time.Millisecond || d > 10*time.Second {

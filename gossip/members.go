@@ -207,6 +207,9 @@ func (g *Gossip) queueLocked(node string, msg []byte, sent chan struct{}) {
 		msg = nil // still replaces an older queued record; receivers ignore it
 	}
 	g.queue.QueueBroadcast(&broadcast{name: "catalog/" + node, msg: msg, sent: sent})
+	if ml := g.wake.Load(); ml != nil {
+		ml.WakeGossip() // memberlist's gossip loop sleeps while nothing is queued
+	}
 }
 
 // mergeRecords applies records received from peers: each replaces what we

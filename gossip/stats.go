@@ -7,6 +7,10 @@ type Stats struct {
 	HealthScore int    // memberlist's awareness score: 0 is healthy, higher means this node is slow to answer probes
 	Queued      int    // catalog broadcasts waiting to be gossiped
 	Malformed   uint64 // malformed catalog messages and states received and ignored
+	// Polls counts memberlist's asks for broadcasts to send: one per gossip
+	// round and one per UDP message it sends (the Pacer's beats). An idle
+	// node polls only for its probes and its answers to others'.
+	Polls uint64
 	// BytesSent and BytesReceived count gossip on the wire (UDP and TCP,
 	// encrypted; without IP and transport headers).
 	BytesSent, BytesReceived uint64
@@ -23,6 +27,7 @@ func (g *Gossip) Stats() Stats {
 		HealthScore:   g.ml.GetHealthScore(),
 		Queued:        g.queue.NumQueued(),
 		Malformed:     g.malformed.Load(),
+		Polls:         g.polls.Load(),
 		BytesSent:     g.count.sent.Load(),
 		BytesReceived: g.count.recv.Load(),
 

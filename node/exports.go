@@ -11,6 +11,7 @@ import (
 
 	"github.com/meshd/meshd/internal/config"
 	"github.com/meshd/meshd/internal/key"
+	"github.com/meshd/meshd/internal/procs"
 	"github.com/meshd/meshd/internal/proxyproto"
 	"github.com/meshd/meshd/internal/wire"
 	"github.com/meshd/meshd/tunnel"
@@ -146,6 +147,9 @@ func (n *Node) handleStream(peer key.PublicKey, s net.Conn) {
 	if !ok {
 		return
 	}
+	end := procs.Begin() // the scheduler's full width while a stream is carried
+	admitted := release
+	release = func() { end(); admitted() }
 	proxied := false
 	defer func() {
 		if !proxied {

@@ -39,8 +39,9 @@ func (n *Node) watchHealth() {
 	tick := n.pacer.NewTimer(0) // quiet peers' passes ride the beat; busy ones' are plain timers
 	defer tick.Stop()
 	type judged struct {
-		pub  key.PublicKey
-		next time.Time // when it is due to be judged again
+		pub   key.PublicKey
+		next  time.Time // when it is due to be judged again
+		hurry bool      // next is a healthTick away (streams, a ping outstanding, unreachable)
 	}
 	tracked := make(map[string]*judged) // owned by this goroutine: peers whose session has been up
 	var rescan time.Time
@@ -63,6 +64,7 @@ func (n *Node) watchHealth() {
 			}
 		}
 		wake := rescan // the next pass: the rescan, or the first peer due before it
+		hurry := false // some peer is due at healthTick: a plain timer, not the beat
 		for name, j := range tracked {
 			m, ok := c.byName[name]
 			if !ok || m.Meta.PublicKey != j.pub {
@@ -72,6 +74,7 @@ func (n *Node) watchHealth() {
 			}
 			if now.Before(j.next) {
 				wake = minTime(wake, j.next)
+				hurry = hurry || j.hurry
 				continue
 			}
 			st, _ := n.tun.SessionStats(j.pub)
@@ -84,8 +87,10 @@ func (n *Node) watchHealth() {
 				continue
 			}
 			reachable := peerReachable(m, st, now)
-			j.next = now.Add(healthDue(st, reachable))
+			due := healthDue(st, reachable)
+			j.next, j.hurry = now.Add(due), due < healthIdleEvery
 			wake = minTime(wake, j.next)
+			hurry = hurry || j.hurry
 			switch n.health.Observe(m.Name, reachable, now) {
 			case failover.TransitionDown:
 				n.log.Warn("peer down: new connections avoid it", "peer", m.Name, "site", m.Meta.Site,
@@ -96,7 +101,15 @@ func (n *Node) watchHealth() {
 				n.metrics.PeerTransition(m.Name, m.Meta.Site, "up")
 			}
 		}
-		tick.Reset(max(time.Until(wake), time.Millisecond))
+		if hurry {
+			tick.Reset(max(time.Until(wake), time.Millisecond))
+		} else {
+			// Only quiet peers and the rescan: however soon the first is
+			// due, its look came from an unhurried interval and rides the
+			// beat (with peers at different phases the rest of the wait is
+			// often short, and would otherwise be a wakeup of its own).
+			tick.ResetLoose(max(time.Until(wake), time.Millisecond))
+		}
 	}
 }
 

@@ -12,6 +12,7 @@ import (
 
 	"github.com/meshd/meshd/failover"
 	"github.com/meshd/meshd/internal/config"
+	"github.com/meshd/meshd/internal/procs"
 	"github.com/meshd/meshd/internal/wire"
 	"github.com/meshd/meshd/tunnel"
 )
@@ -130,6 +131,9 @@ func (im *importer) activeTo(node string) int64 {
 // proxying; it returns while the proxy runs and calls finished when the
 // connection has ended.
 func (im *importer) handle(client net.Conn, finished func()) {
+	end := procs.Begin() // the scheduler's full width while a connection is carried
+	done := finished
+	finished = func() { end(); done() }
 	im.total.Add(1)
 	im.active.Add(1)
 

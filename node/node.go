@@ -35,6 +35,12 @@ import (
 // leaveTimeout bounds the graceful leave broadcast on Close.
 const leaveTimeout = 2 * time.Second
 
+// pacePlainUnder: the node's timers shorter than this are plain timers
+// (busy peers' 100-200 ms health passes, pings and probes); longer ones
+// (idle passes, pings and probes of quiet peers, 500 ms and more) wait for
+// the pacer's beat, memberlist's UDP messages, at least one a second.
+const pacePlainUnder = 400 * time.Millisecond
+
 // Node is one running mesh node. Create it with New, run it with Start,
 // stop it with Close.
 type Node struct {
@@ -59,7 +65,7 @@ type Node struct {
 	breaker    *failover.Breaker      // per service/node circuit breaker
 	holes      *failover.Blackhole    // drill orders this node is executing
 	idle       *failover.IdleSessions // idle close of the sessions this node owns
-	pacer      *pace.Pacer            // the beat of the unhurried loops: memberlist's gossip tick
+	pacer      *pace.Pacer            // the beat of the unhurried loops: memberlist's UDP messages (gossip.Config.Pacer)
 	warmLimit  int                    // warm-set cap per import
 	ctx        context.Context        // cancelled by Close: ends every proxied connection
 	cancel     context.CancelFunc
@@ -124,7 +130,7 @@ func New(cfg *config.Config, lg *slog.Logger) (*Node, error) {
 		holes:   &failover.Blackhole{},
 		drills:  statuspage.NewRing(statuspage.DefaultRingSize),
 		idle:    failover.NewIdleSessions(sessionIdleTimeout()), warmLimit: warmLimit(),
-		pacer: pace.New(gossip.TickInterval()),
+		pacer: pace.New(gossip.BeatInterval(), pacePlainUnder),
 	}
 	n.metrics = metrics.New(metrics.Info{Node: cfg.Name, Site: cfg.Site, Version: version.Get().Short()}, n.metricsSample)
 	n.fatal = make(chan error, 1)

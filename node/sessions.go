@@ -8,6 +8,7 @@ import (
 
 	"github.com/meshd/meshd/failover"
 	"github.com/meshd/meshd/internal/key"
+	"github.com/meshd/meshd/internal/procs"
 )
 
 // Sessions on demand (README "Performance", fleet scale). The node keeps a tunnel session only with
@@ -105,6 +106,7 @@ func (n *Node) watchSessions() {
 			tick.Reset(every)
 		}
 		now := time.Now()
+		procs.Tick(now) // narrows the scheduler of an idle node (meshd join enables it)
 		seen := make(map[string]bool, len(tracked))
 		for _, si := range n.tun.Sessions() {
 			if !si.Owned {

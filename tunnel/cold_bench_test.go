@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/crypto/curve25519"
+
 	"github.com/meshd/meshd/internal/key"
 )
 
@@ -102,5 +104,27 @@ func BenchmarkColdFirstStream(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// BenchmarkSharedSecret: one X25519 of two node keys, the dearest step of
+// a handshake (WireGuard's takes nine one after the other on a cold
+// connection; see README "First connection to a cold peer").
+//
+//	go test -run XXX -bench SharedSecret ./tunnel
+func BenchmarkSharedSecret(b *testing.B) {
+	k1, err := key.NewPrivate()
+	if err != nil {
+		b.Fatal(err)
+	}
+	k2, err := key.NewPrivate()
+	if err != nil {
+		b.Fatal(err)
+	}
+	pub := k2.Public()
+	for b.Loop() {
+		if _, err := curve25519.X25519(k1[:], pub[:]); err != nil {
+			b.Fatal(err)
+		}
 	}
 }

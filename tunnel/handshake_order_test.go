@@ -165,3 +165,44 @@ func TestTakeHeld(t *testing.T) {
 		t.Fatal("handed out a held initiation older than heldInitTTL")
 	}
 }
+
+// TestProbeMakesWireGuardPeer: a fresh authentic ping from a peer that is
+// not a WireGuard peer yet (it is dialling us) queues it for the tunnel to
+// add, once; from a WireGuard peer, or replayed, it queues nothing.
+func TestProbeMakesWireGuardPeer(t *testing.T) {
+	ck := []byte("0123456789abcdef")
+	lg := slog.New(slog.NewTextHandler(io.Discard, nil))
+	ka, kb := newKey(t), newKey(t)
+	a := NewPathBind(netip.MustParseAddrPort("127.0.0.1:0"), ka.Public(), ck, lg) // builds probes
+	b := NewPathBind(netip.MustParseAddrPort("127.0.0.1:0"), kb.Public(), ck, lg)
+	a.SetPrivateKey(ka)
+	b.SetPrivateKey(kb)
+	from := netip.MustParseAddrPort("127.0.0.1:1")
+	a.SetPeer(kb.Public(), from)
+	b.SetPeer(ka.Public(), from)
+	queued := func() bool {
+		select {
+		case got := <-b.stale:
+			return got == ka.Public()
+		default:
+			return false
+		}
+	}
+	ping := a.probe(probePing, kb.Public(), 1, 0)
+	b.handleProbe(ping, from)
+	if !queued() || !b.TakeWantWG(ka.Public()) {
+		t.Fatal("a ping from a dialling peer did not queue it")
+	}
+	if b.TakeWantWG(ka.Public()) {
+		t.Fatal("taken twice")
+	}
+	b.handleProbe(ping, from) // replayed
+	if queued() || b.TakeWantWG(ka.Public()) {
+		t.Fatal("a replayed ping queued the peer")
+	}
+	b.SetWG(ka.Public(), true)
+	b.handleProbe(a.probe(probePing, kb.Public(), 2, 0), from)
+	if queued() || b.TakeWantWG(ka.Public()) {
+		t.Fatal("a ping from a WireGuard peer queued it")
+	}
+}

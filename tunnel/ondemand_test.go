@@ -149,7 +149,7 @@ func TestWarmKeepsSession(t *testing.T) {
 	link(t, a, b)
 	waitUntil(t, 3*time.Second, "warm session", func() bool { return a.Stats()[b.PublicKey()].SessionUp })
 	waitUntil(t, 3*time.Second, "pings", func() bool { return a.Stats()[b.PublicKey()].RTT > 0 })
-	waitUntil(t, 3*time.Second, "probes", func() bool { return probesSent(a, b.PublicKey()) >= 3 })
+	waitUntil(t, 4*probeIdleEvery, "probes", func() bool { return probesSent(a, b.PublicKey()) >= 3 })
 	if !a.CloseIdle(b.PublicKey()) {
 		t.Fatal("CloseIdle refused")
 	}
@@ -376,16 +376,17 @@ func TestPassiveSideNotProbing(t *testing.T) {
 		return a.Stats()[b.PublicKey()].SessionUp && b.Stats()[a.PublicKey()].SessionUp
 	})
 	// b's first probes settle its path on direct; then it goes quiet.
-	waitUntil(t, 5*time.Second, "a's probes", func() bool { return probesSent(a, b.PublicKey()) >= probeFirstVerdict+2 })
+	waitUntil(t, 5*time.Second+3*probeIdleEvery, "a's probes", func() bool { return probesSent(a, b.PublicKey()) >= probeFirstVerdict+2 })
 	fromA, fromB := probesSent(a, b.PublicKey()), probesSent(b, a.PublicKey())
-	time.Sleep(3500 * time.Millisecond) // three idle probe intervals
+	idle := 3*probeIdleEvery + 500*time.Millisecond // three idle probe intervals
+	time.Sleep(idle)
 	da, db := probesSent(a, b.PublicKey())-fromA, probesSent(b, a.PublicKey())-fromB
-	t.Logf("over 3.5 s idle: a (warm) sent %d probes, b (passive) %d", da, db)
+	t.Logf("over %v idle: a (warm) sent %d probes, b (passive) %d", idle, da, db)
 	if da < 2 {
-		t.Fatalf("the warm side sent %d probes in 3.5 s, want ≥ 2", da)
+		t.Fatalf("the warm side sent %d probes in %v, want ≥ 2", da, idle)
 	}
 	if db > 1 {
-		t.Fatalf("the passive side sent %d probes in 3.5 s while it heard the peer's, want ≤ 1", db)
+		t.Fatalf("the passive side sent %d probes in %v while it heard the peer's, want ≤ 1", db, idle)
 	}
 	if st := b.Stats()[a.PublicKey()]; !st.SessionUp || st.Path != "direct" {
 		t.Fatalf("passive side: %+v", st)

@@ -64,20 +64,26 @@ func (b *PathBind) probeLoop(c *net.UDPConn, done chan struct{}) {
 		for _, s := range sends {
 			c.WriteToUDPAddrPort(b.probe(probePing, s.pub, s.seq, s.stamp), s.to)
 		}
-		tick.Reset(b.untilDue(time.Now()))
+		if d, idle := b.untilDue(time.Now()); idle {
+			tick.ResetLoose(d) // the first due is an idle peer: its probe rides the beat however soon
+		} else {
+			tick.Reset(d)
+		}
 	}
 }
 
 // untilDue is how long the probe loop may sleep at now: until the first
-// active peer is due, at least probeEvery, at most probeMaxEvery.
-func (b *PathBind) untilDue(now time.Time) time.Duration {
+// active peer is due, at least probeEvery, at most probeMaxEvery; idle
+// when no active peer's session is busy (the wait may ride the beat).
+func (b *PathBind) untilDue(now time.Time) (d time.Duration, idle bool) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	d := probeMaxEvery
+	d, idle = probeMaxEvery, true
 	for _, p := range b.active {
 		d = min(d, p.next.Sub(now))
+		idle = idle && p.idle
 	}
-	return max(d, probeEvery)
+	return max(d, probeEvery), idle
 }
 
 // kickLoop wakes the probe loop for a round now (a peer turned active or

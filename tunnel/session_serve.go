@@ -118,6 +118,9 @@ func (p *peer) markBusy() {
 	}
 }
 
+// firstPingAfter is how long after a session comes up its first ping goes.
+const firstPingAfter = 50 * time.Millisecond
+
 // idleSessionPingEvery is how often an idle session whose peer answers
 // path probes is pinged all the same: the probes prove the peer and its
 // path alive, this ping the session itself, end to end.
@@ -137,9 +140,16 @@ const idleSessionPingEvery = 10 * time.Second
 // each), and the session is pinged only every idleSessionPingEvery; if
 // not, it is pinged, so a silent peer is seen as soon as before.
 func (p *peer) pingLoop(sess *yamux.Session) {
-	timer := p.t.cfg.Pacer.NewTimer(0) // pings of an idle session ride the beat
+	// The first ping waits out the session's first exchanges (the stream
+	// it was opened for, its answer), not to compete with them for the
+	// two peers' wakeups; pings of an idle session ride the beat.
+	timer := p.t.cfg.Pacer.NewTimer(firstPingAfter)
 	defer timer.Stop()
-	<-timer.C
+	select {
+	case <-timer.C:
+	case <-sess.CloseChan():
+		return
+	}
 	wasBusy := true
 	var looked, pinged time.Time
 	for {

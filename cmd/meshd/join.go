@@ -4,11 +4,13 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"github.com/urfave/cli/v2"
 
 	"github.com/meshd/meshd/internal/config"
 	"github.com/meshd/meshd/internal/daemon"
+	"github.com/meshd/meshd/internal/procs"
 )
 
 func joinCommand() *cli.Command {
@@ -28,6 +30,20 @@ func joinCommand() *cli.Command {
 		},
 		Action: runJoin,
 	}
+}
+
+// procsIdleAfter is how long a node carries no connection before its
+// scheduler narrows to one P; MESHD_DEBUG_PROCS_IDLE (a duration, for
+// tests and measurements; "off" keeps the default width) changes it.
+func procsIdleAfter() (time.Duration, bool) {
+	v := os.Getenv("MESHD_DEBUG_PROCS_IDLE")
+	if v == "off" {
+		return 0, false
+	}
+	if d, err := time.ParseDuration(v); err == nil && d > 0 {
+		return d, true
+	}
+	return 10 * time.Second, true
 }
 
 func runJoin(c *cli.Context) error {
@@ -55,5 +71,11 @@ func runJoin(c *cli.Context) error {
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
 	p.Stop, p.Hangup = stop, hup
+	// An idle node runs the Go scheduler on one P, and widens it at its
+	// next connection (internal/procs). A relay carries others' traffic,
+	// which is no connection of its own: it keeps the default.
+	if idle, on := procsIdleAfter(); on && !cfg.Relay.Enabled {
+		procs.Enable(idle)
+	}
 	return p.Run() // an error exits 1
 }

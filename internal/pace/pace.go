@@ -9,14 +9,16 @@
 // 1.6 ms of CPU a second). So the node's idle loops (health passes over
 // quiet peers, idle sessions' pings and path probes, gossip upkeep) do not
 // each keep a timer: they wait on a Pacer, which wakes them at a beat, and
-// the beat is a wakeup the process has anyway (memberlist's gossip tick,
-// see gossip.Config.Pacer).
+// the beat is a wakeup the process has anyway (memberlist sending a UDP
+// message: its probe of a member every second, an answer to another's
+// probe, a gossip round; see gossip.Config.Pacer).
 //
 // A paced timer fires at the first beat at or after its deadline: never
-// early, at most one beat late while beats come, and at most a backstop
-// later when they stop (a node alone has no gossip tick). Timers shorter
-// than two beats are plain timers: a busy peer's 100 ms passes keep their
-// precision, and a busy node is awake anyway.
+// early, at most one beat interval late while beats come, and at most a
+// backstop later when they stop (a node alone sends nothing). Timers
+// shorter than the Pacer's plain threshold are plain timers, unless armed
+// with ResetLoose: a busy peer's 100 ms passes keep their precision, and a
+// busy node is awake anyway.
 package pace
 
 import (
@@ -27,7 +29,8 @@ import (
 // A Pacer wakes the timers made from it at its beats. The zero value is
 // not usable; a nil *Pacer makes plain timers.
 type Pacer struct {
-	every time.Duration // the expected time between beats
+	every time.Duration // the longest expected time between beats
+	plain time.Duration // timers shorter than this are plain
 
 	mu       sync.Mutex
 	armed    map[*Timer]struct{}
@@ -35,11 +38,11 @@ type Pacer struct {
 	earliest time.Time   // of the armed timers; zero: none
 }
 
-// New returns a Pacer whose beats are expected every: a timer fires
-// at most every after its deadline while beats come, 1.5×every without.
-// Timers shorter than 2×every are plain timers.
-func New(every time.Duration) *Pacer {
-	p := &Pacer{every: every, armed: make(map[*Timer]struct{})}
+// New returns a Pacer whose beats come at least every: a timer fires at
+// most every after its deadline while beats come, 1.5×every without.
+// Timers shorter than plain are plain timers.
+func New(every, plain time.Duration) *Pacer {
+	p := &Pacer{every: every, plain: plain, armed: make(map[*Timer]struct{})}
 	p.backstop = time.AfterFunc(time.Hour, func() { p.Beat(time.Now()) })
 	p.backstop.Stop()
 	return p
@@ -119,10 +122,21 @@ func (t *Timer) fire() {
 	}
 }
 
-// Reset re-arms t to fire d from now, discarding a firing not yet received.
-func (t *Timer) Reset(d time.Duration) {
+// Reset re-arms t to fire d from now, discarding a firing not yet
+// received: at a beat if d is at least the Pacer's plain threshold, as a
+// plain timer if shorter.
+func (t *Timer) Reset(d time.Duration) { t.reset(d, t.p == nil || d < t.p.plain) }
+
+// ResetLoose re-arms t to fire at the first beat at or after d from now,
+// however short d is: for the rest of an unhurried wait (a loop that
+// serves several peers sleeps until the first is due, and that one's
+// next look came from a long interval), which would otherwise become a
+// plain timer and a wakeup of its own. A nil Pacer makes it plain.
+func (t *Timer) ResetLoose(d time.Duration) { t.reset(d, t.p == nil) }
+
+func (t *Timer) reset(d time.Duration, plain bool) {
 	t.Stop()
-	if t.p == nil || d < 2*t.p.every {
+	if plain {
 		t.mu.Lock()
 		defer t.mu.Unlock()
 		t.gen++

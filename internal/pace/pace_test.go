@@ -17,7 +17,7 @@ func fired(t *Timer, wait time.Duration) bool {
 
 func TestPacedTimerFiresAtTheFirstBeatAfterItsDeadline(t *testing.T) {
 	const every = 100 * time.Millisecond
-	p := New(every)
+	p := New(every, 2*every)
 	start := time.Now()
 	tm := p.NewTimer(300 * time.Millisecond)
 	defer tm.Stop()
@@ -41,7 +41,7 @@ func TestPacedTimerFiresAtTheFirstBeatAfterItsDeadline(t *testing.T) {
 }
 
 func TestReArmedTimerWaitsForItsNewDeadline(t *testing.T) {
-	p := New(100 * time.Millisecond)
+	p := New(100*time.Millisecond, 200*time.Millisecond)
 	start := time.Now()
 	a := p.NewTimer(200 * time.Millisecond)
 	defer a.Stop()
@@ -60,7 +60,7 @@ func TestReArmedTimerWaitsForItsNewDeadline(t *testing.T) {
 
 func TestBackstopWithoutBeats(t *testing.T) {
 	const every = 50 * time.Millisecond
-	p := New(every)
+	p := New(every, 2*every)
 	start := time.Now()
 	tm := p.NewTimer(200 * time.Millisecond)
 	defer tm.Stop()
@@ -79,7 +79,7 @@ func TestBackstopWithoutBeats(t *testing.T) {
 }
 
 func TestShortTimersArePlain(t *testing.T) {
-	p := New(time.Hour) // no beat, and a backstop an hour away
+	p := New(time.Hour, time.Second) // no beat, and a backstop an hour away
 	start := time.Now()
 	tm := p.NewTimer(20 * time.Millisecond)
 	defer tm.Stop()
@@ -102,7 +102,7 @@ func TestNilPacerMakesPlainTimers(t *testing.T) {
 }
 
 func TestStopAndResetDiscard(t *testing.T) {
-	p := New(100 * time.Millisecond)
+	p := New(100*time.Millisecond, 200*time.Millisecond)
 	start := time.Now()
 	tm := p.NewTimer(200 * time.Millisecond)
 	tm.Stop()
@@ -147,5 +147,29 @@ func TestPlainStopDiscardsARacingFiring(t *testing.T) {
 			t.Fatalf("round %d: a firing of a stopped timer arrived", i)
 		case <-time.After(20 * time.Microsecond):
 		}
+	}
+}
+
+func TestLooseTimersRideTheBeatHoweverShort(t *testing.T) {
+	p := New(time.Hour, time.Second) // no beat, and a backstop an hour away
+	start := time.Now()
+	tm := p.NewTimer(time.Hour)
+	defer tm.Stop()
+	tm.ResetLoose(20 * time.Millisecond)
+	if fired(tm, 100*time.Millisecond) {
+		t.Fatal("a loose timer under the plain threshold fired without a beat")
+	}
+	p.Beat(start.Add(10 * time.Millisecond))
+	if fired(tm, 0) {
+		t.Fatal("a loose timer fired at a beat before its deadline")
+	}
+	p.Beat(time.Now())
+	if !fired(tm, 10*time.Millisecond) {
+		t.Fatal("a loose timer did not fire at the first beat after its deadline")
+	}
+	// Reset makes it plain again.
+	tm.Reset(20 * time.Millisecond)
+	if !fired(tm, time.Second) {
+		t.Fatal("Reset under the threshold after ResetLoose did not make a plain timer")
 	}
 }

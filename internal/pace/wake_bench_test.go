@@ -28,7 +28,7 @@ func BenchmarkIdleWakeups(b *testing.B) {
 			c0, t0 := cpu(), time.Now()
 			stop := make(chan struct{})
 			done := make(chan struct{}, n)
-			p := New(every)
+			p := New(every, 2*every)
 			for i := range n {
 				go func() {
 					defer func() { done <- struct{}{} }()

@@ -72,6 +72,18 @@ func (m *Memberlist) encodeBroadcastNotify(node string, msgType messageType, msg
 func (m *Memberlist) queueBroadcast(node string, msg []byte, notify chan struct{}) {
 	b := &memberlistBroadcast{node, msg, notify}
 	m.broadcasts.QueueBroadcast(b)
+	m.WakeGossip()
+}
+
+// WakeGossip tells an idle gossip loop that a broadcast was queued (meshd
+// patch): memberlist's own broadcasts call it; a Delegate whose
+// GetBroadcasts has something new to send must call it too, or the message
+// waits for the next probe's piggyback. It does not block.
+func (m *Memberlist) WakeGossip() {
+	select {
+	case m.gossipWake <- struct{}{}:
+	default:
+	}
 }
 
 // getBroadcasts is used to return a slice of broadcasts to send up to

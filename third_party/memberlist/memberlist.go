@@ -80,6 +80,9 @@ type Memberlist struct {
 
 	broadcasts *TransmitLimitedQueue
 
+	// gossipWake wakes an idle gossip loop (meshd patch, see gossipTrigger).
+	gossipWake chan struct{}
+
 	logger *log.Logger
 
 	// metricLabels is the slice of labels to put on all emitted metrics
@@ -219,6 +222,7 @@ func newMemberlist(conf *Config) (*Memberlist, error) {
 		awareness:            newAwareness(conf.AwarenessMaxMultiplier, conf.MetricLabels),
 		ackHandlers:          make(map[uint32]*ackHandler),
 		broadcasts:           &TransmitLimitedQueue{RetransmitMult: conf.RetransmitMult},
+		gossipWake:           make(chan struct{}, 1),
 		logger:               logger,
 		metricLabels:         conf.MetricLabels,
 	}

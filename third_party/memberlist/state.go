@@ -148,7 +148,7 @@ func (m *Memberlist) schedule() {
 	// Create a gossip ticker if needed
 	if m.config.GossipInterval > 0 && m.config.GossipNodes > 0 {
 		t := time.NewTicker(m.config.GossipInterval)
-		go m.triggerFunc(m.config.GossipInterval, t.C, stopCh, m.gossip)
+		go m.gossipTrigger(t, stopCh) // meshd patch: no tick while nothing is queued
 		m.tickers = append(m.tickers, t)
 	}
 
@@ -176,6 +176,44 @@ func (m *Memberlist) triggerFunc(stagger time.Duration, C <-chan time.Time, stop
 		case <-stop:
 			return
 		}
+	}
+}
+
+// gossipTrigger runs gossip every GossipInterval while there is something
+// to send, and sleeps until WakeGossip when a round sent nothing (meshd
+// patch): the rounds of an idle node find no broadcast and send nothing,
+// but each costs a wakeup of the process, which on an idle node is most of
+// its CPU. A broadcast queued while the loop sleeps is sent at once and
+// then at the usual interval, so it spreads as fast as before, or faster.
+func (m *Memberlist) gossipTrigger(t *time.Ticker, stop <-chan struct{}) {
+	interval := m.config.GossipInterval
+	select {
+	case <-time.After(time.Duration(uint64(rand.Int63()) % uint64(interval))):
+	case <-stop:
+		return
+	}
+	for {
+		select {
+		case <-t.C:
+		case <-stop:
+			return
+		}
+		// A wake queued before this round is served by it.
+		select {
+		case <-m.gossipWake:
+		default:
+		}
+		if m.gossip() {
+			continue
+		}
+		t.Stop()
+		select {
+		case <-m.gossipWake:
+		case <-stop:
+			return
+		}
+		m.gossip()
+		t.Reset(interval)
 	}
 }
 
@@ -587,7 +625,8 @@ func (m *Memberlist) resetNodes() {
 
 // gossip is invoked every GossipInterval period to broadcast our gossip
 // messages to a few random nodes.
-func (m *Memberlist) gossip() {
+// gossip reports whether it sent anything (meshd patch, for gossipTrigger).
+func (m *Memberlist) gossip() (sent bool) {
 	defer metrics.MeasureSinceWithLabels([]string{"memberlist", "gossip"}, time.Now(), m.metricLabels)
 
 	// Get some random live, suspect, or recently dead nodes
@@ -622,6 +661,7 @@ func (m *Memberlist) gossip() {
 		if len(msgs) == 0 {
 			return
 		}
+		sent = true
 
 		addr := node.Address()
 		if len(msgs) == 1 {
@@ -639,6 +679,7 @@ func (m *Memberlist) gossip() {
 			}
 		}
 	}
+	return sent
 }
 
 // pushPull is invoked periodically to randomly perform a complete state

@@ -26,7 +26,11 @@ import (
 const (
 	scaleSites       = 4
 	scaleConvergeMax = 3 * time.Minute
-	scaleSettle      = 3 * time.Second // after the imports' round trips, before the idle window
+	// scaleSettle is the wait after the imports' round trips, before the
+	// idle window: longer than the 10 s after its last connection a node
+	// takes to narrow its scheduler to one P (internal/procs), so that
+	// the window sees the steady idle state.
+	scaleSettle      = 12 * time.Second
 	scaleColdSamples = 20
 	scaleParallel    = 8                     // status reads and import round trips at a time
 	scaleStartEvery  = 50 * time.Millisecond // between node starts (20 a second)

@@ -465,13 +465,14 @@ func (g *Gossip) maintain(now time.Time) {
 // gossip addresses, so that a healed partition reconverges by itself.
 func (g *Gossip) reconnectLoop() {
 	defer g.wg.Done()
-	t := time.NewTicker(g.reconnect)
+	t := g.pacer.NewTimer(g.reconnect) // rides the beat: an idle node's wakeups are its cost
 	defer t.Stop()
 	for {
 		select {
 		case <-g.done:
 			return
 		case <-t.C:
+			t.Reset(g.reconnect)
 		}
 		for _, a := range g.deadAddrs(reconnectBatch) {
 			select {

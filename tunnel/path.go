@@ -77,11 +77,9 @@ const (
 	probeSilentAfter = time.Minute
 	probeSilentEvery = 30 * time.Second
 	// probeIdleEvery is the probe interval of a peer whose session carries
-	// no stream (see SetBusy): a warm candidate's heartbeat (Tailscale's
-	// disco heartbeat is 3 s too). Its probe rides the pacer's beat, up to
-	// a second later. An exporter that N importers keep warm answers N/3
-	// probes a second, each a wakeup of its own (README "Performance":
-	// 1 s cost an exporter at 100 nodes ~1.5 % of a core, 3 s ~1.1 %).
+	// no stream (see SetBusy): a warm candidate's heartbeat, riding the
+	// pacer's beat. An exporter N importers keep warm answers N/3 probes a
+	// second, each a wakeup (README "Performance": "Idle cost, second pass").
 	probeIdleEvery = 3 * time.Second
 )
 

@@ -4,7 +4,6 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
-	"time"
 
 	"github.com/urfave/cli/v2"
 
@@ -30,20 +29,6 @@ func joinCommand() *cli.Command {
 		},
 		Action: runJoin,
 	}
-}
-
-// procsIdleAfter is how long a node carries no connection before its
-// scheduler narrows to one P; MESHD_DEBUG_PROCS_IDLE (a duration, for
-// tests and measurements; "off" keeps the default width) changes it.
-func procsIdleAfter() (time.Duration, bool) {
-	v := os.Getenv("MESHD_DEBUG_PROCS_IDLE")
-	if v == "off" {
-		return 0, false
-	}
-	if d, err := time.ParseDuration(v); err == nil && d > 0 {
-		return d, true
-	}
-	return 10 * time.Second, true
 }
 
 func runJoin(c *cli.Context) error {
@@ -74,8 +59,6 @@ func runJoin(c *cli.Context) error {
 	// An idle node runs the Go scheduler on one P, and widens it at its
 	// next connection (internal/procs). A relay carries others' traffic,
 	// which is no connection of its own: it keeps the default.
-	if idle, on := procsIdleAfter(); on && !cfg.Relay.Enabled {
-		procs.Enable(idle)
-	}
+	procs.EnableForJoin(cfg.Relay.Enabled)
 	return p.Run() // an error exits 1
 }

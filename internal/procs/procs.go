@@ -25,6 +25,31 @@ import (
 	"time"
 )
 
+// DefaultIdleAfter is how long a node carries no connection before its
+// scheduler narrows to one P.
+const DefaultIdleAfter = 10 * time.Second
+
+// IdleAfter reads v, the value of MESHD_DEBUG_PROCS_IDLE (a test and
+// measurement knob): a positive duration replaces DefaultIdleAfter, "off"
+// keeps the default width (on is false), anything else is the default.
+func IdleAfter(v string) (d time.Duration, on bool) {
+	if v == "off" {
+		return 0, false
+	}
+	if d, err := time.ParseDuration(v); err == nil && d > 0 {
+		return d, true
+	}
+	return DefaultIdleAfter, true
+}
+
+// EnableForJoin turns the process's governor on for a `meshd join` node,
+// unless it runs a relay (relayed traffic is no connection of its own)
+// or MESHD_DEBUG_PROCS_IDLE is "off"; it reports whether it is on.
+func EnableForJoin(relay bool) bool {
+	d, on := IdleAfter(os.Getenv("MESHD_DEBUG_PROCS_IDLE"))
+	return on && !relay && Enable(d)
+}
+
 // Governor narrows and widens the scheduler. The zero value is off.
 type Governor struct {
 	on        atomic.Bool

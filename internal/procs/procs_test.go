@@ -136,3 +136,33 @@ func TestEnableRespectsTheEnvironment(t *testing.T) {
 		t.Fatal("Enable with GOMAXPROCS set in the environment turned the governor on")
 	}
 }
+
+func TestIdleAfterSteps(t *testing.T) {
+	for _, c := range []struct {
+		v      string
+		want   time.Duration
+		wantOn bool
+	}{
+		{"", DefaultIdleAfter, true},
+		{"1s", time.Second, true},
+		{"250ms", 250 * time.Millisecond, true},
+		{"off", 0, false},
+		{"0s", DefaultIdleAfter, true},
+		{"-1s", DefaultIdleAfter, true},
+		{"soon", DefaultIdleAfter, true},
+	} {
+		if d, on := IdleAfter(c.v); d != c.want || on != c.wantOn {
+			t.Errorf("IdleAfter(%q) = %v, %v; want %v, %v", c.v, d, on, c.want, c.wantOn)
+		}
+	}
+}
+
+func TestEnableForJoinOffForARelay(t *testing.T) {
+	if EnableForJoin(true) {
+		t.Fatal("EnableForJoin turned the governor on for a relay node")
+	}
+	t.Setenv("MESHD_DEBUG_PROCS_IDLE", "off")
+	if EnableForJoin(false) {
+		t.Fatal("EnableForJoin turned the governor on with MESHD_DEBUG_PROCS_IDLE=off")
+	}
+}

@@ -45,7 +45,7 @@ func (w *logWriter) Write(b []byte) (int, error) {
 		lvl = slog.LevelWarn
 	}
 	if strings.Contains(msg, "session shutdown") || strings.Contains(msg, io.EOF.Error()) ||
-		strings.Contains(msg, net.ErrClosed.Error()) {
+		strings.Contains(msg, net.ErrClosed.Error()) || strings.Contains(msg, answerErrPrefix) {
 		lvl = slog.LevelDebug
 	}
 	w.lg.Log(context.Background(), lvl, msg)

@@ -25,6 +25,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/yamux"
@@ -114,6 +115,12 @@ type Tunnel struct {
 	wg     sync.WaitGroup
 
 	authLog sessionAuthLog // failed session handshakes
+	// helloSkew: tests add it to the clock of MSA2 stamps (helloClock).
+	helloSkew atomic.Int64
+	// authCount counts session handshakes by kind (tests).
+	authCount struct {
+		dial1, dial2, accept1, accept2, refused, fallbacks atomic.Int64
+	}
 
 	// Lock order: mu (and a peer's mu) before PathBind.mu: the tunnel
 	// calls the bind holding them, and the bind never calls back into the

@@ -366,12 +366,12 @@ const answerErrPrefix = "tunnel: session answer"
 // yamux gets a byte. Only yamux's receive loop reads it.
 type provenConn struct {
 	*framing.Conn
-	want, refused []byte // the answer's MAC and the refusal's
+	want, refused []byte      // the answer's MAC and the refusal's
 	onCheck       func(error) // told the check's outcome, before done closes
 
-	read    bool          // receive loop only: the answer was read
-	err     error         // set before done closes
-	done    chan struct{} // closed once the answer was checked (or could not be)
+	read bool          // receive loop only: the answer was read
+	err  error         // set before done closes
+	done chan struct{} // closed once the answer was checked (or could not be)
 }
 
 // dial2 sends the MSA2 hello on c (held to leave with yamux's first

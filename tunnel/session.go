@@ -49,18 +49,18 @@ type peer struct {
 	pingSent atomic.Int64 // unix nanoseconds the outstanding ping was sent; 0 none
 	lastBusy atomic.Int64 // unix nanoseconds a stream was last opened, accepted or seen open
 
-	mu  sync.Mutex
-	out *yamux.Session // guarded by mu; dialled by this node, nil when none
+	mu      sync.Mutex
+	out     *yamux.Session // guarded by mu; dialled by this node, nil when none
+	in      *yamux.Session // guarded by mu; dialled by the peer, nil when none
+	ready   chan struct{}  // guarded by mu; closed while out or in is set
+	want    bool           // guarded by mu; in a warm set: keep a session up
+	waiters int            // guarded by mu; openStream calls waiting for a session
+	opening int            // guarded by mu; streams being opened right now
+	dialing bool           // guarded by mu; dialLoop runs
+	called  time.Time      // guarded by mu; the peer asked us to dial it until then
 	// outProof: out's connection while it runs MSA2 (sessionauth.go),
 	// whose answer may still be on its way; nil after MSA1. Guarded by mu.
 	outProof *provenConn
-	in       *yamux.Session // guarded by mu; dialled by the peer, nil when none
-	ready    chan struct{}  // guarded by mu; closed while out or in is set
-	want     bool           // guarded by mu; in a warm set: keep a session up
-	waiters  int            // guarded by mu; openStream calls waiting for a session
-	opening  int            // guarded by mu; streams being opened right now
-	dialing  bool           // guarded by mu; dialLoop runs
-	called   time.Time      // guarded by mu; the peer asked us to dial it until then
 
 	pendingAccepts int // guarded by mu; session handshakes in progress (acceptSession)
 	// Each session is owned by the side that needed it (dialled it on its

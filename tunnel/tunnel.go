@@ -85,6 +85,8 @@ type Config struct {
 	// of a busy session, and is still known good within a second or two
 	// when failover needs it. Its path probes slow down alike.
 	IdlePingInterval time.Duration
+	// streamCloseTimeout (tests) replaces yamux's stream close timeout.
+	streamCloseTimeout time.Duration
 
 	// Pacer, if set, paces the idle sessions' pings and the probes of
 	// idle paths: they fire at the node's beat (package pace). Busy

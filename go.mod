@@ -43,3 +43,5 @@ require (
 )
 
 replace github.com/hashicorp/memberlist => ./third_party/memberlist
+
+replace github.com/hashicorp/yamux => ./third_party/yamux

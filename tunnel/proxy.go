@@ -29,7 +29,10 @@ var (
 // side's write half is closed and the reverse direction keeps flowing. An
 // error in either direction, or ctx ending, aborts both. When both
 // directions have ended, StartProxy closes a and b and calls done (if not
-// nil) with the bytes copied each way and the first error.
+// nil) with the bytes copied each way and the first error. After an
+// error a and b are reset, not closed (a TCP RST, a yamux RST): a close
+// sends a FIN, which tells the far end its data is complete when it is
+// not (see Reset).
 //
 // Idle connections are what a mesh holds most of, so a waiting direction
 // holds no buffer and only a small stack: TCP connections wait for
@@ -96,12 +99,17 @@ func (p *proxy) directionEnded() {
 		return
 	}
 	p.stopCtx()
-	p.a.Close()
-	p.b.Close()
+	// Both directions have ended: first is final (abort set it before
+	// its direction ended) and the pending decrement orders it, and the
+	// counters, before these reads.
+	p.once.Do(func() {})
+	end := func(c net.Conn) error { return c.Close() }
+	if p.first != nil {
+		end = Reset
+	}
+	end(p.a)
+	end(p.b)
 	if p.done != nil {
-		// Both directions have ended: the counters are final and the
-		// pending decrement orders them before this read.
-		p.once.Do(func() {})
 		p.done(p.aToB, p.bToA, p.first)
 	}
 }
@@ -240,13 +248,26 @@ func copyGeneric(src net.Conn, write func([]byte) bool) error {
 }
 
 // CloseWrite closes the write half of c: FIN on TCP, a yamux FIN on a
-// stream (yamux's Close is a half-close: the stream stays readable).
+// stream; c stays readable. (yamux's Close is a half-close too, but it
+// also starts the stream close timeout, which cuts a half-closed stream
+// whose answer takes longer; third_party/yamux adds CloseWrite.)
 func CloseWrite(c net.Conn) error {
+	if c, ok := c.(interface{ CloseWrite() error }); ok {
+		return c.CloseWrite()
+	}
+	return c.Close()
+}
+
+// Reset ends c abruptly, so that its far end sees an error and not the
+// clean end of a FIN: an RST on TCP (SO_LINGER 0), a yamux RST on a stream
+// (the peer's reads fail with yamux.ErrConnectionReset). For a connection
+// whose data is known incomplete: the other end of a proxy failed.
+func Reset(c net.Conn) error {
 	switch c := c.(type) {
 	case *yamux.Stream:
-		return c.Close()
-	case interface{ CloseWrite() error }:
-		return c.CloseWrite()
+		return c.Reset()
+	case *net.TCPConn:
+		c.SetLinger(0)
 	}
 	return c.Close()
 }

@@ -58,6 +58,9 @@ type peer struct {
 	opening int            // guarded by mu; streams being opened right now
 	dialing bool           // guarded by mu; dialLoop runs
 	called  time.Time      // guarded by mu; the peer asked us to dial it until then
+	// outProof: out's connection while it runs MSA2 (sessionauth.go),
+	// whose answer may still be on its way; nil after MSA1. Guarded by mu.
+	outProof *provenConn
 
 	pendingAccepts int // guarded by mu; session handshakes in progress (acceptSession)
 	// Each session is owned by the side that needed it (dialled it on its
@@ -70,6 +73,13 @@ type peer struct {
 	quietSince time.Time
 	wgOn       bool
 	wgSince    time.Time
+
+	// Session authentication (sessionauth.go). As the acceptor: the
+	// greatest MSA2 stamp taken from the peer. As the dialer: the last
+	// stamp sent, and until when (unix nanoseconds) to use MSA1 with it.
+	stamps    *helloStamps
+	stampSent atomic.Int64
+	msa1Until atomic.Int64
 }
 
 func newPeer(t *Tunnel, pub key.PublicKey) *peer {
@@ -79,6 +89,7 @@ func newPeer(t *Tunnel, pub key.PublicKey) *peer {
 		ip:    pub.MeshIP(),
 		ready: make(chan struct{}),
 	}
+	p.stamps = newHelloStamps(t.helloClock())
 	p.ctx, p.cancel = context.WithCancel(t.ctx)
 	return p
 }
@@ -199,7 +210,7 @@ func (p *peer) closeIdle() bool {
 	}
 	var closing []*yamux.Session
 	if s := p.out; s != nil && p.outOwned && s.NumStreams() == 0 {
-		p.out = nil // no new stream goes to it from now on
+		p.out, p.outProof = nil, nil // no new stream goes to it from now on
 		closing = append(closing, s)
 	}
 	if s := p.in; s != nil && p.inOwned && s.NumStreams() == 0 {
@@ -239,7 +250,7 @@ func (p *peer) closeSpare() bool {
 	if spare == p.in {
 		p.in = nil
 	} else {
-		p.out = nil
+		p.out, p.outProof = nil, nil
 	}
 	p.mu.Unlock()
 	spare.Close()

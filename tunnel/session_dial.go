@@ -2,6 +2,8 @@ package tunnel
 
 import (
 	"context"
+	"errors"
+	"io"
 	"math/rand/v2"
 	"net"
 	"net/netip"
@@ -55,9 +57,11 @@ func (p *peer) dialLoop() {
 		c, err := p.t.net.DialTCP(ctx, netip.AddrPortFrom(p.ip, SessionPort))
 		cancel()
 		attemptTimeout = min(attemptTimeout*2, dialTimeout)
+		var conn io.ReadWriteCloser
+		var proof *provenConn
 		if err == nil {
 			trace(p.t.pub, p.pub, "tcp connected")
-			if err = p.t.authSession(p.ctx, c, p.pub, true); err != nil {
+			if conn, proof, err = p.authDial(c); err != nil {
 				c.Close()
 				if p.ctx.Err() == nil && p.t.authLog.allow(time.Now()) {
 					p.logger().Warn("tunnel: session handshake failed; not using it", "err", err)
@@ -66,14 +70,20 @@ func (p *peer) dialLoop() {
 		}
 		if err == nil {
 			attemptTimeout = firstDialTimeout
-			sess, err := yamux.Client(framing.NewConn(c), p.t.ymxCfg)
+			sess, err := yamux.Client(conn, p.t.ymxCfg)
 			if err != nil {
-				c.Close()
+				conn.Close()
 			} else {
 				started := time.Now()
-				p.serve(sess, true)
+				p.serve(sess, true, proof)
 				if time.Since(started) > 10*time.Second {
 					backoff = minBackoff
+				}
+				if proof != nil && proof.wait(context.Background()) != nil {
+					// The acceptor did not prove its key to the MSA2
+					// hello (see provenConn): the next dial, at once,
+					// uses MSA1 (proofChecked).
+					continue
 				}
 				p.mu.Lock()
 				again := p.needLocked()
@@ -91,6 +101,45 @@ func (p *peer) dialLoop() {
 		case <-time.After(backoff + jitter):
 		}
 		backoff = min(backoff*2, maxBackoff)
+	}
+}
+
+// authDial authenticates a session connection this node dialled: MSA2 if
+// the peer has not failed it lately (the hello leaves with yamux's first
+// frames, and proof is the connection that checks the answer), else MSA1.
+// conn is what yamux runs on.
+func (p *peer) authDial(c net.Conn) (conn io.ReadWriteCloser, proof *provenConn, err error) {
+	if p.optimistic(time.Now()) {
+		p.t.authCount.dial2.Add(1)
+		trace(p.t.pub, p.pub, "hello sent")
+		proof, err = p.t.dial2(c, p, p.proofChecked)
+		return proof, proof, err
+	}
+	p.t.authCount.dial1.Add(1)
+	if err := p.t.authSession(p.ctx, c, p.pub, true); err != nil {
+		return nil, nil, err
+	}
+	trace(p.t.pub, p.pub, "session proven")
+	return framing.NewConn(c), nil, nil
+}
+
+// proofChecked is told how the acceptor answered an MSA2 hello. Anything
+// but its proof: dial it with MSA1 for msa1Hold.
+func (p *peer) proofChecked(err error) {
+	if err == nil {
+		trace(p.t.pub, p.pub, "session proven")
+		return
+	}
+	if p.ctx.Err() != nil {
+		return // closing: says nothing of the peer
+	}
+	p.t.authCount.fallbacks.Add(1)
+	p.msa1Until.Store(time.Now().Add(msa1Hold).UnixNano())
+	switch {
+	case errors.Is(err, errPeerMSA1), errors.Is(err, errHelloRefused):
+		p.logger().Debug("tunnel: session hello not taken; using MSA1 with the peer", "err", err, "for", msa1Hold)
+	case p.t.authLog.allow(time.Now()):
+		p.logger().Warn("tunnel: session peer did not prove its key; using MSA1 with it", "err", err, "for", msa1Hold)
 	}
 }
 
@@ -124,18 +173,34 @@ func (p *peer) acceptSession(c net.Conn) {
 	go func() {
 		defer p.wg.Done()
 		trace(p.t.pub, p.pub, "tcp accepted")
-		err := p.t.authSession(p.ctx, c, p.pub, false)
+		answer, err := p.t.acceptAuth(p.ctx, c, p)
+		if errors.Is(err, errHelloStale) {
+			p.t.authCount.refused.Add(1)
+			closeAfterRefusal(c) // before pendingAccepts lets another in
+		}
 		p.mu.Lock()
 		p.pendingAccepts--
 		p.mu.Unlock()
-		if err != nil {
+		switch {
+		case errors.Is(err, errHelloStale):
+			p.logger().Debug("tunnel: session hello refused", "err", err)
+			return
+		case err != nil:
 			c.Close()
 			if p.ctx.Err() == nil && p.t.authLog.allow(time.Now()) {
 				p.logger().Warn("tunnel: refused a session that did not prove the peer's key", "err", err)
 			}
 			return
 		}
-		sess, err := yamux.Server(framing.NewConn(c), p.t.ymxCfg)
+		f := framing.NewConn(c)
+		if answer != nil {
+			p.t.authCount.accept2.Add(1)
+			f.Hold(answer) // leaves with yamux's first frames
+		} else {
+			p.t.authCount.accept1.Add(1)
+		}
+		trace(p.t.pub, p.pub, "session proven")
+		sess, err := yamux.Server(f, p.t.ymxCfg)
 		if err != nil {
 			c.Close()
 			return
@@ -143,6 +208,6 @@ func (p *peer) acceptSession(c net.Conn) {
 		// The peer may have stopped during the handshake: its context
 		// then ends the session serve installs.
 		defer context.AfterFunc(p.ctx, func() { sess.Close() })()
-		p.serve(sess, false)
+		p.serve(sess, false, nil)
 	}()
 }

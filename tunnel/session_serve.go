@@ -19,11 +19,12 @@ const maxRTTSample = time.Second
 
 // serve installs sess as the peer's session (dialled by this node when out)
 // accepts its streams and pings it until it closes, then uninstalls it.
-func (p *peer) serve(sess *yamux.Session, out bool) {
+func (p *peer) serve(sess *yamux.Session, out bool, proof *provenConn) {
 	p.mu.Lock()
 	var old *yamux.Session
 	if out {
 		old, p.out = p.out, sess
+		p.outProof = proof
 		// Ours unless dialled only because the peer called (its session,
 		// then: it owns it). A dial of our own that completes after our
 		// need ended (a warm set that changed) is still ours to close when
@@ -72,7 +73,7 @@ func (p *peer) serve(sess *yamux.Session, out bool) {
 
 	p.mu.Lock()
 	if out && p.out == sess {
-		p.out = nil
+		p.out, p.outProof = nil, nil
 	} else if !out && p.in == sess {
 		p.in = nil
 	}
@@ -218,11 +219,28 @@ func (p *peer) ping(sess *yamux.Session) error {
 
 // openStream opens a stream on the peer's session, dialling one on demand
 // and waiting for it (until ctx ends). It returns the session the stream
-// is on.
-func (p *peer) openStream(ctx context.Context) (net.Conn, *yamux.Session, error) {
+// is on, and that session's provenConn if it runs MSA2: the acceptor's
+// answer may not have come yet, unless proven asked to wait for it before
+// opening the stream (a session whose answer failed is dropped, and the
+// next one waited for).
+func (p *peer) openStream(ctx context.Context, proven bool) (net.Conn, *yamux.Session, *provenConn, error) {
 	for {
 		p.mu.Lock()
 		if s := p.curLocked(); s != nil {
+			var proof *provenConn
+			if s == p.out {
+				proof = p.outProof
+			}
+			if proven && proof != nil && !proof.checked() {
+				p.mu.Unlock()
+				if err := proof.wait(ctx); err != nil {
+					if ctx.Err() != nil {
+						return nil, nil, nil, fmt.Errorf("tunnel: no session to %s: %w", p.t.bind.peerName(p.pub), ctx.Err())
+					}
+					p.forget(s) // the dial loop redials at once
+				}
+				continue
+			}
 			p.opening++
 			p.mu.Unlock()
 			st, err := s.OpenStream()
@@ -231,13 +249,13 @@ func (p *peer) openStream(ctx context.Context) (net.Conn, *yamux.Session, error)
 			p.mu.Unlock()
 			if err == nil {
 				p.markBusy()
-				return st, s, nil
+				return st, s, proof, nil
 			}
 			if !s.IsClosed() && !errors.Is(err, yamux.ErrRemoteGoAway) {
-				return nil, nil, fmt.Errorf("tunnel: open stream to %s: %w", p.t.bind.peerName(p.pub), err)
+				return nil, nil, nil, fmt.Errorf("tunnel: open stream to %s: %w", p.t.bind.peerName(p.pub), err)
 			}
 			if err := sleepCtx(ctx, 10*time.Millisecond); err != nil { // wait for serve to notice and uninstall it
-				return nil, nil, fmt.Errorf("tunnel: open stream to %s: %w", p.t.bind.peerName(p.pub), err)
+				return nil, nil, nil, fmt.Errorf("tunnel: open stream to %s: %w", p.t.bind.peerName(p.pub), err)
 			}
 			continue
 		}
@@ -246,7 +264,7 @@ func (p *peer) openStream(ctx context.Context) (net.Conn, *yamux.Session, error)
 		case <-ready: // a closed session not uninstalled yet
 			p.mu.Unlock()
 			if err := sleepCtx(ctx, 10*time.Millisecond); err != nil {
-				return nil, nil, fmt.Errorf("tunnel: open stream to %s: %w", p.t.bind.peerName(p.pub), err)
+				return nil, nil, nil, fmt.Errorf("tunnel: open stream to %s: %w", p.t.bind.peerName(p.pub), err)
 			}
 			continue
 		default:
@@ -266,7 +284,29 @@ func (p *peer) openStream(ctx context.Context) (net.Conn, *yamux.Session, error)
 		p.waiters--
 		p.mu.Unlock()
 		if err != nil {
-			return nil, nil, err
+			return nil, nil, nil, err
+		}
+	}
+}
+
+// forget uninstalls sess, a session that closed, at once (serve does it
+// too, a moment later): a stream opened again does not wait for serve.
+func (p *peer) forget(sess *yamux.Session) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	switch sess {
+	case p.out:
+		p.out, p.outProof = nil, nil
+	case p.in:
+		p.in = nil
+	default:
+		return
+	}
+	if p.out == nil && p.in == nil {
+		select {
+		case <-p.ready:
+			p.ready = make(chan struct{})
+		default:
 		}
 	}
 }

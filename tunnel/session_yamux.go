@@ -29,7 +29,13 @@ func yamuxConfig(cfg Config, lg *slog.Logger, window uint32) *yamux.Config {
 	c.ConnectionWriteTimeout = cfg.SessionTimeout
 	c.MaxStreamWindowSize = window
 	c.StreamOpenTimeout = 30 * time.Second
+	// A stream this node closed whose peer never closes its half is
+	// dropped (and reset) after this. Only after Close: a stream only
+	// half-closed (CloseWrite) waits for its peer as long as it takes.
 	c.StreamCloseTimeout = 30 * time.Second
+	if cfg.streamCloseTimeout > 0 {
+		c.StreamCloseTimeout = cfg.streamCloseTimeout
+	}
 	c.LogOutput = nil
 	c.Logger = log.New(&logWriter{lg: lg.With("component", "yamux")}, "", 0)
 	return c
@@ -45,7 +51,7 @@ func (w *logWriter) Write(b []byte) (int, error) {
 		lvl = slog.LevelWarn
 	}
 	if strings.Contains(msg, "session shutdown") || strings.Contains(msg, io.EOF.Error()) ||
-		strings.Contains(msg, net.ErrClosed.Error()) {
+		strings.Contains(msg, net.ErrClosed.Error()) || strings.Contains(msg, answerErrPrefix) {
 		lvl = slog.LevelDebug
 	}
 	w.lg.Log(context.Background(), lvl, msg)

@@ -25,6 +25,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/yamux"
@@ -84,6 +85,8 @@ type Config struct {
 	// of a busy session, and is still known good within a second or two
 	// when failover needs it. Its path probes slow down alike.
 	IdlePingInterval time.Duration
+	// streamCloseTimeout (tests) replaces yamux's stream close timeout.
+	streamCloseTimeout time.Duration
 
 	// Pacer, if set, paces the idle sessions' pings and the probes of
 	// idle paths: they fire at the node's beat (package pace). Busy
@@ -114,6 +117,12 @@ type Tunnel struct {
 	wg     sync.WaitGroup
 
 	authLog sessionAuthLog // failed session handshakes
+	// helloSkew: tests add it to the clock of MSA2 stamps (helloClock).
+	helloSkew atomic.Int64
+	// authCount counts session handshakes by kind (tests).
+	authCount struct {
+		dial1, dial2, accept1, accept2, refused, fallbacks atomic.Int64
+	}
 
 	// Lock order: mu (and a peer's mu) before PathBind.mu: the tunnel
 	// calls the bind holding them, and the bind never calls back into the

@@ -78,21 +78,43 @@ func (t *Tunnel) DialStream(ctx context.Context, pub key.PublicKey, handshake fu
 		defer t.wg.Done()
 		var c net.Conn
 		var err error
-		for try := 0; ; try++ {
+		reproved, retried := false, false
+		for {
 			var sess *yamux.Session
-			c, sess, err = p.openStream(ctx)
+			var proof *provenConn
+			// A bare stream is the caller's at once: it goes only on a
+			// session whose acceptor has proven its key (MSA2's answer
+			// may still be on its way), so it cannot fail because the
+			// answer does. A stream with a handshake goes at once: its
+			// handshake's answer comes after the acceptor's.
+			c, sess, proof, err = p.openStream(ctx, handshake == nil)
 			if err == nil && handshake != nil {
 				err = runHandshake(ctx, c, handshake)
 			}
-			// A session closed as idle by the peer just as this stream
-			// went out on it: the stream says nothing of the peer, so
-			// once more on a new session.
-			if err != nil && c != nil && try == 0 && ctx.Err() == nil && sess.IsClosed() {
-				c.Close()
-				c = nil
-				continue
+			again := false
+			if err != nil && c != nil && ctx.Err() == nil {
+				switch {
+				case proof != nil && !reproved && proof.failed(sess):
+					// The session's acceptor did not prove its key
+					// (an MSA2 hello refused, or a peer of an
+					// earlier version): it served nothing of it, and
+					// the dial loop redials with MSA1 at once. Once
+					// more on that one.
+					reproved, again = true, true
+				case !retried && sess.IsClosed():
+					// A session closed as idle by the peer just as
+					// this stream went out on it: the stream says
+					// nothing of the peer, so once more on a new
+					// session.
+					retried, again = true, true
+				}
 			}
-			break
+			if !again {
+				break
+			}
+			c.Close()
+			c = nil
+			p.forget(sess)
 		}
 		r := result{err: err}
 		if err == nil {

@@ -117,6 +117,19 @@ func (f *Conn) flush(p []byte) (int, error) {
 	return max(n-held, 0), err
 }
 
+// Hold queues p to be written ahead of the next frame, or on its own
+// within openHold if none follows: a session handshake's message (see
+// tunnel/sessionauth.go) leaves in the same segment as the first yamux
+// frames, and never waits longer than openHold.
+func (f *Conn) Hold(p []byte) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if len(f.held) == 0 {
+		f.timer.Reset(openHold)
+	}
+	f.held = append(f.held, p...)
+}
+
 // timerFlush writes held open/accept updates that nothing followed.
 func (f *Conn) timerFlush() {
 	f.mu.Lock()

@@ -7,6 +7,7 @@ import (
 	"net"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/hashicorp/yamux"
 
@@ -96,4 +97,49 @@ func TestFrameConnOneWritePerDataFrame(t *testing.T) {
 		}
 	}
 	t.Logf("client writes: %v", ca.writes)
+}
+
+// TestHoldLeavesWithFirstFrame: bytes held (a session handshake's message)
+// leave in the same write as the next data frame, header and body; held
+// alone, they leave on their own within the hold.
+func TestHoldLeavesWithFirstFrame(t *testing.T) {
+	a, b := net.Pipe()
+	defer b.Close()
+	ca := &countingConn{Conn: a}
+	f := framing.NewConn(ca)
+	defer f.Close()
+	got := make(chan []byte, 4)
+	go func() {
+		buf := make([]byte, 256)
+		for {
+			n, err := b.Read(buf)
+			if err != nil {
+				close(got)
+				return
+			}
+			got <- append([]byte(nil), buf[:n]...)
+		}
+	}()
+	hdr := []byte{0, typeData, 0, 0, 0, 0, 0, 1, 0, 0, 0, 4}
+	f.Hold([]byte("HELLO"))
+	f.Write(hdr)
+	f.Write([]byte("body"))
+	want := append(append([]byte("HELLO"), hdr...), "body"...)
+	if w := <-got; !bytes.Equal(w, want) {
+		t.Fatalf("first write %q, want %q (hello, header and body at once)", w, want)
+	}
+	f.Hold([]byte("ANSWER"))
+	select {
+	case w := <-got:
+		if string(w) != "ANSWER" {
+			t.Fatalf("held alone: wrote %q", w)
+		}
+	case <-time.After(2 * time.Second):
+		t.Fatal("held bytes not written without a frame after them")
+	}
+	ca.mu.Lock()
+	defer ca.mu.Unlock()
+	if len(ca.writes) != 2 {
+		t.Fatalf("writes %v, want 2", ca.writes)
+	}
 }

@@ -261,7 +261,7 @@ func New(cfg Config) (*Gossip, error) {
 	mc.ProbeTimeout = debugDuration("MESHD_DEBUG_GOSSIP_PROBE_TIMEOUT", 500*time.Millisecond)
 	mc.GossipInterval = TickInterval()
 	mc.SuspicionMult = suspicionMult
-	mc.PushPullInterval = 10 * time.Second
+	mc.PushPullInterval = debugDurationIn("MESHD_DEBUG_GOSSIP_PUSHPULL_INTERVAL", 10*time.Second, time.Second, 5*time.Minute)
 	mc.EnableCompression = os.Getenv("MESHD_DEBUG_GOSSIP_COMPRESS") == "1"
 	mc.TCPTimeout = 2 * time.Second
 	// A node that crashed and comes back from another address (DHCP, a
@@ -586,8 +586,13 @@ const suspicionMult = 2
 // for measuring one setting against another in one run; not a stable
 // interface): def when unset or not a duration between 10 ms and 10 s.
 func debugDuration(name string, def time.Duration) time.Duration {
+	return debugDurationIn(name, def, 10*time.Millisecond, 10*time.Second)
+}
+
+// debugDurationIn is debugDuration with its own bounds.
+func debugDurationIn(name string, def, lo, hi time.Duration) time.Duration {
 	d, err := time.ParseDuration(os.Getenv(name))
-	if err != nil || d < 10*time.Millisecond || d > 10*time.Second {
+	if err != nil || d < lo || d > hi {
 		return def
 	}
 	return d

@@ -231,6 +231,12 @@ func (g *Gossip) mergeRecords(recs []*record, rebroadcast bool) {
 			old.rec.signKey.Equal(r.signKey) {
 			continue
 		}
+		// Our own record echoed back (every push/pull carries it): not
+		// newer, under our key, so nothing to check. A newer one, or one
+		// under another key, is verified and handled below.
+		if r.name == g.name && r.version <= g.version && r.signKey.Equal(g.signPub) {
+			continue
+		}
 		fresh = append(fresh, r)
 	}
 	g.mu.Unlock()

@@ -32,10 +32,14 @@ type catalogEndpoint struct {
 	weight  int
 }
 
+// reconcileEvery is watchGossip's safety net: a reconcile at least this
+// often, riding the pacer's beat (not a wakeup of its own).
+const reconcileEvery = 5 * time.Second
+
 // watchGossip reconciles tunnel peers and the catalog on every change, and
-// at least every few seconds as a safety net.
+// at least every reconcileEvery as a safety net.
 func (n *Node) watchGossip() {
-	tick := time.NewTicker(5 * time.Second)
+	tick := n.pacer.NewTimer(reconcileEvery)
 	defer tick.Stop()
 	n.reconcile()
 	for {
@@ -46,6 +50,7 @@ func (n *Node) watchGossip() {
 		case <-tick.C:
 		}
 		n.reconcile()
+		tick.Reset(reconcileEvery)
 	}
 }
 

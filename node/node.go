@@ -38,7 +38,7 @@ const leaveTimeout = 2 * time.Second
 // pacePlainUnder: the node's timers shorter than this are plain timers
 // (busy peers' 100-200 ms health passes, pings and probes); longer ones
 // (idle passes, pings and probes of quiet peers, 500 ms and more) wait for
-// the pacer's beat, memberlist's UDP messages, at least one a second.
+// the pacer's beat, memberlist's UDP messages, at least one every 2 s (gossip.BeatInterval).
 const pacePlainUnder = 400 * time.Millisecond
 
 // Node is one running mesh node. Create it with New, run it with Start,

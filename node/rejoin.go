@@ -89,15 +89,20 @@ func (n *Node) remember(members []gossip.Member, now time.Time) {
 			cur = append(cur, rememberedMember{Name: m.Name, Gossip: m.Addr.String()})
 		}
 	}
+	// Compared whole, before the sample: a random sample of a mesh larger
+	// than maxRemembered differs every time, and the file was rewritten at
+	// every reconcile (every 5 s, idle or not) once the mesh had more.
 	if len(cur) == 0 || slices.Equal(cur, n.remembered) || now.Sub(n.rememberedAt) < rememberThrottle {
 		return
 	}
+	saved := cur
 	if len(cur) > maxRemembered {
-		rand.Shuffle(len(cur), func(i, j int) { cur[i], cur[j] = cur[j], cur[i] })
-		cur = cur[:maxRemembered]
-		slices.SortFunc(cur, func(a, b rememberedMember) int { return strings.Compare(a.Name, b.Name) })
+		saved = slices.Clone(cur)
+		rand.Shuffle(len(saved), func(i, j int) { saved[i], saved[j] = saved[j], saved[i] })
+		saved = saved[:maxRemembered]
+		slices.SortFunc(saved, func(a, b rememberedMember) int { return strings.Compare(a.Name, b.Name) })
 	}
-	b, _ := json.MarshalIndent(membersFile{Format: membersFileFormat, Saved: now.UTC(), Members: cur}, "", "  ")
+	b, _ := json.MarshalIndent(membersFile{Format: membersFileFormat, Saved: now.UTC(), Members: saved}, "", "  ")
 	tmp := n.membersPath() + ".tmp"
 	if err := os.WriteFile(tmp, append(b, '\n'), rememberFileMode); err != nil {
 		n.log.Warn("remember members", "err", err)

@@ -1,6 +1,8 @@
 package node
 
 import (
+	"encoding/json"
+	"fmt"
 	"net/netip"
 	"os"
 	"testing"
@@ -71,5 +73,53 @@ func TestRemember(t *testing.T) {
 	os.WriteFile(n.membersPath(), []byte("{not json"), 0o600)
 	if got := n.loadRemembered(); got != nil {
 		t.Errorf("a corrupt file gave %v; want none", got)
+	}
+}
+
+// TestRememberLargeMeshWritesOnce: with more alive members than the file
+// keeps (a random sample of maxRemembered), an unchanged membership is not
+// written again; a changed one is, after the throttle.
+func TestRememberLargeMeshWritesOnce(t *testing.T) {
+	dir := t.TempDir()
+	cfg := testConfig(t, dir, "me", "s1", make([]byte, 32))
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	n, err := New(cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var members []gossip.Member
+	for i := range 2 * maxRemembered {
+		members = append(members, gossip.Member{Name: fmt.Sprintf("n%03d", i),
+			Addr: netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, 0, byte(i >> 8), byte(i)}), 7946), State: gossip.StateAlive})
+	}
+	t0 := time.Unix(1_000_000, 0)
+	saved := func() time.Time {
+		var f membersFile
+		b, err := os.ReadFile(n.membersPath())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := json.Unmarshal(b, &f); err != nil {
+			t.Fatal(err)
+		}
+		if len(f.Members) != maxRemembered {
+			t.Fatalf("%d members saved; want %d", len(f.Members), maxRemembered)
+		}
+		return f.Saved
+	}
+	n.remember(members, t0)
+	first := saved()
+	for i := 1; i <= 5; i++ { // reconciles every 5 s, nothing changed
+		n.remember(members, t0.Add(time.Duration(i)*5*time.Second))
+	}
+	if got := saved(); !got.Equal(first) {
+		t.Fatalf("unchanged membership rewritten: saved %v, first %v", got, first)
+	}
+	members[3].State = gossip.StateDead
+	n.remember(members, t0.Add(time.Minute))
+	if got := saved(); !got.Equal(t0.Add(time.Minute).UTC()) {
+		t.Fatalf("changed membership saved at %v; want %v", got, t0.Add(time.Minute).UTC())
 	}
 }

@@ -10,7 +10,7 @@
 // quiet peers, idle sessions' pings and path probes, gossip upkeep) do not
 // each keep a timer: they wait on a Pacer, which wakes them at a beat, and
 // the beat is a wakeup the process has anyway (memberlist sending a UDP
-// message: its probe of a member every second, an answer to another's
+// message: its probe of a member every 2 s, an answer to another's
 // probe, a gossip round; see gossip.Config.Pacer).
 //
 // A paced timer fires at the first beat at or after its deadline: never

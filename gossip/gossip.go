@@ -243,20 +243,24 @@ func New(cfg Config) (*Gossip, error) {
 	mc.GossipVerifyOutgoing = true
 	// Failure detection in seconds (a peer without a session is judged by
 	// gossip alone; one with a session by its pings, within a second):
-	// memberlist's LAN settings, probes every 1 s with a 500 ms timeout
-	// (each probe's UDP message is the beat of Config.Pacer) and a 200 ms
-	// gossip tick while broadcasts are queued (which spreads a catalog
-	// change through 100 nodes in about a second and bounds how long Leave
-	// waits for its broadcast; the patched memberlist skips the tick while
-	// nothing is queued), suspicion multiplier 4 (two confirmations, not
-	// one, shorten it to its minimum). Faster probes and ticks cost an
-	// idle node most of its CPU in wakeups (README "Performance", fleet
-	// scale). Compression is off: the UDP packets are small, and LZW's
-	// tables were allocated for each. MESHD_DEBUG_GOSSIP_* measure others.
+	// probes every 2 s with a 500 ms timeout (each probe's UDP message is
+	// the beat of Config.Pacer), a 200 ms gossip tick while broadcasts are
+	// queued (which spreads a catalog change through 100 nodes in about a
+	// second and bounds how long Leave waits for its broadcast; the patched
+	// memberlist skips the tick while nothing is queued), and suspicion
+	// multiplier 2, so a suspect is declared dead after 2 × log10(N) × 2 s
+	// (4 s up to 10 members, 8 s at 100, 12 s at 1,000): the minimum of
+	// memberlist's LAN settings (1 s probes, multiplier 4), reached without
+	// waiting for confirmations. A probe and the answers to others' probes
+	// are most of an idle node's wakeups: probing every 2 s instead of 1 s
+	// took a fifth off its CPU (README "Performance", fleet scale); the
+	// price is that a failed member is first probed about a second later.
+	// Compression is off: the UDP packets are small, and LZW's tables were
+	// allocated for each. MESHD_DEBUG_GOSSIP_* measure others.
 	mc.ProbeInterval = BeatInterval()
 	mc.ProbeTimeout = debugDuration("MESHD_DEBUG_GOSSIP_PROBE_TIMEOUT", 500*time.Millisecond)
 	mc.GossipInterval = TickInterval()
-	mc.SuspicionMult = 4
+	mc.SuspicionMult = suspicionMult
 	mc.PushPullInterval = 10 * time.Second
 	mc.EnableCompression = os.Getenv("MESHD_DEBUG_GOSSIP_COMPRESS") == "1"
 	mc.TCPTimeout = 2 * time.Second
@@ -290,7 +294,12 @@ func New(cfg Config) (*Gossip, error) {
 	mc.Transport = g.guard
 
 	g.probe = mc.ProbeInterval
-	g.suspectMax = time.Duration(mc.SuspicionMaxTimeoutMult*mc.SuspicionMult) * mc.ProbeInterval
+	// memberlist's longest suspicion per log10(N): its minimum when it
+	// waits for no confirmations, else SuspicionMaxTimeoutMult times that.
+	g.suspectMax = time.Duration(mc.SuspicionMult) * mc.ProbeInterval
+	if mc.SuspicionMult-2 >= 1 {
+		g.suspectMax *= time.Duration(mc.SuspicionMaxTimeoutMult)
+	}
 	g.queue = newBroadcastQueue(func() int { return int(g.numNodes.Load()) }, mc.RetransmitMult)
 
 	ml, err := memberlist.Create(mc)
@@ -565,8 +574,13 @@ func TickInterval() time.Duration {
 // this often, and the UDP message it sends is a beat of Config.Pacer, so
 // beats come at least this often while the node has another member.
 func BeatInterval() time.Duration {
-	return debugDuration("MESHD_DEBUG_GOSSIP_PROBE_INTERVAL", time.Second)
+	return debugDuration("MESHD_DEBUG_GOSSIP_PROBE_INTERVAL", 2*time.Second)
 }
+
+// suspicionMult is memberlist's SuspicionMult (see New): with it at 2, a
+// suspicion needs no confirmations (memberlist waits for SuspicionMult−2)
+// and lasts suspicionMult × log10(N) × the probe interval.
+const suspicionMult = 2
 
 // debugDuration reads a tuning knob from the environment (MESHD_DEBUG_*,
 // for measuring one setting against another in one run; not a stable

@@ -425,7 +425,7 @@ func TestRetainGone(t *testing.T) {
 		}
 		return ""
 	})
-	if err := b.Leave(time.Second); err != nil {
+	if err := b.Leave(2 * time.Second); err != nil {
 		t.Fatal(err)
 	}
 	b.Close()
@@ -461,7 +461,7 @@ func TestNoGoroutineLeak(t *testing.T) {
 			}
 			g.SetExports([]Export{{Name: "s", Weight: 1, Healthy: true}})
 		}
-		if err := nodes[2].Leave(time.Second); err != nil {
+		if err := nodes[2].Leave(2 * time.Second); err != nil {
 			t.Fatal(err)
 		}
 		for _, g := range nodes {

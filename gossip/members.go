@@ -504,7 +504,8 @@ func (g *Gossip) deadAddrs(n int) []netip.AddrPort {
 // members memberlist itself holds alive: memberlist has no event for a
 // suspicion refuted (an alive message with a newer incarnation and the same
 // meta), so without asking, a refuted member would stay suspect here until
-// its longest suspicion timeout ran out (48 s at 100 members). A member
+// its longest suspicion timeout ran out (8 s at 100 members, and two
+// probe intervals more). A member
 // marked suspect within the last probe interval is left alone by the caller:
 // memberlist logs the failed probe (markSuspect) just before it marks the
 // member suspect. Called without g.mu (Members takes memberlist's lock,

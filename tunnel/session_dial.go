@@ -75,7 +75,7 @@ func (p *peer) dialLoop() {
 				conn.Close()
 			} else {
 				started := time.Now()
-				p.serve(sess, true, proof)
+				p.serve(sess, receivedOf(conn), true, proof)
 				if time.Since(started) > 10*time.Second {
 					backoff = minBackoff
 				}
@@ -208,6 +208,6 @@ func (p *peer) acceptSession(c net.Conn) {
 		// The peer may have stopped during the handshake: its context
 		// then ends the session serve installs.
 		defer context.AfterFunc(p.ctx, func() { sess.Close() })()
-		p.serve(sess, false, nil)
+		p.serve(sess, receivedOf(f), false, nil)
 	}()
 }

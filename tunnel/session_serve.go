@@ -19,7 +19,8 @@ const maxRTTSample = time.Second
 
 // serve installs sess as the peer's session (dialled by this node when out)
 // accepts its streams and pings it until it closes, then uninstalls it.
-func (p *peer) serve(sess *yamux.Session, out bool, proof *provenConn) {
+// rx counts the bytes read from the session's connection (receivedOf).
+func (p *peer) serve(sess *yamux.Session, rx func() uint64, out bool, proof *provenConn) {
 	p.mu.Lock()
 	var old *yamux.Session
 	if out {
@@ -54,7 +55,7 @@ func (p *peer) serve(sess *yamux.Session, out bool, proof *provenConn) {
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		p.pingLoop(sess)
+		p.pingLoop(sess, rx)
 	}()
 	for {
 		s, err := sess.AcceptStream()
@@ -128,9 +129,10 @@ const firstPingAfter = 50 * time.Millisecond
 const idleSessionPingEvery = 10 * time.Second
 
 // pingLoop measures RTT and liveness. One ping is outstanding at a time;
-// while it waits, pingSent tells how long the peer has been silent. A ping
-// unanswered for the session timeout closes the session (yamux's Ping
-// gives up after ConnectionWriteTimeout); shorter stalls are ridden out.
+// while it waits, pingSent tells how long the peer has been silent. A
+// session whose peer was asked (a ping) and not heard from — no pong, no
+// other frame either — for the session timeout is closed (see liveness);
+// shorter stalls are ridden out.
 // A busy session is pinged every PingInterval. An idle one is looked at
 // every IdlePingInterval: if its peer answered a path probe since the last
 // look, or was heard by probes lately (LastHeard: a peer that keeps this
@@ -140,7 +142,7 @@ const idleSessionPingEvery = 10 * time.Second
 // on both nodes, and an exporter many importers keep warm paid that for
 // each), and the session is pinged only every idleSessionPingEvery; if
 // not, it is pinged, so a silent peer is seen as soon as before.
-func (p *peer) pingLoop(sess *yamux.Session) {
+func (p *peer) pingLoop(sess *yamux.Session, rx func() uint64) {
 	// The first ping waits out the session's first exchanges (the stream
 	// it was opened for, its answer), not to compete with them for the
 	// two peers' wakeups; pings of an idle session ride the beat.
@@ -153,6 +155,7 @@ func (p *peer) pingLoop(sess *yamux.Session) {
 	}
 	wasBusy := true
 	var looked, pinged time.Time
+	live := liveness{rx: rx(), heard: time.Now()}
 	for {
 		now := time.Now()
 		// Heard since the last look, or within a probe interval and a
@@ -161,7 +164,7 @@ func (p *peer) pingLoop(sess *yamux.Session) {
 			now.Sub(pinged) < idleSessionPingEvery {
 			p.lastPong.Store(pong.UnixNano())
 		} else {
-			if err := p.ping(sess); err != nil {
+			if err := p.ping(sess, &live, rx); err != nil {
 				return
 			}
 			pinged = time.Now()
@@ -186,22 +189,64 @@ func (p *peer) pingLoop(sess *yamux.Session) {
 	}
 }
 
-// ping sends one session ping and records its answer; an unanswered one
-// closes the session and returns the error.
-func (p *peer) ping(sess *yamux.Session) error {
-	p.pingSent.Store(time.Now().UnixNano())
-	rtt, err := sess.Ping()
-	if err != nil {
-		if !sess.IsClosed() {
-			p.logger().Warn("tunnel: session unresponsive; closing", "err", err)
-			sess.Close()
-		}
-		return err
-	}
+// ping sends one session ping and records its answer. No pong within
+// yamux's wait (the session timeout) does not by itself close the session:
+// on a slow path the pong queues behind the bulk data ahead of it (up to
+// the TCP send buffer, 8 MiB), and a session whose peer's frames keep
+// arriving is alive; the next ping asks again. A session whose peer is
+// gone (liveness.gone) is closed and ping returns the error.
+func (p *peer) ping(sess *yamux.Session, live *liveness, rx func() uint64) error {
 	now := time.Now()
-	if silent := now.Sub(time.Unix(0, p.pingSent.Load())); silent > time.Second {
+	live.look(now, rx())
+	live.pinged(now)
+	p.pingSent.Store(live.asking.UnixNano())
+	type answer struct {
+		rtt time.Duration
+		err error
+	}
+	ans := make(chan answer, 1)
+	go func() { // owned here: ping returns only after it has answered
+		rtt, err := sess.Ping()
+		ans <- answer{rtt, err}
+	}()
+	look := time.NewTicker(p.t.cfg.PingInterval)
+	defer look.Stop()
+	var a answer
+wait:
+	for {
+		select {
+		case a = <-ans:
+			break wait
+		case now := <-look.C:
+			live.look(now, rx())
+			if live.gone(now, p.t.cfg.SessionTimeout) {
+				p.unresponsive(sess, errSilent)
+				<-ans
+				return errSilent
+			}
+		}
+	}
+	if a.err != nil {
+		now := time.Now()
+		live.look(now, rx())
+		switch {
+		case sess.IsClosed():
+		case !live.gone(now, p.t.cfg.SessionTimeout) &&
+			(errors.Is(a.err, yamux.ErrTimeout) || errors.Is(a.err, yamux.ErrConnectionWriteTimeout)):
+			p.logger().Debug("tunnel: session ping unanswered, but the peer's frames arrive", "err", a.err,
+				"asking", now.Sub(live.asking).Round(time.Millisecond), "heard", now.Sub(live.heard).Round(time.Millisecond))
+			return nil
+		default:
+			p.unresponsive(sess, a.err)
+		}
+		return a.err
+	}
+	rtt := a.rtt
+	now = time.Now()
+	if silent := now.Sub(live.asking); silent > time.Second {
 		p.logger().Debug("tunnel: session answering again", "silent", silent.Round(time.Millisecond))
 	}
+	live.ponged(now)
 	p.lastPong.Store(now.UnixNano())
 	p.pingSent.Store(0)
 	rtt = max(rtt, time.Microsecond)
@@ -215,6 +260,71 @@ func (p *peer) ping(sess *yamux.Session) error {
 		p.srtt.Store(int64(old - old/8 + rtt/8))
 	}
 	return nil
+}
+
+// errSilent: the session's peer was asked and not heard from for the
+// session timeout.
+var errSilent = errors.New("tunnel: peer silent for the session timeout")
+
+// unresponsive closes sess, whose peer is gone.
+func (p *peer) unresponsive(sess *yamux.Session, err error) {
+	if !sess.IsClosed() {
+		p.logger().Warn("tunnel: session unresponsive; closing", "err", err)
+		sess.Close()
+	}
+}
+
+// liveness is a session's signs of life, for its ping loop: pongs, and the
+// bytes read from its connection growing (any frame of the peer's).
+type liveness struct {
+	rx     uint64    // bytes read at the last look
+	heard  time.Time // the last sign of life
+	asking time.Time // when the oldest unanswered ping was sent; zero if none
+}
+
+// pinged records a ping sent at now.
+func (l *liveness) pinged(now time.Time) {
+	if l.asking.IsZero() {
+		l.asking = now
+	}
+}
+
+// ponged records a pong at now: every ping before it is answered.
+func (l *liveness) ponged(now time.Time) {
+	l.heard, l.asking = now, time.Time{}
+}
+
+// look records the bytes read from the connection by now.
+func (l *liveness) look(now time.Time, rx uint64) {
+	if rx != l.rx {
+		l.rx, l.heard = rx, now
+	}
+}
+
+// gone tells whether the peer is gone at now: asked (a ping unanswered)
+// and not heard from, since it was asked, for timeout.
+func (l *liveness) gone(now time.Time, timeout time.Duration) bool {
+	if l.asking.IsZero() {
+		return false
+	}
+	return now.Sub(later(l.asking, l.heard)) >= timeout
+}
+
+func later(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
+	}
+	return a
+}
+
+// receivedOf is c's count of bytes read (framing.Conn.Received), or a
+// count that never grows for a connection that does not count (liveness
+// then comes from pongs alone).
+func receivedOf(c any) func() uint64 {
+	if r, ok := c.(interface{ Received() uint64 }); ok {
+		return r.Received
+	}
+	return func() uint64 { return 0 }
 }
 
 // openStream opens a stream on the peer's session, dialling one on demand

@@ -276,12 +276,13 @@ func TestSessionMSA1OnlyPeer(t *testing.T) {
 					c.Close()
 					return
 				}
-				sess, err := yamux.Server(framing.NewConn(c), b.ymxCfg)
+				f := framing.NewConn(c)
+				sess, err := yamux.Server(f, b.ymxCfg)
 				if err != nil {
 					c.Close()
 					return
 				}
-				bp.serve(sess, false, nil)
+				bp.serve(sess, receivedOf(f), false, nil)
 			})
 			took := fs.open(t, a, b, 10*time.Second)
 			t.Logf("first stream to an MSA1-only peer: %v", took.Round(time.Microsecond))

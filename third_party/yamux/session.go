@@ -339,6 +339,9 @@ func (s *Session) Ping() (time.Duration, error) {
 	hdr := header(make([]byte, headerSize))
 	hdr.encode(typePing, flagSYN, 0, id)
 	if err := s.waitForSend(hdr, nil); err != nil {
+		s.pingLock.Lock()
+		delete(s.pings, id) // meshd patch: upstream kept it, one entry per failed ping
+		s.pingLock.Unlock()
 		return 0, err
 	}
 

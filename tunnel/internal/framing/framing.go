@@ -10,6 +10,7 @@ import (
 	"encoding/binary"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -49,6 +50,8 @@ type Conn struct {
 	wantBody bool   // held ends with a data header: the next Write is its body
 	timer    *time.Timer
 	err      error // a failed flush by the timer, returned by the next Write
+
+	rx atomic.Uint64 // bytes read (Received)
 }
 
 // NewConn wraps c, the connection a yamux session runs over.
@@ -58,6 +61,18 @@ func NewConn(c net.Conn) *Conn {
 	f.timer.Stop()
 	return f
 }
+
+// Read reads from the connection and counts what it read (Received).
+func (f *Conn) Read(p []byte) (int, error) {
+	n, err := f.Conn.Read(p)
+	f.rx.Add(uint64(n))
+	return n, err
+}
+
+// Received is how many bytes have been read from the connection: while it
+// grows, the peer's frames arrive, whether or not its answer to a
+// particular ping has yet.
+func (f *Conn) Received() uint64 { return f.rx.Load() }
 
 // Write writes p, or holds it back for the frame that follows (see Conn).
 func (f *Conn) Write(p []byte) (int, error) {

@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"io"
+	"log/slog"
 	"net"
 	"net/netip"
 	"sync"
@@ -351,5 +352,108 @@ func TestSessionMSA2WrongAcceptor(t *testing.T) {
 	}
 	if got := authCounts(a); got[1] != 1 || got[5] != 1 || sawMSA1.Load() == 0 {
 		t.Errorf("dialer's handshakes %v (impostor saw %d MSA1 hellos), want one MSA2, one fallback, then MSA1", got, sawMSA1.Load())
+	}
+}
+
+// writeLog records each write on a connection.
+type writeLog struct {
+	net.Conn
+	mu     sync.Mutex
+	writes [][]byte
+}
+
+func (w *writeLog) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	w.writes = append(w.writes, append([]byte(nil), p...))
+	w.mu.Unlock()
+	return w.Conn.Write(p)
+}
+
+func (w *writeLog) first() []byte {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if len(w.writes) == 0 {
+		return nil
+	}
+	return w.writes[0]
+}
+
+// TestMSA2Segments: MSA2 between two tunnels' halves over a pipe (one write
+// is one segment): the dialer's first write is its hello followed by the
+// first stream's open and data, the acceptor's its answer followed by the
+// stream's accept and reply. So a cold peer's first round trip costs one
+// segment each way, and the proof no round trip.
+func TestMSA2Segments(t *testing.T) {
+	kd, _ := key.NewPrivate()
+	ka, _ := key.NewPrivate()
+	dt := &Tunnel{cfg: Config{PrivateKey: kd}, pub: kd.Public(), ymxCfg: yamuxConfig(Config{SessionTimeout: 5 * time.Second}, slog.New(slog.NewTextHandler(io.Discard, nil)), defaultStreamWindow)}
+	at := &Tunnel{cfg: Config{PrivateKey: ka}, pub: ka.Public(), ymxCfg: dt.ymxCfg}
+	dp := &peer{t: dt, pub: at.pub, ctx: context.Background()}
+	ap := &peer{t: at, pub: dt.pub, ctx: context.Background(), stamps: newHelloStamps(time.Now())}
+	c1, c2 := net.Pipe()
+	dc, ac := &writeLog{Conn: c1}, &writeLog{Conn: c2}
+	defer dc.Close()
+	defer ac.Close()
+
+	checked := make(chan error, 1)
+	proof, err := dt.dial2(dc, dp, func(err error) { checked <- err })
+	if err != nil {
+		t.Fatal(err)
+	}
+	cli, err := yamux.Client(proof, dt.ymxCfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	served := make(chan error, 1)
+	go func() {
+		answer, err := at.acceptAuth(context.Background(), ac, ap)
+		if err != nil {
+			served <- err
+			return
+		}
+		f := framing.NewConn(ac)
+		f.Hold(answer)
+		srv, err := yamux.Server(f, at.ymxCfg)
+		if err != nil {
+			served <- err
+			return
+		}
+		defer srv.Close()
+		s, err := srv.AcceptStream()
+		if err != nil {
+			served <- err
+			return
+		}
+		buf := make([]byte, 4)
+		io.ReadFull(s, buf)
+		s.Write(buf)
+		served <- nil
+		io.Copy(io.Discard, s)
+	}()
+	s, err := cli.OpenStream()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.SetDeadline(time.Now().Add(5 * time.Second))
+	s.Write([]byte("ping"))
+	buf := make([]byte, 4)
+	if _, err := io.ReadFull(s, buf); err != nil || string(buf) != "ping" {
+		t.Fatalf("echo %q, %v", buf, err)
+	}
+	if err := <-served; err != nil {
+		t.Fatal(err)
+	}
+	if err := <-checked; err != nil {
+		t.Fatalf("the dialer's check of the answer: %v", err)
+	}
+	const hdr = 12
+	d, a := dc.first(), ac.first()
+	// hello, then the open (window update, SYN), then a data frame "ping".
+	if len(d) != hello2Len+hdr+hdr+4 || string(d[:4]) != session2Magic || d[hello2Len+1] != 1 || string(d[len(d)-4:]) != "ping" {
+		t.Errorf("dialer's first write (%d bytes) %x: want the hello, the stream's open and its data", len(d), d)
+	}
+	if len(a) != answer2Len+hdr+hdr+4 || string(a[:4]) != session2Magic || a[answer2Len+1] != 1 || string(a[len(a)-4:]) != "ping" {
+		t.Errorf("acceptor's first write (%d bytes) %x: want the answer, the stream's accept and its reply", len(a), a)
 	}
 }

@@ -14,7 +14,10 @@
 // wants one (SetWarm: the peers its imports may pick next), a stream needs
 // one (the first stream to a peer dials it: one WireGuard handshake and
 // one TCP handshake), or the peer dialled one. Either side may dial; the
-// node closes sessions it dialled once idle (CloseIdle).
+// node closes sessions it dialled once idle (CloseIdle). Before a session
+// carries anything, its two ends prove their WireGuard keys to each other
+// (sessionauth.go); the dialler's proof leaves with its first stream, so
+// it costs no round trip of its own.
 package tunnel
 
 import (

@@ -14,15 +14,7 @@ import (
 // TestRemember steps the members file through joins, a throttled change,
 // a node left alone (the file is kept) and a reload of it.
 func TestRemember(t *testing.T) {
-	dir := t.TempDir()
-	cfg := testConfig(t, dir, "me", "s1", make([]byte, 32))
-	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	n, err := New(cfg, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	n := newRememberNode(t)
 	m := func(name, addr string, st gossip.State) gossip.Member {
 		return gossip.Member{Name: name, Addr: netip.MustParseAddrPort(addr), State: st}
 	}
@@ -80,15 +72,7 @@ func TestRemember(t *testing.T) {
 // keeps (a random sample of maxRemembered), an unchanged membership is not
 // written again; a changed one is, after the throttle.
 func TestRememberLargeMeshWritesOnce(t *testing.T) {
-	dir := t.TempDir()
-	cfg := testConfig(t, dir, "me", "s1", make([]byte, 32))
-	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	n, err := New(cfg, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	n := newRememberNode(t)
 	var members []gossip.Member
 	for i := range 2 * maxRemembered {
 		members = append(members, gossip.Member{Name: fmt.Sprintf("n%03d", i),
@@ -122,4 +106,18 @@ func TestRememberLargeMeshWritesOnce(t *testing.T) {
 	if got := saved(); !got.Equal(t0.Add(time.Minute).UTC()) {
 		t.Fatalf("changed membership saved at %v; want %v", got, t0.Add(time.Minute).UTC())
 	}
+}
+
+// newRememberNode is a node named "me", not started, with its data dir made.
+func newRememberNode(t *testing.T) *Node {
+	t.Helper()
+	cfg := testConfig(t, t.TempDir(), "me", "s1", make([]byte, 32))
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	n, err := New(cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
 }

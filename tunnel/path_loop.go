@@ -74,14 +74,14 @@ func (b *PathBind) probeLoop(c *net.UDPConn, done chan struct{}) {
 
 // untilDue is how long the probe loop may sleep at now: until the first
 // active peer is due, at least probeEvery, at most probeMaxEvery; idle
-// when no active peer's session is busy (the wait may ride the beat).
+// when every active peer is unhurried (the wait may ride the beat).
 func (b *PathBind) untilDue(now time.Time) (d time.Duration, idle bool) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	d, idle = probeMaxEvery, true
 	for _, p := range b.active {
 		d = min(d, p.next.Sub(now))
-		idle = idle && p.idle
+		idle = idle && p.unhurried()
 	}
 	return max(d, probeEvery), idle
 }

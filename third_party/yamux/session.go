@@ -600,7 +600,7 @@ func (s *Session) handleStreamMessage(hdr header) error {
 			s.logger.Printf("[WARN] yamux: Discarding data for stream: %d", id)
 			if _, err := io.CopyN(ioutil.Discard, s.bufRead, int64(hdr.Length())); err != nil {
 				s.logger.Printf("[ERR] yamux: Failed to discard data: %v", err)
-				return nil
+				return err // meshd patch: upstream returned nil and read on, out of place
 			}
 		} else {
 			s.logger.Printf("[WARN] yamux: frame for missing stream: %v", hdr)

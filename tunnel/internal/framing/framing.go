@@ -4,6 +4,8 @@
 // UDP sends per small message. A Conn holds a data frame's header back and
 // writes it with its body (and a stream's open or accept window update
 // with the frame that follows it), changing nothing of what is written.
+// Its byte stream ends at the first failed read or write: a session never
+// reads or writes out of place after one.
 package framing
 
 import (

@@ -369,3 +369,35 @@ func TestNetstackDataAfterCloseEOF(t *testing.T) {
 	k, err := raw.Read(buf)
 	t.Logf("the raw endpoint read %q, %v after its EOF", buf[:k], err)
 }
+
+// TestSessionEndsAtStreamZeroFrame: a data or window update frame for
+// stream 0 (the session's own ID, never a stream's) is a header read out of
+// place, twelve zero bytes of stream data for one: the session ends at the
+// first, with one log line, where yamux logged "frame for missing stream"
+// for each and read on.
+func TestSessionEndsAtStreamZeroFrame(t *testing.T) {
+	for _, typ := range []byte{0, 1} { // data, window update
+		var serverLog logLines
+		cc, sc := net.Pipe()
+		server, err := yamux.Server(sc, quietYamux(&serverLog))
+		if err != nil {
+			t.Fatal(err)
+		}
+		go func() {
+			zeros := make([]byte, 12*100)
+			zeros[1] = typ
+			cc.SetWriteDeadline(time.Now().Add(2 * time.Second))
+			cc.Write(zeros)
+		}()
+		select {
+		case <-server.CloseChan():
+		case <-time.After(2 * time.Second):
+			t.Errorf("type %d: the session is still open 2 s after a frame for stream 0", typ)
+		}
+		if n := strings.Count(serverLog.String(), "\n"); n > 2 {
+			t.Errorf("type %d: %d log lines, want at most 2:\n%.400s", typ, n, serverLog.String())
+		}
+		server.Close()
+		cc.Close()
+	}
+}

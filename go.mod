@@ -17,6 +17,7 @@ require (
 )
 
 require (
+	filippo.io/edwards25519 v1.2.0 // indirect
 	github.com/beorn7/perks v1.0.1 // indirect
 	github.com/cespare/xxhash/v2 v2.3.0 // indirect
 	github.com/cpuguy83/go-md2man/v2 v2.0.7 // indirect
@@ -45,3 +46,5 @@ require (
 replace github.com/hashicorp/memberlist => ./third_party/memberlist
 
 replace github.com/hashicorp/yamux => ./third_party/yamux
+
+replace golang.zx2c4.com/wireguard => ./third_party/wireguard

@@ -1,6 +1,7 @@
 package tunnel
 
 import (
+	"crypto/ecdh"
 	"crypto/hmac"
 	"crypto/sha256"
 	"log/slog"
@@ -157,7 +158,7 @@ type PathBind struct {
 	paths     map[key.PublicKey]*peerPath  // guarded by mu
 	byAddr    sync.Map                     // netip.AddrPort → key.PublicKey; written under mu, read without it
 	stamp     atomic.Uint64                // last probe stamp sent (see probe format)
-	priv      *key.PrivateKey              // guarded by mu; for probes' pair MACs (SetPrivateKey)
+	ecdhPriv  *ecdh.PrivateKey             // guarded by mu; this node's key, for probes' pair MACs (SetPrivateKey)
 	strangers map[netip.AddrPort]time.Time // guarded by mu; unknown handshake sources, bounded
 	active    map[key.PublicKey]*peerPath  // guarded by mu; the peers probed (see SetActive)
 	onCall    func(key.PublicKey)          // set before Open; a peer asks us to dial it

@@ -2,6 +2,7 @@ package tunnel
 
 import (
 	"bytes"
+	"crypto/ecdh"
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/binary"
@@ -9,7 +10,6 @@ import (
 	"time"
 
 	"github.com/meshd/meshd/internal/key"
-	"golang.org/x/crypto/curve25519"
 )
 
 // Path probes: their wire format (built and checked here), the pair keys
@@ -38,7 +38,19 @@ func (b *PathBind) probe(kind byte, to key.PublicKey, seq, stamp uint64) []byte 
 func (b *PathBind) SetPrivateKey(k key.PrivateKey) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	b.priv = &k
+	b.ecdhPriv, _ = ecdh.X25519().NewPrivateKey(k[:]) // 32 bytes: never fails
+}
+
+// x25519 returns the X25519 of priv (this node's key, as an ecdh key made
+// once: golang.org/x/crypto/curve25519.X25519 makes one per call, and
+// making one computes its public key, a second scalar multiplication) and
+// pub.
+func x25519(priv *ecdh.PrivateKey, pub key.PublicKey) ([]byte, error) {
+	pk, err := ecdh.X25519().NewPublicKey(pub[:])
+	if err != nil {
+		return nil, err
+	}
+	return priv.ECDH(pk)
 }
 
 // pairKeyLocked returns the pairmac key shared with peer pub, cached in p
@@ -50,8 +62,8 @@ func (b *PathBind) pairKeyLocked(pub key.PublicKey, p *peerPath) []byte {
 	secret := make([]byte, 32)
 	if p != nil && p.secret.Load() != nil {
 		secret = *p.secret.Load()
-	} else if b.priv != nil {
-		if s, err := curve25519.X25519(b.priv[:], pub[:]); err == nil {
+	} else if b.ecdhPriv != nil {
+		if s, err := x25519(b.ecdhPriv, pub); err == nil {
 			secret = s
 			if p != nil {
 				p.secret.Store(&s)
@@ -81,12 +93,12 @@ func (b *PathBind) sharedSecret(pub key.PublicKey) []byte {
 		return *s
 	}
 	b.mu.Lock()
-	priv := b.priv
+	priv := b.ecdhPriv
 	b.mu.Unlock()
 	if priv == nil {
 		return nil
 	}
-	s, err := curve25519.X25519(priv[:], pub[:])
+	s, err := x25519(priv, pub)
 	if err != nil {
 		return nil
 	}

@@ -136,6 +136,8 @@ type Tunnel struct {
 	closed bool                    // guarded by mu
 	warm   map[key.PublicKey]bool  // guarded by mu; peers to keep a session with
 	ipcMu  sync.Mutex              // serialises IpcSet calls
+
+	secretKick chan struct{} // wakes secretLoop (secrets.go)
 }
 
 // New creates the device, brings it up and starts accepting sessions.
@@ -164,6 +166,8 @@ func New(cfg Config) (*Tunnel, error) {
 		log:   cfg.Logger,
 		peers: make(map[key.PublicKey]*peer),
 		byIP:  make(map[netip.Addr]*peer),
+
+		secretKick: make(chan struct{}, 1),
 	}
 	t.ip = t.pub.MeshIP()
 	kn := readKnobs()
@@ -189,6 +193,7 @@ func New(cfg Config) (*Tunnel, error) {
 		Verbosef: func(f string, a ...any) { wlog.Debug(fmt.Sprintf(f, a...)) },
 		Errorf:   func(f string, a ...any) { wlog.Debug(fmt.Sprintf(f, a...)) },
 	})
+	t.dev.SetStaticStatic(t.staticStatic)
 	if err := t.dev.IpcSet("private_key=" + cfg.PrivateKey.Hex() + "\n"); err != nil {
 		t.dev.Close()
 		return nil, fmt.Errorf("tunnel: set private key: %w", err)
@@ -204,10 +209,11 @@ func New(cfg Config) (*Tunnel, error) {
 	}
 	t.ln = ln
 	t.ctx, t.cancel = context.WithCancel(context.Background())
-	t.wg.Add(3)
+	t.wg.Add(4)
 	go t.acceptLoop()
 	go t.pokeStale()
 	go t.trimLoop()
+	go t.secretLoop()
 	return t, nil
 }
 

@@ -64,6 +64,9 @@ func (t *Tunnel) SetPeers(ps []Peer) error {
 		p.endpoint = w.Endpoint
 	}
 	t.mu.Unlock()
+	if len(added) > 0 {
+		t.kickSecrets()
+	}
 
 	var err error
 	var uapi strings.Builder

@@ -577,11 +577,27 @@ func (s *Session) recvLoop() error {
 	}
 }
 
+// errReservedStream (meshd patch): a data or window update frame for
+// stream 0, which is the session's.
+var errReservedStream = fmt.Errorf("data or window update frame for stream 0 (reserved for the session)")
+
 // handleStreamMessage handles either a data or window update frame
 func (s *Session) handleStreamMessage(hdr header) error {
 	// Check for a new stream creation
 	id := hdr.StreamID()
 	flags := hdr.Flags()
+	if id == 0 {
+		// meshd patch: stream 0 is the session's (spec.md, "StreamID
+		// Field"); a data or window update frame for it is a header read
+		// out of place (stream data: all zeros parse as one). Upstream
+		// logged "frame for missing stream" and read on, a line per 12
+		// bytes. The session ends at the first.
+		s.logger.Printf("[ERR] yamux: %v: %v", errReservedStream, hdr)
+		if sendErr := s.sendNoWait(s.goAway(goAwayProtoErr)); sendErr != nil {
+			s.logger.Printf("[WARN] yamux: failed to send go away: %v", sendErr)
+		}
+		return errReservedStream
+	}
 	if flags&flagSYN == flagSYN {
 		if err := s.incomingStream(id); err != nil {
 			return err
@@ -600,7 +616,7 @@ func (s *Session) handleStreamMessage(hdr header) error {
 			s.logger.Printf("[WARN] yamux: Discarding data for stream: %d", id)
 			if _, err := io.CopyN(ioutil.Discard, s.bufRead, int64(hdr.Length())); err != nil {
 				s.logger.Printf("[ERR] yamux: Failed to discard data: %v", err)
-				return nil
+				return err // meshd patch: upstream returned nil and read on, out of place
 			}
 		} else {
 			s.logger.Printf("[WARN] yamux: frame for missing stream: %v", hdr)

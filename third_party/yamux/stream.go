@@ -563,6 +563,14 @@ func (s *Stream) readData(hdr header, flags uint16, conn io.Reader) error {
 		s.recvBuf = bytes.NewBuffer(make([]byte, 0, length))
 	}
 	copiedLength, err := io.Copy(s.recvBuf, conn)
+	if err == nil && copiedLength < int64(length) {
+		// meshd patch: io.Copy takes the connection's EOF for success; a
+		// body cut short by it ends the session (upstream kept the short
+		// body and parsed whatever the connection returned next as frame
+		// headers: stream data read as headers, and data delivered to the
+		// stream a header found in it named).
+		err = io.ErrUnexpectedEOF
+	}
 	if err != nil {
 		s.session.logger.Printf("[ERR] yamux: Failed to read stream data: %v", err)
 		s.recvLock.Unlock()

@@ -4,10 +4,13 @@
 // UDP sends per small message. A Conn holds a data frame's header back and
 // writes it with its body (and a stream's open or accept window update
 // with the frame that follows it), changing nothing of what is written.
+// Its byte stream ends at the first failed read or write: a session never
+// reads or writes out of place after one.
 package framing
 
 import (
 	"encoding/binary"
+	"io"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -49,9 +52,10 @@ type Conn struct {
 	held     []byte // frames (and a data header) not yet written
 	wantBody bool   // held ends with a data header: the next Write is its body
 	timer    *time.Timer
-	err      error // a failed flush by the timer, returned by the next Write
+	err      error // a failed or short write: every later Write returns it
 
-	rx atomic.Uint64 // bytes read (Received)
+	rerr error         // the first error Read returned (receive loop only)
+	rx   atomic.Uint64 // bytes read (Received)
 }
 
 // NewConn wraps c, the connection a yamux session runs over.
@@ -63,9 +67,23 @@ func NewConn(c net.Conn) *Conn {
 }
 
 // Read reads from the connection and counts what it read (Received).
+// Once a Read has failed (io.EOF included) every later Read fails alike:
+// the byte stream has ended, whatever the connection would return next.
+// gVisor's TCP endpoint can return data after the io.EOF of a local Close
+// (closed for receive, it still queues what the peer sends until its own
+// FIN has left), and a reader going on would take it for the bytes that
+// follow the ones it had (the session's frames out of place).
+//
+// Only the session's receive loop reads (one goroutine).
 func (f *Conn) Read(p []byte) (int, error) {
+	if f.rerr != nil {
+		return 0, f.rerr
+	}
 	n, err := f.Conn.Read(p)
 	f.rx.Add(uint64(n))
+	if err != nil {
+		f.rerr = err
+	}
 	return n, err
 }
 
@@ -75,6 +93,8 @@ func (f *Conn) Read(p []byte) (int, error) {
 func (f *Conn) Received() uint64 { return f.rx.Load() }
 
 // Write writes p, or holds it back for the frame that follows (see Conn).
+// After a failed or short write every Write fails: the peer has part of a
+// frame, and whatever followed it would be read out of place.
 func (f *Conn) Write(p []byte) (int, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -104,8 +124,21 @@ func (f *Conn) Write(p []byte) (int, error) {
 }
 
 // flush writes what is held followed by p and reports how much of p was
-// written. Called with mu held.
+// written; a failed or short write sticks (f.err). Called with mu held.
 func (f *Conn) flush(p []byte) (int, error) {
+	n, err := f.write(p)
+	if err == nil && n < len(p) {
+		err = io.ErrShortWrite
+	}
+	if err != nil {
+		f.err = err
+	}
+	return n, err
+}
+
+// write writes what is held followed by p and reports how much of p was
+// written. Called with mu held.
+func (f *Conn) write(p []byte) (int, error) {
 	if len(f.held) == 0 {
 		return f.Conn.Write(p)
 	}
@@ -152,9 +185,7 @@ func (f *Conn) timerFlush() {
 	if len(f.held) == 0 || f.wantBody || f.err != nil {
 		return // written meanwhile, or the body is on its way
 	}
-	if _, err := f.flush(nil); err != nil {
-		f.err = err
-	}
+	f.flush(nil) // a failure sticks: the next Write returns it
 }
 
 // Close stops the flush timer and closes the connection.

@@ -78,8 +78,9 @@ const (
 	probeSilentAfter = time.Minute
 	probeSilentEvery = 30 * time.Second
 	// probeIdleEvery is the probe interval of a peer whose session carries
-	// no stream (see SetBusy): a warm candidate's heartbeat, riding the
-	// pacer's beat. An exporter N importers keep warm answers N/3 probes a
+	// no stream (see SetBusy) and whose path is direct: a warm candidate's
+	// heartbeat, riding the pacer's beat. (On the relay a peer is probed
+	// every probeEvery while its direct path answers: probeRecord.schedule.) An exporter N importers keep warm answers N/3 probes a
 	// second, each a wakeup (README "Performance": "Idle cost, second pass").
 	probeIdleEvery = 3 * time.Second
 )
@@ -373,7 +374,8 @@ func (b *PathBind) SetActive(pub key.PublicKey, active bool) {
 }
 
 // SetBusy sets how often peer's direct path is probed: every probeEvery
-// while its session carries streams (busy), every probeIdleEvery when not.
+// while its session carries streams (busy), every probeIdleEvery when not
+// and its path is direct (see probeRecord.schedule).
 // Turning busy probes at the next tick, unless the direct path is backed
 // off (it stopped answering): that keeps its interval until an answer.
 func (b *PathBind) SetBusy(pub key.PublicKey, busy bool) {

@@ -242,7 +242,8 @@ func rnWaitSteadyOr(t *testing.T, d, hold time.Duration, what string, cond func(
 // rnPathDump returns what a failed wait for a path needs: both sides'
 // status of each other, their path layer's log lines (moves; at debug
 // level each change of a peer's probe interval, with answered and sent
-// probes), the relay's, and the router's UDP cut, if any.
+// probes), their tunnel's and WireGuard's handshake lines (debug: the
+// session's dial), the relay's, and the router's UDP cut, if any.
 func rnPathDump(t *testing.T, tp *rnTopo, an, bn *meshNode) func() string {
 	return func() string {
 		var sb strings.Builder
@@ -256,8 +257,8 @@ func rnPathDump(t *testing.T, tp *rnTopo, an, bn *meshNode) func() string {
 			}
 			var lines []string
 			for _, l := range strings.Split(n.logText(), "\n") {
-				if strings.Contains(l, "msg=\"path:") || strings.Contains(l, "msg=\"relay") || strings.Contains(l, "session up") ||
-					strings.Contains(l, "session down") || strings.Contains(l, "peer makes contact") {
+				if strings.Contains(l, "msg=\"path:") || strings.Contains(l, "msg=\"relay") || strings.Contains(l, "msg=\"tunnel:") ||
+					strings.Contains(l, "andshake") {
 					lines = append(lines, l)
 				}
 			}

@@ -252,7 +252,10 @@ func (c *cluster) netnsNode(name, site, ip string, join []string) (*meshNode, la
 	}
 	cfg := lab.Node{Name: name, Site: site, DataDir: n.Dir, KeyFile: c.keyFile, Join: join,
 		GossipBind: ip + ":7946", TunnelListen: ip + ":51820", TunnelMode: "userspace",
-		LogLevel: "info", LogFormat: "text"}
+		LogLevel: c.logLevel, LogFormat: "text"}
+	if l := os.Getenv("MESHD_E2E_NETNS_LOG_LEVEL"); l != "" { // debug to diagnose
+		cfg.LogLevel = l
+	}
 	return n, cfg
 }
 

@@ -219,6 +219,60 @@ func rnPoll(d, every time.Duration, cond func() (bool, string)) (time.Time, stri
 	}
 }
 
+// rnWaitSteadyOr is rnWaitSteady, with dump's text in the failure.
+func rnWaitSteadyOr(t *testing.T, d, hold time.Duration, what string, cond func() (bool, string), dump func() string) {
+	t.Helper()
+	var since time.Time
+	at, why := rnPoll(d, 100*time.Millisecond, func() (bool, string) {
+		ok, why := cond()
+		switch {
+		case !ok:
+			since = time.Time{}
+			return false, why
+		case since.IsZero():
+			since = time.Now()
+		}
+		return time.Since(since) >= hold, why
+	})
+	if at.IsZero() {
+		t.Fatalf("timed out after %s waiting for %s steadily for %s: %s\n%s", d, what, hold, why, dump())
+	}
+}
+
+// rnPathDump returns what a failed wait for a path needs: both sides'
+// status of each other, their path layer's log lines (moves; at debug
+// level each change of a peer's probe interval, with answered and sent
+// probes), the relay's, and the router's UDP cut, if any.
+func rnPathDump(t *testing.T, tp *rnTopo, an, bn *meshNode) func() string {
+	return func() string {
+		var sb strings.Builder
+		for _, v := range [][2]*meshNode{{an, bn}, {bn, an}} {
+			_, why := rnPeerCond(t, v[0], v[1].Name, func(node.PeerStatus) bool { return true })()
+			fmt.Fprintf(&sb, "%s\n", why)
+		}
+		for _, n := range []*meshNode{an, bn, tp.host("r").n} {
+			if n == nil {
+				continue
+			}
+			var lines []string
+			for _, l := range strings.Split(n.logText(), "\n") {
+				if strings.Contains(l, "msg=\"path:") || strings.Contains(l, "msg=\"relay") || strings.Contains(l, "session up") ||
+					strings.Contains(l, "session down") || strings.Contains(l, "peer makes contact") {
+					lines = append(lines, l)
+				}
+			}
+			if len(lines) > 40 {
+				lines = append([]string{fmt.Sprintf("(%d earlier lines left out)", len(lines)-40)}, lines[len(lines)-40:]...)
+			}
+			fmt.Fprintf(&sb, "---- %s's path, relay and session lines ----\n%s\n", n.Name, strings.Join(lines, "\n"))
+		}
+		if out, err := netnsCmd("ip", "netns", "exec", tp.router, "nft", "list", "ruleset"); err == nil {
+			fmt.Fprintf(&sb, "---- router's nft ruleset ----\n%s\n", strings.TrimSpace(out))
+		}
+		return sb.String()
+	}
+}
+
 // rnPeerCond is a condition on obs's view of the peer named name.
 func rnPeerCond(t *testing.T, obs *meshNode, name string, ok func(p node.PeerStatus) bool) func() (bool, string) {
 	return func() (bool, string) {

@@ -33,12 +33,29 @@ func (p *peerPath) startProbe(stamp uint64) uint64 {
 // ack records the answer to probe seq (checked fresh by freshLocked).
 func (p *peerPath) ack(seq uint64) { p.acked[seq%probeRing] = true }
 
+// answered records the answer to probe seq at now (see ack) and reports
+// whether the probe loop should judge the peer at once: its path is on
+// the relay and probed slowly (backed off, or idle before its first
+// verdict), so that the answer brings probeEvery now rather than one slow
+// interval later (a direct path that came back after a cut was seen only
+// at the second backed-off probe after it: up to 2×probeMaxEvery, and
+// ~9 s to direct). One answer per probe sent: a peer cannot make the loop
+// run faster than it probes. Call it holding PathBind.mu.
+func (p *peerPath) answered(seq uint64, now time.Time) (judgeNow bool) {
+	p.ack(seq)
+	if !p.active || !p.useRelay || p.every <= probeEvery {
+		return false
+	}
+	p.next = now
+	return true
+}
+
 // judge moves the peer between relay and direct by its probe record and
 // reschedules its probes; it reports whether the path moved and how many
 // judged probes were answered. A new peer starts on the relay (when there
-// is one) and moves to direct once its first probeFirstVerdict probes are
-// all answered, so the first handshake never waits on a path that may not
-// exist. Later, of the last probeWindow probes (the newest, still in
+// is one) and moves to direct once its newest probeFirstVerdict judged
+// probes are all answered, so the first handshake never waits on a path
+// that may not exist. Later, of the last probeWindow probes (the newest, still in
 // flight, is not judged), fewer than probeKeepUp answered sends it back to
 // the relay, and all of them answered brings it back to direct. A move is
 // the caller's to publish.
@@ -53,12 +70,21 @@ func (p *probeRecord) judge(now time.Time) (moved bool, answered uint64) {
 		}
 	}
 	if p.useRelay {
-		need := uint64(probeComeBack)
+		// A path that was direct before comes back once a full window is
+		// answered. A new peer needs only its newest probeFirstVerdict: its
+		// earliest probes may have gone out before the peer knew this node
+		// (a dialling node probes as soon as it learns of the peer, which
+		// may learn of it a moment later, and drops probes from a stranger),
+		// and those must not hold it on the relay for a window.
+		need, of := uint64(probeComeBack), judged
 		if !p.everDirect {
-			need = probeFirstVerdict
+			need, of = probeFirstVerdict, min(judged, probeFirstVerdict)
 		}
-		if judged >= need && answered == judged {
+		if judged >= need && p.answeredOf(of) == of {
 			p.useRelay, p.everDirect, p.changed = false, true, now
+			// Direct is judged from the probes that confirmed it on: the
+			// ones lost before (a new peer's) do not count against it.
+			p.base = max(p.base, p.seq-of-1)
 			return true, answered
 		}
 		return false, answered
@@ -87,9 +113,23 @@ func (p *probeRecord) judge(now time.Time) (moved bool, answered uint64) {
 // active, and has been silent for probeSilentAfter, is probed only every
 // probeSilentEvery: an endpoint a peer advertises but does not answer at
 // (a third party's address) gets two probes a minute.
+//
+// An idle session's peer (SetBusy) is probed every probeIdleEvery while its
+// path is direct. On the relay it is probed every probeEvery, busy or not,
+// while its direct path answers (or before its first verdict), until
+// direct is confirmed: three answers at the idle rate, each riding the
+// beat, took up to ~15 s, and the node that did not dial showed `relay` all
+// that time. This costs nothing lasting for a peer that stays on the
+// relay: unanswered probes back off as before (doubling up to
+// probeMaxEvery, and probeSilentEvery after probeSilentAfter), so a peer
+// behind a UDP-blocking firewall gets a few more probes in its first
+// seconds after becoming active (200, 200, 200, 400, 800, 1600 ms apart,
+// then probeMaxEvery, where the idle rate gave probeIdleEvery and then
+// probeMaxEvery) and the same two a minute after its first minute
+// (TestProbeIdleRelayCost).
 func (p *probeRecord) schedule(judged uint64, now time.Time) {
 	base := probeEvery
-	if p.idle {
+	if p.idle && !p.useRelay {
 		base = probeIdleEvery
 	}
 	p.every = max(p.every, base)
@@ -107,11 +147,31 @@ func (p *probeRecord) schedule(judged uint64, now time.Time) {
 		if !p.backedOff {
 			p.silentSince = now
 		}
-		p.every, p.backedOff = min(p.every*2, max(probeMaxEvery, base)), true
+		p.every, p.backedOff = min(p.every*2, probeMaxEvery), true
 		if !p.heard && now.Sub(p.silentSince) >= probeSilentAfter {
 			p.every = probeSilentEvery
 		}
 	}
+}
+
+// unhurried reports whether the peer's next probe may ride the pacer's
+// beat (see probeLoop): its session is idle and its interval is the idle
+// one or longer; not while a path on the relay is being confirmed or
+// backs off from probeEvery.
+func (p *probeRecord) unhurried() bool {
+	return p.idle && p.every >= probeIdleEvery
+}
+
+// answeredOf counts how many of the newest k judged probes (the one in
+// flight is not judged) were answered.
+func (p *probeRecord) answeredOf(k uint64) (n uint64) {
+	for i := uint64(1); i <= k; i++ {
+		s := p.seq - i
+		if j := s % probeRing; s > p.base && p.sent[j] == s && p.acked[j] {
+			n++
+		}
+	}
+	return n
 }
 
 // sameButAcks reports whether r equals o but for acks: a record judged as o

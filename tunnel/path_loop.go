@@ -1,7 +1,9 @@
 package tunnel
 
 import (
+	"context"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/netip"
 	"time"
@@ -74,14 +76,14 @@ func (b *PathBind) probeLoop(c *net.UDPConn, done chan struct{}) {
 
 // untilDue is how long the probe loop may sleep at now: until the first
 // active peer is due, at least probeEvery, at most probeMaxEvery; idle
-// when no active peer's session is busy (the wait may ride the beat).
+// when every active peer is unhurried (the wait may ride the beat).
 func (b *PathBind) untilDue(now time.Time) (d time.Duration, idle bool) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	d, idle = probeMaxEvery, true
 	for _, p := range b.active {
 		d = min(d, p.next.Sub(now))
-		idle = idle && p.idle
+		idle = idle && p.unhurried()
 	}
 	return max(d, probeEvery), idle
 }
@@ -160,8 +162,14 @@ func (b *PathBind) applyDue(now time.Time, due []judgement, sends []probeOut) []
 }
 
 // logMove logs a peer's move between relay and direct (see
-// probeRecord.judge), if it moved.
+// probeRecord.judge), if it moved, and at debug level a change of its
+// probe interval (backoff, its end, the idle rate): a few lines per
+// change of the path's state, never one per probe.
 func (b *PathBind) logMove(j *judgement) {
+	if j.out.every != j.in.every && b.log.Enabled(context.Background(), slog.LevelDebug) {
+		b.log.Debug("path: probe interval", "peer", b.peerName(j.pub), "every", j.out.every,
+			"relay", j.out.useRelay, "answered", j.answered, "sent", j.out.seq-j.out.base, "idle", j.out.idle)
+	}
 	switch {
 	case !j.moved:
 	case !j.toRelay:

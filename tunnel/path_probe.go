@@ -155,7 +155,9 @@ func (b *PathBind) handleProbe(pkt []byte, from netip.AddrPort) {
 		}
 	}
 	if !blocked && pkt[1] == probePong && p != nil {
-		p.ack(seq)
+		if p.answered(seq, time.Now()) {
+			b.kickLoop()
+		}
 		p.pongAt.Store(time.Now().UnixNano())
 	}
 	if !blocked && pkt[1] == probePing && p != nil {

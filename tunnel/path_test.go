@@ -50,3 +50,41 @@ func TestPathSwitching(t *testing.T) {
 		}
 	}
 }
+
+// TestPathFirstVerdict: a new peer moves to direct once its newest
+// probeFirstVerdict judged probes are answered, whatever became of the
+// earlier ones (sent before the peer knew this node: it drops probes from
+// a stranger), and those earlier losses do not send it back to the relay.
+// Before, a new peer needed all of the window answered: one early loss
+// cost eight answered probes, at the idle rate 24-40 s of `relay`.
+func TestPathFirstVerdict(t *testing.T) {
+	for _, lost := range []int{1, 2, 5, 8, 20} {
+		now := time.Unix(1_700_000_000, 0)
+		p := newPeerPath(now, true)
+		stamp, rounds := uint64(0), 0
+		for i := 0; i < lost+40 && p.useRelay; i++ {
+			now = now.Add(probeEvery)
+			p.judge(now)
+			rounds++
+			stamp++
+			if seq := p.startProbe(stamp); i >= lost {
+				p.ack(seq)
+			}
+		}
+		// Rounds: the lost ones, probeFirstVerdict answered and judged, the
+		// one in flight, and the judging round.
+		if want := lost + probeFirstVerdict + 2; p.useRelay || rounds > want {
+			t.Errorf("%d early probes lost: relay %v after %d rounds, want direct after at most %d", lost, p.useRelay, rounds, want)
+			continue
+		}
+		for range 3 * probeWindow {
+			now = now.Add(probeEvery)
+			p.judge(now)
+			stamp++
+			p.ack(p.startProbe(stamp))
+			if p.useRelay {
+				t.Fatalf("%d early probes lost: back on the relay after direct was confirmed", lost)
+			}
+		}
+	}
+}

@@ -2,8 +2,6 @@ package tunnel
 
 import (
 	"bytes"
-	"context"
-	"io"
 	"testing"
 	"time"
 
@@ -47,22 +45,7 @@ func TestSecretsAheadOfNeed(t *testing.T) {
 		t.Fatal("staticStatic answered for a private key that is not the device's")
 	}
 
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	s, err := a.OpenStream(ctx, b.PublicKey())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	msg := []byte("first stream on secrets made ahead")
-	if _, err := s.Write(msg); err != nil {
-		t.Fatal(err)
-	}
-	got := make([]byte, len(msg))
-	s.SetReadDeadline(time.Now().Add(10 * time.Second))
-	if _, err := io.ReadFull(s, got); err != nil || !bytes.Equal(got, msg) {
-		t.Fatalf("echo %q, %v", got, err)
-	}
+	roundTrip(t, a, b, 10*time.Second) // a first stream on secrets made ahead
 }
 
 // TestHandshakeWithoutStaticStaticSource: a device that computes the
@@ -83,20 +66,7 @@ func TestHandshakeWithoutStaticStaticSource(t *testing.T) {
 				from, to = b, a
 			}
 			link(t, a, b)
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			defer cancel()
-			s, err := from.OpenStream(ctx, to.PublicKey())
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer s.Close()
-			msg := []byte("hello across two ways of computing X25519")
-			s.Write(msg)
-			got := make([]byte, len(msg))
-			s.SetReadDeadline(time.Now().Add(10 * time.Second))
-			if _, err := io.ReadFull(s, got); err != nil || !bytes.Equal(got, msg) {
-				t.Fatalf("echo %q, %v", got, err)
-			}
+			roundTrip(t, from, to, 10*time.Second)
 		})
 	}
 }

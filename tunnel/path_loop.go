@@ -60,7 +60,16 @@ func (b *PathBind) probeLoop(c *net.UDPConn, done chan struct{}) {
 		judgeAll(due, now)
 		sends = b.applyDue(now, due, sends[:0])
 		for i := range due {
-			b.logMove(&due[i])
+			j := &due[i]
+			b.logMove(j)
+			if j.moved && !j.toRelay {
+				// A new peer's first WireGuard initiation went by the relay,
+				// which drops it when the peer's own relay client is not
+				// connected yet (both just started): sent again on the
+				// direct path just confirmed if still unanswered, rather
+				// than at WireGuard's retry 5 s after it.
+				b.resendInitiation(j.p, j.pub)
+			}
 		}
 		clear(due) // keeps no peer past its round
 		for _, s := range sends {

@@ -161,9 +161,15 @@ func TestReloadExportPolicy(t *testing.T) {
 	if err := e.Reload(gone); err != nil {
 		t.Fatal(err)
 	}
-	if len(e.retiredX) != 1 || e.retiredX[0].active.Load() != 1 {
+	if len(e.retiredX) != 1 {
 		t.Fatalf("retired exports after the removal: %d; want a, with the held stream active", len(e.retiredX))
 	}
+	// The connection opened (and closed) after the allow list was widened
+	// may still be counted until the exporter's side sees its end: the
+	// count settles at the held one.
+	testutil.Until(t, 5*time.Second, "the retired export to count only the held stream active", func() bool {
+		return e.retiredX[0].active.Load() == 1
+	})
 	if _, _, resp := e.exportFor(i.tun.PublicKey(), wire.Request{Service: "a"}); resp == nil || resp.Status != wire.StatusUnknownService {
 		t.Errorf("stream open to a removed export answered %+v; want unknown service", resp)
 	}

@@ -101,18 +101,7 @@ func rnPathLines(t *testing.T, obs *meshNode, name, msg string) int {
 // one sample of "direct" proves nothing.
 func rnWaitSteady(t *testing.T, d, hold time.Duration, what string, cond func() (bool, string)) {
 	t.Helper()
-	var since time.Time
-	waitFor(t, d, what+" steadily for "+hold.String(), func() (bool, string) {
-		ok, why := cond()
-		switch {
-		case !ok:
-			since = time.Time{}
-			return false, why
-		case since.IsZero():
-			since = time.Now()
-		}
-		return time.Since(since) >= hold, why
-	})
+	rnWaitSteadyOr(t, d, hold, what, cond, func() string { return "" })
 }
 
 // TestRelayNetnsUDPBlocked: all UDP between a and b is dropped in the

@@ -110,6 +110,16 @@ func quietYamux(lines *logLines) *yamux.Config {
 	return c
 }
 
+// sessionConnWraps: what a session runs on, yamux on the bare connection
+// and through framing (as the tunnel runs it).
+var sessionConnWraps = []struct {
+	name string
+	wrap func(net.Conn) io.ReadWriteCloser
+}{
+	{"yamux", func(c net.Conn) io.ReadWriteCloser { return c }},
+	{"framing", func(c net.Conn) io.ReadWriteCloser { return framing.NewConn(c) }},
+}
+
 type logLines struct {
 	mu sync.Mutex
 	b  strings.Builder
@@ -142,13 +152,7 @@ func (l *logLines) String() string {
 // reads "EVIL" where its data was cut. Deterministic: the EOF comes at a
 // marker in the byte stream, not at a time.
 func TestSessionEOFMidFrameEndsSession(t *testing.T) {
-	for _, tc := range []struct {
-		name string
-		wrap func(net.Conn) io.ReadWriteCloser
-	}{
-		{"yamux", func(c net.Conn) io.ReadWriteCloser { return c }},
-		{"framing", func(c net.Conn) io.ReadWriteCloser { return framing.NewConn(c) }},
-	} {
+	for _, tc := range sessionConnWraps {
 		t.Run(tc.name, func(t *testing.T) {
 			var clientLog, serverLog logLines
 			cc, sc := net.Pipe()
@@ -218,13 +222,7 @@ func TestSessionEOFMidFrameEndsSession(t *testing.T) {
 // ends: a later write that succeeded would leave the peer parsing the rest
 // of a cut frame as headers. Both with yamux alone and through framing.
 func TestSessionWriteFailureEndsSession(t *testing.T) {
-	for _, tc := range []struct {
-		name string
-		wrap func(net.Conn) io.ReadWriteCloser
-	}{
-		{"yamux", func(c net.Conn) io.ReadWriteCloser { return c }},
-		{"framing", func(c net.Conn) io.ReadWriteCloser { return framing.NewConn(c) }},
-	} {
+	for _, tc := range sessionConnWraps {
 		t.Run(tc.name, func(t *testing.T) {
 			var clientLog, serverLog logLines
 			cc, sc := net.Pipe()

@@ -8,7 +8,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"net/netip"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -191,20 +190,7 @@ func (is *integrityStream) run(s net.Conn, stop <-chan struct{}) {
 func TestStreamIntegrityAcrossCutAndClose(t *testing.T) {
 	logA, logB := &desyncLog{}, &desyncLog{}
 	newTun := func(lg *desyncLog, handle func(key.PublicKey, net.Conn)) *Tunnel {
-		k, err := key.NewPrivate()
-		if err != nil {
-			t.Fatal(err)
-		}
-		tn, err := New(Config{
-			PrivateKey:   k,
-			Listen:       netip.MustParseAddrPort("127.0.0.1:0"),
-			HandleStream: handle,
-			Logger:       slog.New(lg),
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return tn
+		return newTunnelConfig(t, Config{HandleStream: handle, Logger: slog.New(lg)})
 	}
 	stop := make(chan struct{})
 	// Bytes read of each pattern (tags 1-6 from the openers, 1001-1006

@@ -14,19 +14,7 @@ import (
 
 func newProbingTunnel(t testing.TB) *Tunnel {
 	t.Helper()
-	k, err := key.NewPrivate()
-	if err != nil {
-		t.Fatal(err)
-	}
-	tn, err := New(Config{
-		PrivateKey:   k,
-		Listen:       netip.MustParseAddrPort("127.0.0.1:0"),
-		HandleStream: echo,
-		ClusterKey:   []byte("0123456789abcdef0123456789abcdef"),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	tn := newTunnelConfig(t, Config{HandleStream: echo, ClusterKey: []byte("0123456789abcdef0123456789abcdef")})
 	t.Cleanup(func() { tn.Close() })
 	return tn
 }

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"io"
 	"net"
-	"net/netip"
 	"testing"
 	"time"
 
@@ -24,20 +23,7 @@ import (
 // newTunnelWith is newTestTunnel with a shorter stream close timeout.
 func newTunnelWith(t *testing.T, closeTimeout time.Duration, handle func(key.PublicKey, net.Conn)) *Tunnel {
 	t.Helper()
-	k, err := key.NewPrivate()
-	if err != nil {
-		t.Fatal(err)
-	}
-	tn, err := New(Config{
-		PrivateKey:         k,
-		Listen:             netip.MustParseAddrPort("127.0.0.1:0"),
-		HandleStream:       handle,
-		streamCloseTimeout: closeTimeout,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return tn
+	return newTunnelConfig(t, Config{HandleStream: handle, streamCloseTimeout: closeTimeout})
 }
 
 func openStream(t *testing.T, from, to *Tunnel) net.Conn {

@@ -17,15 +17,19 @@ import (
 
 func newTestTunnel(t testing.TB, handle func(key.PublicKey, net.Conn)) *Tunnel {
 	t.Helper()
+	return newTunnelConfig(t, Config{HandleStream: handle})
+}
+
+// newTunnelConfig makes a tunnel of cfg on a loopback port with a new key
+// (cfg's PrivateKey and Listen are set here).
+func newTunnelConfig(t testing.TB, cfg Config) *Tunnel {
+	t.Helper()
 	k, err := key.NewPrivate()
 	if err != nil {
 		t.Fatal(err)
 	}
-	tn, err := New(Config{
-		PrivateKey:   k,
-		Listen:       netip.MustParseAddrPort("127.0.0.1:0"),
-		HandleStream: handle,
-	})
+	cfg.PrivateKey, cfg.Listen = k, netip.MustParseAddrPort("127.0.0.1:0")
+	tn, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
